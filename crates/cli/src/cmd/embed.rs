@@ -1,0 +1,151 @@
+use std::io::{BufRead, IsTerminal};
+
+use anectx_core::Truncation;
+use anectx_models::load_embedder;
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+/// Embed texts given as arguments, or one per line on standard input.
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Model directory (or Hugging Face id in the local cache). Env: ANECTX_MODEL.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Compute precision: f32 or f16. Env: ANECTX_DTYPE. Default f32.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Print JSON (one object with every embedding) instead of a summary.
+    #[arg(long)]
+    json: bool,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
+    batch_size: u32,
+    /// Texts to embed. Without any, lines are read from standard input.
+    texts: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    index: usize,
+    tokens: usize,
+    truncated: Option<Truncation>,
+    embedding: Vec<f32>,
+}
+
+#[derive(Serialize)]
+struct Output {
+    model: String,
+    kind: anectx_models::ModelKind,
+    dtype: String,
+    dim: usize,
+    data: Vec<Row>,
+}
+
+pub fn run(args: EmbedArgs) -> Result<()> {
+    let dir = super::resolve_model(args.model)?;
+    let dtype = super::resolve_dtype(args.dtype)?;
+    let texts = if args.texts.is_empty() {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            anyhow::bail!("no texts given: pass them as arguments or pipe them in, one per line");
+        }
+        stdin
+            .lock()
+            .lines()
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("reading standard input (is it UTF-8?)")?
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect()
+    } else {
+        args.texts
+    };
+    if texts.is_empty() {
+        anyhow::bail!("no non-empty texts to embed");
+    }
+    let (model, tok) = load_embedder(&dir, dtype)
+        .with_context(|| format!("loading the model from {}", dir.display()))?;
+
+    let bs = args.batch_size as usize;
+    let pb = if texts.len() > bs && std::io::stderr().is_terminal() {
+        let pb = ProgressBar::new(texts.len() as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{bar:40} {pos}/{len} texts ({per_sec}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut rows = Vec::with_capacity(texts.len());
+    for (ci, chunk) in texts.chunks(bs).enumerate() {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let mut batch = tok.encode_batch(&refs)?;
+        let trunc = std::mem::take(&mut batch.truncations);
+        let emb = model.embed(&batch)?;
+        for (i, e) in emb.iter().enumerate() {
+            let index = ci * bs + i;
+            let truncated = trunc
+                .iter()
+                .find(|t| t.index == i)
+                .map(|t| Truncation { index, ..t.clone() });
+            if let Some(t) = &truncated {
+                eprintln!(
+                    "warning: text {index} has {} tokens; only the first {} were embedded",
+                    t.original_len, t.kept
+                );
+            }
+            rows.push(Row {
+                index,
+                tokens: batch.len_of(i),
+                truncated,
+                embedding: e.to_vec(),
+            });
+        }
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+
+    let out = Output {
+        model: dir.display().to_string(),
+        kind: model.kind(),
+        dtype: dtype.to_string(),
+        dim: model.dim(),
+        data: rows,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "model {} ({:?}, {}), {} texts, {} dims",
+            out.model,
+            out.kind,
+            out.dtype,
+            out.data.len(),
+            out.dim
+        );
+        for r in &out.data {
+            let head: Vec<String> = r
+                .embedding
+                .iter()
+                .take(6)
+                .map(|x| format!("{x:+.4}"))
+                .collect();
+            println!(
+                "[{}] {:>3} tokens{}  [{}, …]",
+                r.index,
+                r.tokens,
+                if r.truncated.is_some() {
+                    " (truncated)"
+                } else {
+                    ""
+                },
+                head.join(", ")
+            );
+        }
+        println!("(use --json for full vectors)");
+    }
+    Ok(())
+}

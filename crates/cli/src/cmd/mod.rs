@@ -1,0 +1,27 @@
+pub mod embed;
+pub mod model;
+
+use anectx_core::settings::{resolve, ConfigFile};
+use anyhow::{Context, Result};
+use std::path::PathBuf;
+
+/// Resolves the embedder directory: --model > ANECTX_MODEL > config `model`.
+pub fn resolve_model(cli: Option<String>) -> Result<PathBuf> {
+    let file = ConfigFile::discover().context("reading the config file")?;
+    let Some((spec, _src)) = resolve(cli, "ANECTX_MODEL", &file, "model", None) else {
+        anyhow::bail!(
+            "no model given: pass --model DIR (a directory with config.json, model.safetensors \
+             and tokenizer.json, or a Hugging Face id in the local cache), or set ANECTX_MODEL"
+        );
+    };
+    Ok(anectx_models::io::resolve_model_dir(&spec)?)
+}
+
+/// Resolves the compute dtype: --dtype > ANECTX_DTYPE > config `dtype` > f32.
+pub fn resolve_dtype(cli: Option<String>) -> Result<anectx_models::WeightDtype> {
+    let file = ConfigFile::discover().context("reading the config file")?;
+    let v = resolve(cli, "ANECTX_DTYPE", &file, "dtype", Some("f32"))
+        .map(|(v, _)| v)
+        .unwrap_or_else(|| "f32".into());
+    v.parse().map_err(|e: String| anyhow::anyhow!(e))
+}

@@ -1,0 +1,52 @@
+use std::path::PathBuf;
+
+use anectx_models::ModelInfo;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Load a model directory and describe it: kind, dimensions, parameters,
+    /// stored precision, tokenizer, sequence buckets.
+    Info {
+        /// Model directory (or Hugging Face id in the local cache).
+        dir: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(cmd: ModelCommand) -> Result<()> {
+    match cmd {
+        ModelCommand::Info { dir, json } => {
+            let path: PathBuf = anectx_models::io::resolve_model_dir(&dir)?;
+            let info = ModelInfo::inspect(&path)
+                .with_context(|| format!("inspecting {}", path.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!("model        {}", info.dir.display());
+                println!("kind         {:?}", info.kind);
+                println!(
+                    "weights      {} parameters, {:.1} MB on disk, stored as {}",
+                    info.parameters,
+                    info.weights_bytes as f64 / 1e6,
+                    info.stored_dtype
+                        .map(|d| d.to_string())
+                        .unwrap_or_else(|| "?".into())
+                );
+                if let Some(d) = info.output_dim {
+                    println!("output dim   {d}");
+                }
+                println!(
+                    "vocabulary   {} (tokenizer {})",
+                    info.model_vocab, info.tokenizer_vocab
+                );
+                println!("max tokens   {}", info.max_seq);
+                println!("buckets      {:?}", info.seq_buckets);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The `anectx` command line. Thin: argument parsing, settings resolution and
+//! output formatting; the work happens in the library crates.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// anectx — a local context engine for LLMs, with small models built for the
+/// Apple Neural Engine.
+///
+/// Settings are resolved as: command line > environment (ANECTX_*) > config
+/// file ($ANECTX_CONFIG or ~/.config/anectx/config.toml, `key = value` lines)
+/// > built-in defaults.
+#[derive(Debug, Parser)]
+#[command(
+    name = "anectx",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Embed texts with a sentence embedder and print the vectors.
+    Embed(cmd::embed::EmbedArgs),
+    /// Inspect model directories.
+    #[command(subcommand)]
+    Model(cmd::model::ModelCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Embed(a) => cmd::embed::run(a),
+        Command::Model(c) => cmd::model::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
