@@ -21,3 +21,19 @@ if [[ ! -f "$minilm/model.safetensors" || ! -f "$minilm/tokenizer.json" ]]; then
   rm -rf "$tmp"
 fi
 echo "fixtures: all-MiniLM-L6-v2 at $minilm" >&2
+
+# Python venv for validators and client tests: coremltools 9.0 (parses and
+# validates .mlpackage files on Linux; cannot run predictions off macOS) and
+# the official openai client (server compatibility tests).
+venv="$fx/venv"
+stamp="$venv/.anectx-requirements"
+reqs="coremltools==9.0 numpy==2.4.6 openai==3.57.0"
+if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$reqs" ]]; then
+  echo "fixtures: creating $venv ($reqs)" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  # shellcheck disable=SC2086
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $reqs
+  echo "$reqs" > "$stamp"
+fi
+echo "fixtures: python venv at $venv" >&2

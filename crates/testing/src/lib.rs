@@ -72,3 +72,9 @@ pub const SENTENCES: &[&str] = &[
     "Heat transfer in laminar boundary layers depends strongly on the Prandtl number.",
     "Thanks!",
 ];
+
+/// The Python interpreter of the fixtures venv (coremltools 9.0, numpy,
+/// openai), installed by scripts/fixtures.sh.
+pub fn python() -> Option<PathBuf> {
+    fixture("ANECTX_FIXTURE_VENV", "venv", "bin/python").map(|d| d.join("bin/python"))
+}
