@@ -1,0 +1,540 @@
+//! SQLite metadata: documents, chunks and the consistency queues.
+//!
+//! The schema is a list of migrations applied in order; `PRAGMA user_version`
+//! records how many have run. Later features (an interaction log, usage
+//! labels) append migrations here and add their own module beside this one.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::{Result, StoreError};
+
+/// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // v1: documents, chunks, consistency queue, key/value metadata.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE documents (
+        id           INTEGER PRIMARY KEY,
+        path         TEXT NOT NULL UNIQUE,
+        content_hash TEXT NOT NULL,
+        bytes        INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        indexed_at   INTEGER NOT NULL
+    );
+    -- AUTOINCREMENT: chunk ids are never reused, because tantivy and the
+    -- vector store key their entries by chunk id.
+    CREATE TABLE chunks (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        doc_id     INTEGER NOT NULL REFERENCES documents(id) ON DELETE CASCADE,
+        ord        INTEGER NOT NULL,
+        text       TEXT NOT NULL,
+        heading    TEXT,
+        byte_start INTEGER NOT NULL,
+        byte_end   INTEGER NOT NULL,
+        line_start INTEGER NOT NULL,
+        line_end   INTEGER NOT NULL,
+        tokens     INTEGER NOT NULL,
+        lexed      INTEGER NOT NULL DEFAULT 0,
+        embedded   INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX chunks_doc ON chunks(doc_id);
+    CREATE INDEX chunks_unlexed ON chunks(lexed) WHERE lexed = 0;
+    CREATE INDEX chunks_unembedded ON chunks(embedded) WHERE embedded = 0;
+    -- Chunks deleted from SQLite whose tantivy / vector entries still exist.
+    CREATE TABLE pending_deletes (
+        chunk_id INTEGER PRIMARY KEY,
+        lexical  INTEGER NOT NULL DEFAULT 1,
+        vector   INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE TRIGGER chunks_deleted AFTER DELETE ON chunks BEGIN
+        INSERT OR REPLACE INTO pending_deletes(chunk_id, lexical, vector) VALUES (old.id, 1, 1);
+    END;
+    "#,
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Which embedder produced a store's vectors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbedderInfo {
+    /// Content fingerprint of the model (config, tokenizer, weights, dtype).
+    pub fingerprint: String,
+    /// Human-readable description (directory, architecture).
+    pub description: String,
+    pub dim: usize,
+}
+
+/// A stored document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentRecord {
+    pub id: i64,
+    pub path: String,
+    pub content_hash: String,
+    pub bytes: u64,
+    pub kind: String,
+}
+
+/// A chunk to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChunk {
+    pub text: String,
+    pub heading: Option<String>,
+    pub byte_start: usize,
+    pub byte_end: usize,
+    pub line_start: usize,
+    pub line_end: usize,
+    pub tokens: usize,
+}
+
+/// A stored chunk with its document path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    pub id: u64,
+    pub doc_id: i64,
+    pub path: String,
+    pub ord: u32,
+    pub text: String,
+    pub heading: Option<String>,
+    pub byte_start: usize,
+    pub byte_end: usize,
+    pub line_start: usize,
+    pub line_end: usize,
+    pub tokens: usize,
+}
+
+/// Work an interrupted run left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pending {
+    pub unlexed_chunks: u64,
+    pub unembedded_chunks: u64,
+    pub lexical_deletes: u64,
+    pub vector_deletes: u64,
+}
+
+impl Pending {
+    /// `unembedded` only counts when the store has an embedder.
+    pub fn is_empty(&self) -> bool {
+        self.unlexed_chunks == 0
+            && self.unembedded_chunks == 0
+            && self.lexical_deletes == 0
+            && self.vector_deletes == 0
+    }
+}
+
+/// The SQLite database (one connection behind a mutex; WAL mode).
+pub struct Db {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Db")
+    }
+}
+
+const CHUNK_COLUMNS: &str = "c.id, c.doc_id, d.path, c.ord, c.text, c.heading, c.byte_start, \
+     c.byte_end, c.line_start, c.line_end, c.tokens";
+
+fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
+    Ok(ChunkRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        doc_id: r.get(1)?,
+        path: r.get(2)?,
+        ord: r.get::<_, i64>(3)? as u32,
+        text: r.get(4)?,
+        heading: r.get(5)?,
+        byte_start: r.get::<_, i64>(6)? as usize,
+        byte_end: r.get::<_, i64>(7)? as usize,
+        line_start: r.get::<_, i64>(8)? as usize,
+        line_end: r.get::<_, i64>(9)? as usize,
+        tokens: r.get::<_, i64>(10)? as usize,
+    })
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Db {
+    /// Opens the database, enables WAL and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` inside one transaction.
+    pub fn transaction<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2) \
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The embedder that produced the store's vectors, if any.
+    pub fn embedder(&self) -> Result<Option<EmbedderInfo>> {
+        match self.meta("embedder")? {
+            None => Ok(None),
+            Some(s) => serde_json::from_str(&s)
+                .map(Some)
+                .map_err(|e| StoreError::Invalid(format!("corrupt embedder record: {e}"))),
+        }
+    }
+
+    pub(crate) fn set_embedder(&self, info: &EmbedderInfo) -> Result<()> {
+        let s = serde_json::to_string(info)
+            .map_err(|e| StoreError::Invalid(format!("embedder record: {e}")))?;
+        self.set_meta("embedder", &s)
+    }
+
+    /// All documents (path → record).
+    pub fn documents(&self) -> Result<Vec<DocumentRecord>> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT id, path, content_hash, bytes, kind FROM documents ORDER BY path")?;
+        let rows = st.query_map([], |r| {
+            Ok(DocumentRecord {
+                id: r.get(0)?,
+                path: r.get(1)?,
+                content_hash: r.get(2)?,
+                bytes: r.get::<_, i64>(3)? as u64,
+                kind: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Replaces (or inserts) a document and its chunks in `tx`. Old chunks go
+    /// to the delete queue through the trigger. Returns the new chunk ids.
+    pub fn replace_document(
+        tx: &rusqlite::Transaction<'_>,
+        path: &str,
+        content_hash: &str,
+        bytes: u64,
+        kind: &str,
+        chunks: &[NewChunk],
+    ) -> Result<Vec<u64>> {
+        tx.execute("DELETE FROM documents WHERE path = ?1", [path])?;
+        tx.execute(
+            "INSERT INTO documents(path, content_hash, bytes, kind, indexed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![path, content_hash, bytes as i64, kind, now_secs()],
+        )?;
+        let doc_id = tx.last_insert_rowid();
+        let mut st = tx.prepare_cached(
+            "INSERT INTO chunks(doc_id, ord, text, heading, byte_start, byte_end, line_start, \
+             line_end, tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut ids = Vec::with_capacity(chunks.len());
+        for (i, c) in chunks.iter().enumerate() {
+            st.execute(params![
+                doc_id,
+                i as i64,
+                c.text,
+                c.heading,
+                c.byte_start as i64,
+                c.byte_end as i64,
+                c.line_start as i64,
+                c.line_end as i64,
+                c.tokens as i64
+            ])?;
+            ids.push(tx.last_insert_rowid() as u64);
+        }
+        Ok(ids)
+    }
+
+    /// Deletes documents by path in `tx` (their chunks are queued for deletion).
+    pub fn delete_document(tx: &rusqlite::Transaction<'_>, path: &str) -> Result<bool> {
+        Ok(tx.execute("DELETE FROM documents WHERE path = ?1", [path])? > 0)
+    }
+
+    pub fn chunk_count(&self) -> Result<u64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM chunks", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    pub fn document_count(&self) -> Result<u64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM documents", [], |r| r.get::<_, i64>(0))?
+            as u64)
+    }
+
+    /// Ids of chunks whose vectors are recorded as written.
+    pub fn embedded_chunk_ids(&self) -> Result<HashSet<u64>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT id FROM chunks WHERE embedded = 1")?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+        rows.map(|r| Ok(r? as u64)).collect()
+    }
+
+    /// Up to `limit` chunks not yet in tantivy: (id, text).
+    pub fn unlexed_chunks(&self, limit: usize) -> Result<Vec<(u64, String)>> {
+        self.id_text(
+            "SELECT id, text FROM chunks WHERE lexed = 0 ORDER BY id LIMIT ?1",
+            limit,
+        )
+    }
+
+    /// Up to `limit` chunks without vectors: (id, text).
+    pub fn unembedded_chunks(&self, limit: usize) -> Result<Vec<(u64, String)>> {
+        self.id_text(
+            "SELECT id, text FROM chunks WHERE embedded = 0 ORDER BY id LIMIT ?1",
+            limit,
+        )
+    }
+
+    fn id_text(&self, sql: &str, limit: usize) -> Result<Vec<(u64, String)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(sql)?;
+        let rows = st.query_map([limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn mark(&self, sql: &str, ids: &[u64]) -> Result<()> {
+        self.transaction(|tx| {
+            let mut st = tx.prepare_cached(sql)?;
+            for id in ids {
+                st.execute([*id as i64])?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn mark_lexed(&self, ids: &[u64]) -> Result<()> {
+        self.mark("UPDATE chunks SET lexed = 1 WHERE id = ?1", ids)
+    }
+
+    pub fn mark_embedded(&self, ids: &[u64]) -> Result<()> {
+        self.mark("UPDATE chunks SET embedded = 1 WHERE id = ?1", ids)
+    }
+
+    /// Chunk ids queued for deletion from tantivy (`lexical`) or the vector store.
+    pub fn pending_deletes(&self, lexical: bool) -> Result<Vec<u64>> {
+        let col = if lexical { "lexical" } else { "vector" };
+        let conn = self.conn();
+        let mut st = conn.prepare(&format!(
+            "SELECT chunk_id FROM pending_deletes WHERE {col} = 1"
+        ))?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+        rows.map(|r| Ok(r? as u64)).collect()
+    }
+
+    /// Marks deletes as applied to one side and drops fully applied entries.
+    pub fn clear_pending_deletes(&self, lexical: bool, ids: &[u64]) -> Result<()> {
+        let sql = if lexical {
+            "UPDATE pending_deletes SET lexical = 0 WHERE chunk_id = ?1"
+        } else {
+            "UPDATE pending_deletes SET vector = 0 WHERE chunk_id = ?1"
+        };
+        self.mark(sql, ids)?;
+        self.conn().execute(
+            "DELETE FROM pending_deletes WHERE lexical = 0 AND vector = 0",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Outstanding work. Unembedded chunks count only when an embedder is set.
+    pub fn pending(&self) -> Result<Pending> {
+        let has_embedder = self.embedder()?.is_some();
+        let conn = self.conn();
+        let count = |sql: &str| -> Result<u64> {
+            Ok(conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
+        Ok(Pending {
+            unlexed_chunks: count("SELECT COUNT(*) FROM chunks WHERE lexed = 0")?,
+            unembedded_chunks: if has_embedder {
+                count("SELECT COUNT(*) FROM chunks WHERE embedded = 0")?
+            } else {
+                0
+            },
+            lexical_deletes: count("SELECT COUNT(*) FROM pending_deletes WHERE lexical = 1")?,
+            vector_deletes: if has_embedder {
+                count("SELECT COUNT(*) FROM pending_deletes WHERE vector = 1")?
+            } else {
+                0
+            },
+        })
+    }
+
+    /// Without an embedder nothing consumes vector deletes; drop them.
+    pub fn drop_vector_deletes(&self) -> Result<()> {
+        let conn = self.conn();
+        conn.execute("UPDATE pending_deletes SET vector = 0", [])?;
+        conn.execute(
+            "DELETE FROM pending_deletes WHERE lexical = 0 AND vector = 0",
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// Chunks by id, in the order given; ids that no longer exist are skipped.
+    pub fn chunks_by_ids(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id = ?1"
+        ))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(c) = st.query_row([*id as i64], chunk_from_row).optional()? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chunk id → document path for every chunk (used by evaluation).
+    pub fn chunk_paths(&self) -> Result<std::collections::HashMap<u64, String>> {
+        let conn = self.conn();
+        let mut st =
+            conn.prepare("SELECT c.id, d.path FROM chunks c JOIN documents d ON d.id = c.doc_id")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::debug!(version = i + 1, "applied store migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(text: &str) -> NewChunk {
+        NewChunk {
+            text: text.into(),
+            heading: None,
+            byte_start: 0,
+            byte_end: text.len(),
+            line_start: 1,
+            line_end: 1,
+            tokens: text.split_whitespace().count(),
+        }
+    }
+
+    #[test]
+    fn migrates_and_queues_deleted_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.sqlite")).unwrap();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        let ids = db
+            .transaction(|tx| {
+                Db::replace_document(
+                    tx,
+                    "a.md",
+                    "h1",
+                    3,
+                    "markdown",
+                    &[chunk("one"), chunk("two")],
+                )
+            })
+            .unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(db.pending().unwrap().unlexed_chunks, 2);
+        db.mark_lexed(&ids).unwrap();
+        // Replacing the document queues the old chunks and never reuses ids.
+        let new_ids = db
+            .transaction(|tx| {
+                Db::replace_document(tx, "a.md", "h2", 3, "markdown", &[chunk("three")])
+            })
+            .unwrap();
+        assert!(new_ids[0] > ids[1]);
+        let mut pending = db.pending_deletes(true).unwrap();
+        pending.sort();
+        assert_eq!(pending, ids);
+        db.clear_pending_deletes(true, &ids).unwrap();
+        assert!(db.pending_deletes(true).unwrap().is_empty());
+        assert_eq!(db.pending_deletes(false).unwrap().len(), 2);
+        let got = db.chunks_by_ids(&[ids[0], new_ids[0]]).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].text, "three");
+        assert_eq!(got[0].path, "a.md");
+        // Re-opening keeps the version and data.
+        drop(db);
+        let db = Db::open(&dir.path().join("a.sqlite")).unwrap();
+        assert_eq!(db.chunk_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn refuses_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.sqlite");
+        {
+            let c = Connection::open(&p).unwrap();
+            c.pragma_update(None, "user_version", SCHEMA_VERSION + 5)
+                .unwrap();
+        }
+        let err = Db::open(&p).unwrap_err();
+        assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+    }
+}

@@ -1,0 +1,134 @@
+//! anectx storage: everything the context engine persists, in one directory.
+//!
+//! - [`db`]: SQLite (WAL) — documents, chunks and the work queues that keep the
+//!   other two stores consistent. The schema is versioned (`PRAGMA user_version`)
+//!   and grows by appending migrations; this is the only crate that talks to SQLite.
+//! - [`lexical`]: a tantivy index holding the chunk postings; BM25 is computed
+//!   here from tantivy's postings, document frequencies and field norms so that
+//!   `k1` and `b` are configurable (tantivy's own scorer fixes them).
+//! - [`vectors`]: chunk embeddings, f16 on disk, searched exactly behind the
+//!   [`vectors::VectorIndex`] trait so an ANN index can replace it.
+//!
+//! SQLite is the source of truth. Every chunk row carries `lexed` and
+//! `embedded` flags; deleted chunks are queued in `pending_deletes` by a
+//! trigger. A crash at any point leaves work in those queues, which
+//! [`Store::pending`] reports and the next indexing run finishes.
+
+pub mod db;
+mod error;
+pub mod lexical;
+pub mod vectors;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+
+pub use db::{ChunkRecord, Db, DocumentRecord, EmbedderInfo, NewChunk, Pending};
+pub use error::StoreError;
+pub use lexical::{Bm25Params, LexicalIndex};
+pub use vectors::{FlatVectors, VectorIndex};
+
+/// Result alias for this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+const DB_FILE: &str = "anectx.sqlite";
+const LEXICAL_DIR: &str = "lexical";
+const VECTORS_FILE: &str = "vectors.f16";
+
+/// A store directory: SQLite metadata, tantivy postings and vectors.
+pub struct Store {
+    dir: PathBuf,
+    pub db: Db,
+    pub lexical: LexicalIndex,
+    vectors: RwLock<FlatVectors>,
+    /// Serialises writers inside this process (tantivy's own lock covers processes).
+    write_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating when missing) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let db = Db::open(&dir.join(DB_FILE))?;
+        let lexical = LexicalIndex::open(&dir.join(LEXICAL_DIR))?;
+        let live = db.embedded_chunk_ids()?;
+        let dim = db.embedder()?.map(|e| e.dim);
+        let vectors = FlatVectors::load(&dir.join(VECTORS_FILE), dim, &live)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            db,
+            lexical,
+            vectors: RwLock::new(vectors),
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// Whether `dir` already holds a store.
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(DB_FILE).is_file()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Read access to the vector store.
+    pub fn vectors(&self) -> std::sync::RwLockReadGuard<'_, FlatVectors> {
+        self.vectors.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write access to the vector store.
+    pub fn vectors_mut(&self) -> std::sync::RwLockWriteGuard<'_, FlatVectors> {
+        self.vectors.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes the in-process writer lock (one indexing run at a time).
+    pub fn write_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the vector dimension (first embedding run) and records the embedder.
+    pub fn set_embedder(&self, info: &EmbedderInfo) -> Result<()> {
+        self.db.set_embedder(info)?;
+        self.vectors_mut().set_dim(info.dim)
+    }
+
+    /// Outstanding work left by an interrupted run.
+    pub fn pending(&self) -> Result<Pending> {
+        self.db.pending()
+    }
+
+    /// Cross-checks SQLite, tantivy and the vector store. An empty list means
+    /// the three agree (no pending work, same chunk sets).
+    pub fn check_consistency(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let p = self.pending()?;
+        if !p.is_empty() {
+            problems.push(format!("pending work: {p:?}"));
+        }
+        let chunks = self.db.chunk_count()?;
+        let lex = self.lexical.num_docs()?;
+        if lex != chunks {
+            problems.push(format!("tantivy holds {lex} live chunks, SQLite {chunks}"));
+        }
+        if self.db.embedder()?.is_some() {
+            let embedded = self.db.embedded_chunk_ids()?;
+            let v = self.vectors();
+            if v.len() != chunks as usize {
+                problems.push(format!(
+                    "vector store holds {} vectors, SQLite {chunks} chunks",
+                    v.len()
+                ));
+            }
+            if let Some(missing) = embedded.iter().find(|id| !v.contains(**id)) {
+                problems.push(format!("chunk {missing} has no vector"));
+            }
+        }
+        Ok(problems)
+    }
+}

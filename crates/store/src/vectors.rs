@@ -1,0 +1,402 @@
+//! Chunk embeddings: f16 on disk, f32 in memory, exact search.
+//!
+//! File layout (`vectors.f16`): a 16-byte header (`ANXVEC01`, dimension as
+//! u32 LE, 4 reserved bytes) followed by records of `chunk id (u64 LE)` and
+//! `dim` f16 values (LE). Appends are fsync'd per batch; a torn tail from a
+//! crash is cut off on load. Later records for the same id win, and records
+//! whose chunk SQLite does not list as embedded are ignored, so a crash
+//! between writing vectors and recording them only costs re-embedding.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use rayon::prelude::*;
+
+use crate::{Result, StoreError};
+
+const MAGIC: &[u8; 8] = b"ANXVEC01";
+const HEADER: usize = 16;
+/// Rows per parallel block in exact search.
+const BLOCK: usize = 4096;
+
+/// Nearest-neighbour search over chunk vectors. The exact implementation is
+/// [`FlatVectors`]; an approximate index can implement this trait instead.
+pub trait VectorIndex: Send + Sync {
+    fn dim(&self) -> usize;
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The `k` chunks with the highest inner product with `query` (cosine for
+    /// normalised vectors), best first.
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>>;
+    /// The stored vector of a chunk.
+    fn get(&self, id: u64) -> Option<&[f32]>;
+}
+
+/// Exact (brute-force) vector store.
+#[derive(Debug)]
+pub struct FlatVectors {
+    path: PathBuf,
+    dim: usize,
+    ids: Vec<u64>,
+    data: Vec<f32>,
+    rows: HashMap<u64, usize>,
+}
+
+fn vec_err(path: &Path, message: impl Into<String>) -> StoreError {
+    StoreError::Vectors {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+impl FlatVectors {
+    /// Loads the vectors of `live` chunks from `path` (missing file: empty).
+    /// `dim` is the dimension SQLite records for the store's embedder.
+    pub fn load(path: &Path, dim: Option<usize>, live: &HashSet<u64>) -> Result<Self> {
+        let mut me = Self {
+            path: path.to_path_buf(),
+            dim: dim.unwrap_or(0),
+            ids: Vec::new(),
+            data: Vec::new(),
+            rows: HashMap::new(),
+        };
+        let mut bytes = Vec::new();
+        match std::fs::File::open(path) {
+            Ok(mut f) => {
+                f.read_to_end(&mut bytes)
+                    .map_err(|e| StoreError::io(path, e))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(me),
+            Err(e) => return Err(StoreError::io(path, e)),
+        }
+        if bytes.len() < HEADER {
+            // A crash while writing the header: nothing was recorded yet.
+            std::fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
+            return Ok(me);
+        }
+        if &bytes[..8] != MAGIC {
+            return Err(vec_err(path, "not an anectx vector file (bad magic)"));
+        }
+        let file_dim = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        match dim {
+            Some(d) if d != file_dim => {
+                return Err(vec_err(
+                    path,
+                    format!("holds {file_dim}-dimensional vectors, the store records {d}"),
+                ))
+            }
+            _ => me.dim = file_dim,
+        }
+        let rec = 8 + 2 * me.dim;
+        let body = &bytes[HEADER..];
+        let whole = body.len() / rec * rec;
+        if whole != body.len() {
+            tracing::warn!(
+                path = %path.display(),
+                "cutting a torn record off the vector file (interrupted run)"
+            );
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| StoreError::io(path, e))?;
+            f.set_len((HEADER + whole) as u64)
+                .map_err(|e| StoreError::io(path, e))?;
+        }
+        let mut row = vec![0f32; me.dim];
+        for r in body[..whole].chunks_exact(rec) {
+            let id = u64::from_le_bytes(r[..8].try_into().map_err(|_| vec_err(path, "short id"))?);
+            if !live.contains(&id) {
+                continue;
+            }
+            for (o, b) in row.iter_mut().zip(r[8..].chunks_exact(2)) {
+                *o = f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32();
+            }
+            me.upsert_mem(id, &row);
+        }
+        Ok(me)
+    }
+
+    /// An in-memory store not backed by a file (tests, benches).
+    pub fn in_memory(dim: usize) -> Self {
+        Self {
+            path: PathBuf::new(),
+            dim,
+            ids: Vec::new(),
+            data: Vec::new(),
+            rows: HashMap::new(),
+        }
+    }
+
+    /// Sets the dimension of an empty store.
+    pub fn set_dim(&mut self, dim: usize) -> Result<()> {
+        if self.dim == dim {
+            return Ok(());
+        }
+        if !self.ids.is_empty() || self.path.exists() {
+            return Err(StoreError::Dimension {
+                got: dim,
+                want: self.dim,
+            });
+        }
+        self.dim = dim;
+        Ok(())
+    }
+
+    pub fn contains(&self, id: u64) -> bool {
+        self.rows.contains_key(&id)
+    }
+
+    fn upsert_mem(&mut self, id: u64, v: &[f32]) {
+        let d = self.dim;
+        match self.rows.get(&id) {
+            Some(&r) => self.data[r * d..(r + 1) * d].copy_from_slice(v),
+            None => {
+                self.rows.insert(id, self.ids.len());
+                self.ids.push(id);
+                self.data.extend_from_slice(v);
+            }
+        }
+    }
+
+    /// Appends vectors (row-major, `ids.len() * dim`) durably and in memory.
+    /// Values are rounded to f16 in memory too, so memory matches disk.
+    pub fn append(&mut self, ids: &[u64], vectors: &[f32]) -> Result<()> {
+        if self.dim == 0 || vectors.len() != ids.len() * self.dim {
+            return Err(StoreError::Dimension {
+                got: if ids.is_empty() {
+                    0
+                } else {
+                    vectors.len() / ids.len()
+                },
+                want: self.dim,
+            });
+        }
+        let mut buf = Vec::with_capacity(ids.len() * (8 + 2 * self.dim) + HEADER);
+        let fresh = !self.path.as_os_str().is_empty()
+            && std::fs::metadata(&self.path)
+                .map(|m| m.len() == 0)
+                .unwrap_or(true);
+        if fresh {
+            buf.extend_from_slice(MAGIC);
+            buf.extend_from_slice(&(self.dim as u32).to_le_bytes());
+            buf.extend_from_slice(&[0u8; 4]);
+        }
+        let mut rounded = vec![0f32; self.dim];
+        for (id, v) in ids.iter().zip(vectors.chunks_exact(self.dim)) {
+            buf.extend_from_slice(&id.to_le_bytes());
+            for (r, x) in rounded.iter_mut().zip(v) {
+                let h = f16::from_f32(*x);
+                *r = h.to_f32();
+                buf.extend_from_slice(&h.to_bits().to_le_bytes());
+            }
+            self.upsert_mem(*id, &rounded);
+        }
+        if !self.path.as_os_str().is_empty() {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| StoreError::io(&self.path, e))?;
+            f.write_all(&buf)
+                .map_err(|e| StoreError::io(&self.path, e))?;
+            f.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes ids from memory; [`FlatVectors::rewrite`] makes it durable.
+    pub fn remove(&mut self, ids: &[u64]) {
+        let d = self.dim;
+        for id in ids {
+            if let Some(r) = self.rows.remove(id) {
+                let last = self.ids.len() - 1;
+                if r != last {
+                    let moved = self.ids[last];
+                    self.ids[r] = moved;
+                    self.data.copy_within(last * d..(last + 1) * d, r * d);
+                    self.rows.insert(moved, r);
+                }
+                self.ids.pop();
+                self.data.truncate(last * d);
+            }
+        }
+    }
+
+    /// Rewrites the file from memory (compaction), atomically via rename.
+    pub fn rewrite(&self) -> Result<()> {
+        if self.path.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let tmp = self.path.with_extension("f16.tmp");
+        let mut buf = Vec::with_capacity(HEADER + self.ids.len() * (8 + 2 * self.dim));
+        buf.extend_from_slice(MAGIC);
+        buf.extend_from_slice(&(self.dim as u32).to_le_bytes());
+        buf.extend_from_slice(&[0u8; 4]);
+        for (id, v) in self.ids.iter().zip(self.data.chunks_exact(self.dim.max(1))) {
+            buf.extend_from_slice(&id.to_le_bytes());
+            for x in v {
+                buf.extend_from_slice(&f16::from_f32(*x).to_bits().to_le_bytes());
+            }
+        }
+        let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        f.write_all(&buf).map_err(|e| StoreError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| StoreError::io(&self.path, e))?;
+        Ok(())
+    }
+}
+
+/// Inner product, written so the compiler vectorises it (8 accumulators).
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+fn top_k(v: &mut Vec<(f32, u64)>, k: usize) {
+    let cmp = |a: &(f32, u64), b: &(f32, u64)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+    if v.len() > k {
+        v.select_nth_unstable_by(k, cmp);
+        v.truncate(k);
+    }
+    v.sort_unstable_by(cmp);
+}
+
+impl VectorIndex for FlatVectors {
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn search(&self, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>> {
+        if query.len() != self.dim {
+            return Err(StoreError::Dimension {
+                got: query.len(),
+                want: self.dim,
+            });
+        }
+        if k == 0 || self.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = self.dim;
+        let block = |(b, rows): (usize, &[f32])| -> Vec<(f32, u64)> {
+            let mut v: Vec<(f32, u64)> = rows
+                .chunks_exact(d)
+                .enumerate()
+                .map(|(i, r)| (dot(query, r), self.ids[b * BLOCK + i]))
+                .collect();
+            top_k(&mut v, k);
+            v
+        };
+        let mut all: Vec<(f32, u64)> = if self.ids.len() > BLOCK {
+            self.data
+                .par_chunks(BLOCK * d)
+                .enumerate()
+                .flat_map_iter(block)
+                .collect()
+        } else {
+            block((0, &self.data))
+        };
+        top_k(&mut all, k);
+        Ok(all.into_iter().map(|(s, id)| (id, s)).collect())
+    }
+
+    fn get(&self, id: u64) -> Option<&[f32]> {
+        self.rows
+            .get(&id)
+            .map(|&r| &self.data[r * self.dim..(r + 1) * self.dim])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(v: &[f32]) -> Vec<f32> {
+        let n = dot(v, v).sqrt();
+        v.iter().map(|x| x / n).collect()
+    }
+
+    #[test]
+    fn persists_searches_and_repairs_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v.f16");
+        let mut v = FlatVectors::load(&p, Some(3), &HashSet::new()).unwrap();
+        let a = unit(&[1.0, 0.0, 0.0]);
+        let b = unit(&[0.6, 0.8, 0.0]);
+        let c = unit(&[0.0, 0.0, 1.0]);
+        v.append(&[1, 2, 3], &[a.clone(), b.clone(), c.clone()].concat())
+            .unwrap();
+        let hits = v.search(&unit(&[1.0, 0.1, 0.0]), 2).unwrap();
+        assert_eq!(hits.iter().map(|h| h.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert!(v.search(&[1.0, 0.0], 2).is_err());
+        // Append a torn record by hand, then reload with only 1 and 3 live.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(&[7u8; 5]).unwrap();
+        drop(f);
+        let live: HashSet<u64> = [1, 3].into_iter().collect();
+        let v2 = FlatVectors::load(&p, Some(3), &live).unwrap();
+        assert_eq!(v2.len(), 2);
+        assert!(!v2.contains(2));
+        assert!((v2.get(3).unwrap()[2] - 1.0).abs() < 1e-3);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len() as usize,
+            HEADER + 3 * (8 + 6)
+        );
+        // Wrong recorded dimension is refused.
+        assert!(FlatVectors::load(&p, Some(4), &live).is_err());
+        // Remove + rewrite compacts.
+        let mut v3 = v2;
+        v3.remove(&[1]);
+        v3.rewrite().unwrap();
+        let all: HashSet<u64> = [1, 2, 3].into_iter().collect();
+        let v4 = FlatVectors::load(&p, Some(3), &all).unwrap();
+        assert_eq!(v4.len(), 1);
+        assert!(v4.contains(3));
+    }
+
+    #[test]
+    fn parallel_search_matches_sequential() {
+        let d = 16;
+        let n = BLOCK * 2 + 17;
+        let mut v = FlatVectors::in_memory(d);
+        let mut x = 1u64;
+        let mut data = Vec::with_capacity(n * d);
+        for _ in 0..n * d {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            data.push(((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5);
+        }
+        let ids: Vec<u64> = (0..n as u64).collect();
+        v.append(&ids, &data).unwrap();
+        let q: Vec<f32> = data[5 * d..6 * d].to_vec();
+        let hits = v.search(&q, 5).unwrap();
+        let mut brute: Vec<(f32, u64)> = (0..n)
+            .map(|i| (dot(&q, v.get(i as u64).unwrap()), i as u64))
+            .collect();
+        top_k(&mut brute, 5);
+        assert_eq!(
+            hits.iter().map(|h| h.0).collect::<Vec<_>>(),
+            brute.iter().map(|h| h.1).collect::<Vec<_>>()
+        );
+    }
+}
