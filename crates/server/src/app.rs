@@ -1,0 +1,915 @@
+//! Shared state, the router and the non-chat handlers.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anectx_core::{Embeddings, TokenBatch};
+use anectx_models::TextTokenizer;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::batcher::{BatchError, Batcher, JobTimings};
+use crate::context::{
+    ContextError, ContextProvider, ContextRequest, ContextResult, Interaction, InteractionKind,
+    InteractionRecorder, NoopRecorder,
+};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Where the chat proxy sends requests.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    /// Base URL of an OpenAI-compatible API, as given to an OpenAI client's
+    /// `base_url` (e.g. `http://127.0.0.1:11434/v1`); the proxy posts to
+    /// `{base_url}/chat/completions`.
+    pub base_url: String,
+    /// Bearer key for the upstream. Without it, the client's own
+    /// `Authorization` header is forwarded only when anectx has no API key.
+    pub api_key: Option<String>,
+}
+
+/// Everything the HTTP layer needs to know, resolved by the caller.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The name clients pass as `model` and that `/v1/models` lists.
+    pub model_id: String,
+    /// Other names accepted as `model` (e.g. `text-embedding-3-small` for
+    /// unchanged clients).
+    pub model_aliases: Vec<String>,
+    /// The model's kind (`bert`, `conv_embedder`, …), for `/info`.
+    pub model_kind: String,
+    /// A content hash of the weights, for `/info` and `anectx_model_info`.
+    pub model_version: String,
+    /// The relevance classifier's name, when one is loaded.
+    pub classifier_id: Option<String>,
+    /// Bearer key required on every route except `/health`.
+    pub api_key: Option<String>,
+    /// Largest request body in bytes (413 above).
+    pub payload_limit: usize,
+    /// Most inputs in one embeddings request or documents in one rerank (413 above).
+    pub max_client_batch: usize,
+    /// Default context budget in tokens for `/v1/context` and the chat proxy.
+    pub context_budget: usize,
+    pub llm: Option<LlmConfig>,
+}
+
+impl ServerConfig {
+    /// Defaults for a model called `model_id`.
+    pub fn new(model_id: impl Into<String>) -> Self {
+        Self {
+            model_id: model_id.into(),
+            model_aliases: Vec::new(),
+            model_kind: String::new(),
+            model_version: String::new(),
+            classifier_id: None,
+            api_key: None,
+            payload_limit: 2 * 1024 * 1024,
+            max_client_batch: 512,
+            context_budget: 1500,
+            llm: None,
+        }
+    }
+
+    fn serves(&self, model: &str) -> bool {
+        model == self.model_id
+            || self.model_aliases.iter().any(|a| a == model)
+            || self.classifier_id.as_deref() == Some(model)
+    }
+}
+
+/// The server's shared state (cheap to clone).
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: ServerConfig,
+    pub batcher: Batcher,
+    pub tokenizer: Arc<TextTokenizer>,
+    pub score_tokenizer: Option<Arc<TextTokenizer>>,
+    pub context: Option<Arc<dyn ContextProvider>>,
+    pub recorder: Arc<dyn InteractionRecorder>,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+    pub start_ms: u64,
+    pub counter: AtomicU64,
+}
+
+/// Builds an [`AppState`].
+pub struct AppStateBuilder {
+    config: ServerConfig,
+    batcher: Batcher,
+    tokenizer: Arc<TextTokenizer>,
+    score_tokenizer: Option<Arc<TextTokenizer>>,
+    context: Option<Arc<dyn ContextProvider>>,
+    recorder: Arc<dyn InteractionRecorder>,
+    metrics: Arc<Metrics>,
+}
+
+impl AppStateBuilder {
+    /// Uses the relevance classifier (loaded in the backend) for `/v1/rerank`,
+    /// with its tokenizer for (query, document) pairs.
+    pub fn classifier_tokenizer(mut self, tok: TextTokenizer) -> Self {
+        self.score_tokenizer = Some(Arc::new(tok));
+        self
+    }
+
+    pub fn context_provider(mut self, p: Arc<dyn ContextProvider>) -> Self {
+        self.context = Some(p);
+        self
+    }
+
+    pub fn recorder(mut self, r: Arc<dyn InteractionRecorder>) -> Self {
+        self.recorder = r;
+        self
+    }
+
+    pub fn build(self) -> Result<AppState, crate::ServerError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| crate::ServerError::Client(e.to_string()))?;
+        let info = self.batcher.info();
+        self.metrics.set_model_info(vec![
+            ("model".into(), self.config.model_id.clone()),
+            ("kind".into(), self.config.model_kind.clone()),
+            ("backend".into(), info.name.clone()),
+            ("version".into(), self.config.model_version.clone()),
+            (
+                "classifier".into(),
+                self.config.classifier_id.clone().unwrap_or_default(),
+            ),
+            ("server_version".into(), env!("CARGO_PKG_VERSION").into()),
+        ]);
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                config: self.config,
+                batcher: self.batcher,
+                tokenizer: self.tokenizer,
+                score_tokenizer: self.score_tokenizer,
+                context: self.context,
+                recorder: self.recorder,
+                metrics: self.metrics,
+                http,
+                start_ms: now_ms(),
+                counter: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+impl AppState {
+    /// Starts building state around a running [`Batcher`] whose backend has
+    /// an embedder, and the embedder's tokenizer. `metrics` must be the one
+    /// the batcher was spawned with.
+    pub fn builder(
+        config: ServerConfig,
+        batcher: Batcher,
+        tokenizer: TextTokenizer,
+        metrics: Arc<Metrics>,
+    ) -> AppStateBuilder {
+        AppStateBuilder {
+            config,
+            batcher,
+            tokenizer: Arc::new(tokenizer),
+            score_tokenizer: None,
+            context: None,
+            recorder: Arc::new(NoopRecorder),
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    pub fn batcher(&self) -> &Batcher {
+        &self.inner.batcher
+    }
+
+    pub(crate) fn next_interaction_id(&self) -> String {
+        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.inner.start_ms)
+    }
+
+    /// Hands an interaction to the recorder on the blocking pool; failures are logged.
+    pub(crate) fn record(&self, interaction: Interaction) {
+        let recorder = self.inner.recorder.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            if let Err(e) = recorder.record(interaction) {
+                tracing::warn!("{e}");
+            }
+            return;
+        };
+        handle.spawn_blocking(move || {
+            if let Err(e) = recorder.record(interaction) {
+                tracing::warn!("{e}");
+            }
+        });
+    }
+
+    /// Runs the context provider on the blocking pool.
+    pub(crate) async fn select_context(
+        &self,
+        request: ContextRequest,
+    ) -> Result<ContextResult, ApiError> {
+        let Some(provider) = self.inner.context.clone() else {
+            return Err(ApiError::unavailable(
+                "no context store is configured: start the server with --store DIR",
+            ));
+        };
+        tokio::task::spawn_blocking(move || provider.context(&request))
+            .await
+            .map_err(|e| ApiError::internal(format!("the context task failed: {e}")))?
+            .map_err(|e| match e {
+                ContextError::InvalidQuery(m) => ApiError::invalid(m).with_param("query"),
+                ContextError::Overloaded(m) => ApiError::overloaded(m),
+                ContextError::Unavailable(m) => ApiError::unavailable(m),
+                ContextError::Failed(m) => {
+                    ApiError::internal(format!("context selection failed: {m}"))
+                }
+            })
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A JSON body whose rejections become [`ApiError`]s (400 syntax, 422 types,
+/// 413 size, 415 content type) in the OpenAI error shape.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(v) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(v))
+    }
+}
+
+/// The router with every route, auth and metrics.
+pub fn router(state: AppState) -> Router {
+    let limit = state.inner.config.payload_limit;
+    Router::new()
+        .route("/v1/embeddings", post(embeddings))
+        .route("/embeddings", post(embeddings))
+        .route("/v1/rerank", post(rerank))
+        .route("/v1/context", post(context))
+        .route("/v1/chat/completions", post(crate::chat::chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(health))
+        .route("/info", get(info))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::not_found(format!(
+        "no route for {} {}; see GET /info for the API",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+/// Counts every request by route and status and times it.
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .inner
+        .metrics
+        .record_request(&route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// Bearer auth on every route except `/health`, when an API key is set.
+async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(key) = state.inner.config.api_key.as_deref() else {
+        return next.run(req).await;
+    };
+    if req.uri().path() == "/health" {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match given {
+        None => ApiError::unauthorized(
+            "missing API key: send `Authorization: Bearer <key>` (the server was started with --api-key)",
+        )
+        .into_response(),
+        Some(g) if constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("the API key is not valid").into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn check_model(state: &AppState, model: Option<&str>) -> Result<(), ApiError> {
+    match model {
+        Some(m) if !m.is_empty() && !state.inner.config.serves(m) => {
+            Err(ApiError::not_found(format!(
+                "the model `{m}` does not exist on this server; it serves `{}` (GET /v1/models)",
+                state.inner.config.model_id
+            ))
+            .with_param("model"))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
+            BatchError::TooLarge(m) => ApiError::too_large(m),
+            BatchError::Backend(b) => b.into(),
+            BatchError::Stopped => ApiError::unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Tokenises `texts` (or pairs) on the blocking pool and splits the result
+/// into jobs that fit the batch limits.
+async fn tokenize(
+    state: &AppState,
+    op: &'static str,
+    tok: Arc<TextTokenizer>,
+    texts: Arc<Vec<String>>,
+    query: Option<Arc<String>>,
+) -> Result<(Vec<TokenBatch>, usize, Vec<usize>, Duration), ApiError> {
+    let chunk = state.inner.batcher.config().max_batch_rows;
+    let start = Instant::now();
+    let batches = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for part in texts.chunks(chunk) {
+            let b = match &query {
+                None => {
+                    let refs: Vec<&str> = part.iter().map(String::as_str).collect();
+                    tok.encode_batch(&refs)
+                }
+                Some(q) => {
+                    let pairs: Vec<(&str, &str)> =
+                        part.iter().map(|d| (q.as_str(), d.as_str())).collect();
+                    tok.encode_pairs(&pairs)
+                }
+            };
+            out.push(b?);
+        }
+        Ok::<_, anectx_models::ModelError>(out)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the tokenizer task failed: {e}")))?
+    .map_err(|e| match e {
+        anectx_models::ModelError::Input(m) => ApiError::invalid(m).with_param("input"),
+        other => ApiError::invalid(other.to_string()),
+    })?;
+    let elapsed = start.elapsed();
+    state
+        .inner
+        .metrics
+        .tokenize_duration
+        .observe_duration(op, elapsed);
+    let mut jobs = Vec::new();
+    let mut real = 0;
+    let mut truncated = Vec::new();
+    let mut base = 0;
+    for b in batches {
+        real += b.real_tokens();
+        truncated.extend(b.truncations.iter().map(|t| base + t.index));
+        base += b.batch;
+        let rows = state.inner.batcher.rows_per_job(b.seq);
+        jobs.extend(split_rows(b, rows));
+    }
+    Ok((jobs, real, truncated, elapsed))
+}
+
+/// Splits a batch into batches of at most `rows` rows (same sequence length).
+fn split_rows(b: TokenBatch, rows: usize) -> Vec<TokenBatch> {
+    if b.batch <= rows {
+        return vec![b];
+    }
+    let seq = b.seq;
+    (0..b.batch)
+        .step_by(rows)
+        .filter_map(|r0| {
+            let r1 = (r0 + rows).min(b.batch);
+            let span = r0 * seq..r1 * seq;
+            TokenBatch::new(
+                r1 - r0,
+                seq,
+                b.ids[span.clone()].to_vec(),
+                b.type_ids[span.clone()].to_vec(),
+                b.mask[span].to_vec(),
+            )
+            .ok()
+        })
+        .collect()
+}
+
+fn timing_headers(tokenize: Duration, t: JobTimings, truncated: &[usize]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    let ms = |d: Duration| HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64() * 1e3));
+    if let Ok(v) = ms(tokenize) {
+        h.insert("x-anectx-tokenize-ms", v);
+    }
+    if let Ok(v) = ms(t.queue) {
+        h.insert("x-anectx-queue-ms", v);
+    }
+    if let Ok(v) = ms(t.inference) {
+        h.insert("x-anectx-inference-ms", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&t.batch_rows.to_string()) {
+        h.insert("x-anectx-batch-rows", v);
+    }
+    if !truncated.is_empty() {
+        let list: Vec<String> = truncated.iter().map(usize::to_string).collect();
+        if let Ok(v) = HeaderValue::from_str(&list.join(",")) {
+            h.insert("x-anectx-truncated", v);
+        }
+    }
+    h
+}
+
+// ---------------------------------------------------------------- embeddings
+
+#[derive(Debug, Deserialize)]
+struct EmbeddingsRequest {
+    input: Option<Value>,
+    model: Option<String>,
+    encoding_format: Option<String>,
+    dimensions: Option<usize>,
+    #[allow(dead_code)]
+    user: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EmbeddingObject {
+    object: &'static str,
+    index: usize,
+    embedding: Value,
+}
+
+/// Reads `input`: a string or a list of strings. Token arrays are refused.
+fn parse_input(v: Option<Value>, max: usize) -> Result<Vec<String>, ApiError> {
+    let v = v.ok_or_else(|| {
+        ApiError::invalid("`input` is required: a string or a list of strings").with_param("input")
+    })?;
+    let texts = match v {
+        Value::String(s) => vec![s],
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(
+                    ApiError::invalid("`input` is an empty list: give at least one text")
+                        .with_param("input"),
+                );
+            }
+            let mut out = Vec::with_capacity(items.len());
+            for (i, it) in items.into_iter().enumerate() {
+                match it {
+                    Value::String(s) => out.push(s),
+                    Value::Number(_) | Value::Array(_) => {
+                        return Err(ApiError::invalid(
+                            "token-id inputs are not supported: send `input` as text \
+                             (a string or a list of strings)",
+                        )
+                        .with_param("input"))
+                    }
+                    other => {
+                        return Err(ApiError::invalid(format!(
+                            "`input[{i}]` is {}, expected a string",
+                            json_type(&other)
+                        ))
+                        .with_param("input"))
+                    }
+                }
+            }
+            out
+        }
+        other => {
+            return Err(ApiError::invalid(format!(
+                "`input` is {}, expected a string or a list of strings",
+                json_type(&other)
+            ))
+            .with_param("input"))
+        }
+    };
+    if texts.len() > max {
+        return Err(ApiError::too_large(format!(
+            "{} inputs in one request; the limit is {max} (--max-client-batch)",
+            texts.len()
+        ))
+        .with_param("input"));
+    }
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(
+            ApiError::invalid(format!("`input[{i}]` is empty: there is nothing to embed"))
+                .with_param("input"),
+        );
+    }
+    Ok(texts)
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Embeds texts through the batcher; returns the embeddings, real tokens and headers.
+pub(crate) async fn embed_texts(
+    state: &AppState,
+    texts: Vec<String>,
+) -> Result<(Embeddings, usize, HeaderMap), ApiError> {
+    let tok = state.inner.tokenizer.clone();
+    let (jobs, real, truncated, tok_time) =
+        tokenize(state, "embed", tok, Arc::new(texts), None).await?;
+    let (emb, timings) = state.inner.batcher.embed(jobs).await?;
+    Ok((emb, real, timing_headers(tok_time, timings, &truncated)))
+}
+
+async fn embeddings(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<EmbeddingsRequest>,
+) -> Result<Response, ApiError> {
+    check_model(&state, req.model.as_deref())?;
+    let base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        Some("base64") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`encoding_format` is `{other}`; use `float` or `base64`"
+            ))
+            .with_param("encoding_format"))
+        }
+    };
+    let texts = parse_input(req.input, state.inner.config.max_client_batch)?;
+    let (emb, tokens, headers) = embed_texts(&state, texts).await?;
+    if let Some(d) = req.dimensions {
+        if d != emb.dim {
+            return Err(ApiError::invalid(format!(
+                "`dimensions` is {d} but this model produces {} dimensions",
+                emb.dim
+            ))
+            .with_param("dimensions"));
+        }
+    }
+    let data: Vec<EmbeddingObject> = emb
+        .iter()
+        .enumerate()
+        .map(|(index, row)| EmbeddingObject {
+            object: "embedding",
+            index,
+            embedding: if base64 {
+                let bytes: Vec<u8> = row.iter().flat_map(|x| x.to_le_bytes()).collect();
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(row)
+            },
+        })
+        .collect();
+    let body = json!({
+        "object": "list",
+        "data": data,
+        "model": req.model.unwrap_or_else(|| state.inner.config.model_id.clone()),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    Ok((headers, Json(body)).into_response())
+}
+
+// ---------------------------------------------------------------- rerank
+
+#[derive(Debug, Deserialize)]
+struct RerankRequest {
+    model: Option<String>,
+    query: Option<String>,
+    documents: Option<Vec<Value>>,
+    top_n: Option<usize>,
+    #[serde(default)]
+    return_documents: bool,
+}
+
+/// How `/v1/rerank` scores documents.
+pub(crate) fn rerank_method(state: &AppState) -> &'static str {
+    if state.inner.score_tokenizer.is_some() {
+        "classifier"
+    } else {
+        "embedding_cosine"
+    }
+}
+
+async fn rerank(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RerankRequest>,
+) -> Result<Response, ApiError> {
+    check_model(&state, req.model.as_deref())?;
+    let query = req.query.filter(|q| !q.trim().is_empty()).ok_or_else(|| {
+        ApiError::invalid("`query` is required and must not be empty").with_param("query")
+    })?;
+    let docs = req.documents.ok_or_else(|| {
+        ApiError::invalid("`documents` is required: a list of strings").with_param("documents")
+    })?;
+    if docs.is_empty() {
+        return Err(ApiError::invalid("`documents` is an empty list").with_param("documents"));
+    }
+    if docs.len() > state.inner.config.max_client_batch {
+        return Err(ApiError::too_large(format!(
+            "{} documents in one request; the limit is {} (--max-client-batch)",
+            docs.len(),
+            state.inner.config.max_client_batch
+        ))
+        .with_param("documents"));
+    }
+    let mut texts = Vec::with_capacity(docs.len());
+    for (i, d) in docs.into_iter().enumerate() {
+        let t = match d {
+            Value::String(s) => s,
+            Value::Object(mut o) => match o.remove("text") {
+                Some(Value::String(s)) => s,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "`documents[{i}]` is an object without a string `text`"
+                    ))
+                    .with_param("documents"))
+                }
+            },
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "`documents[{i}]` is {}, expected a string",
+                    json_type(&other)
+                ))
+                .with_param("documents"))
+            }
+        };
+        if t.trim().is_empty() {
+            return Err(
+                ApiError::invalid(format!("`documents[{i}]` is empty")).with_param("documents")
+            );
+        }
+        texts.push(t);
+    }
+    let texts = Arc::new(texts);
+    let (scores, tokens, headers) = match state.inner.score_tokenizer.clone() {
+        Some(tok) => {
+            let (jobs, real, truncated, tt) =
+                tokenize(&state, "score", tok, texts.clone(), Some(Arc::new(query))).await?;
+            let (s, timings) = state.inner.batcher.score(jobs).await?;
+            (s, real, timing_headers(tt, timings, &truncated))
+        }
+        None => {
+            let mut all = Vec::with_capacity(texts.len() + 1);
+            all.push(query);
+            all.extend(texts.iter().cloned());
+            let (emb, real, headers) = embed_texts(&state, all).await?;
+            let q = emb.row(0).to_vec();
+            let s = (1..emb.rows)
+                .map(|i| {
+                    let cos: f32 = emb.row(i).iter().zip(&q).map(|(a, b)| a * b).sum();
+                    ((cos + 1.0) / 2.0).clamp(0.0, 1.0)
+                })
+                .collect();
+            (s, real, headers)
+        }
+    };
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    if let Some(n) = req.top_n {
+        order.truncate(n);
+    }
+    let results: Vec<Value> = order
+        .into_iter()
+        .map(|i| {
+            let mut r = json!({"index": i, "relevance_score": scores[i]});
+            if req.return_documents {
+                r["document"] = json!({"text": texts[i]});
+            }
+            r
+        })
+        .collect();
+    let body = json!({
+        "object": "rerank",
+        "id": format!("rerank-{}", state.next_interaction_id()),
+        "model": req.model.unwrap_or_else(|| state
+            .inner
+            .config
+            .classifier_id
+            .clone()
+            .unwrap_or_else(|| state.inner.config.model_id.clone())),
+        "results": results,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "meta": {"scoring": rerank_method(&state)},
+    });
+    Ok((headers, Json(body)).into_response())
+}
+
+// ---------------------------------------------------------------- context
+
+#[derive(Debug, Deserialize)]
+struct ContextBody {
+    query: Option<String>,
+    budget_tokens: Option<usize>,
+    max_chunks: Option<usize>,
+}
+
+async fn context(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ContextBody>,
+) -> Result<Response, ApiError> {
+    let query = req.query.filter(|q| !q.trim().is_empty()).ok_or_else(|| {
+        ApiError::invalid("`query` is required and must not be empty").with_param("query")
+    })?;
+    let budget = req
+        .budget_tokens
+        .unwrap_or(state.inner.config.context_budget);
+    if budget == 0 {
+        return Err(
+            ApiError::invalid("`budget_tokens` must be positive").with_param("budget_tokens")
+        );
+    }
+    let start = Instant::now();
+    let timestamp_ms = now_ms();
+    let result = state
+        .select_context(ContextRequest {
+            query: query.clone(),
+            budget_tokens: budget,
+            max_chunks: req.max_chunks,
+        })
+        .await?;
+    let id = state.next_interaction_id();
+    state.record(Interaction {
+        id: id.clone(),
+        kind: InteractionKind::Context,
+        timestamp_ms,
+        query,
+        chunks: result.chunks.clone(),
+        response: None,
+        model: None,
+        upstream_status: None,
+        streamed: false,
+        complete: true,
+        latency_ms: start.elapsed().as_millis() as u64,
+    });
+    let mut body = serde_json::to_value(&result)
+        .map_err(|e| ApiError::internal(format!("could not serialise the context: {e}")))?;
+    body["id"] = json!(id);
+    body["object"] = json!("context");
+    Ok(Json(body).into_response())
+}
+
+// ---------------------------------------------------------------- info
+
+async fn models(State(state): State<AppState>) -> Json<Value> {
+    let created = state.inner.start_ms / 1000;
+    let mut data = vec![json!({
+        "id": state.inner.config.model_id,
+        "object": "model",
+        "created": created,
+        "owned_by": "anectx",
+    })];
+    for a in &state.inner.config.model_aliases {
+        data.push(json!({"id": a, "object": "model", "created": created, "owned_by": "anectx"}));
+    }
+    if let Some(c) = &state.inner.config.classifier_id {
+        data.push(json!({"id": c, "object": "model", "created": created, "owned_by": "anectx"}));
+    }
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let h = state.inner.batcher.health();
+    let status = if h.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if h.ok { "ok" } else { "unavailable" }, "detail": h.detail})),
+    )
+        .into_response()
+}
+
+async fn info(State(state): State<AppState>) -> Json<Value> {
+    let s = &state.inner;
+    let b = s.batcher.info();
+    let c = s.batcher.config();
+    Json(json!({
+        "name": "anectx",
+        "version": env!("CARGO_PKG_VERSION"),
+        "model": {
+            "id": s.config.model_id,
+            "aliases": s.config.model_aliases,
+            "kind": s.config.model_kind,
+            "version": s.config.model_version,
+            "dim": b.embedding_dim,
+            "max_seq": s.tokenizer.max_seq(),
+            "seq_buckets": s.tokenizer.buckets(),
+        },
+        "classifier": s.config.classifier_id,
+        "rerank_scoring": rerank_method(&state),
+        "backend": {
+            "name": b.name,
+            "max_batch": b.shapes.max_batch,
+            "seq_buckets": b.shapes.seq_buckets,
+        },
+        "limits": {
+            "payload_bytes": s.config.payload_limit,
+            "max_client_batch": s.config.max_client_batch,
+            "max_batch_rows": c.max_batch_rows,
+            "max_batch_tokens": c.max_batch_tokens,
+            "max_queue_requests": c.max_queue_requests,
+            "max_queue_tokens": c.max_queue_tokens,
+        },
+        "context": s.context.as_ref().map(|p| p.describe()),
+        "context_budget": s.config.context_budget,
+        "llm": s.config.llm.as_ref().map(|l| l.base_url.clone()),
+        "auth": s.config.api_key.is_some(),
+    }))
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.inner.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_rows_keeps_order_and_sequence_length() {
+        let b = TokenBatch::new(5, 2, (0..10).collect(), vec![0; 10], vec![1; 10]).unwrap();
+        let parts = split_rows(b, 2);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts[0].ids, vec![0, 1, 2, 3]);
+        assert_eq!(parts[2].ids, vec![8, 9]);
+        assert!(parts.iter().all(|p| p.seq == 2));
+    }
+
+    #[test]
+    fn parse_input_rejects_token_arrays_and_wrong_types() {
+        assert!(parse_input(Some(json!("hi")), 4).is_ok());
+        let e = parse_input(Some(json!([[1, 2]])), 4).unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.contains("token-id"), "{}", e.message);
+        let e = parse_input(Some(json!(5)), 4).unwrap_err();
+        assert!(e.message.contains("a number"), "{}", e.message);
+        let e = parse_input(Some(json!(["a", "b", "c"])), 2).unwrap_err();
+        assert_eq!(e.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+}

@@ -1,0 +1,394 @@
+//! `POST /v1/chat/completions`: a proxy to an OpenAI-compatible LLM that
+//! injects selected context and records the exchange.
+//!
+//! 1. The query is the text of the last `user` message (string content, or
+//!    the `text` parts of a content list).
+//! 2. The context provider selects chunks within the budget; they are
+//!    injected as one `system` message placed after the request's leading
+//!    system messages: an instruction to answer from the sources and cite
+//!    them as `[n]`, then the packed chunks with their `[n]` markers.
+//! 3. The request (otherwise unchanged) goes to `{llm}/chat/completions`;
+//!    the upstream's status, content type and body come back to the client
+//!    unchanged, streamed (SSE) or not.
+//! 4. The recorder receives the query, the chunks and the answer text (for
+//!    streams, the concatenated `choices[0].delta.content`), also when the
+//!    client disconnects mid-stream (then `complete` is false).
+//!
+//! A request may carry an `anectx` object, which is removed before
+//! forwarding: `{"context": false}` skips selection, `{"budget_tokens": N}`
+//! overrides the budget. When no context store is configured, or selection
+//! fails, the request is forwarded without context (fail open) and the
+//! `x-anectx-context` response header says why.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde_json::{json, Value};
+
+use crate::app::{now_ms, ApiJson, AppState};
+use crate::context::{ContextChunk, ContextRequest, Interaction, InteractionKind};
+use crate::error::ApiError;
+
+/// The instruction that precedes the packed context.
+pub const CONTEXT_INSTRUCTION: &str = "Answer the user's question using the numbered sources \
+below when they are relevant. Cite every source you use with its marker, for example [1] or \
+[2][3]. If the sources do not contain the answer, say so instead of guessing.";
+
+/// The text of the last `user` message, if any.
+pub fn last_user_text(messages: &[Value]) -> Option<String> {
+    let m = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))?;
+    match m.get("content")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let text: Vec<&str> = parts
+                .iter()
+                .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+                .filter_map(|p| p.get("text").and_then(Value::as_str))
+                .collect();
+            (!text.is_empty()).then(|| text.join("\n"))
+        }
+        _ => None,
+    }
+    .filter(|s| !s.trim().is_empty())
+}
+
+/// The system message carrying the context.
+pub fn context_message(packed: &str) -> Value {
+    json!({"role": "system", "content": format!("{CONTEXT_INSTRUCTION}\n\n{packed}")})
+}
+
+/// Inserts `msg` after the leading run of system (or developer) messages.
+fn inject(messages: &mut Vec<Value>, msg: Value) {
+    let at = messages
+        .iter()
+        .take_while(|m| {
+            matches!(
+                m.get("role").and_then(Value::as_str),
+                Some("system") | Some("developer")
+            )
+        })
+        .count();
+    messages.insert(at, msg);
+}
+
+pub(crate) async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(mut body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let start = Instant::now();
+    let timestamp_ms = now_ms();
+    let Some(llm) = state.inner.config.llm.clone() else {
+        return Err(ApiError::unavailable(
+            "the chat proxy is not configured: start the server with --llm URL \
+             (an OpenAI-compatible base URL such as http://127.0.0.1:11434/v1)",
+        ));
+    };
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| ApiError::invalid("the request body must be a JSON object"))?;
+    let opts = obj.remove("anectx");
+    let use_context = opts
+        .as_ref()
+        .and_then(|o| o.get("context"))
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let budget = opts
+        .as_ref()
+        .and_then(|o| o.get("budget_tokens"))
+        .and_then(Value::as_u64)
+        .map(|b| b as usize)
+        .unwrap_or(state.inner.config.context_budget);
+    let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let model = obj.get("model").and_then(Value::as_str).map(str::to_string);
+    let messages = match obj.get_mut("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m,
+        Some(Value::Array(_)) => {
+            return Err(ApiError::invalid("`messages` is an empty list").with_param("messages"))
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`messages` must be a list, got {}",
+                match other {
+                    Value::String(_) => "a string",
+                    Value::Object(_) => "an object",
+                    _ => "another type",
+                }
+            ))
+            .with_param("messages"))
+        }
+        None => return Err(ApiError::invalid("`messages` is required").with_param("messages")),
+    };
+    let query = last_user_text(messages);
+
+    // Select context (fail open: the chat still goes through without it).
+    let mut chunks: Vec<ContextChunk> = Vec::new();
+    let context_status: String = match (&query, use_context) {
+        (None, _) => "no-user-message".into(),
+        (Some(_), false) => "disabled".into(),
+        (Some(q), true) if state.inner.context.is_some() => {
+            match state
+                .select_context(ContextRequest {
+                    query: q.clone(),
+                    budget_tokens: budget,
+                    max_chunks: None,
+                })
+                .await
+            {
+                Ok(r) => {
+                    if !r.chunks.is_empty() {
+                        let packed = if r.packed.is_empty() {
+                            crate::context::ContextResult::pack(&r.chunks)
+                        } else {
+                            r.packed.clone()
+                        };
+                        inject(messages, context_message(&packed));
+                    }
+                    chunks = r.chunks;
+                    format!("{} chunks", chunks.len())
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "context selection failed; forwarding without context: {}",
+                        e.message
+                    );
+                    "error".into()
+                }
+            }
+        }
+        (Some(_), true) => "no-store".into(),
+    };
+
+    // Forward.
+    let url = format!("{}/chat/completions", llm.base_url.trim_end_matches('/'));
+    let mut req = state.inner.http.post(&url).json(&body);
+    if let Some(k) = &llm.api_key {
+        req = req.bearer_auth(k);
+    } else if state.inner.config.api_key.is_none() {
+        if let Some(h) = headers.get(AUTHORIZATION) {
+            req = req.header(AUTHORIZATION, h.clone());
+        }
+    }
+    if stream {
+        req = req.header("accept", "text/event-stream");
+    }
+    let upstream = req
+        .send()
+        .await
+        .map_err(|e| ApiError::upstream(format!("could not reach the LLM at {url}: {e}")))?;
+    let status =
+        StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let content_type = upstream.headers().get(CONTENT_TYPE).cloned();
+
+    let interaction = Interaction {
+        id: state.next_interaction_id(),
+        kind: InteractionKind::Chat,
+        timestamp_ms,
+        query: query.clone().unwrap_or_default(),
+        chunks,
+        response: None,
+        model,
+        upstream_status: Some(status.as_u16()),
+        streamed: stream,
+        complete: false,
+        latency_ms: 0,
+    };
+    let mut out_headers = HeaderMap::new();
+    if let Some(ct) = content_type.clone() {
+        out_headers.insert(CONTENT_TYPE, ct);
+    }
+    if let Ok(v) = HeaderValue::from_str(&context_status) {
+        out_headers.insert("x-anectx-context", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&interaction.id) {
+        out_headers.insert("x-anectx-interaction", v);
+    }
+
+    let is_sse = content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if stream && status.is_success() && is_sse {
+        out_headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let tap = Tap {
+            state: state.clone(),
+            interaction: Some(interaction),
+            start,
+            sse: SseText::default(),
+        };
+        let body = Body::from_stream(TapStream {
+            inner: Box::pin(upstream.bytes_stream()),
+            tap,
+        });
+        return Ok((status, out_headers, body).into_response());
+    }
+
+    let bytes = upstream
+        .bytes()
+        .await
+        .map_err(|e| ApiError::upstream(format!("the LLM at {url} failed mid-answer: {e}")))?;
+    let mut interaction = interaction;
+    interaction.latency_ms = start.elapsed().as_millis() as u64;
+    if status.is_success() {
+        if stream {
+            // A streamed answer that was not SSE-typed: take what we can.
+            let mut sse = SseText::default();
+            sse.feed(&bytes);
+            interaction.response = Some(sse.text);
+            interaction.complete = sse.done;
+        } else {
+            interaction.response = serde_json::from_slice::<Value>(&bytes).ok().and_then(|v| {
+                v.pointer("/choices/0/message/content")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+            interaction.complete = interaction.response.is_some();
+        }
+    }
+    state.record(interaction);
+    Ok((status, out_headers, bytes).into_response())
+}
+
+/// Accumulates `choices[0].delta.content` from an SSE byte stream.
+#[derive(Debug, Default)]
+pub struct SseText {
+    buf: Vec<u8>,
+    pub text: String,
+    pub done: bool,
+}
+
+impl SseText {
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=nl).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim();
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let data = data.trim();
+            if data == "[DONE]" {
+                self.done = true;
+                continue;
+            }
+            if let Ok(v) = serde_json::from_str::<Value>(data) {
+                let first = v.get("choices").and_then(Value::as_array).and_then(|c| {
+                    c.iter()
+                        .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
+                });
+                if let Some(s) = first
+                    .and_then(|c| c.pointer("/delta/content"))
+                    .and_then(Value::as_str)
+                {
+                    self.text.push_str(s);
+                }
+            }
+        }
+    }
+}
+
+/// Records the interaction when the stream ends or is dropped.
+struct Tap {
+    state: AppState,
+    interaction: Option<Interaction>,
+    start: Instant,
+    sse: SseText,
+}
+
+impl Tap {
+    fn finish(&mut self) {
+        if let Some(mut i) = self.interaction.take() {
+            let sse = std::mem::take(&mut self.sse);
+            i.complete = sse.done;
+            i.response = Some(sse.text);
+            i.latency_ms = self.start.elapsed().as_millis() as u64;
+            self.state.record(i);
+        }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+struct TapStream {
+    inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    tap: Tap,
+}
+
+impl Stream for TapStream {
+    type Item = Result<Bytes, reqwest::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        match this.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                this.tap.sse.feed(&b);
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::warn!("the LLM stream failed: {e}");
+                this.tap.finish();
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.tap.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_last_user_message_in_both_content_shapes() {
+        let m = vec![
+            json!({"role": "user", "content": "first"}),
+            json!({"role": "assistant", "content": "ok"}),
+            json!({"role": "user", "content": [{"type": "text", "text": "second"}, {"type": "image_url", "image_url": {"url": "x"}}]}),
+        ];
+        assert_eq!(last_user_text(&m).as_deref(), Some("second"));
+        assert_eq!(last_user_text(&m[1..2]), None);
+    }
+
+    #[test]
+    fn injects_after_leading_system_messages() {
+        let mut m = vec![
+            json!({"role": "system", "content": "be brief"}),
+            json!({"role": "user", "content": "q"}),
+        ];
+        inject(&mut m, context_message("[1]\nx"));
+        assert_eq!(m[0]["content"], "be brief");
+        assert!(m[1]["content"].as_str().unwrap().contains("[1]\nx"));
+        assert_eq!(m[2]["role"], "user");
+    }
+
+    #[test]
+    fn sse_accumulates_deltas_across_split_chunks() {
+        let mut s = SseText::default();
+        s.feed(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"}}]}\n\nda");
+        s.feed(b"ta: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo [1]\"}}]}\n\n");
+        assert!(!s.done);
+        s.feed(b"data: [DONE]\n\n");
+        assert_eq!(s.text, "Hello [1]");
+        assert!(s.done);
+    }
+}

@@ -1,0 +1,192 @@
+//! Errors: [`ApiError`] is what a handler returns and what a client sees;
+//! [`ServerError`] is what starting the server can fail with.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use thiserror::Error;
+
+/// An error returned to an HTTP client.
+///
+/// The body follows OpenAI's error shape, so OpenAI client libraries surface
+/// the message:
+///
+/// ```json
+/// {"error": {"message": "…", "type": "invalid_request_error", "param": null, "code": null}}
+/// ```
+///
+/// | status | `type` | when |
+/// | --- | --- | --- |
+/// | 400 | `invalid_request_error` | the body is not valid JSON |
+/// | 401 | `authentication_error` | missing or wrong `Authorization: Bearer` key |
+/// | 404 | `not_found_error` | unknown route or unknown `model` |
+/// | 413 | `payload_too_large_error` | body over the payload limit, or too many inputs/tokens in one request |
+/// | 415 | `invalid_request_error` | the body is not `application/json` |
+/// | 422 | `invalid_request_error` | well-formed JSON with wrong types or values (empty input, …) |
+/// | 429 | `overloaded_error` | the embedding queue is full; retry later |
+/// | 502 | `upstream_error` | the chat upstream could not be reached |
+/// | 503 | `unavailable_error` | a feature is not configured (no LLM, no store) or the backend is down |
+/// | 500 | `internal_error` | a bug or a failed computation |
+#[derive(Debug, Clone, Error)]
+#[error("{status}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: &'static str,
+    pub message: String,
+    /// The request field the error is about, when there is one.
+    pub param: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            kind,
+            message: message.into(),
+            param: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: &str) -> Self {
+        self.param = Some(param.to_string());
+        self
+    }
+
+    pub fn bad_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request_error",
+            message,
+        )
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large_error",
+            message,
+        )
+    }
+
+    pub fn overloaded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded_error", message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", message)
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable_error",
+            message,
+        )
+    }
+
+    pub fn upstream(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, "{}", self.message);
+        } else {
+            tracing::debug!(status = %self.status, "{}", self.message);
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: &self.message,
+                kind: self.kind,
+                param: self.param.as_deref(),
+                code: None,
+            },
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        match &r {
+            JsonRejection::JsonSyntaxError(_) => Self::bad_json(format!(
+                "the request body is not valid JSON: {}",
+                r.body_text()
+            )),
+            JsonRejection::JsonDataError(_) => Self::invalid(r.body_text()),
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                "expected a JSON body with `Content-Type: application/json`",
+            ),
+            JsonRejection::BytesRejection(_) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::too_large(
+                    "the request body is larger than the server's payload limit (--payload-limit)",
+                )
+            }
+            _ => Self::new(r.status(), "invalid_request_error", r.body_text()),
+        }
+    }
+}
+
+impl From<anectx_core::BackendError> for ApiError {
+    fn from(e: anectx_core::BackendError) -> Self {
+        use anectx_core::BackendError as B;
+        match e {
+            B::Input(m) => Self::invalid(m),
+            B::NotSupported(m) => Self::unavailable(format!("not supported by this model: {m}")),
+            B::Unsupported(m) => Self::unavailable(m),
+            B::Start(m) => Self::unavailable(format!("the backend is not running: {m}")),
+            B::Inference(m) => Self::internal(format!("inference failed: {m}")),
+        }
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The configuration is unsafe or inconsistent (e.g. a public bind without an API key).
+    #[error("{0}")]
+    Config(String),
+    #[error("could not bind {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the server failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the backend thread could not start: {0}")]
+    Backend(String),
+    #[error("could not build the HTTP client for the LLM upstream: {0}")]
+    Client(String),
+}

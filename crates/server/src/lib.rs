@@ -1,0 +1,121 @@
+//! The anectx HTTP server.
+//!
+//! Routes (see [`router`]):
+//!
+//! | route | shape |
+//! | --- | --- |
+//! | `POST /v1/embeddings` (also `/embeddings`) | OpenAI embeddings: `input` string or list of strings, `encoding_format` `float`/`base64`, `usage` |
+//! | `POST /v1/rerank` | Cohere/infinity rerank: `query`, `documents`, `top_n`, `return_documents` → `results[{index, relevance_score, document?}]` |
+//! | `POST /v1/context` | the [`ContextProvider`]'s selection as JSON |
+//! | `POST /v1/chat/completions` | proxy to an OpenAI-compatible LLM with context injected ([`chat`]) |
+//! | `GET /v1/models`, `/health`, `/info`, `/metrics` | model list, health, configuration, Prometheus text |
+//!
+//! Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`
+//! ([`ApiError`] lists the statuses).
+//!
+//! Principal types: [`Batcher`] (the backend on its own thread with dynamic
+//! batching), [`AppState`] and [`ServerConfig`], the [`ContextProvider`] and
+//! [`InteractionRecorder`] traits, and [`Metrics`].
+
+mod app;
+pub mod batcher;
+pub mod chat;
+pub mod context;
+mod error;
+pub mod memory;
+pub mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+pub use app::{router, ApiJson, AppState, AppStateBuilder, LlmConfig, ServerConfig};
+pub use batcher::{BackendInfo, BatchError, Batcher, BatcherConfig};
+pub use context::{
+    ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult, Interaction,
+    InteractionKind, InteractionRecorder, NoopRecorder, RecordError,
+};
+pub use error::{ApiError, ServerError};
+pub use memory::MemoryContext;
+pub use metrics::Metrics;
+
+/// Refuses a non-loopback bind without an API key: anectx is safe by default.
+pub fn check_bind(addr: &SocketAddr, api_key: Option<&str>) -> Result<(), ServerError> {
+    let has_key = api_key.is_some_and(|k| !k.trim().is_empty());
+    if !addr.ip().is_loopback() && !has_key {
+        return Err(ServerError::Config(format!(
+            "refusing to listen on {addr} without an API key: any host that can reach it could \
+             use the server. Pass --api-key KEY (or set ANECTX_API_KEY) to require \
+             `Authorization: Bearer KEY`, or bind 127.0.0.1"
+        )));
+    }
+    Ok(())
+}
+
+/// Binds `addr` (after [`check_bind`]).
+pub async fn bind(
+    addr: SocketAddr,
+    api_key: Option<&str>,
+) -> Result<tokio::net::TcpListener, ServerError> {
+    check_bind(&addr, api_key)?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then lets
+/// in-flight requests finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("could not listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("could not listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+        _ = term => tracing::info!("SIGTERM received; shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_bind_needs_a_key() {
+        let public: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let err = check_bind(&public, None).unwrap_err().to_string();
+        assert!(err.contains("--api-key"), "{err}");
+        assert!(check_bind(&public, Some("  ")).is_err());
+        assert!(check_bind(&public, Some("k")).is_ok());
+        assert!(check_bind(&local, None).is_ok());
+        assert!(check_bind(&"[::1]:0".parse().unwrap(), None).is_ok());
+    }
+}
