@@ -1,0 +1,187 @@
+//! Running an exported package on text.
+//!
+//! `anectx export coreml` stores what a host needs besides the program inside
+//! the package, under `Data/com.anectx/` (not listed in `Manifest.json`, so
+//! the manifest keeps coremltools' two entries and Core ML ignores it):
+//! - `anectx.json`: [`SideInfo`] (model kind, input kind, sequence lengths);
+//! - `tokenizer.json`: the model's tokenizer;
+//! - `embeddings.safetensors`: the fp16 lookup tables (`word`, and
+//!   `position` / `token_type` where the model has them) for packages whose
+//!   input is embeddings (the default). Packages exported with ids input
+//!   carry the tables in the graph instead.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anectx_core::TokenBatch;
+use anectx_models::{ModelKind, TextTokenizer};
+use candle_core::{DType, Device, Tensor};
+
+use crate::error::{io_err, CoremlError, Result};
+use crate::export::SideInfo;
+use crate::program::Model;
+
+/// Side data folder, relative to the package root.
+pub const SIDE_DIR: &str = "Data/com.anectx";
+pub const SIDE_INFO: &str = "anectx.json";
+pub const SIDE_TOKENIZER: &str = "tokenizer.json";
+pub const SIDE_TABLES: &str = "embeddings.safetensors";
+
+/// An exported package opened for running on CPU through [`crate::exec`].
+#[derive(Debug)]
+pub struct PackageRunner {
+    pub path: PathBuf,
+    pub model: Model,
+    pub side: SideInfo,
+    pub tokenizer: TextTokenizer,
+    tables: HashMap<String, Tensor>,
+}
+
+/// One result row.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunRow {
+    /// Tokens used (after truncation).
+    pub tokens: usize,
+    /// The padded length the program ran at.
+    pub seq: usize,
+    /// Whether the text was cut to fit the largest length.
+    pub truncated: bool,
+    /// Every output, flattened, as f32.
+    pub outputs: std::collections::BTreeMap<String, Vec<f32>>,
+}
+
+impl PackageRunner {
+    pub fn open(path: &Path) -> Result<Self> {
+        let model = crate::read_package(path)?;
+        let side_dir = path.join(SIDE_DIR);
+        let info = side_dir.join(SIDE_INFO);
+        let text = std::fs::read(&info).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                CoremlError::Unsupported(format!(
+                    "{} has no {SIDE_DIR}/{SIDE_INFO}: it was not exported by anectx, so there is no \
+                     tokenizer to run it on text",
+                    path.display()
+                ))
+            } else {
+                io_err(&info)(e)
+            }
+        })?;
+        let side: SideInfo = serde_json::from_slice(&text).map_err(|e| CoremlError::Manifest {
+            path: info.clone(),
+            message: e.to_string(),
+        })?;
+        let tok = side_dir.join(SIDE_TOKENIZER);
+        let tokenizer =
+            TextTokenizer::from_file(&tok, side.max_seq)?.with_buckets(side.seq_lengths.clone());
+        let tables = if side.input == "embeddings" {
+            let tp = side_dir.join(SIDE_TABLES);
+            candle_core::safetensors::load(&tp, &Device::Cpu).map_err(|e| {
+                CoremlError::Input(format!("cannot read lookup tables {}: {e}", tp.display()))
+            })?
+        } else {
+            HashMap::new()
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            model,
+            side,
+            tokenizer,
+            tables,
+        })
+    }
+
+    fn table(&self, name: &str) -> Result<&Tensor> {
+        self.tables.get(name).ok_or_else(|| {
+            CoremlError::Input(format!("lookup table {name:?} is missing from the package"))
+        })
+    }
+
+    /// Builds the program inputs for row `r` of `batch`.
+    pub fn inputs_for(&self, batch: &TokenBatch, r: usize) -> Result<HashMap<String, Tensor>> {
+        let s = batch.seq;
+        let dev = &Device::Cpu;
+        let ids = &batch.ids[r * s..(r + 1) * s];
+        let types = &batch.type_ids[r * s..(r + 1) * s];
+        let mask: Vec<f32> = batch.mask[r * s..(r + 1) * s]
+            .iter()
+            .map(|&m| m as f32)
+            .collect();
+        let mut inputs = HashMap::new();
+        inputs.insert(
+            "mask".to_string(),
+            Tensor::from_vec(mask, (1, 1, 1, s), dev)?,
+        );
+        let has_types = matches!(self.side.kind, ModelKind::Bert | ModelKind::ConvClassifier);
+        if self.side.input == "ids" {
+            let to = |v: &[u32]| {
+                Tensor::from_vec(v.iter().map(|&x| x as i64).collect::<Vec<_>>(), (1, s), dev)
+            };
+            inputs.insert("input_ids".into(), to(ids)?);
+            if has_types {
+                inputs.insert("token_type_ids".into(), to(types)?);
+            }
+            return Ok(inputs);
+        }
+        let word = self.table("word")?;
+        let vocab = word.dims()[0];
+        if let Some(bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(CoremlError::Input(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
+        }
+        let idt = Tensor::from_vec(ids.to_vec(), s, dev)?;
+        let mut x = word.index_select(&idt, 0)?.to_dtype(DType::F32)?; // (S, E)
+        if let Ok(p) = self.table("position") {
+            x = (x + p.narrow(0, 0, s)?.to_dtype(DType::F32)?)?;
+        }
+        if has_types {
+            let tt = Tensor::from_vec(types.to_vec(), s, dev)?;
+            x = (x + self
+                .table("token_type")?
+                .index_select(&tt, 0)?
+                .to_dtype(DType::F32)?)?;
+        }
+        let e = x.dims()[1];
+        let x = x.t()?.contiguous()?.reshape((1, e, 1, s))?;
+        inputs.insert("embeddings".into(), x);
+        Ok(inputs)
+    }
+
+    fn run_batch(&self, batch: TokenBatch) -> Result<Vec<RunRow>> {
+        let mut rows = Vec::with_capacity(batch.batch);
+        for r in 0..batch.batch {
+            let inputs = self.inputs_for(&batch, r)?;
+            let out = crate::exec::run(&self.model, &inputs)?;
+            let outputs = out
+                .into_iter()
+                .map(|(k, v)| Ok((k, v.flatten_all()?.to_vec1::<f32>()?)))
+                .collect::<Result<_>>()?;
+            rows.push(RunRow {
+                tokens: batch.len_of(r),
+                seq: batch.seq,
+                truncated: batch.truncations.iter().any(|t| t.index == r),
+                outputs,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Runs single texts (embedders).
+    pub fn run_texts(&self, texts: &[&str]) -> Result<Vec<RunRow>> {
+        let mut rows = Vec::new();
+        for t in texts {
+            // One text per batch, so each runs at the smallest length that fits.
+            rows.extend(self.run_batch(self.tokenizer.encode_batch(&[t])?)?);
+        }
+        Ok(rows)
+    }
+
+    /// Runs (query, text) pairs (the relevance classifier).
+    pub fn run_pairs(&self, query: &str, texts: &[&str]) -> Result<Vec<RunRow>> {
+        let mut rows = Vec::new();
+        for t in texts {
+            rows.extend(self.run_batch(self.tokenizer.encode_pairs(&[(query, t)])?)?);
+        }
+        Ok(rows)
+    }
+}
