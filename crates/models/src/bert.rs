@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    additive_mask, attention_heads_batched, attention_split, from_ane, gelu, l2_normalize,
+    additive_mask, attention_folded, attention_split, from_ane, gelu, l2_normalize,
     masked_mean_pool, to_ane, Conv1x1, Embedding, LayerNormChannels,
 };
 use crate::{ModelError, Result};
@@ -209,7 +209,46 @@ impl AneBert {
 
     /// The encoder graph: `(B, C, 1, S)` embeddings and a `(B, S)` 0/1 mask →
     /// `(B, C, 1, S)` token states.
+    ///
+    /// On CPU the batch is folded into the sequence axis — `(1, C, 1, B·S)`,
+    /// still the ANE layout — so each 1×1 convolution is one large matrix
+    /// product; attention stays per sequence and per head. With
+    /// [`AneBert::split_heads`] set, the literal exported graph is run instead
+    /// (batch by batch, head by head); both give the same numbers.
     pub fn encode(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        if self.split_heads {
+            return self.encode_split(x, mask);
+        }
+        let (b, c, s) = from_ane(x)?.dims3()?;
+        let heads = self.config.num_attention_heads;
+        let all_real = mask.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize == b * s;
+        let madd = if all_real {
+            None
+        } else {
+            Some(additive_mask(mask, self.dtype)?.reshape((b, 1, 1, s))?)
+        };
+        // (B, C, 1, S) -> (C, B·S)
+        let mut h = x
+            .reshape((b, c, s))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((c, b * s))?;
+        h = self.emb_norm.forward(&h)?;
+        for l in &self.layers {
+            let q = l.q.forward(&h)?;
+            let k = l.k.forward(&h)?;
+            let v = l.v.forward(&h)?;
+            let a = attention_folded(&q, &k, &v, madd.as_ref(), heads, b, s)?;
+            h = l.attn_norm.forward(&(l.attn_out.forward(&a)? + &h)?)?;
+            let g = gelu(&l.inter.forward(&h)?)?;
+            h = l.out_norm.forward(&(l.out.forward(&g)? + &h)?)?;
+        }
+        to_ane(&h.reshape((c, b, s))?.transpose(0, 1)?.contiguous()?)
+    }
+
+    /// The exported graph, literally: per batch row `(B, C, S)`, attention
+    /// sliced head by head.
+    fn encode_split(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let heads = self.config.num_attention_heads;
         let madd = additive_mask(mask, self.dtype)?;
         let mut x = self.emb_norm.forward(&from_ane(x)?)?;
@@ -217,11 +256,7 @@ impl AneBert {
             let q = l.q.forward(&x)?;
             let k = l.k.forward(&x)?;
             let v = l.v.forward(&x)?;
-            let a = if self.split_heads {
-                attention_split(&q, &k, &v, &madd, heads)?
-            } else {
-                attention_heads_batched(&q, &k, &v, &madd, heads)?
-            };
+            let a = attention_split(&q, &k, &v, &madd, heads)?;
             x = l.attn_norm.forward(&(l.attn_out.forward(&a)? + &x)?)?;
             let h = gelu(&l.inter.forward(&x)?)?;
             x = l.out_norm.forward(&(l.out.forward(&h)? + &x)?)?;

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::conv_embedder::{default_eps, default_max_seq, validate_stack, ConvBlock};
-use crate::layers::{apply_mask, from_ane, gelu, masked_mean_pool, to_ane, Conv1x1, Embedding};
+use crate::layers::{gelu, to_ane, Conv1x1, Embedding};
 use crate::weights::{randn, Rng};
 use crate::{ModelError, Result};
 
@@ -181,13 +181,9 @@ impl ConvClassifier {
 
     /// The graph: `(B, E, 1, S)` and mask `(B, S)` → logits `(B,)`.
     pub fn logits_from_embeddings(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let mut h = apply_mask(&from_ane(x)?, mask)?;
-        for b in &self.blocks {
-            h = b.forward(&h, mask)?;
-        }
-        let pooled = masked_mean_pool(&h, mask)?;
-        let (b, w) = pooled.dims2()?;
-        let z = gelu(&self.head_hidden.forward(&pooled.reshape((b, w, 1))?)?)?;
+        let pooled = ConvBlock::run_stack(&self.blocks, x, mask)?; // (W, B)
+        let b = pooled.dims()[1];
+        let z = gelu(&self.head_hidden.forward(&pooled)?)?;
         Ok(self.head_out.forward(&z)?.reshape(b)?)
     }
 

@@ -12,8 +12,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::layers::{
-    apply_mask, from_ane, gelu, l2_normalize, masked_mean_pool, to_ane, Conv1x1, Embedding, KConv,
-    LayerNormChannels,
+    from_ane, gelu, l2_normalize, to_ane, Conv1x1, Embedding, KConv, LayerNormChannels,
 };
 use crate::weights::{randn, Rng};
 use crate::{ModelError, Result};
@@ -123,10 +122,37 @@ pub(crate) struct ConvBlock {
 }
 
 impl ConvBlock {
+    /// `x (C, B, S)` (batch folded next to the sequence axis) and
+    /// `mask (1, B, S)` → `(C_out, B, S)`, padded positions zeroed.
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let y = gelu(&self.norm.forward(&self.conv.forward(x)?)?)?;
+        let y = self.conv.forward_folded(x)?;
+        let (co, b, s) = y.dims3()?;
+        let y = self
+            .norm
+            .forward(&y.reshape((co, b * s))?)?
+            .reshape((co, b, s))?;
+        let y = gelu(&y)?;
         let y = if self.residual { (y + x)? } else { y };
-        apply_mask(&y, mask)
+        Ok(y.broadcast_mul(mask)?)
+    }
+
+    /// Runs a block stack on `(B, E, 1, S)` embeddings with a `(B, S)` mask and
+    /// mean-pools the real positions → `(W, B)` (channels first).
+    pub fn run_stack(blocks: &[ConvBlock], x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let x = from_ane(x)?;
+        let (b, _e, s) = x.dims3()?;
+        let m = mask.to_dtype(x.dtype())?.reshape((1, b, s))?;
+        let mut h = x.transpose(0, 1)?.contiguous()?.broadcast_mul(&m)?; // (E, B, S)
+        for blk in blocks {
+            h = blk.forward(&h, &m)?;
+        }
+        let count = mask
+            .to_dtype(DType::F32)?
+            .sum_keepdim(1)?
+            .clamp(1f32, f32::MAX)?
+            .to_dtype(h.dtype())?
+            .reshape((1, b))?;
+        Ok(h.sum(2)?.broadcast_div(&count)?) // (W, B)
     }
 
     pub fn load_stack(
@@ -282,14 +308,8 @@ impl ConvEmbedder {
     /// The graph: `(B, E, 1, S)` and a `(B, S)` 0/1 mask → pooled, projected,
     /// not yet normalised `(B, D)`.
     pub fn encode_unnormalized(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let mut h = apply_mask(&from_ane(x)?, mask)?;
-        for b in &self.blocks {
-            h = b.forward(&h, mask)?;
-        }
-        let pooled = masked_mean_pool(&h, mask)?; // (B, W)
-        let (b, w) = pooled.dims2()?;
-        let y = self.proj.forward(&pooled.reshape((b, w, 1))?)?;
-        Ok(y.reshape((b, self.config.output_dim))?)
+        let pooled = ConvBlock::run_stack(&self.blocks, x, mask)?; // (W, B)
+        Ok(self.proj.forward(&pooled)?.t()?) // (B, D)
     }
 
     /// L2-normalised embeddings `(B, D)` from `(B, E, 1, S)` and a mask.

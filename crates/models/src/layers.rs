@@ -121,6 +121,38 @@ impl KConv {
     }
 }
 
+impl KConv {
+    /// The same convolution on a batch laid out `(C_in, B, S)` (channels
+    /// first, batch folded next to the sequence): zero padding is added per
+    /// sequence, and the whole batch is one matrix product
+    /// `(C_out, k·C_in) × (k·C_in, B·S)`. Returns `(C_out, B, S)`.
+    pub fn forward_folded(&self, x: &Tensor) -> Result<Tensor> {
+        let (c_in, b, s) = x.dims3()?;
+        let c_out = self.weight.dims()[0];
+        let cols = if self.k == 1 {
+            x.reshape((c_in, b * s))?
+        } else {
+            let half = self.k / 2;
+            let xp = x.pad_with_zeros(2, half, half)?;
+            let parts: Vec<Tensor> = (0..self.k)
+                .map(|j| xp.narrow(2, j, s))
+                .collect::<candle_core::Result<_>>()?;
+            // (k·C_in, B, S), row index j·C_in + ci.
+            Tensor::cat(&parts, 0)?.reshape((self.k * c_in, b * s))?
+        };
+        let w = self
+            .weight
+            .reshape((c_out, c_in, self.k))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((c_out, self.k * c_in))?;
+        let y = w
+            .matmul(&cols)?
+            .broadcast_add(&self.bias.reshape((c_out, 1))?)?;
+        Ok(y.reshape((c_out, b, s))?)
+    }
+}
+
 /// LayerNorm over the channel axis of `(B, C, S)`, as Apple's
 /// `LayerNormANE`: subtract the channel mean, divide by the root mean square
 /// of the centred values plus an fp16-safe epsilon, then scale and shift.
@@ -142,7 +174,29 @@ impl LayerNormChannels {
         })
     }
 
+    /// Normalises `(B, C, S)` over `C`, or `(C, N)` (a batch folded into the
+    /// sequence axis) over `C`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x3 = match x.rank() {
+            2 => x.unsqueeze(0)?,
+            _ => x.clone(),
+        };
+        let y = if x3.track_op() || self.weight.track_op() || self.bias.track_op() {
+            // Differentiable composite form (training).
+            self.forward_composite(&x3)?
+        } else {
+            let op = ChannelLayerNorm {
+                weight: self.weight.to_dtype(DType::F32)?.to_vec1()?,
+                bias: self.bias.to_dtype(DType::F32)?.to_vec1()?,
+                eps: self.eps as f32,
+            };
+            x3.contiguous()?.apply_op1_no_bwd(&op)?
+        };
+        Ok(if x.rank() == 2 { y.squeeze(0)? } else { y })
+    }
+
+    /// The same normalisation from differentiable tensor ops.
+    pub fn forward_composite(&self, x: &Tensor) -> Result<Tensor> {
         let (_b, c, _s) = x.dims3()?;
         // Channel means as a (1, C) × (B, C, S) product: a reduction over a
         // non-last axis that runs at matmul speed on CPU.
@@ -155,6 +209,110 @@ impl LayerNormChannels {
         let w = self.weight.reshape((c, 1))?;
         let b = self.bias.reshape((c, 1))?;
         Ok(y.broadcast_mul(&w)?.broadcast_add(&b)?)
+    }
+}
+
+/// CPU kernel for LayerNorm over the channel axis of a contiguous
+/// `(B, C, S)` tensor: statistics in f32 (also for f16 inputs), two passes
+/// over rows so that every access is a contiguous run of positions, and
+/// blocks of positions spread over threads.
+struct ChannelLayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl candle_core::CustomOp1 for ChannelLayerNorm {
+    fn name(&self) -> &'static str {
+        "channel-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        use rayon::prelude::*;
+        use std::borrow::Cow;
+
+        let (b, c, n) = layout.shape().dims3()?;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("channel-layer-norm needs a contiguous input")
+        };
+        if self.weight.len() != c || self.bias.len() != c {
+            candle_core::bail!(
+                "channel-layer-norm: {c} channels but {} weights",
+                self.weight.len()
+            )
+        }
+        let src: Cow<[f32]> = match storage {
+            CpuStorage::F32(v) => Cow::Borrowed(&v[start..end]),
+            CpuStorage::F16(v) => Cow::Owned(v[start..end].iter().map(|x| x.to_f32()).collect()),
+            CpuStorage::BF16(v) => Cow::Owned(v[start..end].iter().map(|x| x.to_f32()).collect()),
+            _ => candle_core::bail!("channel-layer-norm supports f32, f16 and bf16"),
+        };
+        const BLOCK: usize = 64;
+        let blocks_per_batch = n.div_ceil(BLOCK);
+        // Each task normalises BLOCK positions of one batch row and returns them
+        // channel-major; results are scattered back afterwards.
+        let parts: Vec<(usize, usize, usize, Vec<f32>)> = (0..b * blocks_per_batch)
+            .into_par_iter()
+            .map(|t| {
+                let (bi, blk) = (t / blocks_per_batch, t % blocks_per_batch);
+                let j0 = blk * BLOCK;
+                let w = BLOCK.min(n - j0);
+                let base = bi * c * n;
+                let row = |ci: usize| &src[base + ci * n + j0..base + ci * n + j0 + w];
+                let mut mean = vec![0f32; w];
+                for ci in 0..c {
+                    for (m, &x) in mean.iter_mut().zip(row(ci)) {
+                        *m += x;
+                    }
+                }
+                let inv_c = 1.0 / c as f32;
+                mean.iter_mut().for_each(|m| *m *= inv_c);
+                let mut var = vec![0f32; w];
+                for ci in 0..c {
+                    for ((v, &x), &m) in var.iter_mut().zip(row(ci)).zip(&mean) {
+                        let d = x - m;
+                        *v += d * d;
+                    }
+                }
+                let inv: Vec<f32> = var
+                    .iter()
+                    .map(|v| 1.0 / (v * inv_c + self.eps).sqrt())
+                    .collect();
+                let mut out = vec![0f32; c * w];
+                for ci in 0..c {
+                    let (g, bb) = (self.weight[ci], self.bias[ci]);
+                    let dst = &mut out[ci * w..(ci + 1) * w];
+                    for (((o, &x), &m), &s) in dst.iter_mut().zip(row(ci)).zip(&mean).zip(&inv) {
+                        *o = (x - m) * s * g + bb;
+                    }
+                }
+                (bi, j0, w, out)
+            })
+            .collect();
+        let mut out = vec![0f32; b * c * n];
+        for (bi, j0, w, part) in parts {
+            for ci in 0..c {
+                let o = bi * c * n + ci * n + j0;
+                out[o..o + w].copy_from_slice(&part[ci * w..(ci + 1) * w]);
+            }
+        }
+        let shape = candle_core::Shape::from((b, c, n));
+        Ok(match storage {
+            CpuStorage::F16(_) => (
+                CpuStorage::F16(out.into_iter().map(half::f16::from_f32).collect()),
+                shape,
+            ),
+            CpuStorage::BF16(_) => (
+                CpuStorage::BF16(out.into_iter().map(half::bf16::from_f32).collect()),
+                shape,
+            ),
+            _ => (CpuStorage::F32(out), shape),
+        })
     }
 }
 
@@ -222,6 +380,45 @@ pub fn attention_heads_batched(
     Ok(out.reshape((b, c, s))?)
 }
 
+/// Per-head attention over a batch folded into the sequence axis: `q`, `k`,
+/// `v` are `(C, B·S)` — the ANE's `(1, C, 1, S)` layout with the batch laid
+/// end to end — and each sequence attends only within itself. `mask_add` is
+/// `(B, 1, 1, S)` or `None` when no position is padded. Returns `(C, B·S)`.
+/// On CPU this is the fast path: every 1×1 convolution around it becomes a
+/// single large matrix product.
+pub fn attention_folded(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask_add: Option<&Tensor>,
+    heads: usize,
+    batch: usize,
+    seq: usize,
+) -> Result<Tensor> {
+    let (c, _n) = q.dims2()?;
+    let d = c / heads;
+    let scale = 1.0 / (d as f64).sqrt();
+    // (C, N) = (H, D, B, S) -> (B, H, D, S)
+    let split = |t: &Tensor| -> candle_core::Result<Tensor> {
+        t.reshape((heads, d, batch, seq))?
+            .permute((2, 0, 1, 3))?
+            .contiguous()
+    };
+    let q = split(&(q * scale)?)?;
+    let k = split(k)?;
+    let v = split(v)?;
+    let mut scores = q.transpose(2, 3)?.matmul(&k)?; // (B, H, S_q, S_k)
+    if let Some(m) = mask_add {
+        scores = scores.broadcast_add(m)?;
+    }
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let out = v.matmul(&probs.transpose(2, 3)?)?; // (B, H, D, S_q)
+    Ok(out
+        .permute((1, 2, 0, 3))?
+        .contiguous()?
+        .reshape((c, batch * seq))?)
+}
+
 /// Masked mean over the sequence axis: `x (B, C, S)`, `mask (B, S)` 0/1 →
 /// `(B, C)`. Padded positions contribute nothing, so a sentence pooled alone
 /// and in a padded batch gives the same vector.
@@ -256,9 +453,58 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     Ok(x.broadcast_div(&norm)?)
 }
 
-/// Exact (erf) GELU, as BERT uses.
+/// Exact (erf) GELU, as BERT uses. Without gradient tracking it runs a
+/// multi-threaded CPU kernel (erf to within 1.5e-7); with tracking, candle's
+/// differentiable `gelu_erf`.
 pub fn gelu(x: &Tensor) -> Result<Tensor> {
-    Ok(x.gelu_erf()?)
+    if x.track_op() || x.dtype() != DType::F32 {
+        return Ok(x.gelu_erf()?);
+    }
+    Ok(x.contiguous()?.apply_op1_no_bwd(&GeluErf)?)
+}
+
+/// erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7).
+#[inline]
+fn erf_as(x: f32) -> f32 {
+    let s = x.signum();
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = t
+        * (0.254_829_6
+            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
+    s * (1.0 - poly * (-a * a).exp())
+}
+
+struct GeluErf;
+
+impl candle_core::CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "gelu-erf-fast"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("gelu needs a contiguous input")
+        };
+        let candle_core::CpuStorage::F32(v) = storage else {
+            candle_core::bail!("gelu kernel expects f32")
+        };
+        let src = &v[start..end];
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(16384)
+            .zip(src.par_chunks(16384))
+            .for_each(|(o, i)| {
+                for (o, &x) in o.iter_mut().zip(i) {
+                    *o = 0.5 * x * (1.0 + erf_as(x * std::f32::consts::FRAC_1_SQRT_2));
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
+    }
 }
 
 /// An embedding table `(V, E)` looked up outside the model graph.
@@ -354,6 +600,179 @@ mod tests {
     }
 
     #[test]
+    fn fast_layer_norm_kernel_matches_composite_form() {
+        let x = rand(&[3, 16, 70], 12);
+        let ln = LayerNormChannels {
+            weight: rand(&[16], 13),
+            bias: rand(&[16], 14),
+            eps: 1e-7,
+        };
+        let fast = ln.forward(&x).unwrap();
+        let slow = ln.forward_composite(&x).unwrap();
+        assert!(max_abs_diff(&fast, &slow) < 1e-4);
+        // (C, N) input is normalised over C too.
+        let folded = x.get(1).unwrap();
+        let f2 = ln.forward(&folded).unwrap();
+        assert!(max_abs_diff(&f2, &slow.get(1).unwrap()) < 1e-4);
+        // f16 in, f16 out, statistics in f32.
+        let x16 = x.to_dtype(DType::F16).unwrap();
+        let ln16 = LayerNormChannels {
+            weight: ln.weight.to_dtype(DType::F16).unwrap(),
+            bias: ln.bias.to_dtype(DType::F16).unwrap(),
+            eps: 1e-7,
+        };
+        let h = ln16.forward(&x16).unwrap();
+        assert_eq!(h.dtype(), DType::F16);
+        assert!(max_abs_diff(&h.to_dtype(DType::F32).unwrap(), &slow) < 2e-2);
+        // Variables take the differentiable path and get gradients.
+        let v = candle_core::Var::from_tensor(&x).unwrap();
+        let y = ln.forward(v.as_tensor()).unwrap();
+        let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(g.get(v.as_tensor()).is_some());
+    }
+
+    #[test]
+    fn folded_attention_matches_per_row_split_attention() {
+        let (b, c, s, h) = (3, 16, 6, 4);
+        let q = rand(&[b, c, s], 15);
+        let k = rand(&[b, c, s], 16);
+        let v = rand(&[b, c, s], 17);
+        let mask = Tensor::from_vec(
+            vec![1u32, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 0],
+            (b, s),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let madd = additive_mask(&mask, DType::F32).unwrap();
+        let want = attention_split(&q, &k, &v, &madd, h).unwrap();
+        let fold = |t: &Tensor| {
+            t.transpose(0, 1)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+                .reshape((c, b * s))
+                .unwrap()
+        };
+        let m4 = madd.reshape((b, 1, 1, s)).unwrap();
+        let got = attention_folded(&fold(&q), &fold(&k), &fold(&v), Some(&m4), h, b, s).unwrap();
+        let got = got.reshape((c, b, s)).unwrap().transpose(0, 1).unwrap();
+        assert!(max_abs_diff(&want, &got) < 1e-5);
+    }
+
+    /// Finite-difference check of every trained layer (k-wide conv in its
+    /// folded form, channel LayerNorm, 1×1 conv) with batch > 1, in f64.
+    /// candle's CPU conv1d backward is wrong for batch > 1; ours must not be.
+    #[test]
+    fn trained_layers_have_correct_gradients() {
+        use candle_core::Var;
+        let (c_in, c_out, b, s, k) = (3, 4, 3, 5, 3);
+        let f64t = |shape: &[usize], seed| rand(shape, seed).to_dtype(DType::F64).unwrap();
+        let x = f64t(&[c_in, b, s], 20);
+        let r = f64t(&[c_out, b * s], 21);
+        let w = Var::from_tensor(&f64t(&[c_out, c_in, 1, k], 22)).unwrap();
+        let bias = Var::from_tensor(&f64t(&[c_out], 23)).unwrap();
+        let g = Var::from_tensor(&f64t(&[c_out], 24)).unwrap();
+        let p = Var::from_tensor(&f64t(&[c_out, c_out], 25)).unwrap();
+        let loss = |w: &Tensor, bias: &Tensor, g: &Tensor, p: &Tensor| -> Tensor {
+            let conv = KConv {
+                weight: w.clone(),
+                bias: bias.clone(),
+                k,
+            };
+            let y = conv
+                .forward_folded(&x)
+                .unwrap()
+                .reshape((c_out, b * s))
+                .unwrap();
+            let ln = LayerNormChannels {
+                weight: g.clone(),
+                bias: bias.clone(),
+                eps: 1e-5,
+            };
+            let y = ln.forward(&y).unwrap();
+            let y = Conv1x1 {
+                weight: p.clone(),
+                bias: None,
+            }
+            .forward(&y)
+            .unwrap();
+            (y.gelu_erf().unwrap() * &r).unwrap().sum_all().unwrap()
+        };
+        let l = loss(
+            w.as_tensor(),
+            bias.as_tensor(),
+            g.as_tensor(),
+            p.as_tensor(),
+        );
+        let grads = l.backward().unwrap();
+        let eps = 1e-6;
+        for (which, var) in [("conv", &w), ("bias", &bias), ("gamma", &g), ("proj", &p)] {
+            let analytic = grads
+                .get(var.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            let base = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            for i in (0..base.len()).step_by(3) {
+                let eval = |delta: f64| {
+                    let mut v = base.clone();
+                    v[i] += delta;
+                    let t = Tensor::from_vec(v, var.as_tensor().shape(), &Device::Cpu).unwrap();
+                    let (w2, b2, g2, p2) = match which {
+                        "conv" => (
+                            t,
+                            bias.as_tensor().clone(),
+                            g.as_tensor().clone(),
+                            p.as_tensor().clone(),
+                        ),
+                        "bias" => (
+                            w.as_tensor().clone(),
+                            t,
+                            g.as_tensor().clone(),
+                            p.as_tensor().clone(),
+                        ),
+                        "gamma" => (
+                            w.as_tensor().clone(),
+                            bias.as_tensor().clone(),
+                            t,
+                            p.as_tensor().clone(),
+                        ),
+                        _ => (
+                            w.as_tensor().clone(),
+                            bias.as_tensor().clone(),
+                            g.as_tensor().clone(),
+                            t,
+                        ),
+                    };
+                    loss(&w2, &b2, &g2, &p2).to_scalar::<f64>().unwrap()
+                };
+                let numeric = (eval(eps) - eval(-eps)) / (2.0 * eps);
+                let err = (numeric - analytic[i]).abs() / (1.0 + numeric.abs());
+                assert!(
+                    err < 1e-5,
+                    "{which}[{i}]: numeric {numeric} vs analytic {}",
+                    analytic[i]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn fast_gelu_matches_candle_gelu_erf() {
+        let x = (rand(&[4, 1000], 30) * 4.0).unwrap();
+        let fast = gelu(&x).unwrap();
+        let exact = x.gelu_erf().unwrap();
+        assert!(max_abs_diff(&fast, &exact) < 1e-6);
+    }
+
+    #[test]
     fn kconv_matches_candle_conv1d() {
         let (b, ci, co, s, k) = (3, 4, 5, 9, 5);
         let x = rand(&[b, ci, s], 7);
@@ -365,6 +784,12 @@ mod tests {
             k,
         };
         let y = conv.forward(&x).unwrap();
+        let folded = conv
+            .forward_folded(&x.transpose(0, 1).unwrap().contiguous().unwrap())
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap();
+        assert!(max_abs_diff(&y, &folded) < 1e-4);
         let r = x
             .conv1d(&w.reshape((co, ci, k)).unwrap(), k / 2, 1, 1, 1)
             .unwrap()
