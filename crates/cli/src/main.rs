@@ -36,6 +36,12 @@ enum Command {
     /// Inspect model directories.
     #[command(subcommand)]
     Model(cmd::model::ModelCommand),
+    /// Index files and folders into a store (incremental).
+    Index(cmd::index::IndexArgs),
+    /// Select and pack context for a question from a store.
+    Context(cmd::context::ContextArgs),
+    /// Evaluate retrieval on a BEIR-layout collection.
+    Eval(cmd::eval::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +50,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Embed(a) => cmd::embed::run(a),
         Command::Model(c) => cmd::model::run(c),
+        Command::Index(a) => cmd::index::run(a),
+        Command::Context(a) => cmd::context::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -318,26 +318,25 @@ impl Db {
         rows.map(|r| Ok(r? as u64)).collect()
     }
 
-    /// Up to `limit` chunks not yet in tantivy: (id, text).
-    pub fn unlexed_chunks(&self, limit: usize) -> Result<Vec<(u64, String)>> {
-        self.id_text(
-            "SELECT id, text FROM chunks WHERE lexed = 0 ORDER BY id LIMIT ?1",
-            limit,
-        )
+    /// Up to `limit` chunks with id > `after` not yet in tantivy:
+    /// `(id, indexed text)`. The indexed text is the heading path, a newline
+    /// and the chunk text.
+    pub fn unlexed_chunks_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>> {
+        self.id_text("lexed", after, limit)
     }
 
-    /// Up to `limit` chunks without vectors: (id, text).
-    pub fn unembedded_chunks(&self, limit: usize) -> Result<Vec<(u64, String)>> {
-        self.id_text(
-            "SELECT id, text FROM chunks WHERE embedded = 0 ORDER BY id LIMIT ?1",
-            limit,
-        )
+    /// Up to `limit` chunks with id > `after` without vectors: `(id, indexed text)`.
+    pub fn unembedded_chunks_after(&self, after: u64, limit: usize) -> Result<Vec<(u64, String)>> {
+        self.id_text("embedded", after, limit)
     }
 
-    fn id_text(&self, sql: &str, limit: usize) -> Result<Vec<(u64, String)>> {
+    fn id_text(&self, flag: &str, after: u64, limit: usize) -> Result<Vec<(u64, String)>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(sql)?;
-        let rows = st.query_map([limit as i64], |r| {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT id, CASE WHEN heading IS NULL THEN text ELSE heading || char(10) || text END \
+             FROM chunks WHERE {flag} = 0 AND id > ?1 ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = st.query_map([after as i64, limit as i64], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -87,6 +87,15 @@ impl Store {
         self.vectors.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Re-reads the vector file (changes made by another process).
+    pub fn reload_vectors(&self) -> Result<()> {
+        let live = self.db.embedded_chunk_ids()?;
+        let dim = self.db.embedder()?.map(|e| e.dim);
+        let v = FlatVectors::load(&self.dir.join(VECTORS_FILE), dim, &live)?;
+        *self.vectors_mut() = v;
+        Ok(())
+    }
+
     /// Takes the in-process writer lock (one indexing run at a time).
     pub fn write_guard(&self) -> std::sync::MutexGuard<'_, ()> {
         self.write_lock.lock().unwrap_or_else(|p| p.into_inner())

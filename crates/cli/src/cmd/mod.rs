@@ -1,4 +1,7 @@
+pub mod context;
 pub mod embed;
+pub mod eval;
+pub mod index;
 pub mod model;
 
 use anectx_core::settings::{resolve, ConfigFile};

@@ -1,0 +1,165 @@
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anectx_core::settings::{resolve, ConfigFile};
+use anectx_engine::{ChunkConfig, Engine, IndexOptions, ModelEmbedder, Progress, TextEmbedder};
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Index files and folders into a store (incremental; deleted files disappear).
+#[derive(Debug, Args)]
+pub struct IndexArgs {
+    /// Files or folders to index. Folders are walked respecting .gitignore.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Chunk size in tokens.
+    #[arg(long, default_value_t = 200)]
+    chunk_tokens: usize,
+    /// Tokens shared by consecutive chunks.
+    #[arg(long, default_value_t = 32)]
+    overlap: usize,
+    /// Skip files larger than this many MB.
+    #[arg(long, default_value_t = 32)]
+    max_file_mb: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Store and embedder options shared by index, context and eval.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Embedder directory. Env: ANECTX_MODEL. Without one, retrieval is BM25-only.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Compute precision: f32 or f16. Env: ANECTX_DTYPE.
+    #[arg(long)]
+    pub dtype: Option<String>,
+}
+
+impl StoreArgs {
+    /// --store > ANECTX_STORE > config `store` > ./.anectx
+    pub fn store_dir(&self) -> Result<PathBuf> {
+        let file = ConfigFile::discover().context("reading the config file")?;
+        let cli = self
+            .store
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned());
+        let v = resolve(cli, "ANECTX_STORE", &file, "store", Some(".anectx"))
+            .map(|(v, _)| v)
+            .unwrap_or_else(|| ".anectx".into());
+        Ok(PathBuf::from(v))
+    }
+
+    /// The configured embedder, if any (--model > ANECTX_MODEL > config `model`).
+    pub fn embedder(&self) -> Result<Option<Arc<dyn TextEmbedder>>> {
+        let file = ConfigFile::discover().context("reading the config file")?;
+        let Some((spec, _)) = resolve(self.model.clone(), "ANECTX_MODEL", &file, "model", None)
+        else {
+            return Ok(None);
+        };
+        let dir = anectx_models::io::resolve_model_dir(&spec)?;
+        let dtype = super::resolve_dtype(self.dtype.clone())?;
+        let e = ModelEmbedder::load(&dir, dtype)
+            .with_context(|| format!("loading the embedder from {}", dir.display()))?;
+        Ok(Some(Arc::new(e)))
+    }
+}
+
+/// indicatif progress: one bar per stage, notes printed above it.
+pub struct Bars {
+    bar: Mutex<ProgressBar>,
+    visible: bool,
+}
+
+impl Bars {
+    pub fn new() -> Self {
+        Self {
+            bar: Mutex::new(ProgressBar::hidden()),
+            visible: std::io::stderr().is_terminal(),
+        }
+    }
+}
+
+impl Progress for Bars {
+    fn stage(&self, name: &str, total: Option<u64>) {
+        let mut bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        bar.finish_and_clear();
+        *bar = if !self.visible {
+            ProgressBar::hidden()
+        } else if let Some(n) = total {
+            let b = ProgressBar::new(n);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>10} {bar:40} {pos}/{len} ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            b
+        } else {
+            ProgressBar::new_spinner()
+        };
+        bar.set_prefix(name.to_string());
+        bar.set_message(name.to_string());
+    }
+    fn inc(&self, n: u64) {
+        self.bar.lock().unwrap_or_else(|p| p.into_inner()).inc(n);
+    }
+    fn note(&self, msg: &str) {
+        let bar = self.bar.lock().unwrap_or_else(|p| p.into_inner());
+        bar.suspend(|| eprintln!("note: {msg}"));
+    }
+    fn finish(&self) {
+        self.bar
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish_and_clear();
+    }
+}
+
+pub fn run(args: IndexArgs) -> Result<()> {
+    let dir = args.store.store_dir()?;
+    let embedder = args.store.embedder()?;
+    if embedder.is_none() {
+        eprintln!("note: no embedder configured (--model / ANECTX_MODEL): indexing for BM25 only");
+    }
+    let engine = Engine::open(&dir, embedder)
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let opts = IndexOptions {
+        chunk: ChunkConfig {
+            max_tokens: args.chunk_tokens,
+            overlap: args.overlap,
+        },
+        max_file_bytes: args.max_file_mb << 20,
+        ..IndexOptions::default()
+    };
+    let report = engine.index(&args.paths, &opts, &Bars::new())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{}: {} files seen, {} indexed, {} unchanged, {} removed, {} skipped; \
+             {} chunks added ({} embedded); store holds {} documents, {} chunks ({:.1}s, {:.0} chunks/s)",
+            dir.display(),
+            report.files_seen,
+            report.files_indexed,
+            report.files_unchanged,
+            report.files_removed,
+            report.files_skipped,
+            report.chunks_added,
+            report.chunks_embedded,
+            report.documents_total,
+            report.chunks_total,
+            report.seconds,
+            report.chunks_lexed.max(report.chunks_embedded) as f64 / report.seconds.max(1e-9),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,558 @@
+//! The [`Engine`]: a store, an optional embedder and a relevance model.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use anectx_store::{Bm25Params, Store, VectorIndex};
+use serde::{Deserialize, Serialize};
+
+use crate::embed::TextEmbedder;
+use crate::ingest::{IndexOptions, IndexReport, Progress};
+use crate::relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
+use crate::select::{lost_in_the_middle, mmr, pack, rrf, token_cost};
+use crate::{EngineError, Result};
+
+/// Which retrievers produce candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalMode {
+    Bm25,
+    Dense,
+    /// BM25 ∪ dense, fused with RRF.
+    Hybrid,
+    /// Hybrid, then the relevance model and MMR.
+    Full,
+}
+
+impl RetrievalMode {
+    pub const ALL: [RetrievalMode; 4] = [Self::Bm25, Self::Dense, Self::Hybrid, Self::Full];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bm25 => "bm25",
+            Self::Dense => "dense",
+            Self::Hybrid => "hybrid",
+            Self::Full => "full",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Settings of one `context` call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContextOptions {
+    /// Token budget for the packed context.
+    pub budget: usize,
+    /// Candidates taken from BM25 and from dense retrieval.
+    pub k_lexical: usize,
+    pub k_dense: usize,
+    /// RRF constant.
+    pub rrf_k: f32,
+    /// MMR trade-off: 1 = relevance only, 0 = diversity only.
+    pub mmr_lambda: f32,
+    /// Candidates more similar than this to a chosen one are dropped.
+    pub dedup_threshold: f32,
+    pub bm25: Bm25Params,
+    /// Candidates whose relevance is below this are never packed.
+    pub min_relevance: f32,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        Self {
+            budget: 2000,
+            k_lexical: 50,
+            k_dense: 50,
+            rrf_k: 60.0,
+            mmr_lambda: 0.7,
+            dedup_threshold: 0.95,
+            bm25: Bm25Params::default(),
+            min_relevance: 0.0,
+        }
+    }
+}
+
+/// Per-chunk scores in an answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChunkScores {
+    pub relevance: f32,
+    /// Rank by relevance among the candidates (1 = best).
+    pub relevance_rank: u32,
+    /// Order in which MMR picked it (1 = first).
+    pub mmr_rank: u32,
+    #[serde(flatten)]
+    pub features: Features,
+}
+
+/// One packed chunk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContextChunk {
+    /// The `[n]` marker; also its 1-based position in the context.
+    pub marker: u32,
+    pub chunk_id: u64,
+    pub path: String,
+    pub heading: Option<String>,
+    pub byte_start: usize,
+    pub byte_end: usize,
+    pub line_start: usize,
+    pub line_end: usize,
+    pub tokens: usize,
+    pub text: String,
+    pub scores: ChunkScores,
+}
+
+/// Timings of one `context` call, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub embed_ms: f64,
+    pub lexical_ms: f64,
+    pub dense_ms: f64,
+    pub rerank_ms: f64,
+    pub total_ms: f64,
+}
+
+/// The answer to a `context` call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContextResult {
+    pub query: String,
+    /// The packed context with `[n]` markers.
+    pub text: String,
+    /// Packed chunks in context order.
+    pub chunks: Vec<ContextChunk>,
+    pub budget: usize,
+    pub used_tokens: usize,
+    /// Number of fused candidates scored.
+    pub candidates: usize,
+    pub mode: RetrievalMode,
+    pub relevance_model: String,
+    pub embedder: Option<String>,
+    pub notes: Vec<String>,
+    pub timings: Timings,
+}
+
+/// The context engine. Thread-safe; share it behind an `Arc`.
+pub struct Engine {
+    store: Store,
+    embedder: Option<Arc<dyn TextEmbedder>>,
+    relevance: RwLock<Arc<dyn RelevanceModel>>,
+    notes: Vec<String>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.store)
+            .field("dense", &self.dense_enabled())
+            .finish()
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+impl Engine {
+    /// Opens the store in `dir` (created when missing). With an embedder that
+    /// differs from the one that built the store's vectors this fails; with
+    /// none, retrieval is BM25-only and [`Engine::notes`] says so.
+    pub fn open(dir: &Path, embedder: Option<Arc<dyn TextEmbedder>>) -> Result<Self> {
+        let store = Store::open(dir)?;
+        let mut notes = Vec::new();
+        let stored = store.db.embedder()?;
+        let embedder = match (&stored, embedder) {
+            (Some(s), Some(e))
+                if s.fingerprint != e.info().fingerprint || s.dim != e.info().dim =>
+            {
+                return Err(EngineError::EmbedderMismatch {
+                    store: dir.to_path_buf(),
+                    stored: format!("{} [{}]", s.description, s.fingerprint),
+                    stored_dim: s.dim,
+                    requested: format!("{} [{}]", e.info().description, e.info().fingerprint),
+                    requested_dim: e.info().dim,
+                })
+            }
+            (Some(s), None) => {
+                notes.push(format!(
+                    "the store has vectors from {} but no embedder is configured: BM25 only",
+                    s.description
+                ));
+                None
+            }
+            (None, e) => {
+                if store.db.chunk_count()? > 0 || e.is_none() {
+                    notes.push(
+                        "no embedder vectors in this store: BM25 only (index with --model for \
+                         dense retrieval)"
+                            .into(),
+                    );
+                }
+                e
+            }
+            (Some(_), e) => e,
+        };
+        let pending = store.pending()?;
+        if !pending.is_empty() {
+            notes.push(format!(
+                "the store has unfinished indexing work ({pending:?}); run `anectx index` again \
+                 to complete it"
+            ));
+        }
+        Ok(Self {
+            store,
+            embedder,
+            relevance: RwLock::new(Arc::new(FusionRelevance::default())),
+            notes,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Notes about the engine's state (BM25-only, unfinished work).
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    pub fn embedder(&self) -> Option<&Arc<dyn TextEmbedder>> {
+        self.embedder.as_ref()
+    }
+
+    /// Whether dense retrieval is available (an embedder and stored vectors).
+    pub fn dense_enabled(&self) -> bool {
+        self.embedder.is_some() && self.store.db.embedder().ok().flatten().is_some()
+    }
+
+    /// The current relevance model.
+    pub fn relevance_model(&self) -> Arc<dyn RelevanceModel> {
+        self.relevance
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Swaps the relevance model; calls in flight finish with the old one.
+    pub fn set_relevance_model(&self, model: Arc<dyn RelevanceModel>) {
+        *self.relevance.write().unwrap_or_else(|p| p.into_inner()) = model;
+    }
+
+    /// Indexes paths into this engine's store with its embedder.
+    pub fn index(
+        &self,
+        roots: &[std::path::PathBuf],
+        opts: &IndexOptions,
+        progress: &dyn Progress,
+    ) -> Result<IndexReport> {
+        crate::ingest::index_paths(&self.store, self.embedder.as_deref(), roots, opts, progress)
+    }
+
+    /// Picks up changes another process committed (postings and vectors).
+    pub fn reload(&self) -> Result<()> {
+        self.store.lexical.reload()?;
+        self.store.reload_vectors()?;
+        Ok(())
+    }
+
+    /// Embeds queries with the engine's embedder.
+    pub fn embed_queries(&self, queries: &[&str]) -> Result<Option<Vec<f32>>> {
+        match &self.embedder {
+            Some(e) if self.dense_enabled() => Ok(Some(e.embed(queries)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Ranked chunks for `query` in `mode`, up to `k`, as `(chunk id, score)`.
+    /// `query_vec` is the query's embedding (computed when `None` and needed).
+    pub fn rank(
+        &self,
+        query: &str,
+        query_vec: Option<&[f32]>,
+        mode: RetrievalMode,
+        k: usize,
+        opts: &ContextOptions,
+    ) -> Result<Vec<(u64, f32)>> {
+        match mode {
+            RetrievalMode::Bm25 => Ok(self.store.lexical.search(query, k, opts.bm25)?),
+            RetrievalMode::Dense => self.dense(query, query_vec, k),
+            RetrievalMode::Hybrid => {
+                let (lex, den, _) = self.retrieve(query, query_vec, k, k, opts)?;
+                let mut f = rrf(&[&lex, &den], opts.rrf_k);
+                f.truncate(k);
+                Ok(f)
+            }
+            RetrievalMode::Full => {
+                let (cands, rel, order) = self.score_candidates(query, query_vec, k, k, opts)?;
+                Ok(order
+                    .into_iter()
+                    .map(|i| (cands[i].chunk.id, rel[i]))
+                    .take(k)
+                    .collect())
+            }
+        }
+    }
+
+    fn dense(&self, query: &str, query_vec: Option<&[f32]>, k: usize) -> Result<Vec<(u64, f32)>> {
+        if !self.dense_enabled() {
+            return Ok(Vec::new());
+        }
+        let owned;
+        let q = match query_vec {
+            Some(q) => q,
+            None => match self.embed_queries(&[query])? {
+                Some(v) => {
+                    owned = v;
+                    &owned
+                }
+                None => return Ok(Vec::new()),
+            },
+        };
+        Ok(self.store.vectors().search(q, k)?)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn retrieve(
+        &self,
+        query: &str,
+        query_vec: Option<&[f32]>,
+        k_lex: usize,
+        k_dense: usize,
+        opts: &ContextOptions,
+    ) -> Result<(Vec<(u64, f32)>, Vec<(u64, f32)>, Timings)> {
+        let mut t = Timings::default();
+        let owned;
+        let qv = match query_vec {
+            Some(q) => Some(q),
+            None => {
+                let t0 = Instant::now();
+                owned = self.embed_queries(&[query])?;
+                t.embed_ms = ms(t0);
+                owned.as_deref()
+            }
+        };
+        let t0 = Instant::now();
+        let (lex, den) = rayon::join(
+            || self.store.lexical.search(query, k_lex, opts.bm25),
+            || match qv {
+                Some(q) => self.store.vectors().search(q, k_dense),
+                None => Ok(Vec::new()),
+            },
+        );
+        t.lexical_ms = ms(t0);
+        t.dense_ms = t.lexical_ms;
+        Ok((lex?, den?, t))
+    }
+
+    /// Candidates with features, their relevance, and the MMR order.
+    fn score_candidates(
+        &self,
+        query: &str,
+        query_vec: Option<&[f32]>,
+        k_lex: usize,
+        k_dense: usize,
+        opts: &ContextOptions,
+    ) -> Result<(Vec<Candidate>, Vec<f32>, Vec<usize>)> {
+        let (c, r, o, _) = self.score_candidates_timed(query, query_vec, k_lex, k_dense, opts)?;
+        Ok((c, r, o))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn score_candidates_timed(
+        &self,
+        query: &str,
+        query_vec: Option<&[f32]>,
+        k_lex: usize,
+        k_dense: usize,
+        opts: &ContextOptions,
+    ) -> Result<(Vec<Candidate>, Vec<f32>, Vec<usize>, Timings)> {
+        let (lex, den, mut t) = self.retrieve(query, query_vec, k_lex, k_dense, opts)?;
+        let t0 = Instant::now();
+        let fused = rrf(&[&lex, &den], opts.rrf_k);
+        let lex_at: HashMap<u64, (u32, f32)> = lex
+            .iter()
+            .enumerate()
+            .map(|(r, (id, s))| (*id, (r as u32 + 1, *s)))
+            .collect();
+        let den_at: HashMap<u64, (u32, f32)> = den
+            .iter()
+            .enumerate()
+            .map(|(r, (id, s))| (*id, (r as u32 + 1, *s)))
+            .collect();
+        let ids: Vec<u64> = fused.iter().map(|f| f.0).collect();
+        let records = self.store.db.chunks_by_ids(&ids)?;
+        let rrf_of: HashMap<u64, f32> = fused.into_iter().collect();
+        let cands: Vec<Candidate> = records
+            .into_iter()
+            .map(|chunk| {
+                let id = chunk.id;
+                let features = Features {
+                    rrf: rrf_of.get(&id).copied().unwrap_or(0.0),
+                    bm25: lex_at.get(&id).map(|x| x.1),
+                    bm25_rank: lex_at.get(&id).map(|x| x.0),
+                    dense: den_at.get(&id).map(|x| x.1),
+                    dense_rank: den_at.get(&id).map(|x| x.0),
+                    tokens: chunk.tokens as u32,
+                };
+                Candidate { chunk, features }
+            })
+            .collect();
+        let model = self.relevance_model();
+        let rel = model.score(query, &cands)?;
+        if rel.len() != cands.len() {
+            return Err(EngineError::Relevance {
+                version: model.version(),
+                message: format!(
+                    "returned {} scores for {} candidates",
+                    rel.len(),
+                    cands.len()
+                ),
+            });
+        }
+        // MMR over relevance normalised to [0, 1].
+        let (lo, hi) = rel
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+        let span = (hi - lo).max(1e-9);
+        let norm: Vec<f32> = rel.iter().map(|x| (x - lo) / span).collect();
+        let vecs = self.store.vectors();
+        let dense_vecs: Option<Vec<&[f32]>> = if self.dense_enabled() {
+            cands.iter().map(|c| vecs.get(c.chunk.id)).collect()
+        } else {
+            None
+        };
+        let order = match dense_vecs {
+            Some(v) => mmr(&norm, opts.mmr_lambda, opts.dedup_threshold, |i, j| {
+                anectx_store::vectors::dot(v[i], v[j])
+            }),
+            None => {
+                let sets: Vec<HashSet<String>> = cands
+                    .iter()
+                    .map(|c| {
+                        self.store
+                            .lexical
+                            .analyze(&c.chunk.text)
+                            .into_iter()
+                            .collect()
+                    })
+                    .collect();
+                mmr(&norm, opts.mmr_lambda, opts.dedup_threshold, |i, j| {
+                    let inter = sets[i].intersection(&sets[j]).count() as f32;
+                    let union = (sets[i].len() + sets[j].len()) as f32 - inter;
+                    if union > 0.0 {
+                        inter / union
+                    } else {
+                        1.0
+                    }
+                })
+            }
+        };
+        drop(vecs);
+        t.rerank_ms = ms(t0);
+        Ok((cands, rel, order, t))
+    }
+
+    /// Selects and packs context for `query` within `opts.budget` tokens.
+    pub fn context(&self, query: &str, opts: &ContextOptions) -> Result<ContextResult> {
+        let t0 = Instant::now();
+        let model_version = self.relevance_model().version();
+        let (cands, rel, order, mut timings) =
+            self.score_candidates_timed(query, None, opts.k_lexical, opts.k_dense, opts)?;
+        let mut by_rel: Vec<usize> = (0..cands.len()).collect();
+        by_rel.sort_by(|&a, &b| rel[b].total_cmp(&rel[a]).then(a.cmp(&b)));
+        let mut rel_rank = vec![0u32; cands.len()];
+        for (r, &i) in by_rel.iter().enumerate() {
+            rel_rank[i] = r as u32 + 1;
+        }
+        let eligible: Vec<usize> = order
+            .into_iter()
+            .filter(|&i| rel[i] >= opts.min_relevance)
+            .collect();
+        let header = |c: &Candidate| {
+            format!(
+                "[00] {}:{}-{}",
+                c.chunk.path, c.chunk.line_start, c.chunk.line_end
+            )
+        };
+        let costs: Vec<usize> = eligible
+            .iter()
+            .map(|&i| {
+                let c = &cands[i];
+                token_cost(
+                    c.chunk.tokens,
+                    c.chunk.text.chars().count(),
+                    header(c).len(),
+                )
+            })
+            .collect();
+        let taken = pack(&costs, opts.budget);
+        let used: usize = taken.iter().map(|&t| costs[t]).sum();
+        let picked: Vec<(usize, u32)> =
+            taken.iter().map(|&t| (eligible[t], t as u32 + 1)).collect();
+        let ordered = lost_in_the_middle(picked);
+        let mut text = String::new();
+        let mut chunks = Vec::with_capacity(ordered.len());
+        for (pos, (i, mmr_rank)) in ordered.into_iter().enumerate() {
+            let c = &cands[i];
+            let marker = pos as u32 + 1;
+            let head = c
+                .chunk
+                .heading
+                .as_deref()
+                .map(|h| format!(" ({h})"))
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "[{marker}] {}:{}-{}{head}\n{}\n\n",
+                c.chunk.path, c.chunk.line_start, c.chunk.line_end, c.chunk.text
+            ));
+            chunks.push(ContextChunk {
+                marker,
+                chunk_id: c.chunk.id,
+                path: c.chunk.path.clone(),
+                heading: c.chunk.heading.clone(),
+                byte_start: c.chunk.byte_start,
+                byte_end: c.chunk.byte_end,
+                line_start: c.chunk.line_start,
+                line_end: c.chunk.line_end,
+                tokens: c.chunk.tokens,
+                text: c.chunk.text.clone(),
+                scores: ChunkScores {
+                    relevance: rel[i],
+                    relevance_rank: rel_rank[i],
+                    mmr_rank,
+                    features: c.features.clone(),
+                },
+            });
+        }
+        timings.total_ms = ms(t0);
+        Ok(ContextResult {
+            query: query.to_string(),
+            text: text.trim_end().to_string(),
+            chunks,
+            budget: opts.budget,
+            used_tokens: used,
+            candidates: cands.len(),
+            mode: if self.dense_enabled() {
+                RetrievalMode::Full
+            } else {
+                RetrievalMode::Bm25
+            },
+            relevance_model: model_version,
+            embedder: self
+                .embedder
+                .as_ref()
+                .filter(|_| self.dense_enabled())
+                .map(|e| e.info().description.clone()),
+            notes: self.notes.clone(),
+            timings,
+        })
+    }
+}

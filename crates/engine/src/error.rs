@@ -1,0 +1,46 @@
+use std::path::PathBuf;
+
+/// Errors from the context engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] anectx_store::StoreError),
+    #[error(transparent)]
+    Model(#[from] anectx_models::ModelError),
+    #[error("embedding backend: {0}")]
+    Backend(#[from] anectx_core::BackendError),
+    #[error("{path}: {message}")]
+    Path { path: PathBuf, message: String },
+    #[error(
+        "the store in {store} holds vectors from embedder {stored} ({stored_dim} dims), \
+         but the configured embedder is {requested} ({requested_dim} dims); anectx never mixes \
+         models in one store: use the original model, or index into another --store"
+    )]
+    EmbedderMismatch {
+        store: PathBuf,
+        stored: String,
+        stored_dim: usize,
+        requested: String,
+        requested_dim: usize,
+    },
+    #[error(
+        "the store in {store} holds vectors from embedder {stored}; configure that model \
+         (--model or ANECTX_MODEL) to index into it, or index into another --store"
+    )]
+    EmbedderRequired { store: PathBuf, stored: String },
+    #[error("evaluation data: {0}")]
+    Eval(String),
+    #[error("relevance model {version}: {message}")]
+    Relevance { version: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl EngineError {
+    pub(crate) fn path(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Path {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}

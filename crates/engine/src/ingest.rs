@@ -1,0 +1,448 @@
+//! Indexing: walk → read → chunk → SQLite, then tantivy, then vectors.
+//!
+//! Each stage works off SQLite's queues (`lexed = 0`, `embedded = 0`,
+//! `pending_deletes`), so an interrupted run is finished by the next one.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anectx_store::{Db, NewChunk, Store};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::chunk::{chunk_text, ChunkConfig};
+use crate::embed::TextEmbedder;
+use crate::extract::{decode, html_to_text, Decoded, DocKind};
+use crate::{EngineError, Result};
+
+/// Indexing settings.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    pub chunk: ChunkConfig,
+    /// Files larger than this are skipped with a note.
+    pub max_file_bytes: u64,
+    /// Texts per embedding call.
+    pub embed_batch: usize,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        Self {
+            chunk: ChunkConfig::default(),
+            max_file_bytes: 32 << 20,
+            embed_batch: 32,
+        }
+    }
+}
+
+/// Progress reporting (the CLI draws bars; the server logs).
+pub trait Progress: Sync {
+    /// A new stage starts, with a known total when there is one.
+    fn stage(&self, _name: &str, _total: Option<u64>) {}
+    fn inc(&self, _n: u64) {}
+    /// Something the user should know about (a skipped file, …).
+    fn note(&self, _msg: &str) {}
+    fn finish(&self) {}
+}
+
+/// Progress that only logs notes through `tracing`.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+impl Progress for NoProgress {
+    fn note(&self, msg: &str) {
+        tracing::info!("{msg}");
+    }
+}
+
+/// What an indexing run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IndexReport {
+    pub files_seen: u64,
+    pub files_indexed: u64,
+    pub files_unchanged: u64,
+    pub files_removed: u64,
+    pub files_skipped: u64,
+    pub chunks_added: u64,
+    pub chunks_lexed: u64,
+    pub chunks_embedded: u64,
+    pub chunks_total: u64,
+    pub documents_total: u64,
+    pub embedder: Option<String>,
+    pub notes: Vec<String>,
+    pub seconds: f64,
+    pub embed_seconds: f64,
+}
+
+/// Aborts the process at a named point when `ANECTX_FAILPOINT` names it.
+/// Used by the crash-recovery tests to simulate a crash between stages.
+fn failpoint(name: &str) {
+    if std::env::var("ANECTX_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("ANECTX_FAILPOINT={name}: aborting");
+        std::process::abort();
+    }
+}
+
+/// A document ready to be written.
+struct Prepared {
+    key: String,
+    hash: String,
+    bytes: u64,
+    kind: DocKind,
+    chunks: Vec<NewChunk>,
+}
+
+enum FileOutcome {
+    Unchanged,
+    Changed(Prepared),
+    /// Not indexable (binary, too large, empty); any old version is removed.
+    Skipped(String),
+    /// Could not be read; any old version is kept.
+    Unreadable(String),
+}
+
+/// Checks that `embedder` may write into `store` and records it.
+pub(crate) fn check_embedder(store: &Store, embedder: Option<&dyn TextEmbedder>) -> Result<()> {
+    let stored = store.db.embedder()?;
+    match (stored, embedder) {
+        (Some(s), Some(e)) if s.fingerprint != e.info().fingerprint || s.dim != e.info().dim => {
+            Err(EngineError::EmbedderMismatch {
+                store: store.dir().to_path_buf(),
+                stored: format!("{} [{}]", s.description, s.fingerprint),
+                stored_dim: s.dim,
+                requested: format!("{} [{}]", e.info().description, e.info().fingerprint),
+                requested_dim: e.info().dim,
+            })
+        }
+        (Some(s), None) => Err(EngineError::EmbedderRequired {
+            store: store.dir().to_path_buf(),
+            stored: format!("{} [{}]", s.description, s.fingerprint),
+        }),
+        (None, Some(e)) => Ok(store.set_embedder(e.info())?),
+        _ => Ok(()),
+    }
+}
+
+fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> FileOutcome {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) => return FileOutcome::Unreadable(format!("cannot read: {e}")),
+    };
+    if meta.len() > max {
+        return FileOutcome::Skipped(format!(
+            "{} MB exceeds the {} MB file limit (--max-file-mb)",
+            meta.len() >> 20,
+            max >> 20
+        ));
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return FileOutcome::Unreadable(format!("cannot read: {e}")),
+    };
+    let hash = blake3::hash(&bytes).to_hex().to_string();
+    if known == Some(hash.as_str()) {
+        return FileOutcome::Unchanged;
+    }
+    let kind = DocKind::from_path(path);
+    let (text, lossy) = match decode(&bytes) {
+        Decoded::Binary => return FileOutcome::Skipped("binary file".into()),
+        Decoded::Text { text, lossy } => (text, lossy),
+    };
+    if lossy {
+        tracing::warn!(path = %path.display(), "invalid UTF-8 replaced with U+FFFD");
+    }
+    let text = if kind == DocKind::Html {
+        html_to_text(&text)
+    } else {
+        text
+    };
+    let chunks = chunk_text(&text, kind, chunk);
+    if chunks.is_empty() {
+        return FileOutcome::Skipped("empty (no text)".into());
+    }
+    FileOutcome::Changed(Prepared {
+        key: path.to_string_lossy().into_owned(),
+        hash,
+        bytes: bytes.len() as u64,
+        kind,
+        chunks,
+    })
+}
+
+fn write_prepared(store: &Store, docs: &[Prepared]) -> Result<u64> {
+    Ok(store.db.transaction(|tx| {
+        let mut n = 0;
+        for d in docs {
+            n += Db::replace_document(tx, &d.key, &d.hash, d.bytes, d.kind.as_str(), &d.chunks)?
+                .len() as u64;
+        }
+        Ok(n)
+    })?)
+}
+
+/// Indexes files and folders. Folders are walked respecting `.gitignore`
+/// (also outside git repositories) and skipping hidden entries; documents
+/// under a walked root that no longer exist are removed.
+pub fn index_paths(
+    store: &Store,
+    embedder: Option<&dyn TextEmbedder>,
+    roots: &[PathBuf],
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IndexReport> {
+    let _guard = store.write_guard();
+    let t0 = Instant::now();
+    check_embedder(store, embedder)?;
+    let mut report = IndexReport::default();
+    let note = |report: &mut IndexReport, msg: String| {
+        progress.note(&msg);
+        report.notes.push(msg);
+    };
+    let store_dir = std::fs::canonicalize(store.dir()).unwrap_or_else(|_| store.dir().into());
+
+    // 1. Walk.
+    progress.stage("scanning", None);
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut canon_roots = Vec::new();
+    for root in roots {
+        let root = std::fs::canonicalize(root)
+            .map_err(|e| EngineError::path(root, format!("cannot index: {e}")))?;
+        let walk = ignore::WalkBuilder::new(&root)
+            .follow_links(true)
+            .require_git(false)
+            .build();
+        for entry in walk {
+            match entry {
+                Ok(e) => {
+                    if e.file_type().is_some_and(|t| t.is_file()) {
+                        let p = e.into_path();
+                        if !p.starts_with(&store_dir) {
+                            files.push(p);
+                        }
+                    } else if e.file_type().is_none() {
+                        // stdin or a broken link
+                        note(
+                            &mut report,
+                            format!("skipped {}: not a file", e.path().display()),
+                        );
+                    }
+                }
+                Err(err) => {
+                    report.files_skipped += 1;
+                    note(&mut report, format!("skipped: {err}"));
+                }
+            }
+        }
+        canon_roots.push(root);
+    }
+    files.sort();
+    files.dedup();
+    report.files_seen = files.len() as u64;
+
+    // 2. Read, hash, chunk; write changed documents to SQLite.
+    let known: HashMap<String, String> = store
+        .db
+        .documents()?
+        .into_iter()
+        .map(|d| (d.path, d.content_hash))
+        .collect();
+    let mut keep: HashSet<String> = HashSet::new();
+    progress.stage("reading", Some(files.len() as u64));
+    for batch in files.chunks(256) {
+        let outcomes: Vec<(&PathBuf, FileOutcome)> = batch
+            .par_iter()
+            .map(|p| {
+                let key = p.to_string_lossy();
+                let o = read_file(
+                    p,
+                    opts.max_file_bytes,
+                    opts.chunk,
+                    known.get(key.as_ref()).map(String::as_str),
+                );
+                (p, o)
+            })
+            .collect();
+        let mut prepared = Vec::new();
+        for (p, o) in outcomes {
+            let key = p.to_string_lossy().into_owned();
+            match o {
+                FileOutcome::Unchanged => {
+                    report.files_unchanged += 1;
+                    keep.insert(key);
+                }
+                FileOutcome::Changed(d) => {
+                    keep.insert(key);
+                    prepared.push(d);
+                }
+                FileOutcome::Skipped(why) => {
+                    report.files_skipped += 1;
+                    note(&mut report, format!("skipped {}: {why}", p.display()));
+                }
+                FileOutcome::Unreadable(why) => {
+                    report.files_skipped += 1;
+                    keep.insert(key);
+                    note(&mut report, format!("skipped {}: {why}", p.display()));
+                }
+            }
+        }
+        report.files_indexed += prepared.len() as u64;
+        report.chunks_added += write_prepared(store, &prepared)?;
+        progress.inc(batch.len() as u64);
+    }
+    // Documents under a walked root that were not seen (deleted, now ignored,
+    // now binary) are removed.
+    let gone: Vec<String> = known
+        .keys()
+        .filter(|k| !keep.contains(*k))
+        .filter(|k| canon_roots.iter().any(|r| Path::new(k).starts_with(r)))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        store.db.transaction(|tx| {
+            for k in &gone {
+                Db::delete_document(tx, k)?;
+            }
+            Ok(())
+        })?;
+        report.files_removed = gone.len() as u64;
+    }
+    failpoint("after-sqlite");
+
+    finish_pending(store, embedder, opts, progress, &mut report)?;
+    report.seconds = t0.elapsed().as_secs_f64();
+    progress.finish();
+    Ok(report)
+}
+
+/// Indexes in-memory documents keyed by `key` (evaluation, tests, API use).
+/// Documents are replaced when their text changes; nothing is removed.
+pub fn index_texts(
+    store: &Store,
+    embedder: Option<&dyn TextEmbedder>,
+    docs: &[(String, String)],
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IndexReport> {
+    let _guard = store.write_guard();
+    let t0 = Instant::now();
+    check_embedder(store, embedder)?;
+    let mut report = IndexReport::default();
+    let known: HashMap<String, String> = store
+        .db
+        .documents()?
+        .into_iter()
+        .map(|d| (d.path, d.content_hash))
+        .collect();
+    progress.stage("chunking", Some(docs.len() as u64));
+    for batch in docs.chunks(512) {
+        let prepared: Vec<Prepared> = batch
+            .par_iter()
+            .filter_map(|(key, text)| {
+                let hash = blake3::hash(text.as_bytes()).to_hex().to_string();
+                if known.get(key) == Some(&hash) {
+                    return None;
+                }
+                let chunks = chunk_text(text, DocKind::Text, opts.chunk);
+                Some(Prepared {
+                    key: key.clone(),
+                    hash,
+                    bytes: text.len() as u64,
+                    kind: DocKind::Text,
+                    chunks,
+                })
+            })
+            .collect();
+        report.files_seen += batch.len() as u64;
+        report.files_indexed += prepared.len() as u64;
+        report.chunks_added += write_prepared(store, &prepared)?;
+        progress.inc(batch.len() as u64);
+    }
+    report.files_unchanged = report.files_seen - report.files_indexed;
+    finish_pending(store, embedder, opts, progress, &mut report)?;
+    report.seconds = t0.elapsed().as_secs_f64();
+    progress.finish();
+    Ok(report)
+}
+
+/// Brings tantivy and the vector store in line with SQLite.
+fn finish_pending(
+    store: &Store,
+    embedder: Option<&dyn TextEmbedder>,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+    report: &mut IndexReport,
+) -> Result<()> {
+    // 3. Lexical: deletes, then unlexed chunks, one commit.
+    let deletes = store.db.pending_deletes(true)?;
+    let pending = store.db.pending()?;
+    progress.stage("postings", Some(pending.unlexed_chunks));
+    store.lexical.delete(&deletes)?;
+    let mut lexed: Vec<u64> = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let batch = store.db.unlexed_chunks_after(after, 4096)?;
+        let Some(last) = batch.last() else { break };
+        after = last.0;
+        store.lexical.add(&batch)?;
+        lexed.extend(batch.iter().map(|c| c.0));
+        progress.inc(batch.len() as u64);
+    }
+    failpoint("before-lexical-commit");
+    store.lexical.commit()?;
+    failpoint("after-lexical-commit");
+    store.db.mark_lexed(&lexed)?;
+    store.db.clear_pending_deletes(true, &deletes)?;
+    store.lexical.close_writer();
+    report.chunks_lexed = lexed.len() as u64;
+
+    // 4. Vectors.
+    match embedder {
+        None => {
+            store.db.drop_vector_deletes()?;
+            if store.db.chunk_count()? > 0 {
+                let msg = "no embedder configured: the store is BM25-only (set --model or \
+                           ANECTX_MODEL to add dense retrieval)"
+                    .to_string();
+                progress.note(&msg);
+                report.notes.push(msg);
+            }
+        }
+        Some(e) => {
+            let deletes = store.db.pending_deletes(false)?;
+            if !deletes.is_empty() {
+                let mut v = store.vectors_mut();
+                v.remove(&deletes);
+                v.rewrite()?;
+                drop(v);
+                store.db.clear_pending_deletes(false, &deletes)?;
+            }
+            let todo = store.db.pending()?.unembedded_chunks;
+            progress.stage("embedding", Some(todo));
+            let t = Instant::now();
+            let mut after = 0u64;
+            let batch_size = opts.embed_batch.max(1);
+            loop {
+                // Sort a window by length so batches pad little.
+                let mut window = store.db.unembedded_chunks_after(after, batch_size * 16)?;
+                let Some(last) = window.last() else { break };
+                after = last.0;
+                window.sort_by_key(|c| c.1.len());
+                for b in window.chunks(batch_size) {
+                    let texts: Vec<&str> = b.iter().map(|c| c.1.as_str()).collect();
+                    let vecs = e.embed(&texts)?;
+                    let ids: Vec<u64> = b.iter().map(|c| c.0).collect();
+                    store.vectors_mut().append(&ids, &vecs)?;
+                    failpoint("mid-embed");
+                    store.db.mark_embedded(&ids)?;
+                    report.chunks_embedded += ids.len() as u64;
+                    progress.inc(ids.len() as u64);
+                }
+            }
+            report.embed_seconds = t.elapsed().as_secs_f64();
+            report.embedder = Some(e.info().description.clone());
+        }
+    }
+    report.chunks_total = store.db.chunk_count()?;
+    report.documents_total = store.db.document_count()?;
+    Ok(())
+}

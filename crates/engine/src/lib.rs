@@ -1,0 +1,35 @@
+//! The anectx context engine: ingest files, retrieve with BM25 and dense
+//! vectors, fuse with reciprocal-rank fusion, score with a pluggable
+//! relevance model, diversify with MMR and pack into a token budget.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use anectx_engine::{ContextOptions, Engine};
+//! let engine = Arc::new(Engine::open(".anectx".as_ref(), None)?);
+//! let answer = engine.context("how do I configure the port?", &ContextOptions::default())?;
+//! println!("{}", answer.text);
+//! # Ok::<(), anectx_engine::EngineError>(())
+//! ```
+
+pub mod chunk;
+pub mod embed;
+mod engine;
+mod error;
+pub mod eval;
+pub mod extract;
+pub mod ingest;
+pub mod relevance;
+pub mod select;
+
+pub use anectx_store::{Bm25Params, Store};
+pub use chunk::ChunkConfig;
+pub use embed::{ModelEmbedder, TextEmbedder};
+pub use engine::{
+    ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, RetrievalMode, Timings,
+};
+pub use error::EngineError;
+pub use ingest::{index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress};
+pub use relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
+
+/// Result alias for this crate.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
