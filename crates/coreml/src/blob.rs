@@ -145,7 +145,7 @@ impl<'a> BlobReader<'a> {
     pub fn read(&self, offset: u64, ty: &TensorType) -> Result<TensorData, BlobProblem> {
         let raw = self.raw(offset, ty.dtype)?;
         if let (Some(n), Some(bits)) = (ty.elem_count(), ty.dtype.bits()) {
-            let expected = (n * bits).div_ceil(8) as u64;
+            let expected = (n as u128 * bits as u128).div_ceil(8) as u64;
             if raw.len() as u64 != expected {
                 return Err(BlobProblem::SizeMismatch {
                     found: raw.len() as u64,

@@ -430,6 +430,24 @@ fn tensor_data_from_proto(ty: &TensorType, t: &proto::TensorValue) -> Result<Ten
     Ok(data)
 }
 
+/// Checks that immediate data holds as many elements as its type declares.
+fn check_len(ty: &TensorType, data: &TensorData) -> Result<()> {
+    let Some(n) = ty.elem_count() else {
+        return Ok(());
+    };
+    let expected = match (data, ty.dtype.bits()) {
+        (TensorData::Bytes(_), Some(bits)) => (n as u128 * bits as u128).div_ceil(8),
+        _ => n as u128,
+    };
+    if data.len() as u128 != expected {
+        return Err(invalid(format!(
+            "an immediate {ty} value holds {} items, its type needs {expected}",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Context for reading values: the blob file, if the package has one.
 pub(crate) struct ReadCtx<'a> {
     pub blobs: Option<BlobReader<'a>>,
@@ -476,6 +494,7 @@ impl ReadCtx<'_> {
             (Some(V::ImmediateValue(iv)), ty) => match (&iv.value, ty) {
                 (Some(IV::Tensor(t)), ValueType::Tensor(tt)) => {
                     let data = tensor_data_from_proto(&tt, t)?;
+                    check_len(&tt, &data)?;
                     Ok(Value::Tensor(TensorValue::new(tt, data)))
                 }
                 (Some(IV::Tuple(t)), ty) => Ok(Value::Tuple {

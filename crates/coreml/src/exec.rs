@@ -185,6 +185,16 @@ fn tensor_value_to_val(t: &TensorValue) -> std::result::Result<Val, String> {
     let shape =
         t.ty.fixed_shape()
             .ok_or_else(|| format!("const of type {} has no fixed shape", t.ty))?;
+    let n =
+        t.ty.elem_count()
+            .ok_or_else(|| format!("const of type {} is too large", t.ty))?;
+    if !matches!(t.data, TensorData::Strings(_) | TensorData::Bytes(_)) && t.data.len() != n {
+        return Err(format!(
+            "const of type {} holds {} values",
+            t.ty,
+            t.data.len()
+        ));
+    }
     let dev = &Device::Cpu;
     let mk = |r: candle_core::Result<Tensor>| r.map(Val::T).map_err(|e| e.to_string());
     match &t.data {

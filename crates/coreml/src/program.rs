@@ -253,7 +253,9 @@ impl TensorType {
 
     /// Number of elements when the shape is fixed.
     pub fn elem_count(&self) -> Option<usize> {
-        self.fixed_shape().map(|s| s.iter().product())
+        self.fixed_shape()?
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 }
 
