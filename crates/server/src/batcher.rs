@@ -117,7 +117,7 @@ struct Job {
     batch: TokenBatch,
     enqueued: Instant,
     reply: Reply,
-    _permit: Arc<Permit>,
+    permit: Arc<Permit>,
 }
 
 #[derive(Debug, Default)]
@@ -326,7 +326,7 @@ impl Batcher {
                     batch,
                     enqueued: Instant::now(),
                     reply,
-                    _permit: permit.clone(),
+                    permit: permit.clone(),
                 })
                 .map_err(|_| BatchError::Stopped)?;
             rxs.push(rx);
@@ -538,7 +538,11 @@ fn run_group(
                 }),
         };
         offset += n;
-        let _ = j.reply.send((part, timings));
+        // Release the queue reservation before replying, so a client that
+        // sees its answer also sees the queue without it.
+        let Job { reply, permit, .. } = j;
+        drop(permit);
+        let _ = reply.send((part, timings));
     }
 }
 

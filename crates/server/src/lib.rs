@@ -22,6 +22,7 @@ pub mod batcher;
 pub mod chat;
 pub mod context;
 mod error;
+pub mod fake_llm;
 pub mod memory;
 pub mod metrics;
 

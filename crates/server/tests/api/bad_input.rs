@@ -1,0 +1,229 @@
+//! Every bad request gets the right status and a clear OpenAI-shaped error,
+//! and the server keeps serving afterwards.
+
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::json;
+
+use crate::common::*;
+
+async fn still_serves(h: &Harness, key: Option<&str>) {
+    let r = post_raw(
+        &h.app,
+        "/v1/embeddings",
+        json!({"input": "the cat"}).to_string().into_bytes(),
+        key,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let h = harness(Opts::default()).await;
+    let r = post_raw(
+        &h.app,
+        "/v1/embeddings",
+        b"{\"input\": [\"a\",".to_vec(),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let m = r.error_message();
+    assert!(m.contains("not valid JSON"), "{m}");
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    still_serves(&h, None).await;
+}
+
+#[tokio::test]
+async fn wrong_types_are_422_and_name_the_field() {
+    let h = harness(Opts::default()).await;
+    for (body, needle) in [
+        (json!({"input": 5}), "`input` is a number"),
+        (json!({"input": {"text": "a"}}), "`input` is an object"),
+        (json!({"input": ["ok", null]}), "`input[1]` is null"),
+        (
+            json!({"input": [[101, 2023]]}),
+            "token-id inputs are not supported",
+        ),
+        (
+            json!({"input": "a", "encoding_format": "int8"}),
+            "`encoding_format`",
+        ),
+        (json!({"input": "a", "model": 7}), "model"),
+        (json!({"inputs": "a"}), "`input` is required"),
+    ] {
+        let r = post(&h.app, "/v1/embeddings", body.clone()).await;
+        assert_eq!(
+            r.status,
+            422,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let m = r.error_message();
+        assert!(m.contains(needle), "{body}: {m}");
+    }
+    for (body, needle) in [
+        (json!({"query": "q", "documents": "a"}), "documents"),
+        (json!({"query": "", "documents": ["a"]}), "`query`"),
+        (
+            json!({"query": "q", "documents": [3]}),
+            "`documents[0]` is a number",
+        ),
+        (
+            json!({"query": "q", "documents": ["a"], "top_n": -1}),
+            "top_n",
+        ),
+    ] {
+        let r = post(&h.app, "/v1/rerank", body.clone()).await;
+        assert_eq!(
+            r.status,
+            422,
+            "{body}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            r.error_message().contains(needle),
+            "{body}: {}",
+            r.error_message()
+        );
+    }
+    still_serves(&h, None).await;
+}
+
+#[tokio::test]
+async fn empty_inputs_are_422() {
+    let h = harness(Opts::default()).await;
+    let r = post(&h.app, "/v1/embeddings", json!({"input": []})).await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.error_message().contains("empty list"),
+        "{}",
+        r.error_message()
+    );
+    assert_eq!(r.json()["error"]["param"], "input");
+    let r = post(&h.app, "/v1/embeddings", json!({"input": ["a", "  "]})).await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.error_message().contains("`input[1]` is empty"),
+        "{}",
+        r.error_message()
+    );
+    let r = post(&h.app, "/v1/rerank", json!({"query": "q", "documents": []})).await;
+    assert_eq!(r.status, 422);
+    let r = post(&h.app, "/v1/context", json!({"query": "  "})).await;
+    assert_eq!(r.status, 422);
+    still_serves(&h, None).await;
+}
+
+#[tokio::test]
+async fn a_10_mb_body_is_413() {
+    let h = harness(Opts::default()).await;
+    let big = "cat ".repeat(10 * 1024 * 1024 / 4);
+    let body = json!({"input": big}).to_string().into_bytes();
+    assert!(body.len() >= 10 * 1024 * 1024);
+    let r = post_raw(&h.app, "/v1/embeddings", body, None).await;
+    assert_eq!(r.status, 413);
+    assert!(
+        r.error_message().contains("payload limit"),
+        "{}",
+        r.error_message()
+    );
+    assert_eq!(r.json()["error"]["type"], "payload_too_large_error");
+    still_serves(&h, None).await;
+}
+
+#[tokio::test]
+async fn too_many_inputs_is_413() {
+    let h = harness(Opts {
+        max_client_batch: 4,
+        ..Opts::default()
+    })
+    .await;
+    let r = post(&h.app, "/v1/embeddings", json!({"input": vec!["a"; 5]})).await;
+    assert_eq!(r.status, 413);
+    assert!(
+        r.error_message().contains("limit is 4"),
+        "{}",
+        r.error_message()
+    );
+    still_serves(&h, None).await;
+}
+
+#[tokio::test]
+async fn unknown_model_is_404() {
+    let h = harness(Opts::default()).await;
+    let r = post(
+        &h.app,
+        "/v1/embeddings",
+        json!({"input": "a", "model": "text-embedding-3-large"}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    let m = r.error_message();
+    assert!(
+        m.contains("text-embedding-3-large") && m.contains(MODEL),
+        "{m}"
+    );
+    assert_eq!(r.json()["error"]["param"], "model");
+    let r = post(
+        &h.app,
+        "/v1/rerank",
+        json!({"query": "q", "documents": ["a"], "model": "nope"}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    still_serves(&h, None).await;
+}
+
+#[tokio::test]
+async fn unknown_route_and_wrong_method_are_json_errors() {
+    let h = harness(Opts::default()).await;
+    let r = get(&h.app, "/v1/nothing").await;
+    assert_eq!(r.status, 404);
+    assert!(r.error_message().contains("/v1/nothing"));
+    let r = get(&h.app, "/v1/embeddings").await;
+    assert_eq!(r.status, 405);
+    assert!(r.error_message().contains("GET"));
+    let r = send(
+        &h.app,
+        Request::post("/v1/embeddings")
+            .header("content-type", "text/plain")
+            .body(Body::from("hello"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    assert!(r.error_message().contains("application/json"));
+    still_serves(&h, None).await;
+}
+
+#[tokio::test]
+async fn missing_or_wrong_api_key_is_401() {
+    let h = harness(Opts {
+        api_key: Some("s3cret".into()),
+        ..Opts::default()
+    })
+    .await;
+    let body = || json!({"input": "a"}).to_string().into_bytes();
+    let r = post_raw(&h.app, "/v1/embeddings", body(), None).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.error_message().contains("missing API key"),
+        "{}",
+        r.error_message()
+    );
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+    let r = post_raw(&h.app, "/v1/embeddings", body(), Some("wrong")).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.error_message().contains("not valid"),
+        "{}",
+        r.error_message()
+    );
+    let r = get(&h.app, "/metrics").await;
+    assert_eq!(r.status, 401, "metrics need the key too");
+    // Health stays open for probes.
+    assert_eq!(get(&h.app, "/health").await.status, 200);
+    still_serves(&h, Some("s3cret")).await;
+}
