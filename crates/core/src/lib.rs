@@ -7,6 +7,7 @@
 
 mod backend;
 mod error;
+pub mod placement;
 pub mod settings;
 mod tokens;
 
