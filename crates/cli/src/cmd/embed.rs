@@ -1,7 +1,8 @@
 use std::io::{BufRead, IsTerminal};
 
-use anectx_core::Truncation;
-use anectx_models::load_embedder;
+use anectx_core::{Backend, ComputeUnits, Truncation};
+use anectx_coreml_runtime::{CoreMlBackend, CoreMlConfig};
+use anectx_models::{load_embedder, CandleBackend, TextTokenizer};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -19,11 +20,34 @@ pub struct EmbedArgs {
     /// Print JSON (one object with every embedding) instead of a summary.
     #[arg(long)]
     json: bool,
+    /// Runtime: `candle` (CPU, everywhere) or `coreml` (Apple platforms; then
+    /// --model is a .mlpackage exported with `anectx export coreml --ids`).
+    #[arg(long, value_enum, env = "ANECTX_BACKEND", default_value = "candle")]
+    backend: BackendKind,
+    /// Core ML compute units: cpu (CPU only), gpu (CPU+GPU), ane (CPU+Neural
+    /// Engine), all.
+    #[arg(long, default_value = "ane", value_parser = parse_units)]
+    units: ComputeUnits,
+    /// tokenizer.json for --backend coreml (default: tokenizer.json next to
+    /// or inside the package).
+    #[arg(long)]
+    tokenizer: Option<std::path::PathBuf>,
     /// Texts per forward pass.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=256))]
     batch_size: u32,
     /// Texts to embed. Without any, lines are read from standard input.
     texts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BackendKind {
+    Candle,
+    Coreml,
+}
+
+fn parse_units(s: &str) -> Result<ComputeUnits, String> {
+    ComputeUnits::parse(s)
+        .ok_or_else(|| format!("unknown compute units {s:?} (cpu, gpu, ane, all)"))
 }
 
 #[derive(Serialize)]
@@ -37,7 +61,7 @@ struct Row {
 #[derive(Serialize)]
 struct Output {
     model: String,
-    kind: anectx_models::ModelKind,
+    backend: String,
     dtype: String,
     dim: usize,
     data: Vec<Row>,
@@ -65,8 +89,30 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     if texts.is_empty() {
         anyhow::bail!("no non-empty texts to embed");
     }
-    let (model, tok) = load_embedder(&dir, dtype)
-        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let (backend, tok): (Box<dyn Backend>, TextTokenizer) = match args.backend {
+        BackendKind::Candle => {
+            let (model, tok) = load_embedder(&dir, dtype)
+                .with_context(|| format!("loading the model from {}", dir.display()))?;
+            (Box::new(CandleBackend::new(Some(model), None)), tok)
+        }
+        BackendKind::Coreml => {
+            let b = CoreMlBackend::load(CoreMlConfig::new(&dir, args.units))
+                .with_context(|| format!("loading the Core ML package {}", dir.display()))?;
+            let tpath = args.tokenizer.clone().unwrap_or_else(|| {
+                let inside = dir.join("tokenizer.json");
+                if inside.is_file() {
+                    inside
+                } else {
+                    dir.with_file_name("tokenizer.json")
+                }
+            });
+            let shapes = b.shapes();
+            let tok =
+                TextTokenizer::from_file(&tpath, shapes.max_seq)?.with_buckets(shapes.seq_buckets);
+            (Box::new(b), tok)
+        }
+    };
+    let dim = backend.embedding_dim().unwrap_or(0);
 
     let bs = args.batch_size as usize;
     let pb = if texts.len() > bs && std::io::stderr().is_terminal() {
@@ -84,7 +130,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         let mut batch = tok.encode_batch(&refs)?;
         let trunc = std::mem::take(&mut batch.truncations);
-        let emb = model.embed(&batch)?;
+        let emb = backend.embed(&batch)?;
         for (i, e) in emb.iter().enumerate() {
             let index = ci * bs + i;
             let truncated = trunc
@@ -110,18 +156,18 @@ pub fn run(args: EmbedArgs) -> Result<()> {
 
     let out = Output {
         model: dir.display().to_string(),
-        kind: model.kind(),
+        backend: backend.name().to_string(),
         dtype: dtype.to_string(),
-        dim: model.dim(),
+        dim: rows.first().map_or(dim, |r: &Row| r.embedding.len()),
         data: rows,
     };
     if args.json {
         println!("{}", serde_json::to_string(&out)?);
     } else {
         println!(
-            "model {} ({:?}, {}), {} texts, {} dims",
+            "model {} ({}, {}), {} texts, {} dims",
             out.model,
-            out.kind,
+            out.backend,
             out.dtype,
             out.data.len(),
             out.dim
