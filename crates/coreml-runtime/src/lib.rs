@@ -129,8 +129,13 @@ pub fn strided_to_dense<T: Copy>(buf: &[T], shape: &[usize], strides: &[usize]) 
 /// are those of packages written by `anectx export coreml --ids`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IoNames {
+    /// int32 `(1, S)` token ids.
     pub input_ids: String,
+    /// int32 `(1, S)` segment ids (BERT packages only; sent when present).
+    pub token_type_ids: String,
+    /// `(1, 1, 1, S)` 0/1 mask.
     pub mask: String,
+    /// `(1, D)` L2-normalised embedding.
     pub output: String,
 }
 
@@ -138,11 +143,15 @@ impl Default for IoNames {
     fn default() -> Self {
         Self {
             input_ids: "input_ids".into(),
-            mask: "attention_mask".into(),
+            token_type_ids: "token_type_ids".into(),
+            mask: "mask".into(),
             output: "embedding".into(),
         }
     }
 }
+
+/// Where `anectx export coreml` stores the tokenizer inside a package.
+pub const PACKAGE_TOKENIZER: &str = "Data/com.anectx/tokenizer.json";
 
 /// How to load a package.
 #[derive(Debug, Clone)]
@@ -342,6 +351,8 @@ impl CoreMlModel {
 pub struct CoreMlBackend {
     model: CoreMlModel,
     seq_lengths: Vec<usize>,
+    mask_rank: usize,
+    has_type_ids: bool,
     dim: Option<usize>,
     name: String,
 }
@@ -362,9 +373,19 @@ impl CoreMlBackend {
         let mut seq_lengths: Vec<usize> = ids.iter().filter_map(|s| s.last().copied()).collect();
         seq_lengths.sort_unstable();
         seq_lengths.dedup();
+        let mask_rank = shapes
+            .get(&io.mask)
+            .and_then(|s| s.first())
+            .map(Vec::len)
+            .ok_or_else(|| {
+                CoreMlError::Input(format!("the package has no input named {:?}", io.mask))
+            })?;
+        let has_type_ids = shapes.contains_key(&io.token_type_ids);
         Ok(Self {
             model,
             seq_lengths,
+            mask_rank,
+            has_type_ids,
             dim: None,
             name,
         })
@@ -416,27 +437,44 @@ impl Backend for CoreMlBackend {
         let mut dim = 0;
         for row in 0..batch.batch {
             let mut ids = vec![0i32; seq];
+            let mut types = vec![0i32; seq];
             let mut mask = vec![0f32; seq];
             for j in 0..batch.seq {
                 ids[j] = batch.ids[row * batch.seq + j] as i32;
+                types[j] = batch.type_ids[row * batch.seq + j] as i32;
                 mask[j] = batch.mask[row * batch.seq + j] as f32;
             }
-            let out = self.model.predict(&[
+            let mut mask_shape = vec![1; self.mask_rank.max(1)];
+            if let Some(last) = mask_shape.last_mut() {
+                *last = seq;
+            }
+            let ids_shape = vec![1, seq];
+            let mut inputs = vec![
                 (
                     io.input_ids.as_str(),
                     HostArray::I32 {
-                        shape: vec![1, seq],
+                        shape: ids_shape.clone(),
                         data: ids,
                     },
                 ),
                 (
                     io.mask.as_str(),
                     HostArray::F32 {
-                        shape: vec![1, seq],
+                        shape: mask_shape,
                         data: mask,
                     },
                 ),
-            ])?;
+            ];
+            if self.has_type_ids {
+                inputs.push((
+                    io.token_type_ids.as_str(),
+                    HostArray::I32 {
+                        shape: ids_shape,
+                        data: types,
+                    },
+                ));
+            }
+            let out = self.model.predict(&inputs)?;
             match out.get(&io.output) {
                 Some(HostArray::F32 { data: v, .. }) => {
                     dim = v.len();

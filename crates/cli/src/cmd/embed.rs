@@ -28,8 +28,8 @@ pub struct EmbedArgs {
     /// Engine), all.
     #[arg(long, default_value = "ane", value_parser = parse_units)]
     units: ComputeUnits,
-    /// tokenizer.json for --backend coreml (default: tokenizer.json next to
-    /// or inside the package).
+    /// tokenizer.json for --backend coreml (default: the one `anectx export
+    /// coreml` stores inside the package).
     #[arg(long)]
     tokenizer: Option<std::path::PathBuf>,
     /// Texts per forward pass.
@@ -98,14 +98,10 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         BackendKind::Coreml => {
             let b = CoreMlBackend::load(CoreMlConfig::new(&dir, args.units))
                 .with_context(|| format!("loading the Core ML package {}", dir.display()))?;
-            let tpath = args.tokenizer.clone().unwrap_or_else(|| {
-                let inside = dir.join("tokenizer.json");
-                if inside.is_file() {
-                    inside
-                } else {
-                    dir.with_file_name("tokenizer.json")
-                }
-            });
+            let tpath = args
+                .tokenizer
+                .clone()
+                .unwrap_or_else(|| dir.join(anectx_coreml_runtime::PACKAGE_TOKENIZER));
             let shapes = b.shapes();
             let tok =
                 TextTokenizer::from_file(&tpath, shapes.max_seq)?.with_buckets(shapes.seq_buckets);
