@@ -36,6 +36,12 @@ enum Command {
     /// Inspect model directories.
     #[command(subcommand)]
     Model(cmd::model::ModelCommand),
+    /// Export models (Core ML ML Program packages for the Neural Engine).
+    #[command(subcommand)]
+    Export(cmd::coreml::ExportCommand),
+    /// Work with exported Core ML packages.
+    #[command(subcommand)]
+    Coreml(cmd::coreml::CoremlCommand),
     /// Index files and folders into a store (incremental).
     Index(cmd::index::IndexArgs),
     /// Select and pack context for a question from a store.
@@ -50,6 +56,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Embed(a) => cmd::embed::run(a),
         Command::Model(c) => cmd::model::run(c),
+        Command::Export(c) => cmd::coreml::run_export(c),
+        Command::Coreml(c) => cmd::coreml::run(c),
         Command::Index(a) => cmd::index::run(a),
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),

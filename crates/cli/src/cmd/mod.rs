@@ -1,4 +1,5 @@
 pub mod context;
+pub mod coreml;
 pub mod embed;
 pub mod eval;
 pub mod index;
