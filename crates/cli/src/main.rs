@@ -48,6 +48,8 @@ enum Command {
     Context(cmd::context::ContextArgs),
     /// Evaluate retrieval on a BEIR-layout collection.
     Eval(cmd::eval::EvalArgs),
+    /// Serve embeddings, rerank, context and a chat proxy over HTTP.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Index(a) => cmd::index::run(a),
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

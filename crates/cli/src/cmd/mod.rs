@@ -4,6 +4,7 @@ pub mod embed;
 pub mod eval;
 pub mod index;
 pub mod model;
+pub mod serve;
 
 use anectx_core::settings::{resolve, ConfigFile};
 use anyhow::{Context, Result};
