@@ -36,12 +36,20 @@ enum Command {
     /// Inspect model directories.
     #[command(subcommand)]
     Model(cmd::model::ModelCommand),
+    /// Export models (Core ML ML Program packages for the Neural Engine).
+    #[command(subcommand)]
+    Export(cmd::coreml::ExportCommand),
+    /// Work with exported Core ML packages.
+    #[command(subcommand)]
+    Coreml(cmd::coreml::CoremlCommand),
     /// Index files and folders into a store (incremental).
     Index(cmd::index::IndexArgs),
     /// Select and pack context for a question from a store.
     Context(cmd::context::ContextArgs),
     /// Evaluate retrieval on a BEIR-layout collection.
     Eval(cmd::eval::EvalArgs),
+    /// Serve embeddings, rerank, context and a chat proxy over HTTP.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,9 +58,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Embed(a) => cmd::embed::run(a),
         Command::Model(c) => cmd::model::run(c),
+        Command::Export(c) => cmd::coreml::run_export(c),
+        Command::Coreml(c) => cmd::coreml::run(c),
         Command::Index(a) => cmd::index::run(a),
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

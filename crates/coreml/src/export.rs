@@ -758,23 +758,48 @@ pub fn export_bert(m: &AneBert, opts: &ExportOptions) -> Result<Exported> {
     })
 }
 
-/// Loads a model directory (any kind anectx knows, in f32) and exports it,
-/// taking its `tokenizer.json` along.
-pub fn export_model_dir(dir: &Path, opts: &ExportOptions) -> Result<Exported> {
+/// A model loaded for export.
+#[derive(Debug, Clone)]
+pub enum Exportable {
+    Bert(Box<AneBert>),
+    ConvEmbedder(ConvEmbedder),
+    ConvClassifier(ConvClassifier),
+}
+
+/// Loads a model directory (any kind anectx knows, in f32) and its
+/// `tokenizer.json`.
+pub fn load_model_dir(dir: &Path) -> Result<(Exportable, Vec<u8>)> {
     use anectx_models::io::{detect_kind, TOKENIZER_FILE};
     use anectx_models::{load_classifier, load_embedder, Embedder, WeightDtype};
     let (kind, _) = detect_kind(dir)?;
-    let mut e = match kind {
+    let m = match kind {
         ModelKind::ConvClassifier => {
-            export_conv_classifier(&load_classifier(dir, WeightDtype::F32)?.0, opts)?
+            Exportable::ConvClassifier(load_classifier(dir, WeightDtype::F32)?.0)
         }
         _ => match load_embedder(dir, WeightDtype::F32)?.0 {
-            Embedder::Bert(m) => export_bert(&m, opts)?,
-            Embedder::Conv(m) => export_conv_embedder(&m, opts)?,
+            Embedder::Bert(m) => Exportable::Bert(m),
+            Embedder::Conv(m) => Exportable::ConvEmbedder(m),
         },
     };
     let tok = dir.join(TOKENIZER_FILE);
-    e.tokenizer_json = Some(std::fs::read(&tok).map_err(crate::error::io_err(&tok))?);
+    let bytes = std::fs::read(&tok).map_err(crate::error::io_err(&tok))?;
+    Ok((m, bytes))
+}
+
+/// Exports a loaded model.
+pub fn export_model(m: &Exportable, opts: &ExportOptions) -> Result<Exported> {
+    match m {
+        Exportable::Bert(b) => export_bert(b, opts),
+        Exportable::ConvEmbedder(c) => export_conv_embedder(c, opts),
+        Exportable::ConvClassifier(c) => export_conv_classifier(c, opts),
+    }
+}
+
+/// Loads a model directory and exports it, taking its `tokenizer.json` along.
+pub fn export_model_dir(dir: &Path, opts: &ExportOptions) -> Result<Exported> {
+    let (m, tok) = load_model_dir(dir)?;
+    let mut e = export_model(&m, opts)?;
+    e.tokenizer_json = Some(tok);
     Ok(e)
 }
 

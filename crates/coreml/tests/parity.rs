@@ -2,6 +2,7 @@
 //! - against the candle model with the same fp16-rounded weights (and the
 //!   same fp16 input embeddings): PSNR >= 60 dB;
 //! - against the original f32 candle model: cosine >= 0.999 per output.
+//!
 //! For all three models, at two sequence lengths (one enumerated package,
 //! written and read back before it runs).
 

@@ -37,6 +37,10 @@ pub struct ContextChunk {
     pub score: f32,
     /// Tokens the chunk takes in the budget.
     pub tokens: usize,
+    /// Provider-specific detail (spans, per-feature scores), passed through
+    /// to clients and to the recorder.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 /// The selection for one query.
@@ -48,6 +52,9 @@ pub struct ContextResult {
     pub packed: String,
     pub tokens_used: usize,
     pub budget_tokens: usize,
+    /// Provider-specific detail (mode, candidates, timings, notes).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 impl ContextResult {

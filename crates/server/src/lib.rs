@@ -21,6 +21,7 @@ mod app;
 pub mod batcher;
 pub mod chat;
 pub mod context;
+pub mod engine;
 mod error;
 pub mod fake_llm;
 pub mod memory;
@@ -35,6 +36,7 @@ pub use context::{
     ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult, Interaction,
     InteractionKind, InteractionRecorder, NoopRecorder, RecordError,
 };
+pub use engine::{BatcherEmbedder, EngineContext};
 pub use error::{ApiError, ServerError};
 pub use memory::MemoryContext;
 pub use metrics::Metrics;

@@ -140,6 +140,7 @@ impl ContextProvider for MemoryContext {
                 text: p.text.clone(),
                 score,
                 tokens: p.tokens,
+                details: serde_json::Value::Null,
             });
         }
         Ok(ContextResult {
@@ -148,6 +149,7 @@ impl ContextProvider for MemoryContext {
             chunks,
             tokens_used: used,
             budget_tokens: request.budget_tokens,
+            details: serde_json::Value::Null,
         })
     }
 }

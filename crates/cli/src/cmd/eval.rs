@@ -30,6 +30,9 @@ pub struct EvalArgs {
     /// BM25 b.
     #[arg(long, default_value_t = 0.4)]
     b: f32,
+    /// Reciprocal-rank-fusion constant.
+    #[arg(long, default_value_t = 60.0)]
+    rrf_k: f32,
     /// Print JSON with per-query metrics.
     #[arg(long)]
     json: bool,
@@ -110,6 +113,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             k1: args.k1,
             b: args.b,
         },
+        rrf_k: args.rrf_k,
         ..ContextOptions::default()
     };
     let mut out = Output {

@@ -1,8 +1,10 @@
 pub mod context;
+pub mod coreml;
 pub mod embed;
 pub mod eval;
 pub mod index;
 pub mod model;
+pub mod serve;
 
 use anectx_core::settings::{resolve, ConfigFile};
 use anyhow::{Context, Result};

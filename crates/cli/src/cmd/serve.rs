@@ -1,0 +1,233 @@
+//! `anectx serve`: the HTTP server (embeddings, rerank, context, chat proxy).
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anectx_core::settings::{resolve, ConfigFile};
+use anectx_core::{Backend, BackendError};
+use anectx_engine::{ContextOptions, Engine};
+use anectx_models::{load_classifier, load_embedder, CandleBackend};
+use anectx_server::{
+    AppState, BatcherConfig, BatcherEmbedder, EngineContext, LlmConfig, Metrics, ServerConfig,
+};
+use anyhow::{Context, Result};
+use clap::Args;
+
+/// Serve OpenAI-compatible embeddings, Cohere-style rerank, context
+/// selection and a context-injecting chat proxy over HTTP.
+///
+/// Binds 127.0.0.1 by default; binding any other address requires --api-key.
+/// With --port 0 an ephemeral port is chosen; the first line on stdout is
+/// always `anectx listening on http://ADDR`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Embedder directory (or Hugging Face id in the local cache). Env: ANECTX_MODEL.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// Compute precision: f32 or f16. Env: ANECTX_DTYPE.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Relevance classifier directory; /v1/rerank uses it when given,
+    /// otherwise the embedder's cosine similarity mapped to [0, 1].
+    #[arg(long)]
+    classifier: Option<String>,
+    /// Context store for /v1/context and the chat proxy (see `anectx index`).
+    /// Env: ANECTX_STORE; config `store`; default ./.anectx when it exists.
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Address to bind. Anything but loopback requires --api-key.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    /// Port to bind; 0 picks a free one.
+    #[arg(long, default_value_t = 8181)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "ANECTX_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Upstream OpenAI-compatible LLM base URL for /v1/chat/completions,
+    /// e.g. http://127.0.0.1:11434/v1 (requests go to URL/chat/completions).
+    #[arg(long, env = "ANECTX_LLM_URL")]
+    llm: Option<String>,
+    /// Bearer key sent to the upstream LLM.
+    #[arg(long, env = "ANECTX_LLM_API_KEY", hide_env_values = true)]
+    llm_api_key: Option<String>,
+    /// Name clients use as `model` (default: the model directory's name).
+    #[arg(long)]
+    model_id: Option<String>,
+    /// Other accepted `model` names (repeatable), e.g. text-embedding-3-small.
+    #[arg(long = "model-alias")]
+    model_aliases: Vec<String>,
+    /// Default token budget of /v1/context and the chat proxy.
+    #[arg(long, default_value_t = 1500)]
+    context_budget: usize,
+    /// Largest request body in MiB (413 above).
+    #[arg(long, default_value_t = 2)]
+    payload_limit_mb: usize,
+    /// Most inputs (or rerank documents) per request (413 above).
+    #[arg(long, default_value_t = 512)]
+    max_client_batch: usize,
+    /// Rows per merged backend batch.
+    #[arg(long, default_value_t = 64)]
+    max_batch_rows: usize,
+    /// Padded tokens per merged backend batch.
+    #[arg(long, default_value_t = 16_384)]
+    max_batch_tokens: usize,
+    /// Requests admitted at once (queued or running); more get 429.
+    #[arg(long, default_value_t = 512)]
+    max_queue_requests: usize,
+    /// Padded tokens admitted at once; more get 429.
+    #[arg(long, default_value_t = 262_144)]
+    max_queue_tokens: usize,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let addr = SocketAddr::new(args.host, args.port);
+    // Refuse an unsafe bind before loading anything.
+    anectx_server::check_bind(&addr, args.api_key.as_deref())?;
+    if args.max_batch_tokens < 512 {
+        anyhow::bail!(
+            "--max-batch-tokens must be at least 512 (one sequence of the longest bucket)"
+        );
+    }
+    let dir = super::resolve_model(args.model.clone())?;
+    let dtype = super::resolve_dtype(args.dtype.clone())?;
+    let (embedder, tokenizer) = load_embedder(&dir, dtype)
+        .with_context(|| format!("loading the embedder from {}", dir.display()))?;
+    let kind = format!("{:?}", embedder.kind());
+    let dim = embedder.dim();
+    let fingerprint = anectx_engine::embed::fingerprint_model_dir(&dir, &format!("{dtype:?}"))
+        .context("fingerprinting the model directory")?;
+    let (classifier, classifier_tok) = match &args.classifier {
+        Some(spec) => {
+            let cdir = anectx_models::io::resolve_model_dir(spec)?;
+            let (c, t) = load_classifier(&cdir, dtype)
+                .with_context(|| format!("loading the classifier from {}", cdir.display()))?;
+            (Some((c, cdir)), Some(t))
+        }
+        None => (None, None),
+    };
+    let model_id = args.model_id.clone().unwrap_or_else(|| dir_name(&dir));
+    let classifier_id = classifier.as_ref().map(|(_, d)| dir_name(d));
+
+    let metrics = Arc::new(Metrics::new());
+    let classifier_model = classifier.map(|(c, _)| c);
+    let batcher = anectx_server::Batcher::spawn(
+        move || {
+            Ok(Box::new(CandleBackend::new(Some(embedder), classifier_model)) as Box<dyn Backend>)
+        },
+        BatcherConfig {
+            max_batch_rows: args.max_batch_rows.max(1),
+            max_batch_tokens: args.max_batch_tokens,
+            max_queue_requests: args.max_queue_requests.max(1),
+            max_queue_tokens: args.max_queue_tokens.max(args.max_batch_tokens),
+        },
+        metrics.clone(),
+    )
+    .map_err(|e: BackendError| anyhow::anyhow!("starting the backend: {e}"))?;
+
+    // The store is optional unless named explicitly.
+    let file = ConfigFile::discover().context("reading the config file")?;
+    let explicit = args.store.is_some()
+        || std::env::var_os("ANECTX_STORE").is_some()
+        || file.get("store").is_some();
+    let store_dir = resolve(
+        args.store
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
+        "ANECTX_STORE",
+        &file,
+        "store",
+        Some(".anectx"),
+    )
+    .map(|(v, _)| PathBuf::from(v))
+    .unwrap_or_else(|| PathBuf::from(".anectx"));
+    let context = if anectx_engine::Store::exists(&store_dir) {
+        let info = anectx_store::EmbedderInfo {
+            fingerprint: fingerprint.clone(),
+            description: format!("{kind} from {} ({dtype:?})", dir.display()),
+            dim,
+        };
+        let emb = BatcherEmbedder::new(batcher.clone(), tokenizer.clone(), info);
+        let engine = Engine::open(&store_dir, Some(Arc::new(emb)))
+            .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+        for n in engine.notes() {
+            eprintln!("note: {n}");
+        }
+        Some(Arc::new(EngineContext::new(
+            Arc::new(engine),
+            ContextOptions::default(),
+            format!("store {}", store_dir.display()),
+        )))
+    } else if explicit {
+        anyhow::bail!(
+            "no store in {}: run `anectx index <path> --store {}` first",
+            store_dir.display(),
+            store_dir.display()
+        );
+    } else {
+        tracing::info!(
+            "no store in {}: /v1/context is off and the chat proxy forwards without context",
+            store_dir.display()
+        );
+        None
+    };
+
+    let mut config = ServerConfig::new(model_id);
+    config.model_aliases = args.model_aliases.clone();
+    config.model_kind = kind;
+    config.model_version = fingerprint.chars().take(16).collect();
+    config.classifier_id = classifier_id;
+    config.api_key = args.api_key.clone().filter(|k| !k.trim().is_empty());
+    config.payload_limit = args.payload_limit_mb.max(1) * 1024 * 1024;
+    config.max_client_batch = args.max_client_batch.max(1);
+    config.context_budget = args.context_budget.max(1);
+    config.llm = args.llm.clone().map(|base_url| LlmConfig {
+        base_url,
+        api_key: args.llm_api_key.clone(),
+    });
+    let mut builder = AppState::builder(config, batcher, tokenizer, metrics);
+    if let Some(t) = classifier_tok {
+        builder = builder.classifier_tokenizer(t);
+    }
+    if let Some(c) = context {
+        builder = builder.context_provider(c);
+    }
+    let state = builder.build()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("anectx-http")
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        let listener = anectx_server::bind(addr, args.api_key.as_deref()).await?;
+        let bound = listener.local_addr()?;
+        println!("anectx listening on http://{bound}");
+        std::io::stdout().flush().ok();
+        eprintln!(
+            "anectx: model {} · embeddings, rerank{}{} · Ctrl-C to stop",
+            dir.display(),
+            if args.llm.is_some() {
+                ", chat proxy"
+            } else {
+                ""
+            },
+            if anectx_engine::Store::exists(&store_dir) {
+                ", context"
+            } else {
+                ""
+            },
+        );
+        anectx_server::serve(listener, state, anectx_server::shutdown_signal()).await?;
+        eprintln!("anectx: stopped");
+        Ok::<(), anyhow::Error>(())
+    })
+}
+
+fn dir_name(dir: &std::path::Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| dir.display().to_string())
+}

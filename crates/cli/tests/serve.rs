@@ -1,0 +1,294 @@
+//! `anectx serve` as a real process on an ephemeral loopback port, used by
+//! the real `openai` Python client (embeddings; chat through the proxy to a
+//! fake LLM started here on 127.0.0.1:0) and by plain HTTP (rerank).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use anectx_core::Backend;
+use serde_json::{json, Value};
+
+const CLIENT: &str = r#"
+import json, sys
+import openai
+base, key, model = sys.argv[1], sys.argv[2], sys.argv[3]
+c = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
+out = {}
+texts = ["The cat sat on the mat.", "Paris is the capital of France."]
+e = c.embeddings.create(model=model, input=texts)  # the client asks for base64
+out["emb_default"] = [list(d.embedding) for d in e.data]
+out["usage"] = e.usage.prompt_tokens
+e2 = c.embeddings.create(model=model, input=texts[1], encoding_format="float")
+out["emb_float"] = list(e2.data[0].embedding)
+msgs = [{"role": "user", "content": "What is the capital of France?"}]
+r = c.chat.completions.create(model="fake-llm", messages=msgs)
+out["chat"] = r.choices[0].message.content
+s = c.chat.completions.create(model="fake-llm", messages=msgs, stream=True)
+out["stream"] = "".join((ch.choices[0].delta.content or "") for ch in s if ch.choices)
+try:
+    openai.OpenAI(base_url=base, api_key="wrong", max_retries=0).embeddings.create(model=model, input="x")
+    out["wrong_key"] = None
+except openai.AuthenticationError as ex:
+    out["wrong_key"] = ex.status_code
+try:
+    c.embeddings.create(model="no-such-model", input="x")
+    out["unknown_model"] = None
+except openai.NotFoundError as ex:
+    out["unknown_model"] = [ex.status_code, str(ex)]
+print(json.dumps(out))
+"#;
+
+/// An empty config file so a developer's config is not read.
+fn empty_config(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("config.toml");
+    std::fs::write(&p, "").unwrap();
+    p
+}
+
+fn anectx(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_anectx"));
+    c.env_remove("ANECTX_MODEL")
+        .env_remove("ANECTX_STORE")
+        .env_remove("ANECTX_API_KEY")
+        .env_remove("ANECTX_LLM_URL")
+        .env("ANECTX_CONFIG", empty_config(dir))
+        .current_dir(dir);
+    c
+}
+
+/// Kills the server if the test fails before it stops it.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One plain HTTP/1.1 request; returns (status, body).
+fn http(addr: &str, method: &str, path: &str, key: &str, body: &Value) -> (u16, Value) {
+    let body = body.to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status: u16 = resp[9..12].parse().unwrap();
+    let (_, payload) = resp.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(payload).unwrap_or(Value::Null))
+}
+
+fn cos(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn openai_client_embeds_and_chats_through_the_proxy_and_rerank_works() {
+    let Some(model) = anectx_testing::minilm_dir() else {
+        return;
+    };
+    let Some(python) = anectx_testing::python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    // A small store indexed with the same model.
+    let docs = dir.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("france.md"),
+        "# France\n\nParis is the capital of France. It lies on the Seine.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("cats.md"),
+        "# Cats\n\nThe cat sat on the mat and purred all afternoon.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("water.md"),
+        "# Water\n\nWater boils at 100 degrees Celsius at sea level.\n",
+    )
+    .unwrap();
+    let out = anectx(dir)
+        .arg("index")
+        .arg(&docs)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The fake upstream LLM.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (llm, log) = rt.block_on(anectx_server::fake_llm::spawn()).unwrap();
+
+    let mut child = anectx(dir)
+        .arg("serve")
+        .arg("--model")
+        .arg(&model)
+        .arg("--store")
+        .arg(dir.join("store"))
+        .args([
+            "--port",
+            "0",
+            "--api-key",
+            "test-key",
+            "--model-id",
+            "minilm",
+        ])
+        .arg("--llm")
+        .arg(format!("http://{llm}/v1"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("anectx listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+
+    // The real openai client.
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(CLIENT)
+        .arg(format!("http://{addr}/v1"))
+        .arg("test-key")
+        .arg("minilm")
+        .env("NO_PROXY", "127.0.0.1,localhost")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    // Embeddings equal the model's own, in both encodings.
+    let (emb, tok) = anectx_models::load_embedder(&model, anectx_models::WeightDtype::F32).unwrap();
+    let texts = ["The cat sat on the mat.", "Paris is the capital of France."];
+    let direct = anectx_models::CandleBackend::new(Some(emb), None)
+        .embed(&tok.encode_batch(&texts).unwrap())
+        .unwrap();
+    let rows = v["emb_default"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (i, r) in rows.iter().enumerate() {
+        let e = floats(r);
+        assert_eq!(e.len(), 384);
+        assert!(cos(&e, direct.row(i)) > 0.9999, "row {i}");
+    }
+    assert!(cos(&floats(&v["emb_float"]), direct.row(1)) > 0.9999);
+    assert!(v["usage"].as_u64().unwrap() > 10);
+
+    // Chat: the fake LLM saw our injected sources and its answer came back unchanged.
+    let seen = log.requests();
+    assert_eq!(seen.len(), 2, "one non-streaming and one streaming request");
+    let expected = anectx_server::fake_llm::answer_for(&seen[0]);
+    assert!(expected.starts_with("I saw sources [1]"), "{expected}");
+    assert_eq!(v["chat"], expected.as_str());
+    assert_eq!(
+        v["stream"],
+        anectx_server::fake_llm::answer_for(&seen[1]).as_str()
+    );
+    let sys = seen[0]["messages"][0]["content"].as_str().unwrap();
+    assert!(sys.contains("france.md"), "{sys}");
+
+    // Auth and unknown models through the client's own error types.
+    assert_eq!(v["wrong_key"], 401);
+    assert_eq!(v["unknown_model"][0], 404);
+    assert!(v["unknown_model"][1]
+        .as_str()
+        .unwrap()
+        .contains("no-such-model"));
+
+    // Rerank over plain HTTP.
+    let (status, r) = http(
+        &addr,
+        "POST",
+        "/v1/rerank",
+        "test-key",
+        &json!({
+            "query": "What is the capital of France?",
+            "documents": ["The cat sat on the mat.", "Paris is the capital of France.", "Water boils at 100 degrees."],
+            "top_n": 2,
+            "return_documents": true,
+        }),
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["results"].as_array().unwrap().len(), 2);
+    assert_eq!(r["results"][0]["index"], 1);
+    assert_eq!(
+        r["results"][0]["document"]["text"],
+        "Paris is the capital of France."
+    );
+    assert_eq!(r["meta"]["scoring"], "embedding_cosine");
+    let (status, _) = http(&addr, "POST", "/v1/rerank", "wrong", &json!({}));
+    assert_eq!(status, 401);
+
+    // SIGTERM: a graceful stop with exit status 0.
+    let mut server = server;
+    let pid = server.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.0.wait().unwrap();
+    let mut err = String::new();
+    BufReader::new(stderr).read_to_string(&mut err).unwrap();
+    assert!(status.success(), "exit {status:?}; stderr:\n{err}");
+    assert!(err.contains("anectx: stopped"), "{err}");
+}
+
+#[test]
+fn a_public_bind_without_an_api_key_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = anectx(tmp.path())
+        .args(["serve", "--host", "0.0.0.0", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:0 without an API key"),
+        "{err}"
+    );
+    assert!(err.contains("--api-key"), "{err}");
+}

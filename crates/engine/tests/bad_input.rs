@@ -1,0 +1,92 @@
+//! Bad input: empty, binary, invalid UTF-8, huge, unreadable files and
+//! symlink loops produce notes, not failures, and the store stays consistent.
+
+mod common;
+
+use std::sync::Arc;
+
+use anectx_engine::{ContextOptions, Engine, IndexOptions, NoProgress};
+use common::{write, HashEmbedder};
+
+#[test]
+fn bad_files_are_skipped_with_notes() {
+    let root = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let r = root.path();
+    write(r, "good.md", "# Title\n\nquokka facts: they smile.\n");
+    write(r, "empty.txt", "");
+    write(r, "blank.txt", "   \n\n");
+    std::fs::write(
+        r.join("image.png"),
+        [0x89, b'P', b'N', b'G', 0, 0, 0, 13, 1, 2, 3],
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("latin1.txt"),
+        b"caf\xe9 with quokka and more plain ascii words",
+    )
+    .unwrap();
+    // A 200 MB file (sparse, so the test stays cheap).
+    let big = std::fs::File::create(r.join("huge.log")).unwrap();
+    big.set_len(200 << 20).unwrap();
+    drop(big);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::symlink(r, r.join("loop")).unwrap();
+        std::os::unix::fs::symlink(r.join("nowhere.txt"), r.join("dangling.txt")).unwrap();
+        write(r, "secret.txt", "quokka secret");
+        std::fs::set_permissions(r.join("secret.txt"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
+    }
+    let engine = Engine::open(store.path(), Some(Arc::new(HashEmbedder::new(32, "a")))).unwrap();
+    let rep = engine
+        .index(&[r.to_path_buf()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    let notes = rep.notes.join("\n");
+    assert!(notes.contains("image.png: binary file"), "{notes}");
+    assert!(notes.contains("huge.log: 200 MB exceeds"), "{notes}");
+    assert!(notes.contains("empty.txt: empty"), "{notes}");
+    assert!(notes.contains("blank.txt: empty"), "{notes}");
+    #[cfg(unix)]
+    {
+        assert!(notes.to_lowercase().contains("loop"), "{notes}");
+        assert!(notes.contains("dangling.txt"), "{notes}");
+    }
+    // The lossy file is indexed with U+FFFD in place of the bad byte.
+    let hits = engine
+        .context("quokka", &ContextOptions::default())
+        .unwrap();
+    let paths: Vec<&str> = hits.chunks.iter().map(|c| c.path.as_str()).collect();
+    assert!(paths.iter().any(|p| p.ends_with("good.md")), "{paths:?}");
+    let latin = hits
+        .chunks
+        .iter()
+        .find(|c| c.path.ends_with("latin1.txt"))
+        .unwrap();
+    assert!(latin.text.contains("caf\u{FFFD}"));
+    assert!(engine.store().check_consistency().unwrap().is_empty());
+
+    // A file that turns binary is removed from the store on the next run.
+    std::fs::write(r.join("good.md"), [0u8, 1, 2, 3]).unwrap();
+    let rep = engine
+        .index(&[r.to_path_buf()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    assert_eq!(rep.files_removed, 1, "{rep:?}");
+    assert!(engine.store().check_consistency().unwrap().is_empty());
+}
+
+#[test]
+fn missing_root_is_a_clear_error() {
+    let store = tempfile::tempdir().unwrap();
+    let engine = Engine::open(store.path(), None).unwrap();
+    let err = engine
+        .index(
+            &["/definitely/not/here".into()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("/definitely/not/here"), "{err}");
+    assert!(err.to_string().contains("cannot index"), "{err}");
+}

@@ -1,0 +1,286 @@
+//! Indexing, incremental re-indexing, context selection and model swaps on
+//! small synthetic corpora.
+
+mod common;
+
+use std::sync::Arc;
+
+use anectx_engine::{
+    Candidate, ContextOptions, Engine, EngineError, IndexOptions, NoProgress, RelevanceModel,
+    RetrievalMode,
+};
+use common::{small_corpus, write, HashEmbedder};
+
+fn open(store: &std::path::Path, dense: bool) -> Engine {
+    let e: Option<Arc<dyn anectx_engine::TextEmbedder>> = if dense {
+        Some(Arc::new(HashEmbedder::new(64, "a")))
+    } else {
+        None
+    };
+    Engine::open(store, e).unwrap()
+}
+
+#[test]
+fn bm25_only_index_context_and_incremental_updates() {
+    let root = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    small_corpus(root.path());
+    let engine = open(store.path(), false);
+    let r = engine
+        .index(
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    // .gitignore is itself a (text) file; hidden and ignored files are not walked.
+    assert_eq!(r.files_indexed, 4, "{r:?}");
+    assert!(
+        r.notes.iter().any(|n| n.contains("BM25-only")),
+        "{:?}",
+        r.notes
+    );
+    assert!(engine.store().check_consistency().unwrap().is_empty());
+
+    let res = engine
+        .context(
+            "which port does the server listen on",
+            &ContextOptions::default(),
+        )
+        .unwrap();
+    assert!(!res.chunks.is_empty());
+    let top = res
+        .chunks
+        .iter()
+        .find(|c| c.scores.relevance_rank == 1)
+        .unwrap();
+    assert!(top.path.ends_with("guide.md"), "{top:?}");
+    assert_eq!(top.heading.as_deref(), Some("Server"));
+    assert!(top.text.contains("8080"));
+    assert!(res.text.starts_with("[1] "));
+    assert_eq!(res.mode, RetrievalMode::Bm25);
+    // HTML script content never reaches the index.
+    assert!(engine
+        .context("zebra", &ContextOptions::default())
+        .unwrap()
+        .chunks
+        .is_empty());
+    assert!(engine
+        .context("pancakes", &ContextOptions::default())
+        .unwrap()
+        .chunks[0]
+        .path
+        .ends_with("cooking.html"));
+
+    // Unchanged re-index does nothing; a change re-chunks one file; a deletion removes it.
+    let r = engine
+        .index(
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(
+        (r.files_indexed, r.files_unchanged, r.chunks_added),
+        (0, 4, 0),
+        "{r:?}"
+    );
+    write(
+        root.path(),
+        "notes/astronomy.txt",
+        "Saturn has rings made of ice.\n",
+    );
+    std::fs::remove_file(root.path().join("src/lib.rs")).unwrap();
+    let r = engine
+        .index(
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!((r.files_indexed, r.files_removed), (1, 1), "{r:?}");
+    assert!(engine
+        .context("jupiter", &ContextOptions::default())
+        .unwrap()
+        .chunks
+        .is_empty());
+    assert!(engine
+        .context("checksum adler", &ContextOptions::default())
+        .unwrap()
+        .chunks
+        .is_empty());
+    assert_eq!(
+        engine
+            .context("saturn rings", &ContextOptions::default())
+            .unwrap()
+            .chunks
+            .len(),
+        1
+    );
+    assert!(engine.store().check_consistency().unwrap().is_empty());
+    assert_eq!(
+        engine.store().lexical.num_docs().unwrap(),
+        engine.store().db.chunk_count().unwrap()
+    );
+}
+
+#[test]
+fn dense_hybrid_budget_and_ordering() {
+    let root = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    // Many small files about overlapping topics.
+    for i in 0..40 {
+        let topic = [
+            "rust borrow checker",
+            "python asyncio loop",
+            "sqlite wal journal",
+            "tantivy bm25 index",
+        ][i % 4];
+        write(
+            root.path(),
+            &format!("f{i:02}.txt"),
+            &format!(
+                "Note {i} about the {topic}. The {topic} matters for item {i}. {}",
+                "filler words here ".repeat(i % 7)
+            ),
+        );
+    }
+    let engine = open(store.path(), true);
+    let r = engine
+        .index(
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(r.chunks_embedded, 40);
+    assert!(engine.dense_enabled());
+    assert!(engine.store().check_consistency().unwrap().is_empty());
+
+    let opts = ContextOptions {
+        budget: 120,
+        ..ContextOptions::default()
+    };
+    let res = engine.context("sqlite wal journal", &opts).unwrap();
+    assert_eq!(res.mode, RetrievalMode::Full);
+    assert!(res.used_tokens <= 120, "{}", res.used_tokens);
+    assert!(res.chunks.len() >= 2);
+    // Markers number the context in order.
+    for (i, c) in res.chunks.iter().enumerate() {
+        assert_eq!(c.marker as usize, i + 1);
+        assert!(res.text.contains(&format!("[{}] ", c.marker)));
+    }
+    // Lost in the middle: the first MMR pick opens the context, the second closes it.
+    assert_eq!(res.chunks.first().unwrap().scores.mmr_rank, 1);
+    assert_eq!(res.chunks.last().unwrap().scores.mmr_rank, 2);
+    let first = &res.chunks[0];
+    assert!(first.text.contains("sqlite wal journal"), "{first:?}");
+    assert!(first.scores.features.bm25.is_some() && first.scores.features.dense.is_some());
+
+    // Each mode ranks; dense alone finds the topic too.
+    let d = engine
+        .rank("asyncio loop", None, RetrievalMode::Dense, 5, &opts)
+        .unwrap();
+    let recs = engine.store().db.chunks_by_ids(&[d[0].0]).unwrap();
+    assert!(recs[0].text.contains("asyncio"));
+    let h = engine
+        .rank("asyncio loop", None, RetrievalMode::Hybrid, 5, &opts)
+        .unwrap();
+    assert_eq!(h.len(), 5);
+}
+
+/// A relevance model preferring long chunks, to check hot swapping.
+struct LongestFirst;
+impl RelevanceModel for LongestFirst {
+    fn version(&self) -> String {
+        "longest-first-v0".into()
+    }
+    fn score(&self, _q: &str, c: &[Candidate]) -> Result<Vec<f32>, EngineError> {
+        Ok(c.iter().map(|x| x.features.tokens as f32).collect())
+    }
+}
+
+#[test]
+fn relevance_model_hot_swap() {
+    let root = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    write(root.path(), "short.txt", "kiwi");
+    write(
+        root.path(),
+        "long.txt",
+        &format!("kiwi {}", "and many more words ".repeat(20)),
+    );
+    write(root.path(), "mid.txt", "kiwi kiwi kiwi fruit");
+    let engine = Arc::new(open(store.path(), false));
+    engine
+        .index(
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    let opts = ContextOptions {
+        mmr_lambda: 1.0,
+        ..ContextOptions::default()
+    };
+    let before = engine.context("kiwi", &opts).unwrap();
+    assert!(before.relevance_model.starts_with("fusion-v1"));
+    let top = |r: &anectx_engine::ContextResult| {
+        r.chunks
+            .iter()
+            .find(|c| c.scores.relevance_rank == 1)
+            .unwrap()
+            .path
+            .clone()
+    };
+    assert!(!top(&before).ends_with("long.txt"));
+    // Swap while another thread holds the engine.
+    let e2 = Arc::clone(&engine);
+    std::thread::spawn(move || e2.set_relevance_model(Arc::new(LongestFirst)))
+        .join()
+        .unwrap();
+    let after = engine.context("kiwi", &opts).unwrap();
+    assert_eq!(after.relevance_model, "longest-first-v0");
+    assert!(top(&after).ends_with("long.txt"));
+}
+
+#[test]
+fn refuses_to_mix_embedders() {
+    let root = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    small_corpus(root.path());
+    let engine = open(store.path(), true);
+    engine
+        .index(
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    drop(engine);
+    let other: Arc<dyn anectx_engine::TextEmbedder> = Arc::new(HashEmbedder::new(64, "b"));
+    let err = Engine::open(store.path(), Some(other.clone())).unwrap_err();
+    assert!(matches!(err, EngineError::EmbedderMismatch { .. }), "{err}");
+    assert!(err.to_string().contains("never mixes"), "{err}");
+    // Indexing without the embedder is refused too; querying falls back to BM25 with a note.
+    let plain = Engine::open(store.path(), None).unwrap();
+    assert!(plain.notes().iter().any(|n| n.contains("BM25 only")));
+    let err = plain
+        .index(
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(matches!(err, EngineError::EmbedderRequired { .. }), "{err}");
+    let err = anectx_engine::index_paths(
+        plain.store(),
+        Some(other.as_ref()),
+        &[root.path().to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(matches!(err, EngineError::EmbedderMismatch { .. }), "{err}");
+    assert!(plain.store().check_consistency().unwrap().is_empty());
+}

@@ -1,0 +1,194 @@
+//! The context engine behind the server.
+//!
+//! - [`BatcherEmbedder`] is an engine [`TextEmbedder`] that embeds queries
+//!   through the server's [`Batcher`], so query embeddings share the one
+//!   loaded model, its batching and its backpressure.
+//! - [`EngineContext`] is the [`ContextProvider`] over an [`Engine`].
+
+use std::sync::Arc;
+
+use anectx_core::BackendError;
+use anectx_engine::{ContextOptions, Engine, EngineError, TextEmbedder};
+use anectx_models::TextTokenizer;
+use anectx_store::EmbedderInfo;
+use serde_json::json;
+
+use crate::batcher::{BatchError, Batcher};
+use crate::context::{ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult};
+
+const BUSY: &str = "server busy: ";
+
+/// Embeds texts through a [`Batcher`]. Blocking; the engine calls it on a
+/// blocking thread.
+pub struct BatcherEmbedder {
+    batcher: Batcher,
+    tokenizer: TextTokenizer,
+    info: EmbedderInfo,
+}
+
+impl BatcherEmbedder {
+    /// `info` must describe the batcher's embedder exactly as the store
+    /// expects it (see `anectx_engine::embed::fingerprint_model_dir`).
+    pub fn new(batcher: Batcher, tokenizer: TextTokenizer, info: EmbedderInfo) -> Self {
+        Self {
+            batcher,
+            tokenizer,
+            info,
+        }
+    }
+}
+
+impl TextEmbedder for BatcherEmbedder {
+    fn info(&self) -> &EmbedderInfo {
+        &self.info
+    }
+
+    fn embed(&self, texts: &[&str]) -> anectx_engine::Result<Vec<f32>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut jobs = Vec::new();
+        for part in texts.chunks(self.batcher.config().max_batch_rows) {
+            let b = self.tokenizer.encode_batch(part)?;
+            let rows = self.batcher.rows_per_job(b.seq);
+            if b.batch <= rows {
+                jobs.push(b);
+                continue;
+            }
+            let seq = b.seq;
+            for r0 in (0..b.batch).step_by(rows) {
+                let r1 = (r0 + rows).min(b.batch);
+                let span = r0 * seq..r1 * seq;
+                jobs.push(
+                    anectx_core::TokenBatch::new(
+                        r1 - r0,
+                        seq,
+                        b.ids[span.clone()].to_vec(),
+                        b.type_ids[span.clone()].to_vec(),
+                        b.mask[span].to_vec(),
+                    )
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
+                );
+            }
+        }
+        let e = self.batcher.embed_blocking(jobs).map_err(|e| match e {
+            BatchError::Overloaded { .. } => {
+                EngineError::Backend(BackendError::Inference(format!("{BUSY}{e}")))
+            }
+            BatchError::Backend(b) => EngineError::Backend(b),
+            other => EngineError::Backend(BackendError::Inference(other.to_string())),
+        })?;
+        if e.dim != self.info.dim || e.rows != texts.len() {
+            return Err(EngineError::Invalid(format!(
+                "embedder returned {}x{}, expected {}x{}",
+                e.rows,
+                e.dim,
+                texts.len(),
+                self.info.dim
+            )));
+        }
+        Ok(e.data)
+    }
+}
+
+/// A [`ContextProvider`] over an [`Engine`] (BM25 + dense retrieval, RRF,
+/// relevance model, MMR, packing with `[n]` markers).
+pub struct EngineContext {
+    engine: Arc<Engine>,
+    base: ContextOptions,
+    description: String,
+}
+
+impl EngineContext {
+    /// `base` supplies every option but the budget, which comes per request.
+    pub fn new(engine: Arc<Engine>, base: ContextOptions, description: String) -> Self {
+        Self {
+            engine,
+            base,
+            description,
+        }
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+}
+
+impl ContextProvider for EngineContext {
+    fn describe(&self) -> String {
+        let mode = if self.engine.dense_enabled() {
+            "hybrid BM25 + dense"
+        } else {
+            "BM25 only"
+        };
+        format!("{} ({mode})", self.description)
+    }
+
+    fn context(&self, request: &ContextRequest) -> Result<ContextResult, ContextError> {
+        let opts = ContextOptions {
+            budget: request.budget_tokens,
+            ..self.base.clone()
+        };
+        let r = self
+            .engine
+            .context(&request.query, &opts)
+            .map_err(|e| match e {
+                EngineError::Backend(BackendError::Inference(m)) if m.starts_with(BUSY) => {
+                    ContextError::Overloaded(m[BUSY.len()..].to_string())
+                }
+                EngineError::Backend(BackendError::Input(m)) => ContextError::InvalidQuery(m),
+                EngineError::Model(anectx_models::ModelError::Input(m)) => {
+                    ContextError::InvalidQuery(m)
+                }
+                other => ContextError::Failed(other.to_string()),
+            })?;
+        let mut chunks: Vec<ContextChunk> = r
+            .chunks
+            .iter()
+            .map(|c| ContextChunk {
+                marker: c.marker as usize,
+                id: c.chunk_id.to_string(),
+                source: format!("{}:{}-{}", c.path, c.line_start, c.line_end),
+                text: c.text.clone(),
+                score: c.scores.relevance,
+                tokens: c.tokens,
+                details: json!({
+                    "path": c.path,
+                    "heading": c.heading,
+                    "line_start": c.line_start,
+                    "line_end": c.line_end,
+                    "byte_start": c.byte_start,
+                    "byte_end": c.byte_end,
+                    "scores": c.scores,
+                }),
+            })
+            .collect();
+        let mut packed = r.text.clone();
+        if let Some(m) = request.max_chunks {
+            if chunks.len() > m {
+                chunks.truncate(m);
+                packed = ContextResult::pack(&chunks);
+            }
+        }
+        let used = if chunks.len() == r.chunks.len() {
+            r.used_tokens
+        } else {
+            chunks.iter().map(|c| c.tokens).sum()
+        };
+        Ok(ContextResult {
+            query: r.query,
+            chunks,
+            packed,
+            tokens_used: used,
+            budget_tokens: r.budget,
+            details: json!({
+                "candidates": r.candidates,
+                "mode": r.mode,
+                "relevance_model": r.relevance_model,
+                "embedder": r.embedder,
+                "notes": r.notes,
+                "timings": r.timings,
+            }),
+        })
+    }
+}
