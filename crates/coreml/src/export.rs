@@ -295,12 +295,18 @@ fn front(
     ));
 
     let wt = w.constant(b, tables.word, &w.dims(tables.word)?)?;
+    // Every int32 op (gathers, the position slice's shape arithmetic) comes
+    // before the first fp16 add, so they form one leading CPU island
+    // (`anectx coreml check`'s int32-island and mid-graph-island rules).
     let mut sum = b.gather("word_embed", &wt, &ids, 0)?; // (1, S, E)
-    if let (Some(tn), Some(tids)) = (tables.types, &type_ids) {
-        let tt = w.constant(b, tn, &w.dims(tn)?)?;
-        let te = b.gather("type_embed", &tt, tids, 0)?;
-        sum = b.binary("add", "embed_add_types", &sum, &te)?;
-    }
+    let types_embed = match (tables.types, &type_ids) {
+        (Some(tn), Some(tids)) => {
+            let tt = w.constant(b, tn, &w.dims(tn)?)?;
+            Some(b.gather("type_embed", &tt, tids, 0)?)
+        }
+        _ => None,
+    };
+    let mut positions = None;
     if let Some(pn) = tables.position {
         let pdims = w.dims(pn)?;
         let pos = match s {
@@ -332,7 +338,13 @@ fn front(
                 )?
             }
         };
-        sum = b.binary("add", "embed_add_positions", &sum, &pos)?;
+        positions = Some(pos);
+    }
+    if let Some(te) = &types_embed {
+        sum = b.binary("add", "embed_add_types", &sum, te)?;
+    }
+    if let Some(pos) = &positions {
+        sum = b.binary("add", "embed_add_positions", &sum, pos)?;
     }
     let t = b.transpose("embed_channels_first", &sum, &[0, 2, 1])?; // (1, E, S)
     let x = b.expand_dims("embed_ane", &t, &[2])?; // (1, E, 1, S)

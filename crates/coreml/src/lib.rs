@@ -19,6 +19,7 @@
 
 pub mod blob;
 pub mod builder;
+pub mod check;
 mod convert;
 mod error;
 pub mod exec;
