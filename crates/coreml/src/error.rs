@@ -62,7 +62,7 @@ pub enum CoremlError {
     DescriptionMismatch(String),
     #[error("invalid program: {0}")]
     InvalidProgram(String),
-    #[error("package {path} already exists (pass overwrite to replace it)")]
+    #[error("{path} already exists; not replacing it (`anectx export coreml --force` or `WriteOptions::overwrite` replaces an existing package)")]
     Exists { path: PathBuf },
     #[error("unsupported: {0}")]
     Unsupported(String),

@@ -1,7 +1,8 @@
 //! Every exported model passes coremltools 9.0 on Linux: `load_spec`,
 //! `MLModel(..., skip_model_load=True)` and parsing back into PyMIL (type
 //! inference for every op, blobs read by the C++ reader). The validator runs
-//! on copies, because coremltools rewrites Manifest.json.
+//! on copies, because coremltools rewrites Manifest.json. The packages carry
+//! anectx's side data (tokenizer, lookup tables) as the CLI writes them.
 
 mod common;
 
@@ -9,7 +10,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use anectx_coreml::export::{self, ExportOptions, Exported};
-use anectx_coreml::write_package;
 use common::*;
 
 fn op_counts(e: &Exported) -> BTreeMap<String, usize> {
@@ -73,7 +73,8 @@ fn exported_packages_pass_coremltools() {
     let mut copies = Vec::new();
     for (name, e) in &cases {
         let p = tmp.path().join(format!("{name}.mlpackage"));
-        write_package(&e.model, &p, &Default::default()).unwrap();
+        // As `anectx export coreml` writes it: with the side data under Data/com.anectx/.
+        export::write_exported(e, &p, false).unwrap();
         let c = tmp.path().join(format!("{name}_copy.mlpackage"));
         copy_dir(&p, &c);
         copies.push(c);

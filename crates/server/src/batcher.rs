@@ -110,7 +110,8 @@ enum Output {
     Score(Vec<f32>),
 }
 
-type Reply = oneshot::Sender<(Result<Output, BackendError>, JobTimings)>;
+type JobResult = (Result<Output, BackendError>, JobTimings);
+type Reply = oneshot::Sender<JobResult>;
 
 struct Job {
     op: Op,
@@ -302,8 +303,7 @@ impl Batcher {
         &self,
         op: Op,
         batches: Vec<TokenBatch>,
-    ) -> Result<Vec<oneshot::Receiver<(Result<Output, BackendError>, JobTimings)>>, BatchError>
-    {
+    ) -> Result<Vec<oneshot::Receiver<JobResult>>, BatchError> {
         for b in &batches {
             if b.batch * b.seq > self.config.max_batch_tokens
                 || b.batch > self.config.max_batch_rows

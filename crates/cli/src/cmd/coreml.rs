@@ -69,6 +69,16 @@ pub struct RunArgs {
     texts: Vec<String>,
 }
 
+/// Prints to stdout; a closed pipe (`| head`) ends output quietly.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
 #[derive(Serialize)]
 struct ExportSummary {
     package: String,
@@ -122,9 +132,9 @@ pub fn run_export(cmd: ExportCommand) -> Result<()> {
         export_ms: export.as_secs_f64() * 1e3,
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        emit(&serde_json::to_string_pretty(&summary)?)?;
     } else {
-        println!(
+        emit(&format!(
             "wrote {} ({:?}, input {}, seq {:?}, spec {} / {}, {} ops, weights {:.1} MB): \
              export (graph build + package write) {:.0} ms, model load {:.0} ms",
             summary.package,
@@ -137,7 +147,7 @@ pub fn run_export(cmd: ExportCommand) -> Result<()> {
             summary.weight_bytes as f64 / 1e6,
             summary.export_ms,
             summary.load_ms,
-        );
+        ))?;
     }
     Ok(())
 }
@@ -173,10 +183,9 @@ pub fn run(cmd: CoremlCommand) -> Result<()> {
         rows,
     };
     if a.json {
-        println!("{}", serde_json::to_string(&out)?);
-        return Ok(());
+        return emit(&serde_json::to_string(&out)?);
     }
-    println!("package {} ({:?})", out.package, out.kind);
+    emit(&format!("package {} ({:?})", out.package, out.kind))?;
     for (i, r) in out.rows.iter().enumerate() {
         let shown: Vec<String> = r
             .outputs
@@ -188,12 +197,12 @@ pub fn run(cmd: CoremlCommand) -> Result<()> {
                 format!("{k} [{}{more}]", head.join(", "))
             })
             .collect();
-        println!(
+        emit(&format!(
             "[{i}] {:>3} tokens (seq {})  {}",
             r.tokens,
             r.seq,
             shown.join("  ")
-        );
+        ))?;
     }
     Ok(())
 }
