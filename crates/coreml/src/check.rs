@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use anectx_core::placement::{islands, Device, Island, IslandPosition};
 use serde::Serialize;
 
-use crate::program::{Binding, DataType, Dim, FeatureType, Model, Operation, ShapeFlexibility, TensorData};
+use crate::program::{
+    Binding, DataType, Dim, FeatureType, Model, Operation, ShapeFlexibility, TensorData,
+};
 
 /// Apple silicon generations with different ANE limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,7 +139,8 @@ const DIMCAP: Rule = Rule {
 const DENIED: Rule = Rule {
     id: "denied-op",
     reason: "this op has no ANE kernel (or is rejected on this chip) and runs on the CPU",
-    source: "FluidAudio; anemll-profile; apple/coreai-models; ANEForge; hollance unsupported-layers.md",
+    source:
+        "FluidAudio; anemll-profile; apple/coreai-models; ANEForge; hollance unsupported-layers.md",
 };
 const ALIGN: Rule = Rule {
     id: "last-axis-alignment",
@@ -176,26 +179,54 @@ const TRANSPOSE: Rule = Rule {
 };
 const ISLAND: Rule = Rule {
     id: "mid-graph-island",
-    reason: "an island off the ANE in the middle of the graph costs two device round trips per call",
+    reason:
+        "an island off the ANE in the middle of the graph costs two device round trips per call",
     source: "Anemll/anemll-embeddings (begin/mid/end classification); hollance",
 };
 const SIZE: Rule = Rule {
     id: "size-floor",
-    reason: "small models and ops are often planned on the CPU; only MLComputePlan on a Mac can tell",
+    reason:
+        "small models and ops are often planned on the CPU; only MLComputePlan on a Mac can tell",
     source: "FluidAudio; aosama/astronomical#540; vx-lang/Vx#437",
 };
 
 /// Ops with no ANE kernel on any chip.
 const DENIED_OPS: &[&str] = &[
-    "lstm", "gru", "rnn", "gather", "gather_nd", "gather_along_axis", "scatter", "scatter_nd",
-    "scatter_along_axis", "slice_update", "non_zero", "cumsum", "reduce_prod", "sliding_windows",
-    "acos", "asin", "sinh", "cosh", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_not",
-    "custom", "while_loop", "cond",
+    "lstm",
+    "gru",
+    "rnn",
+    "gather",
+    "gather_nd",
+    "gather_along_axis",
+    "scatter",
+    "scatter_nd",
+    "scatter_along_axis",
+    "slice_update",
+    "non_zero",
+    "cumsum",
+    "reduce_prod",
+    "sliding_windows",
+    "acos",
+    "asin",
+    "sinh",
+    "cosh",
+    "bitwise_and",
+    "bitwise_or",
+    "bitwise_xor",
+    "bitwise_not",
+    "custom",
+    "while_loop",
+    "cond",
 ];
 /// Ops rejected on M1 only.
 const DENIED_M1: &[&str] = &["topk", "sort", "argsort", "dynamic_slice", "sin", "cos"];
 
-fn finding(r: &Rule, severity: Severity, op: Option<(usize, &Operation)>, message: String) -> Finding {
+fn finding(
+    r: &Rule,
+    severity: Severity,
+    op: Option<(usize, &Operation)>,
+    message: String,
+) -> Finding {
     Finding {
         rule: r.id,
         severity,
@@ -219,10 +250,18 @@ fn scalar_input(op: &Operation, param: &str, consts: &BTreeMap<&str, &Operation>
     }
 }
 
-fn ints_input(op: &Operation, param: &str, consts: &BTreeMap<&str, &Operation>) -> Option<Vec<i64>> {
+fn ints_input(
+    op: &Operation,
+    param: &str,
+    consts: &BTreeMap<&str, &Operation>,
+) -> Option<Vec<i64>> {
     let t = match op.inputs.get(param)?.first()? {
         Binding::Value(v) => v.as_tensor()?.clone(),
-        Binding::Var(name) => consts.get(name.as_str())?.const_value()?.as_tensor()?.clone(),
+        Binding::Var(name) => consts
+            .get(name.as_str())?
+            .const_value()?
+            .as_tensor()?
+            .clone(),
     };
     t.to_i64_vec()
 }
@@ -304,21 +343,45 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
             off_ane = true;
             // gather in a leading CPU island is the expected shape of an
             // in-graph embedding lookup; the island rule judges its position.
-            let sev = if op.op_type == "gather" { Severity::Info } else { Severity::Error };
-            findings.push(finding(&DENIED, sev, at, format!("{} runs on the CPU", op.op_type)));
+            let sev = if op.op_type == "gather" {
+                Severity::Info
+            } else {
+                Severity::Error
+            };
+            findings.push(finding(
+                &DENIED,
+                sev,
+                at,
+                format!("{} runs on the CPU", op.op_type),
+            ));
         }
         if op.op_type == "scaled_dot_product_attention" {
-            findings.push(finding(&SDPA, Severity::Warning, at, "fused attention op".into()));
+            findings.push(finding(
+                &SDPA,
+                Severity::Warning,
+                at,
+                "fused attention op".into(),
+            ));
         }
         if op.op_type == "linear" {
-            findings.push(finding(&LINEAR, Severity::Warning, at, "linear layer".into()));
+            findings.push(finding(
+                &LINEAR,
+                Severity::Warning,
+                at,
+                "linear layer".into(),
+            ));
         }
         if op.op_type == "matmul" {
-            let const_side = ["x", "y"].iter().any(|p| {
-                op.input_var(p).is_some_and(|v| consts.contains_key(v))
-            });
+            let const_side = ["x", "y"]
+                .iter()
+                .any(|p| op.input_var(p).is_some_and(|v| consts.contains_key(v)));
             if const_side {
-                findings.push(finding(&LINEAR, Severity::Warning, at, "matmul with a constant weight".into()));
+                findings.push(finding(
+                    &LINEAR,
+                    Severity::Warning,
+                    at,
+                    "matmul with a constant weight".into(),
+                ));
             }
         }
         if op.op_type == "transpose" {
@@ -334,10 +397,18 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
                 }
             }
         }
-        if matches!(op.op_type.as_str(), "layer_norm" | "batch_norm" | "instance_norm" | "l2_norm") {
+        if matches!(
+            op.op_type.as_str(),
+            "layer_norm" | "batch_norm" | "instance_norm" | "l2_norm"
+        ) {
             if let Some(eps) = scalar_input(op, "epsilon", &consts) {
                 if eps < 1e-7 {
-                    findings.push(finding(&EPS, Severity::Error, at, format!("epsilon {eps:e} < 1e-7")));
+                    findings.push(finding(
+                        &EPS,
+                        Severity::Error,
+                        at,
+                        format!("epsilon {eps:e} < 1e-7"),
+                    ));
                 }
             }
         }
@@ -359,15 +430,27 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
             }
             if let Some(strides) = ints_input(op, "strides", &consts) {
                 if strides.iter().any(|&s| s > 2) {
-                    findings.push(finding(&KERNEL, Severity::Warning, at, format!("strides {strides:?}")));
+                    findings.push(finding(
+                        &KERNEL,
+                        Severity::Warning,
+                        at,
+                        format!("strides {strides:?}"),
+                    ));
                 }
             }
         }
         for out in &op.outputs {
-            let Some(t) = out.ty.as_tensor() else { continue };
+            let Some(t) = out.ty.as_tensor() else {
+                continue;
+            };
             if t.rank() > 5 {
                 off_ane = true;
-                findings.push(finding(&RANK, Severity::Error, at, format!("{} has rank {}", out.name, t.rank())));
+                findings.push(finding(
+                    &RANK,
+                    Severity::Error,
+                    at,
+                    format!("{} has rank {}", out.name, t.rank()),
+                ));
             }
             for d in &t.shape {
                 if let Dim::Fixed(n) = d {
@@ -377,7 +460,11 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
                             &DIMCAP,
                             Severity::Error,
                             at,
-                            format!("{} has a dimension of {n} > {} on {chip:?}", out.name, chip.max_dim()),
+                            format!(
+                                "{} has a dimension of {n} > {} on {chip:?}",
+                                out.name,
+                                chip.max_dim()
+                            ),
                         ));
                         break;
                     }
@@ -407,7 +494,11 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
                 }
             }
         }
-        let device = if off_ane { Device::Cpu } else { Device::NeuralEngine };
+        let device = if off_ane {
+            Device::Cpu
+        } else {
+            Device::NeuralEngine
+        };
         devices.push(device);
         preds.push(OpPrediction {
             index: i,
@@ -421,11 +512,21 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
     let island_of = |i: usize| isl.iter().find(|s| s.first <= i && i <= s.last);
     for &i in &fp32_ops {
         let mid = island_of(i).is_some_and(|s| s.position == IslandPosition::Middle);
-        let sev = if mid { Severity::Error } else { Severity::Warning };
-        findings.push(finding(&FP16, sev, Some((i, &ops[i])), "computes in fp32".into()));
+        let sev = if mid {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        findings.push(finding(
+            &FP16,
+            sev,
+            Some((i, &ops[i])),
+            "computes in fp32".into(),
+        ));
     }
     for &i in &int32_ops {
-        let leading = island_of(i).is_some_and(|s| matches!(s.position, IslandPosition::Begin | IslandPosition::Whole));
+        let leading = island_of(i)
+            .is_some_and(|s| matches!(s.position, IslandPosition::Begin | IslandPosition::Whole));
         if !leading {
             findings.push(finding(
                 &INT32,
@@ -441,7 +542,13 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
                 &ISLAND,
                 Severity::Error,
                 Some((s.first, &ops[s.first])),
-                format!("{} ops (#{}..#{}) on the {} in the middle of the graph", s.ops, s.first, s.last, s.device.label()),
+                format!(
+                    "{} ops (#{}..#{}) on the {} in the middle of the graph",
+                    s.ops,
+                    s.first,
+                    s.last,
+                    s.device.label()
+                ),
             ));
         }
     }
@@ -456,14 +563,31 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
             ),
         ));
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.op_index.cmp(&b.op_index)));
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.op_index.cmp(&b.op_index))
+    });
     let real = preds.iter().filter(|p| p.device != Device::None).count();
-    let on_ane = preds.iter().filter(|p| p.device == Device::NeuralEngine).count();
+    let on_ane = preds
+        .iter()
+        .filter(|p| p.device == Device::NeuralEngine)
+        .count();
     CheckReport {
         chip,
-        errors: findings.iter().filter(|f| f.severity == Severity::Error).count(),
-        warnings: findings.iter().filter(|f| f.severity == Severity::Warning).count(),
-        predicted_ane_share: if real == 0 { 0.0 } else { on_ane as f64 / real as f64 },
+        errors: findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count(),
+        warnings: findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count(),
+        predicted_ane_share: if real == 0 {
+            0.0
+        } else {
+            on_ane as f64 / real as f64
+        },
         ops: preds,
         islands: isl,
         findings,
@@ -475,7 +599,11 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
 pub fn render(report: &CheckReport, package: &str) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let real = report.ops.iter().filter(|p| p.device != Device::None).count();
+    let real = report
+        .ops
+        .iter()
+        .filter(|p| p.device != Device::None)
+        .count();
     let _ = writeln!(
         s,
         "{package}: {} ops ({} const), predicted {:.0}% on the Neural Engine ({:?})",
@@ -486,7 +614,15 @@ pub fn render(report: &CheckReport, package: &str) -> String {
     );
     let _ = writeln!(s, "islands:");
     for i in &report.islands {
-        let _ = writeln!(s, "  {:<6} {:?}: {} ops, #{}..#{}", i.device.label(), i.position, i.ops, i.first, i.last);
+        let _ = writeln!(
+            s,
+            "  {:<6} {:?}: {} ops, #{}..#{}",
+            i.device.label(),
+            i.position,
+            i.ops,
+            i.first,
+            i.last
+        );
     }
     if report.findings.is_empty() {
         let _ = writeln!(s, "no findings");
@@ -496,7 +632,13 @@ pub fn render(report: &CheckReport, package: &str) -> String {
             (Some(i), Some(n), Some(t)) => format!(" op #{i} {t} {n:?}:"),
             _ => String::new(),
         };
-        let _ = writeln!(s, "{:<7} [{}]{at} {}", format!("{:?}", f.severity).to_lowercase(), f.rule, f.message);
+        let _ = writeln!(
+            s,
+            "{:<7} [{}]{at} {}",
+            format!("{:?}", f.severity).to_lowercase(),
+            f.rule,
+            f.message
+        );
         let _ = writeln!(s, "        why: {} (source: {})", f.reason, f.source);
     }
     let _ = writeln!(

@@ -4,26 +4,36 @@
 mod common;
 
 use anectx_coreml::check::{check_model, Chip, Severity};
-use anectx_coreml::export::{export_conv_classifier, export_conv_embedder, export_bert};
+use anectx_coreml::export::{export_bert, export_conv_classifier, export_conv_embedder};
 use anectx_coreml::program::{
-    DataType, Dim, FeatureType, Model, Operation, ShapeFlexibility, TensorData, TensorType, TensorValue,
-    Value, ValueType,
+    DataType, Dim, FeatureType, Model, Operation, ShapeFlexibility, TensorData, TensorType,
+    TensorValue, Value, ValueType,
 };
 use anectx_coreml::{read_package, write_package, WriteOptions};
 
 fn base() -> Model {
-    export_conv_embedder(&common::default_embedder(), &common::opts(&[64], false)).unwrap().model
+    export_conv_embedder(&common::default_embedder(), &common::opts(&[64], false))
+        .unwrap()
+        .model
 }
 
 /// Index of a non-const op roughly in the middle of the main block.
 fn mid_op(m: &Model) -> usize {
     let ops = &m.program.functions["main"].block.operations;
-    let real: Vec<usize> = (0..ops.len()).filter(|&i| ops[i].op_type != "const").collect();
+    let real: Vec<usize> = (0..ops.len())
+        .filter(|&i| ops[i].op_type != "const")
+        .collect();
     real[real.len() / 2]
 }
 
 fn ops_mut(m: &mut Model) -> &mut Vec<Operation> {
-    &mut m.program.functions.get_mut("main").unwrap().block.operations
+    &mut m
+        .program
+        .functions
+        .get_mut("main")
+        .unwrap()
+        .block
+        .operations
 }
 
 fn out_ty(op: &mut Operation) -> &mut TensorType {
@@ -34,19 +44,35 @@ fn out_ty(op: &mut Operation) -> &mut TensorType {
 }
 
 fn rules(m: &Model, chip: Chip) -> Vec<(&'static str, Severity)> {
-    check_model(m, chip).findings.iter().map(|f| (f.rule, f.severity)).collect()
+    check_model(m, chip)
+        .findings
+        .iter()
+        .map(|f| (f.rule, f.severity))
+        .collect()
 }
 
 fn has_error(m: &Model, chip: Chip, rule: &str) -> bool {
-    rules(m, chip).iter().any(|(r, s)| *r == rule && *s == Severity::Error)
+    rules(m, chip)
+        .iter()
+        .any(|(r, s)| *r == rule && *s == Severity::Error)
 }
 
 #[test]
 fn exported_anectx_models_pass() {
     let opts = common::opts(&[64, 128], true);
     let mut models = vec![
-        ("embedder", export_conv_embedder(&common::default_embedder(), &opts).unwrap().model),
-        ("classifier", export_conv_classifier(&common::default_classifier(), &opts).unwrap().model),
+        (
+            "embedder",
+            export_conv_embedder(&common::default_embedder(), &opts)
+                .unwrap()
+                .model,
+        ),
+        (
+            "classifier",
+            export_conv_classifier(&common::default_classifier(), &opts)
+                .unwrap()
+                .model,
+        ),
         ("embedder-embeddings-input", base()),
     ];
     if let Some(bert) = common::minilm() {
@@ -55,9 +81,17 @@ fn exported_anectx_models_pass() {
     for (name, m) in &models {
         for chip in [Chip::M1, Chip::M3, Chip::M4, Chip::M5] {
             let r = check_model(m, chip);
-            let errors: Vec<_> = r.findings.iter().filter(|f| f.severity == Severity::Error).collect();
+            let errors: Vec<_> = r
+                .findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .collect();
             assert!(errors.is_empty(), "{name} on {chip:?}: {errors:#?}");
-            assert!(r.predicted_ane_share > 0.9, "{name}: {}", r.predicted_ane_share);
+            assert!(
+                r.predicted_ane_share > 0.9,
+                "{name}: {}",
+                r.predicted_ane_share
+            );
         }
     }
 }
@@ -91,8 +125,15 @@ fn rank_6_is_an_error() {
 #[test]
 fn range_shapes_are_an_error() {
     let mut m = base();
-    let FeatureType::MultiArray(a) = &mut m.description.inputs[0].ty else { panic!() };
-    a.flexibility = Some(ShapeFlexibility::Range(vec![(1, 1), (256, 256), (1, 1), (1, -1)]));
+    let FeatureType::MultiArray(a) = &mut m.description.inputs[0].ty else {
+        panic!()
+    };
+    a.flexibility = Some(ShapeFlexibility::Range(vec![
+        (1, 1),
+        (256, 256),
+        (1, 1),
+        (1, -1),
+    ]));
     assert!(has_error(&m, Chip::M4, "static-shapes"));
 }
 
@@ -131,7 +172,12 @@ fn neg_inf_mask_is_an_error() {
             "val".to_string(),
             Value::Tensor(TensorValue::new(
                 TensorType::fixed(DataType::F16, &[1, 4]),
-                TensorData::F16(vec![half::f16::ZERO, half::f16::NEG_INFINITY, half::f16::ZERO, half::f16::ZERO]),
+                TensorData::F16(vec![
+                    half::f16::ZERO,
+                    half::f16::NEG_INFINITY,
+                    half::f16::ZERO,
+                    half::f16::ZERO,
+                ]),
             )),
         )]
         .into(),
@@ -149,8 +195,12 @@ fn tiny_layer_norm_epsilon_is_an_error() {
         .find(|o| o.op_type == "layer_norm")
         .and_then(|o| o.input_var("epsilon").map(str::to_string))
         .expect("the embedder has a layer_norm with a const epsilon");
-    let c = ops.iter_mut().find(|o| o.outputs.first().is_some_and(|v| v.name == eps_var)).unwrap();
-    c.attributes.insert("val".into(), Value::Tensor(TensorValue::f16_scalar(1e-12)));
+    let c = ops
+        .iter_mut()
+        .find(|o| o.outputs.first().is_some_and(|v| v.name == eps_var))
+        .unwrap();
+    c.attributes
+        .insert("val".into(), Value::Tensor(TensorValue::f16_scalar(1e-12)));
     assert!(has_error(&m, Chip::M4, "norm-epsilon"));
 }
 
@@ -164,7 +214,10 @@ fn kernel_width_and_report_survive_a_package_round_trip() {
     let r = check_model(&back, Chip::M1);
     assert!(r.passed(), "{:#?}", r.findings);
     // The size-floor rule is informational and always present for small models.
-    assert!(r.findings.iter().any(|f| f.rule == "size-floor" && f.severity == Severity::Info));
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.rule == "size-floor" && f.severity == Severity::Info));
     let text = anectx_coreml::check::render(&r, "m.mlpackage");
     assert!(text.contains("PASS") && text.contains("islands:"), "{text}");
     let json = serde_json::to_value(&r).unwrap();
@@ -173,7 +226,9 @@ fn kernel_width_and_report_survive_a_package_round_trip() {
 
 #[test]
 fn package_written_by_coremltools_is_checked() {
-    let Some(py) = anectx_testing::python() else { return };
+    let Some(py) = anectx_testing::python() else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let pkg = tmp.path().join("ref.mlpackage");
     let exp = tmp.path().join("expected.json");
@@ -182,11 +237,18 @@ fn package_written_by_coremltools_is_checked() {
         .args([&pkg, &exp])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let m = read_package(&pkg).unwrap();
     let r = check_model(&m, Chip::M4);
     // gather from int32 ids opens the graph on the CPU; the rest is fp16 on the ANE.
-    assert_eq!(r.islands.first().map(|i| i.device), Some(anectx_core::placement::Device::Cpu));
+    assert_eq!(
+        r.islands.first().map(|i| i.device),
+        Some(anectx_core::placement::Device::Cpu)
+    );
     assert!(r.passed(), "{:#?}", r.findings);
     assert!(r.predicted_ane_share > 0.5);
 }

@@ -52,6 +52,46 @@ pub struct ExportCoremlArgs {
 pub enum CoremlCommand {
     /// Run an exported package on texts with the CPU reference executor.
     Run(RunArgs),
+    /// Predict whether a package stays on the Neural Engine: a static
+    /// check of any ML Program package (anectx's or coremltools') against
+    /// the ANE residency rules. Exits non-zero when a rule fails with an error.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The .mlpackage to check.
+    package: PathBuf,
+    /// Apple silicon generation whose limits apply: m1, m2, m3, m4, m5.
+    #[arg(long, default_value = "m4", value_parser = parse_chip)]
+    chip: anectx_coreml::check::Chip,
+    /// Print the full report as JSON (findings, per-op prediction, islands).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_chip(s: &str) -> Result<anectx_coreml::check::Chip, String> {
+    anectx_coreml::check::Chip::parse(s)
+        .ok_or_else(|| format!("unknown chip {s:?} (m1, m2, m3, m4, m5)"))
+}
+
+fn run_check(a: CheckArgs) -> Result<()> {
+    let model = anectx_coreml::read_package(&a.package)
+        .with_context(|| format!("reading {}", a.package.display()))?;
+    let report = anectx_coreml::check::check_model(&model, a.chip);
+    if a.json {
+        emit(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        emit(anectx_coreml::check::render(&report, &a.package.display().to_string()).trim_end())?;
+    }
+    if !report.passed() {
+        anyhow::bail!(
+            "{} error(s): {} would not stay on the Neural Engine",
+            report.errors,
+            a.package.display()
+        );
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]
@@ -160,7 +200,10 @@ struct RunOutput {
 }
 
 pub fn run(cmd: CoremlCommand) -> Result<()> {
-    let CoremlCommand::Run(a) = cmd;
+    let a = match cmd {
+        CoremlCommand::Run(a) => a,
+        CoremlCommand::Check(a) => return run_check(a),
+    };
     let runner = PackageRunner::open(&a.package)
         .with_context(|| format!("opening {}", a.package.display()))?;
     let texts: Vec<&str> = a.texts.iter().map(String::as_str).collect();
