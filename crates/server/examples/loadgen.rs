@@ -347,8 +347,15 @@ fn main() {
     });
     let text = metrics.render();
     for line in text.lines() {
-        if line.starts_with("anectx_batch_size_sum") || line.starts_with("anectx_batch_size_count")
-        {
+        let shown = [
+            "anectx_batch_size_sum",
+            "anectx_batch_size_count",
+            "anectx_embed_queue_duration_seconds_sum",
+            "anectx_tokenize_duration_seconds_sum",
+            "anectx_inference_duration_seconds_sum",
+            "anectx_inference_duration_seconds_count",
+        ];
+        if shown.iter().any(|s| line.starts_with(s)) {
             println!("{line}");
         }
     }

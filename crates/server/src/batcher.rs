@@ -4,7 +4,7 @@
 //! runtimes with thread-affine objects, such as Core ML, work). Async callers
 //! send jobs over a channel; each job carries an already tokenised
 //! [`TokenBatch`] and a oneshot reply. The thread drains whatever is queued,
-//! merges consecutive jobs of the same kind into one padded batch (bounded in
+//! merges queued jobs of the same kind and sequence bucket into one batch (bounded in
 //! rows and in padded tokens), runs it, and splits the result back out.
 //! There is no wait window: a batch is whatever queued while the backend was
 //! busy (continuous batching, as in TEI).
@@ -441,18 +441,20 @@ fn run_loop(
         };
         let op = first.op;
         let mut rows = first.batch.batch;
-        let mut seq = first.batch.seq;
+        let seq = first.batch.seq;
         let mut group = vec![first];
         let mut i = 0;
         while i < pending.len() {
             let j = &pending[i];
-            let s = seq.max(j.batch.seq);
+            // Only jobs of the same sequence bucket are merged: re-padding a
+            // short job to a longer bucket costs more compute than merging
+            // saves on a CPU, and static-shape runtimes want one bucket anyway.
             if j.op == op
+                && j.batch.seq == seq
                 && rows + j.batch.batch <= max_rows
-                && (rows + j.batch.batch) * s <= max_tokens
+                && (rows + j.batch.batch) * seq <= max_tokens
             {
                 rows += j.batch.batch;
-                seq = s;
                 if let Some(j) = pending.remove(i) {
                     group.push(j);
                 }
