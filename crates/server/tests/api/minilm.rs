@@ -35,8 +35,9 @@ async fn minilm_embeddings_match_the_model_and_concurrent_requests_merge_safely(
     })
     .await
     .unwrap();
-    // One request per sentence, all at once: the batcher merges them across
-    // sequence buckets; every row must still match the direct batch.
+    // One request per sentence, all at once: the batcher merges those of the
+    // same sequence bucket; every row must still match the direct batch
+    // (which padded all sentences to one bucket).
     let mut tasks = Vec::new();
     for (i, s) in anectx_testing::SENTENCES.iter().enumerate() {
         let app = app.clone();
