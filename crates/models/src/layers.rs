@@ -94,6 +94,18 @@ impl KConv {
         Ok(Self { weight, bias, k })
     }
 
+    /// The kernel as the `(C_out, k·C_in)` matrix that multiplies im2col
+    /// columns whose row index is `j·C_in + ci`.
+    fn weight_matrix(&self) -> Result<Tensor> {
+        let (c_out, c_in) = (self.weight.dims()[0], self.weight.dims()[1]);
+        Ok(self
+            .weight
+            .reshape((c_out, c_in, self.k))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((c_out, self.k * c_in))?)
+    }
+
     /// `(B, C_in, S)` → `(B, C_out, S)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_b, c_in, s) = x.dims3()?;
@@ -109,13 +121,7 @@ impl KConv {
             // (B, k*C_in, S), row index j*C_in + ci.
             let cols = Tensor::cat(&cols, 1)?;
             // (C_out, C_in, 1, k) -> (C_out, k, C_in) -> (C_out, k*C_in).
-            let w = self
-                .weight
-                .reshape((c_out, c_in, self.k))?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((c_out, self.k * c_in))?;
-            w.broadcast_matmul(&cols)?
+            self.weight_matrix()?.broadcast_matmul(&cols)?
         };
         Ok(y.broadcast_add(&self.bias.reshape((c_out, 1))?)?)
     }
@@ -140,13 +146,8 @@ impl KConv {
             // (k·C_in, B, S), row index j·C_in + ci.
             Tensor::cat(&parts, 0)?.reshape((self.k * c_in, b * s))?
         };
-        let w = self
-            .weight
-            .reshape((c_out, c_in, self.k))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((c_out, self.k * c_in))?;
-        let y = w
+        let y = self
+            .weight_matrix()?
             .matmul(&cols)?
             .broadcast_add(&self.bias.reshape((c_out, 1))?)?;
         Ok(y.reshape((c_out, b, s))?)
