@@ -78,6 +78,39 @@ impl TokenBatch {
         self.mask.iter().filter(|&&m| m != 0).count()
     }
 
+    /// Splits the batch into consecutive batches of at most `rows` rows (same
+    /// sequence length). Truncation records follow their rows, re-indexed.
+    pub fn split_rows(self, rows: usize) -> Vec<TokenBatch> {
+        let rows = rows.max(1);
+        if self.batch <= rows {
+            return vec![self];
+        }
+        let seq = self.seq;
+        (0..self.batch)
+            .step_by(rows)
+            .map(|r0| {
+                let r1 = (r0 + rows).min(self.batch);
+                let span = r0 * seq..r1 * seq;
+                TokenBatch {
+                    batch: r1 - r0,
+                    seq,
+                    ids: self.ids[span.clone()].to_vec(),
+                    type_ids: self.type_ids[span.clone()].to_vec(),
+                    mask: self.mask[span].to_vec(),
+                    truncations: self
+                        .truncations
+                        .iter()
+                        .filter(|t| (r0..r1).contains(&t.index))
+                        .map(|t| Truncation {
+                            index: t.index - r0,
+                            ..t.clone()
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
     /// The smallest bucket in `buckets` that holds `len` tokens, or `None` when
     /// `len` exceeds the largest one.
     pub fn bucket_for(len: usize, buckets: &[usize]) -> Option<usize> {
@@ -94,6 +127,33 @@ mod tests {
         let err = TokenBatch::new(2, 3, vec![0; 6], vec![0; 6], vec![1; 5]).unwrap_err();
         assert!(err.to_string().contains("mask has 5 entries"), "{err}");
         assert!(TokenBatch::new(0, 3, vec![], vec![], vec![]).is_err());
+    }
+
+    #[test]
+    fn splits_rows_keeping_order_and_truncations() {
+        let mut b = TokenBatch::new(5, 2, (0..10).collect(), vec![0; 10], vec![1; 10]).unwrap();
+        b.truncations.push(Truncation {
+            index: 3,
+            original_len: 9,
+            kept: 2,
+        });
+        let parts = b.clone().split_rows(2);
+        assert_eq!(
+            parts.iter().map(|p| p.batch).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+        let ids: Vec<u32> = parts.iter().flat_map(|p| p.ids.clone()).collect();
+        assert_eq!(ids, b.ids);
+        assert_eq!(
+            parts[1].truncations,
+            vec![Truncation {
+                index: 1,
+                original_len: 9,
+                kept: 2
+            }]
+        );
+        assert!(parts[0].truncations.is_empty() && parts[2].truncations.is_empty());
+        assert_eq!(b.clone().split_rows(8), vec![b]);
     }
 
     #[test]

@@ -426,32 +426,9 @@ async fn tokenize(
         truncated.extend(b.truncations.iter().map(|t| base + t.index));
         base += b.batch;
         let rows = state.inner.batcher.rows_per_job(b.seq);
-        jobs.extend(split_rows(b, rows));
+        jobs.extend(b.split_rows(rows));
     }
     Ok((jobs, real, truncated, elapsed))
-}
-
-/// Splits a batch into batches of at most `rows` rows (same sequence length).
-fn split_rows(b: TokenBatch, rows: usize) -> Vec<TokenBatch> {
-    if b.batch <= rows {
-        return vec![b];
-    }
-    let seq = b.seq;
-    (0..b.batch)
-        .step_by(rows)
-        .filter_map(|r0| {
-            let r1 = (r0 + rows).min(b.batch);
-            let span = r0 * seq..r1 * seq;
-            TokenBatch::new(
-                r1 - r0,
-                seq,
-                b.ids[span.clone()].to_vec(),
-                b.type_ids[span.clone()].to_vec(),
-                b.mask[span].to_vec(),
-            )
-            .ok()
-        })
-        .collect()
 }
 
 fn timing_headers(tokenize: Duration, t: JobTimings, truncated: &[usize]) -> HeaderMap {
@@ -890,16 +867,6 @@ async fn metrics(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn split_rows_keeps_order_and_sequence_length() {
-        let b = TokenBatch::new(5, 2, (0..10).collect(), vec![0; 10], vec![1; 10]).unwrap();
-        let parts = split_rows(b, 2);
-        assert_eq!(parts.len(), 3);
-        assert_eq!(parts[0].ids, vec![0, 1, 2, 3]);
-        assert_eq!(parts[2].ids, vec![8, 9]);
-        assert!(parts.iter().all(|p| p.seq == 2));
-    }
 
     #[test]
     fn parse_input_rejects_token_arrays_and_wrong_types() {

@@ -51,25 +51,7 @@ impl TextEmbedder for BatcherEmbedder {
         for part in texts.chunks(self.batcher.config().max_batch_rows) {
             let b = self.tokenizer.encode_batch(part)?;
             let rows = self.batcher.rows_per_job(b.seq);
-            if b.batch <= rows {
-                jobs.push(b);
-                continue;
-            }
-            let seq = b.seq;
-            for r0 in (0..b.batch).step_by(rows) {
-                let r1 = (r0 + rows).min(b.batch);
-                let span = r0 * seq..r1 * seq;
-                jobs.push(
-                    anectx_core::TokenBatch::new(
-                        r1 - r0,
-                        seq,
-                        b.ids[span.clone()].to_vec(),
-                        b.type_ids[span.clone()].to_vec(),
-                        b.mask[span].to_vec(),
-                    )
-                    .map_err(|e| EngineError::Invalid(e.to_string()))?,
-                );
-            }
+            jobs.extend(b.split_rows(rows));
         }
         let e = self.batcher.embed_blocking(jobs).map_err(|e| match e {
             BatchError::Overloaded { .. } => {

@@ -49,22 +49,7 @@ impl MemoryContext {
                 });
             }
             let rows = batcher.rows_per_job(b.seq);
-            let mut jobs = Vec::new();
-            let seq = b.seq;
-            for r0 in (0..b.batch).step_by(rows) {
-                let r1 = (r0 + rows).min(b.batch);
-                let span = r0 * seq..r1 * seq;
-                jobs.push(
-                    anectx_core::TokenBatch::new(
-                        r1 - r0,
-                        seq,
-                        b.ids[span.clone()].to_vec(),
-                        b.type_ids[span.clone()].to_vec(),
-                        b.mask[span].to_vec(),
-                    )
-                    .map_err(|e| ContextError::Failed(e.to_string()))?,
-                );
-            }
+            let jobs = b.split_rows(rows);
             let e = batcher.embed_blocking(jobs).map_err(batch_err)?;
             match &mut vectors {
                 None => vectors = Some(e),
