@@ -415,6 +415,24 @@ fn conv_stack(
 /// Masked mean over the sequence: `reduce_mean(x·m) / max(reduce_mean(m), 1e-4)`,
 /// which equals `Σ x·m / Σ m` and cannot overflow fp16. `x` must already be masked
 /// when `masked` is true.
+/// The part ConvEmbedder and ConvClassifier share (as `ConvBlock::run_stack`
+/// does in the candle models): inputs and lookup, the conv stack, masked mean
+/// pooling. Returns the inputs and the pooled `(1, W, 1, 1)`.
+fn conv_trunk(
+    b: &mut MilBuilder,
+    w: &Weights,
+    tables: &Tables<'_>,
+    embed_dim: usize,
+    widths: &[usize],
+    eps: f64,
+    opts: &ExportOptions,
+) -> Result<(Front, Var)> {
+    let f = front(b, w, tables, embed_dim as u64, opts)?;
+    let h = conv_stack(b, w, &f.x, &f.mask, embed_dim, widths, eps)?;
+    let pooled = masked_mean(b, &h, &f.mask, true)?;
+    Ok((f, pooled))
+}
+
 fn masked_mean(b: &mut MilBuilder, x: &Var, mask: &Var, masked: bool) -> Result<Var> {
     let xm = if masked {
         x.clone()
@@ -512,17 +530,15 @@ pub fn export_conv_embedder(m: &ConvEmbedder, opts: &ExportOptions) -> Result<Ex
         position: None,
         types: None,
     };
-    let f = front(&mut b, &w, &tables, cfg.embed_dim as u64, opts)?;
-    let h = conv_stack(
+    let (f, pooled) = conv_trunk(
         &mut b,
         &w,
-        &f.x,
-        &f.mask,
+        &tables,
         cfg.embed_dim,
         &cfg.widths,
         cfg.layer_norm_eps,
+        opts,
     )?;
-    let pooled = masked_mean(&mut b, &h, &f.mask, true)?;
     let proj = conv(&mut b, &w, "proj", "proj", &pooled)?;
     let emb = b.l2_norm("embedding", &proj, 1e-6)?;
     let doc = format!(
@@ -563,17 +579,15 @@ pub fn export_conv_classifier(m: &ConvClassifier, opts: &ExportOptions) -> Resul
         position: None,
         types: Some("segment_embeddings.weight"),
     };
-    let f = front(&mut b, &w, &tables, cfg.embed_dim as u64, opts)?;
-    let h = conv_stack(
+    let (f, pooled) = conv_trunk(
         &mut b,
         &w,
-        &f.x,
-        &f.mask,
+        &tables,
         cfg.embed_dim,
         &cfg.widths,
         cfg.layer_norm_eps,
+        opts,
     )?;
-    let pooled = masked_mean(&mut b, &h, &f.mask, true)?;
     let hid = conv(&mut b, &w, "head.hidden", "head_hidden", &pooled)?;
     let hid = b.gelu("head_gelu", &hid, "EXACT")?;
     let logit = conv(&mut b, &w, "head.out", "logit", &hid)?;
