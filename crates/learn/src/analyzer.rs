@@ -1,0 +1,1 @@
+//! Usage analyzer (in progress).

@@ -1,0 +1,1 @@
+//! Simulated LLM (in progress).
