@@ -2,10 +2,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anectx_store::{Bm25Params, Store, VectorIndex};
+use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::embed::TextEmbedder;
@@ -63,6 +65,13 @@ pub struct ContextOptions {
     pub bm25: Bm25Params,
     /// Candidates whose relevance is below this are never packed.
     pub min_relevance: f32,
+    /// Share of calls that explore (0 = never, at most 1): one packed chunk is
+    /// swapped for a random runner-up and the order is shuffled, so that
+    /// chunks the current model ranks low still get shown and labelled. Every
+    /// shown chunk carries its propensity (probability of being shown).
+    pub explore: f32,
+    /// Seed for exploration; `None` seeds from a per-engine counter and the clock.
+    pub explore_seed: Option<u64>,
 }
 
 impl Default for ContextOptions {
@@ -76,6 +85,8 @@ impl Default for ContextOptions {
             dedup_threshold: 0.95,
             bm25: Bm25Params::default(),
             min_relevance: 0.0,
+            explore: 0.0,
+            explore_seed: None,
         }
     }
 }
@@ -107,6 +118,22 @@ pub struct ContextChunk {
     pub tokens: usize,
     pub text: String,
     pub scores: ChunkScores,
+    /// Probability that this chunk is shown for this query under the logging
+    /// policy (exploration included); training weights by its inverse.
+    pub propensity: f32,
+}
+
+/// One scored candidate of a `context` call, shown or not (for the log).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolCandidate {
+    pub chunk_id: u64,
+    pub relevance: f32,
+    pub relevance_rank: u32,
+    pub features: Features,
+    /// The `[n]` marker when the chunk was shown.
+    pub shown: Option<u32>,
+    /// Probability of being shown under the logging policy.
+    pub propensity: f32,
 }
 
 /// Timings of one `context` call, in milliseconds.
@@ -136,14 +163,20 @@ pub struct ContextResult {
     pub embedder: Option<String>,
     pub notes: Vec<String>,
     pub timings: Timings,
+    /// Whether this call explored (see [`ContextOptions::explore`]).
+    pub explored: bool,
+    /// Every scored candidate, best relevance first, with features and
+    /// whether it was shown: what the learning loop logs.
+    pub pool: Vec<PoolCandidate>,
 }
 
 /// The context engine. Thread-safe; share it behind an `Arc`.
 pub struct Engine {
     store: Store,
     embedder: Option<Arc<dyn TextEmbedder>>,
-    relevance: RwLock<Arc<dyn RelevanceModel>>,
+    relevance: ArcSwap<Arc<dyn RelevanceModel>>,
     notes: Vec<String>,
+    calls: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -208,8 +241,9 @@ impl Engine {
         Ok(Self {
             store,
             embedder,
-            relevance: RwLock::new(Arc::new(FusionRelevance::default())),
+            relevance: ArcSwap::from_pointee(Arc::new(FusionRelevance::default())),
             notes,
+            calls: AtomicU64::new(0),
         })
     }
 
@@ -233,15 +267,13 @@ impl Engine {
 
     /// The current relevance model.
     pub fn relevance_model(&self) -> Arc<dyn RelevanceModel> {
-        self.relevance
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Arc::clone(&self.relevance.load())
     }
 
-    /// Swaps the relevance model; calls in flight finish with the old one.
+    /// Swaps the relevance model atomically (lock-free for readers); calls
+    /// in flight finish with the model they started with.
     pub fn set_relevance_model(&self, model: Arc<dyn RelevanceModel>) {
-        *self.relevance.write().unwrap_or_else(|p| p.into_inner()) = model;
+        self.relevance.store(Arc::new(model));
     }
 
     /// Indexes paths into this engine's store with its embedder.
@@ -388,6 +420,7 @@ impl Engine {
         let ids: Vec<u64> = fused.iter().map(|f| f.0).collect();
         let records = self.store.db.chunks_by_ids(&ids)?;
         let rrf_of: HashMap<u64, f32> = fused.into_iter().collect();
+        let qterms: HashSet<String> = self.store.lexical.analyze(query).into_iter().collect();
         let cands: Vec<Candidate> = records
             .into_iter()
             .map(|chunk| {
@@ -399,6 +432,7 @@ impl Engine {
                     dense: den_at.get(&id).map(|x| x.1),
                     dense_rank: den_at.get(&id).map(|x| x.0),
                     tokens: chunk.tokens as u32,
+                    coverage: coverage(&qterms, &self.store.lexical.analyze(&chunk.text)),
                 };
                 Candidate { chunk, features }
             })
@@ -493,11 +527,58 @@ impl Engine {
                 )
             })
             .collect();
-        let taken = pack(&costs, opts.budget);
+        let mut taken = pack(&costs, opts.budget);
+        let n_shown = taken.len();
+        // Exploration: swap one packed chunk for a random runner-up among the
+        // next `2n` eligible candidates (when it fits the budget) and shuffle.
+        let explore = opts.explore.clamp(0.0, 1.0);
+        let mut rng = Rng::new(match opts.explore_seed {
+            Some(s) => s ^ hash_str(query),
+            None => {
+                let n = self.calls.fetch_add(1, Ordering::Relaxed);
+                hash_str(query)
+                    ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    ^ std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0)
+            }
+        });
+        let runners: Vec<usize> = (0..eligible.len())
+            .filter(|t| !taken.contains(t))
+            .take(2 * n_shown.max(1))
+            .collect();
+        let explored = explore > 0.0 && n_shown > 0 && rng.unit() < explore as f64;
+        if explored && !runners.is_empty() {
+            let slot = rng.below(n_shown);
+            let pick = runners[rng.below(runners.len())];
+            let used_now: usize = taken.iter().map(|&t| costs[t]).sum();
+            if used_now - costs[taken[slot]] + costs[pick] <= opts.budget {
+                taken[slot] = pick;
+            }
+        }
         let used: usize = taken.iter().map(|&t| costs[t]).sum();
+        // Marginal probabilities of being shown under this policy.
+        let mut propensity = vec![0f32; cands.len()];
+        for t in 0..n_shown {
+            propensity[eligible[t]] = 1.0 - explore / n_shown as f32;
+        }
+        if !runners.is_empty() {
+            for &t in &runners {
+                propensity[eligible[t]] = explore / runners.len() as f32;
+            }
+        }
         let picked: Vec<(usize, u32)> =
             taken.iter().map(|&t| (eligible[t], t as u32 + 1)).collect();
-        let ordered = lost_in_the_middle(picked);
+        let ordered = if explored {
+            let mut p = picked;
+            for i in (1..p.len()).rev() {
+                p.swap(i, rng.below(i + 1));
+            }
+            p
+        } else {
+            lost_in_the_middle(picked)
+        };
         let mut text = String::new();
         let mut chunks = Vec::with_capacity(ordered.len());
         for (pos, (i, mmr_rank)) in ordered.into_iter().enumerate() {
@@ -530,8 +611,21 @@ impl Engine {
                     mmr_rank,
                     features: c.features.clone(),
                 },
+                propensity: propensity[i],
             });
         }
+        let shown_at: HashMap<u64, u32> = chunks.iter().map(|c| (c.chunk_id, c.marker)).collect();
+        let pool = by_rel
+            .iter()
+            .map(|&i| PoolCandidate {
+                chunk_id: cands[i].chunk.id,
+                relevance: rel[i],
+                relevance_rank: rel_rank[i],
+                features: cands[i].features.clone(),
+                shown: shown_at.get(&cands[i].chunk.id).copied(),
+                propensity: propensity[i],
+            })
+            .collect();
         timings.total_ms = ms(t0);
         Ok(ContextResult {
             query: query.to_string(),
@@ -553,6 +647,48 @@ impl Engine {
                 .map(|e| e.info().description.clone()),
             notes: self.notes.clone(),
             timings,
+            explored,
+            pool,
         })
+    }
+}
+
+/// Share of the query's analysed terms that occur in the chunk's terms.
+fn coverage(query_terms: &HashSet<String>, chunk_terms: &[String]) -> f32 {
+    if query_terms.is_empty() {
+        return 0.0;
+    }
+    let chunk: HashSet<&str> = chunk_terms.iter().map(String::as_str).collect();
+    let hit = query_terms
+        .iter()
+        .filter(|t| chunk.contains(t.as_str()))
+        .count();
+    hit as f32 / query_terms.len() as f32
+}
+
+fn hash_str(s: &str) -> u64 {
+    let h = blake3::hash(s.as_bytes());
+    u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// splitmix64: small, seedable, good enough for exploration draws.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
     }
 }

@@ -25,7 +25,8 @@ pub use anectx_store::{Bm25Params, Store};
 pub use chunk::ChunkConfig;
 pub use embed::{ModelEmbedder, TextEmbedder};
 pub use engine::{
-    ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, RetrievalMode, Timings,
+    ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, PoolCandidate, RetrievalMode,
+    Timings,
 };
 pub use error::EngineError;
 pub use ingest::{index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress};

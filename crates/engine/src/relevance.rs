@@ -25,6 +25,9 @@ pub struct Features {
     pub dense_rank: Option<u32>,
     /// Chunk length in pre-tokens.
     pub tokens: u32,
+    /// Share of the query's analysed terms found in the chunk (0..=1).
+    #[serde(default)]
+    pub coverage: f32,
 }
 
 /// A candidate chunk with its features.

@@ -284,3 +284,90 @@ fn refuses_to_mix_embedders() {
     assert!(matches!(err, EngineError::EmbedderMismatch { .. }), "{err}");
     assert!(plain.store().check_consistency().unwrap().is_empty());
 }
+
+#[test]
+fn exploration_logs_propensities_and_pool() {
+    let root = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    for i in 0..12 {
+        write(
+            root.path(),
+            &format!("f{i}.txt"),
+            &format!("kiwi fruit note {i} {}", "filler words here ".repeat(i + 1)),
+        );
+    }
+    let engine = open(store.path(), false);
+    engine
+        .index(
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    let base = ContextOptions {
+        budget: 120,
+        ..ContextOptions::default()
+    };
+    // No exploration: shown chunks have propensity 1, the pool holds every
+    // candidate in relevance order and marks the shown ones.
+    let r = engine.context("kiwi fruit", &base).unwrap();
+    assert!(!r.explored);
+    assert!(
+        !r.chunks.is_empty() && r.chunks.len() < 12,
+        "{}",
+        r.chunks.len()
+    );
+    assert!(r.chunks.iter().all(|c| (c.propensity - 1.0).abs() < 1e-6));
+    assert_eq!(r.pool.len(), r.candidates);
+    assert!(r.pool.windows(2).all(|w| w[0].relevance >= w[1].relevance));
+    let shown: Vec<u32> = r.pool.iter().filter_map(|p| p.shown).collect();
+    assert_eq!(shown.len(), r.chunks.len());
+    assert!(
+        r.pool.iter().all(|p| p.features.coverage > 0.99),
+        "{:?}",
+        r.pool[0].features
+    );
+
+    // Always exploring: some call shows a runner-up, whose propensity is
+    // small, and the shown chunks' propensities fall below one.
+    let explore = ContextOptions {
+        explore: 1.0,
+        ..base.clone()
+    };
+    let mut saw_runner_up = false;
+    for seed in 0..20 {
+        let r = engine
+            .context(
+                "kiwi fruit",
+                &ContextOptions {
+                    explore_seed: Some(seed),
+                    ..explore.clone()
+                },
+            )
+            .unwrap();
+        assert!(r.explored);
+        assert!(r
+            .chunks
+            .iter()
+            .all(|c| c.propensity > 0.0 && c.propensity < 1.0));
+        let n = r.chunks.len() as f32;
+        if r.chunks.iter().any(|c| c.propensity < 1.0 - 1.0 / n - 1e-6) {
+            saw_runner_up = true;
+        }
+        // The same seed gives the same draw.
+        let again = engine
+            .context(
+                "kiwi fruit",
+                &ContextOptions {
+                    explore_seed: Some(seed),
+                    ..explore.clone()
+                },
+            )
+            .unwrap();
+        let ids = |r: &anectx_engine::ContextResult| {
+            r.chunks.iter().map(|c| c.chunk_id).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&r), ids(&again));
+    }
+    assert!(saw_runner_up);
+}
