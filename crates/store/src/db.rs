@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Result, StoreError};
 
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // v1: documents, chunks, consistency queue, key/value metadata.
     r#"
     CREATE TABLE meta (
@@ -58,6 +58,8 @@ const MIGRATIONS: &[&str] = &[
         INSERT OR REPLACE INTO pending_deletes(chunk_id, lexical, vector) VALUES (old.id, 1, 1);
     END;
     "#,
+    // v2: the interaction log, usage labels and feedback (see `crate::log`).
+    crate::log::MIGRATION_V2,
 ];
 
 /// The schema version this build writes.
@@ -181,7 +183,7 @@ impl Db {
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

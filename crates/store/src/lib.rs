@@ -6,6 +6,8 @@
 //! - [`lexical`]: a tantivy index holding the chunk postings; BM25 is computed
 //!   here from tantivy's postings, document frequencies and field norms so that
 //!   `k1` and `b` are configurable (tantivy's own scorer fixes them).
+//! - [`log`]: the interaction log (interactions with their candidate pools,
+//!   usage labels per analyzer version, user feedback) for the learning loop.
 //! - [`vectors`]: chunk embeddings, f16 on disk, searched exactly behind the
 //!   [`vectors::VectorIndex`] trait so an ANN index can replace it.
 //!
@@ -17,6 +19,7 @@
 pub mod db;
 mod error;
 pub mod lexical;
+pub mod log;
 pub mod vectors;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +28,7 @@ use std::sync::{Mutex, RwLock};
 pub use db::{ChunkRecord, Db, DocumentRecord, EmbedderInfo, NewChunk, Pending};
 pub use error::StoreError;
 pub use lexical::{Bm25Params, LexicalIndex};
+pub use log::{Durability, Feedback, LogStats, LoggedCandidate, LoggedInteraction, UsageLabelRow};
 pub use vectors::{FlatVectors, VectorIndex};
 
 /// Result alias for this crate.
@@ -66,6 +70,11 @@ impl Store {
             vectors: RwLock::new(vectors),
             write_lock: Mutex::new(()),
         })
+    }
+
+    /// The SQLite file of the store in `dir` (metadata and the interaction log).
+    pub fn db_path(dir: &Path) -> PathBuf {
+        dir.join(DB_FILE)
     }
 
     /// Whether `dir` already holds a store.

@@ -1,0 +1,780 @@
+//! The interaction log: what the learning loop learns from.
+//!
+//! Four tables (schema migration 2):
+//!
+//! - `interactions`: one row per answered query (`/v1/context`, the chat
+//!   proxy, the simulator): time, query, relevance-model version, whether
+//!   the call explored, the response text when known.
+//! - `interaction_candidates`: the scored candidate pool of each
+//!   interaction, shown or not, with the `[n]` position of shown ones, the
+//!   score, the propensity (probability of being shown under the logging
+//!   policy), the features and, for shown chunks, the text the LLM saw.
+//! - `usage_labels`: which shown chunks the response used, keyed by analyzer
+//!   version. Relabelling inserts rows for a new analyzer version; the
+//!   events above are never rewritten.
+//! - `feedback`: explicit user feedback (thumbs, chunk ids, a comment).
+//!
+//! [`Db::append_interaction`] writes one interaction and its candidates in
+//! one transaction: when it returns `Ok`, the row is committed to the WAL.
+//! With the connection's default `synchronous = NORMAL` a committed row
+//! survives a crash of the process (SIGKILL included); call
+//! [`Db::set_durability`] with [`Durability::Full`] to survive power loss
+//! as well (one fsync per commit).
+
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+
+use crate::{Db, Result, StoreError};
+
+/// One logged interaction with its candidate pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedInteraction {
+    /// Unique id handed to the client (e.g. the server's interaction id).
+    pub uid: String,
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// `context`, `chat`, `simulate`, …
+    pub kind: String,
+    pub query: String,
+    /// The relevance model that ranked the candidates.
+    pub model_version: String,
+    /// Whether the logging policy explored on this call.
+    pub explored: bool,
+    /// The LLM's answer, when known.
+    pub response: Option<String>,
+    /// `false` when the answer was cut short (client gone, upstream failed).
+    pub complete: bool,
+    /// Anything else (upstream status, latency, retrieval mode, …).
+    pub meta: serde_json::Value,
+    pub candidates: Vec<LoggedCandidate>,
+}
+
+/// One scored candidate of an interaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedCandidate {
+    pub chunk_id: u64,
+    /// The 1-based `[n]` marker when the chunk was shown.
+    pub position: Option<u32>,
+    /// The relevance score the logging policy used.
+    pub score: f32,
+    /// Probability of being shown under the logging policy.
+    pub propensity: f32,
+    pub features: serde_json::Value,
+    /// The chunk text as shown (shown candidates only).
+    pub text: Option<String>,
+}
+
+/// A usage label: how much the response used a shown chunk, per analyzer version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageLabelRow {
+    /// The interaction's row id (as returned by [`Db::append_interaction`]).
+    pub interaction_id: i64,
+    pub chunk_id: u64,
+    pub analyzer_version: String,
+    pub score: f32,
+    pub used: bool,
+    pub evidence: serde_json::Value,
+}
+
+/// Explicit feedback on an interaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub interaction_uid: String,
+    pub ts_ms: i64,
+    /// +1 (helpful) or -1 (not helpful).
+    pub rating: Option<i32>,
+    /// Chunks the user marked (as useful, or as the ones meant by the rating).
+    pub chunk_ids: Vec<u64>,
+    pub comment: Option<String>,
+}
+
+/// Counts over the whole log, for `anectx log stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogStats {
+    pub interactions: u64,
+    /// Interactions by kind.
+    pub by_kind: Vec<(String, u64)>,
+    /// Interactions by relevance-model version.
+    pub by_model_version: Vec<(String, u64)>,
+    pub explored: u64,
+    pub with_response: u64,
+    pub complete: u64,
+    pub candidates: u64,
+    pub shown: u64,
+    /// Label rows by analyzer version.
+    pub labels: Vec<(String, u64)>,
+    pub feedback: u64,
+    pub feedback_positive: u64,
+    pub feedback_negative: u64,
+    pub first_ts_ms: Option<i64>,
+    pub last_ts_ms: Option<i64>,
+}
+
+/// How hard a commit is flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Durability {
+    /// `synchronous = NORMAL`: committed rows survive a process crash; the
+    /// last commits can roll back on power loss or an OS crash.
+    Normal,
+    /// `synchronous = FULL`: every commit is fsynced; it survives power loss.
+    Full,
+}
+
+pub(crate) const MIGRATION_V2: &str = r#"
+    CREATE TABLE interactions (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        uid           TEXT NOT NULL UNIQUE,
+        ts_ms         INTEGER NOT NULL,
+        kind          TEXT NOT NULL,
+        query         TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        explored      INTEGER NOT NULL,
+        response      TEXT,
+        complete      INTEGER NOT NULL,
+        meta          TEXT NOT NULL
+    );
+    -- No foreign key to chunks: a logged chunk may be deleted or re-indexed later.
+    CREATE TABLE interaction_candidates (
+        interaction_id INTEGER NOT NULL REFERENCES interactions(id),
+        ord            INTEGER NOT NULL,
+        chunk_id       INTEGER NOT NULL,
+        position       INTEGER,
+        score          REAL NOT NULL,
+        propensity     REAL NOT NULL,
+        features       TEXT NOT NULL,
+        text           TEXT,
+        PRIMARY KEY (interaction_id, ord)
+    );
+    CREATE TABLE usage_labels (
+        interaction_id   INTEGER NOT NULL REFERENCES interactions(id),
+        chunk_id         INTEGER NOT NULL,
+        analyzer_version TEXT NOT NULL,
+        score            REAL NOT NULL,
+        used             INTEGER NOT NULL,
+        evidence         TEXT NOT NULL,
+        PRIMARY KEY (interaction_id, chunk_id, analyzer_version)
+    );
+    CREATE INDEX usage_labels_version ON usage_labels(analyzer_version);
+    CREATE TABLE feedback (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        interaction_uid TEXT NOT NULL,
+        ts_ms           INTEGER NOT NULL,
+        rating          INTEGER,
+        chunk_ids       TEXT NOT NULL,
+        comment         TEXT
+    );
+    CREATE INDEX feedback_uid ON feedback(interaction_uid);
+"#;
+
+fn to_json(v: &impl Serialize, what: &str) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Invalid(format!("{what}: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &str) -> Result<T> {
+    serde_json::from_str(s)
+        .map_err(|e| StoreError::Invalid(format!("corrupt {what} in the log: {e}")))
+}
+
+fn check_f32(x: f32, what: &str) -> Result<()> {
+    if x.is_finite() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "{what} is {x}, not a finite number"
+        )))
+    }
+}
+
+fn validate(i: &LoggedInteraction) -> Result<()> {
+    if i.uid.trim().is_empty() {
+        return Err(StoreError::Invalid(
+            "an interaction needs a non-empty uid".into(),
+        ));
+    }
+    for (n, c) in i.candidates.iter().enumerate() {
+        check_f32(c.score, &format!("candidate {n}: score"))?;
+        check_f32(c.propensity, &format!("candidate {n}: propensity"))?;
+        if !(0.0..=1.0).contains(&c.propensity) {
+            return Err(StoreError::Invalid(format!(
+                "candidate {n}: propensity {} is not a probability",
+                c.propensity
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn insert_interaction(tx: &Transaction<'_>, i: &LoggedInteraction) -> Result<i64> {
+    validate(i)?;
+    let meta = to_json(&i.meta, "interaction meta")?;
+    let inserted = tx.execute(
+        "INSERT INTO interactions(uid, ts_ms, kind, query, model_version, explored, response, \
+         complete, meta) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(uid) DO NOTHING",
+        params![
+            i.uid,
+            i.ts_ms,
+            i.kind,
+            i.query,
+            i.model_version,
+            i.explored,
+            i.response,
+            i.complete,
+            meta
+        ],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Invalid(format!(
+            "interaction `{}` is already in the log",
+            i.uid
+        )));
+    }
+    let id = tx.last_insert_rowid();
+    let mut st = tx.prepare_cached(
+        "INSERT INTO interaction_candidates(interaction_id, ord, chunk_id, position, score, \
+         propensity, features, text) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for (ord, c) in i.candidates.iter().enumerate() {
+        st.execute(params![
+            id,
+            ord as i64,
+            c.chunk_id as i64,
+            c.position.map(i64::from),
+            f64::from(c.score),
+            f64::from(c.propensity),
+            to_json(&c.features, "candidate features")?,
+            c.text
+        ])?;
+    }
+    Ok(id)
+}
+
+fn label_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(UsageLabelRow, String)> {
+    Ok((
+        UsageLabelRow {
+            interaction_id: r.get(0)?,
+            chunk_id: r.get::<_, i64>(1)? as u64,
+            analyzer_version: r.get(2)?,
+            score: r.get::<_, f64>(3)? as f32,
+            used: r.get(4)?,
+            evidence: serde_json::Value::Null,
+        },
+        r.get(5)?,
+    ))
+}
+
+fn finish_labels(rows: Vec<(UsageLabelRow, String)>) -> Result<Vec<UsageLabelRow>> {
+    rows.into_iter()
+        .map(|(mut l, ev)| {
+            l.evidence = from_json(&ev, "label evidence")?;
+            Ok(l)
+        })
+        .collect()
+}
+
+const LABEL_COLUMNS: &str = "interaction_id, chunk_id, analyzer_version, score, used, evidence";
+
+fn feedback_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Feedback, String)> {
+    Ok((
+        Feedback {
+            interaction_uid: r.get(0)?,
+            ts_ms: r.get(1)?,
+            rating: r.get(2)?,
+            chunk_ids: Vec::new(),
+            comment: r.get(4)?,
+        },
+        r.get(3)?,
+    ))
+}
+
+fn finish_feedback(rows: Vec<(Feedback, String)>) -> Result<Vec<Feedback>> {
+    rows.into_iter()
+        .map(|(mut f, ids)| {
+            let ids: Vec<i64> = from_json(&ids, "feedback chunk ids")?;
+            f.chunk_ids = ids.into_iter().map(|i| i as u64).collect();
+            Ok(f)
+        })
+        .collect()
+}
+
+impl Db {
+    /// Sets how hard commits are flushed on this connection (see [`Durability`]).
+    pub fn set_durability(&self, d: Durability) -> Result<()> {
+        let v = match d {
+            Durability::Normal => "NORMAL",
+            Durability::Full => "FULL",
+        };
+        self.conn().pragma_update(None, "synchronous", v)?;
+        Ok(())
+    }
+
+    /// Appends one interaction and its candidates in one transaction and
+    /// returns its row id. When this returns `Ok` the interaction is
+    /// committed (see the module docs for what survives what). A uid that is
+    /// already logged, an empty uid or a non-finite score is refused.
+    pub fn append_interaction(&self, i: &LoggedInteraction) -> Result<i64> {
+        self.transaction(|tx| insert_interaction(tx, i))
+    }
+
+    /// Appends several interactions in one transaction (group commit): all
+    /// are written or none is. Returns their row ids in order.
+    pub fn append_interactions(&self, items: &[LoggedInteraction]) -> Result<Vec<i64>> {
+        self.transaction(|tx| items.iter().map(|i| insert_interaction(tx, i)).collect())
+    }
+
+    /// Up to `limit` interactions with row id > `after_id`, in id order, with
+    /// their candidates (in logged order).
+    pub fn interactions(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, LoggedInteraction)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT id, uid, ts_ms, kind, query, model_version, explored, response, complete, meta \
+             FROM interactions WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st
+            .query_map(params![after_id, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    LoggedInteraction {
+                        uid: r.get(1)?,
+                        ts_ms: r.get(2)?,
+                        kind: r.get(3)?,
+                        query: r.get(4)?,
+                        model_version: r.get(5)?,
+                        explored: r.get(6)?,
+                        response: r.get(7)?,
+                        complete: r.get(8)?,
+                        meta: serde_json::Value::Null,
+                        candidates: Vec::new(),
+                    },
+                    r.get::<_, String>(9)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut cst = conn.prepare_cached(
+            "SELECT chunk_id, position, score, propensity, features, text \
+             FROM interaction_candidates WHERE interaction_id = ?1 ORDER BY ord",
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (id, mut i, meta) in rows {
+            i.meta = from_json(&meta, "interaction meta")?;
+            let cands = cst
+                .query_map([id], |r| {
+                    Ok((
+                        LoggedCandidate {
+                            chunk_id: r.get::<_, i64>(0)? as u64,
+                            position: r.get::<_, Option<i64>>(1)?.map(|p| p as u32),
+                            score: r.get::<_, f64>(2)? as f32,
+                            propensity: r.get::<_, f64>(3)? as f32,
+                            features: serde_json::Value::Null,
+                            text: r.get(5)?,
+                        },
+                        r.get::<_, String>(4)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for (mut c, f) in cands {
+                c.features = from_json(&f, "candidate features")?;
+                i.candidates.push(c);
+            }
+            out.push((id, i));
+        }
+        Ok(out)
+    }
+
+    /// The row id of the interaction with `uid`, if it is logged.
+    pub fn interaction_id(&self, uid: &str) -> Result<Option<i64>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT id FROM interactions WHERE uid = ?1", [uid], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Number of logged interactions.
+    pub fn interaction_count(&self) -> Result<u64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COUNT(*) FROM interactions", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    /// Inserts usage labels in one transaction. A row whose (interaction,
+    /// chunk, analyzer version) is already labelled replaces that label
+    /// (re-running one analyzer version is idempotent); labels of other
+    /// analyzer versions and the interactions themselves are never touched.
+    /// Labels must refer to logged interactions.
+    pub fn put_labels(&self, rows: &[UsageLabelRow]) -> Result<()> {
+        self.transaction(|tx| {
+            let mut exists = tx.prepare_cached("SELECT 1 FROM interactions WHERE id = ?1")?;
+            let mut st = tx.prepare_cached(
+                "INSERT INTO usage_labels(interaction_id, chunk_id, analyzer_version, score, used, \
+                 evidence) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT(interaction_id, chunk_id, analyzer_version) DO UPDATE SET \
+                 score = excluded.score, used = excluded.used, evidence = excluded.evidence",
+            )?;
+            for l in rows {
+                if l.analyzer_version.trim().is_empty() {
+                    return Err(StoreError::Invalid(
+                        "a usage label needs a non-empty analyzer version".into(),
+                    ));
+                }
+                check_f32(l.score, "label score")?;
+                if exists
+                    .query_row([l.interaction_id], |_| Ok(()))
+                    .optional()?
+                    .is_none()
+                {
+                    return Err(StoreError::Invalid(format!(
+                        "label for interaction {} which is not in the log",
+                        l.interaction_id
+                    )));
+                }
+                st.execute(params![
+                    l.interaction_id,
+                    l.chunk_id as i64,
+                    l.analyzer_version,
+                    f64::from(l.score),
+                    l.used,
+                    to_json(&l.evidence, "label evidence")?
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every label written by `analyzer_version`, by interaction and chunk.
+    pub fn labels(&self, analyzer_version: &str) -> Result<Vec<UsageLabelRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {LABEL_COLUMNS} FROM usage_labels WHERE analyzer_version = ?1 \
+             ORDER BY interaction_id, chunk_id"
+        ))?;
+        let rows = st
+            .query_map([analyzer_version], label_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        finish_labels(rows)
+    }
+
+    /// Labels of one interaction, every analyzer version.
+    pub fn labels_of(&self, interaction_id: i64) -> Result<Vec<UsageLabelRow>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {LABEL_COLUMNS} FROM usage_labels WHERE interaction_id = ?1 \
+             ORDER BY analyzer_version, chunk_id"
+        ))?;
+        let rows = st
+            .query_map([interaction_id], label_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        finish_labels(rows)
+    }
+
+    /// The analyzer versions that wrote labels.
+    pub fn analyzer_versions(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut st = conn.prepare(
+            "SELECT DISTINCT analyzer_version FROM usage_labels ORDER BY analyzer_version",
+        )?;
+        let rows = st.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Stores feedback and returns its id. The rating must be +1 or -1 when
+    /// given; the interaction uid must be non-empty (it is not required to be
+    /// logged yet: a chat answer is logged when its stream ends).
+    pub fn add_feedback(&self, f: &Feedback) -> Result<i64> {
+        if f.interaction_uid.trim().is_empty() {
+            return Err(StoreError::Invalid(
+                "feedback needs the interaction id".into(),
+            ));
+        }
+        if let Some(r) = f.rating {
+            if r != 1 && r != -1 {
+                return Err(StoreError::Invalid(format!(
+                    "a rating is +1 or -1, not {r}"
+                )));
+            }
+        }
+        let ids: Vec<i64> = f.chunk_ids.iter().map(|&c| c as i64).collect();
+        let ids = to_json(&ids, "feedback chunk ids")?;
+        self.transaction(|tx| {
+            tx.execute(
+                "INSERT INTO feedback(interaction_uid, ts_ms, rating, chunk_ids, comment) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![f.interaction_uid, f.ts_ms, f.rating, ids, f.comment],
+            )?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// All feedback, oldest first.
+    pub fn feedback(&self) -> Result<Vec<Feedback>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT interaction_uid, ts_ms, rating, chunk_ids, comment FROM feedback ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([], feedback_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        finish_feedback(rows)
+    }
+
+    /// Feedback on one interaction, oldest first.
+    pub fn feedback_for(&self, interaction_uid: &str) -> Result<Vec<Feedback>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT interaction_uid, ts_ms, rating, chunk_ids, comment FROM feedback \
+             WHERE interaction_uid = ?1 ORDER BY id",
+        )?;
+        let rows = st
+            .query_map([interaction_uid], feedback_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        finish_feedback(rows)
+    }
+
+    /// Counts over the whole log.
+    pub fn log_stats(&self) -> Result<LogStats> {
+        let conn = self.conn();
+        let one = |sql: &str| -> Result<i64> { Ok(conn.query_row(sql, [], |r| r.get(0))?) };
+        let groups = |sql: &str| -> Result<Vec<(String, u64)>> {
+            let mut st = conn.prepare(sql)?;
+            let rows = st.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        };
+        let (first, last): (Option<i64>, Option<i64>) =
+            conn.query_row("SELECT MIN(ts_ms), MAX(ts_ms) FROM interactions", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(LogStats {
+            interactions: one("SELECT COUNT(*) FROM interactions")? as u64,
+            by_kind: groups("SELECT kind, COUNT(*) FROM interactions GROUP BY kind ORDER BY kind")?,
+            by_model_version: groups(
+                "SELECT model_version, COUNT(*) FROM interactions GROUP BY model_version \
+                 ORDER BY model_version",
+            )?,
+            explored: one("SELECT COUNT(*) FROM interactions WHERE explored = 1")? as u64,
+            with_response: one("SELECT COUNT(*) FROM interactions WHERE response IS NOT NULL")?
+                as u64,
+            complete: one("SELECT COUNT(*) FROM interactions WHERE complete = 1")? as u64,
+            candidates: one("SELECT COUNT(*) FROM interaction_candidates")? as u64,
+            shown: one("SELECT COUNT(*) FROM interaction_candidates WHERE position IS NOT NULL")?
+                as u64,
+            labels: groups(
+                "SELECT analyzer_version, COUNT(*) FROM usage_labels GROUP BY analyzer_version \
+                 ORDER BY analyzer_version",
+            )?,
+            feedback: one("SELECT COUNT(*) FROM feedback")? as u64,
+            feedback_positive: one("SELECT COUNT(*) FROM feedback WHERE rating = 1")? as u64,
+            feedback_negative: one("SELECT COUNT(*) FROM feedback WHERE rating = -1")? as u64,
+            first_ts_ms: first,
+            last_ts_ms: last,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn db() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("log.sqlite")).unwrap();
+        (dir, db)
+    }
+
+    fn interaction(uid: &str, n: usize) -> LoggedInteraction {
+        LoggedInteraction {
+            uid: uid.into(),
+            ts_ms: 1_700_000_000_000,
+            kind: "context".into(),
+            query: format!("query {uid} — ünïcode"),
+            model_version: "fusion-v1".into(),
+            explored: n % 2 == 1,
+            response: (n > 1).then(|| "it boils at 100 degrees [1]".to_string()),
+            complete: true,
+            meta: json!({"latency_ms": 3, "mode": "bm25"}),
+            candidates: (0..n)
+                .map(|k| LoggedCandidate {
+                    chunk_id: 10 + k as u64,
+                    position: (k < 2).then_some(k as u32 + 1),
+                    score: 1.0 / (k as f32 + 1.0),
+                    propensity: if k < 2 { 0.9 } else { 0.05 },
+                    features: json!({"rrf": 0.1 * k as f64, "bm25": null}),
+                    text: (k < 2).then(|| format!("chunk text {k}")),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn interactions_round_trip_in_order_with_paging() {
+        let (_d, db) = db();
+        let a = interaction("a", 3);
+        let b = interaction("b", 0);
+        let c = interaction("c", 5);
+        let ia = db.append_interaction(&a).unwrap();
+        let ids = db.append_interactions(&[b.clone(), c.clone()]).unwrap();
+        assert_eq!(ids.len(), 2);
+        assert!(ia < ids[0] && ids[0] < ids[1]);
+        assert_eq!(db.interaction_count().unwrap(), 3);
+        let all = db.interactions(0, 100).unwrap();
+        assert_eq!(all, vec![(ia, a.clone()), (ids[0], b), (ids[1], c.clone())]);
+        // Paging by id.
+        let page = db.interactions(ia, 1).unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].0, ids[0]);
+        assert_eq!(db.interactions(ids[1], 10).unwrap(), vec![]);
+        assert_eq!(db.interaction_id("c").unwrap(), Some(ids[1]));
+        assert_eq!(db.interaction_id("zz").unwrap(), None);
+        let s = db.log_stats().unwrap();
+        assert_eq!(s.interactions, 3);
+        assert_eq!(s.candidates, 8);
+        assert_eq!(s.shown, 4);
+        assert_eq!(s.explored, 2);
+        assert_eq!(s.with_response, 2);
+    }
+
+    #[test]
+    fn refuses_duplicates_and_bad_values_without_partial_writes() {
+        let (_d, db) = db();
+        db.append_interaction(&interaction("a", 2)).unwrap();
+        let err = db.append_interaction(&interaction("a", 2)).unwrap_err();
+        assert!(err.to_string().contains("already in the log"), "{err}");
+        let mut bad = interaction("nan", 3);
+        bad.candidates[2].score = f32::NAN;
+        assert!(db.append_interaction(&bad).is_err());
+        let mut bad = interaction("p", 3);
+        bad.candidates[1].propensity = 1.5;
+        assert!(db.append_interaction(&bad).is_err());
+        assert!(db.append_interaction(&interaction(" ", 1)).is_err());
+        // A batch with one bad item writes nothing.
+        let r = db.append_interactions(&[interaction("ok1", 1), interaction("a", 1)]);
+        assert!(r.is_err());
+        assert_eq!(db.interaction_count().unwrap(), 1);
+        assert_eq!(db.log_stats().unwrap().candidates, 2);
+    }
+
+    #[test]
+    fn relabelling_with_a_new_analyzer_version_leaves_the_old_labels_intact() {
+        let (_d, db) = db();
+        let id = db.append_interaction(&interaction("a", 3)).unwrap();
+        let v1: Vec<UsageLabelRow> = [10u64, 11]
+            .iter()
+            .map(|&c| UsageLabelRow {
+                interaction_id: id,
+                chunk_id: c,
+                analyzer_version: "usage-v1".into(),
+                score: 0.8,
+                used: c == 10,
+                evidence: json!({"citation": c == 10}),
+            })
+            .collect();
+        db.put_labels(&v1).unwrap();
+        let mut v2 = v1.clone();
+        for l in &mut v2 {
+            l.analyzer_version = "usage-v2".into();
+            l.used = !l.used;
+            l.score = 0.3;
+            l.evidence = json!({"ngrams": 4});
+        }
+        db.put_labels(&v2).unwrap();
+        assert_eq!(db.labels("usage-v1").unwrap(), v1);
+        assert_eq!(db.labels("usage-v2").unwrap(), v2);
+        assert_eq!(db.labels_of(id).unwrap().len(), 4);
+        assert_eq!(
+            db.analyzer_versions().unwrap(),
+            vec!["usage-v1".to_string(), "usage-v2".to_string()]
+        );
+        // Re-running v1 is idempotent: same rows, no duplicates.
+        db.put_labels(&v1).unwrap();
+        assert_eq!(db.labels("usage-v1").unwrap(), v1);
+        // The event itself is unchanged.
+        assert_eq!(db.interactions(0, 10).unwrap()[0].1, interaction("a", 3));
+        // Labels for an unknown interaction are refused, atomically.
+        let mut bad = v1.clone();
+        bad[1].interaction_id = 999;
+        bad[0].analyzer_version = "usage-v3".into();
+        bad[1].analyzer_version = "usage-v3".into();
+        assert!(db.put_labels(&bad).is_err());
+        assert!(db.labels("usage-v3").unwrap().is_empty());
+        assert!(db.labels("nope").unwrap().is_empty());
+    }
+
+    #[test]
+    fn feedback_round_trips_and_bad_ratings_are_refused() {
+        let (_d, db) = db();
+        let f = Feedback {
+            interaction_uid: "a".into(),
+            ts_ms: 5,
+            rating: Some(-1),
+            chunk_ids: vec![3, u64::from(u32::MAX) + 7],
+            comment: Some("wrong file".into()),
+        };
+        let g = Feedback {
+            interaction_uid: "b".into(),
+            ts_ms: 6,
+            rating: None,
+            chunk_ids: vec![],
+            comment: None,
+        };
+        let i1 = db.add_feedback(&f).unwrap();
+        let i2 = db.add_feedback(&g).unwrap();
+        assert!(i2 > i1);
+        assert_eq!(db.feedback().unwrap(), vec![f.clone(), g]);
+        assert_eq!(db.feedback_for("a").unwrap(), vec![f.clone()]);
+        let mut bad = f.clone();
+        bad.rating = Some(2);
+        assert!(db.add_feedback(&bad).is_err());
+        bad.rating = None;
+        bad.interaction_uid = String::new();
+        assert!(db.add_feedback(&bad).is_err());
+        let s = db.log_stats().unwrap();
+        assert_eq!(
+            (s.feedback, s.feedback_negative, s.feedback_positive),
+            (2, 1, 0)
+        );
+    }
+
+    #[test]
+    fn an_empty_log_reads_as_empty() {
+        let (_d, db) = db();
+        assert_eq!(db.interaction_count().unwrap(), 0);
+        assert!(db.interactions(0, 10).unwrap().is_empty());
+        assert!(db.labels("usage-v1").unwrap().is_empty());
+        assert!(db.feedback().unwrap().is_empty());
+        let s = db.log_stats().unwrap();
+        assert_eq!(s, LogStats::default());
+    }
+
+    #[test]
+    fn a_version_1_store_gains_the_log_on_open_and_keeps_its_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.sqlite");
+        {
+            let c = rusqlite::Connection::open(&p).unwrap();
+            c.execute_batch(crate::db::MIGRATIONS[0]).unwrap();
+            c.execute(
+                "INSERT INTO documents(path, content_hash, bytes, kind, indexed_at) \
+                 VALUES ('a.md', 'h', 1, 'markdown', 0)",
+                [],
+            )
+            .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let db = Db::open(&p).unwrap();
+        assert_eq!(db.schema_version().unwrap(), 2);
+        assert_eq!(db.document_count().unwrap(), 1);
+        db.append_interaction(&interaction("a", 1)).unwrap();
+        db.set_durability(Durability::Full).unwrap();
+        db.append_interaction(&interaction("b", 1)).unwrap();
+        assert_eq!(db.interaction_count().unwrap(), 2);
+    }
+}
