@@ -9,6 +9,14 @@ pub enum LearnError {
     Store(#[from] anectx_store::StoreError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Model(#[from] anectx_models::ModelError),
+    /// Not enough logged data to train or evaluate.
+    #[error("too little data: {0}")]
+    TooLittleData(String),
+    /// The model registry has no such version, or it cannot be loaded.
+    #[error("model registry: {0}")]
+    Registry(String),
     #[error("{0}")]
     Invalid(String),
     #[error("{path}: {source}")]

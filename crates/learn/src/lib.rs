@@ -2,12 +2,26 @@
 //!
 //! - [`analyzer`]: which shown chunks an answer used, from the answer text alone.
 //! - [`simllm`]: a simulated LLM that answers from shown chunks, for offline runs.
+//! - [`features`] and [`model`]: the learned relevance model (a small MLP over
+//!   retrieval features) that the engine calls through `RelevanceModel`.
+//! - [`train`]: labels the log, builds an IPS-weighted pairwise dataset, trains.
+//! - [`gate`]: promotes a candidate only if it is not worse than the current model.
+//! - [`registry`]: versions on disk, `CURRENT`, promote and rollback.
+//! - [`simulate`]: the whole loop offline on a BEIR-layout collection.
 
 pub mod analyzer;
-pub mod simllm;
 mod error;
+pub mod features;
+pub mod gate;
+pub mod model;
+pub mod registry;
+pub mod simllm;
+pub mod simulate;
+pub mod train;
 
 pub use error::LearnError;
+pub use model::FeatureModel;
+pub use registry::Registry;
 
 /// Result alias for this crate.
 pub type Result<T, E = LearnError> = std::result::Result<T, E>;

@@ -1,0 +1,110 @@
+//! Feature vectors of candidates for the learned relevance model.
+//!
+//! Features come from the retrieval signals the engine logs with every
+//! candidate ([`anectx_engine::Features`]), normalised over the candidate
+//! set of one query so that a model trained on one corpus transfers to
+//! queries with different score scales. Both serving and training compute
+//! them from the same inputs, so a logged interaction replays exactly.
+
+use anectx_engine::Features;
+
+/// Number of features per candidate.
+pub const N_FEATURES: usize = 11;
+
+/// Feature names, in vector order (stored with every model).
+pub const FEATURE_NAMES: [&str; N_FEATURES] = [
+    "rrf_norm",
+    "bm25_norm",
+    "bm25_present",
+    "bm25_rank",
+    "dense",
+    "dense_norm",
+    "dense_present",
+    "dense_rank",
+    "dense_margin",
+    "coverage",
+    "log_tokens",
+];
+
+/// Rank positions beyond this count as "far" (the logged lists hold 50+).
+const RANK_CAP: f32 = 100.0;
+
+fn rank_feature(rank: Option<u32>) -> f32 {
+    match rank {
+        Some(r) => 1.0 - (1.0 + (r as f32).min(RANK_CAP)).ln() / (1.0 + RANK_CAP).ln(),
+        None => 0.0,
+    }
+}
+
+/// Feature vectors for one query's candidate set.
+pub fn features(cands: &[&Features]) -> Vec<[f32; N_FEATURES]> {
+    let max = |f: &dyn Fn(&Features) -> f32| {
+        cands
+            .iter()
+            .map(|x| f(x))
+            .fold(0f32, f32::max)
+            .max(f32::MIN_POSITIVE)
+    };
+    let m_rrf = max(&|f| f.rrf);
+    let m_bm = max(&|f| f.bm25.unwrap_or(0.0));
+    let m_de = max(&|f| f.dense.unwrap_or(0.0).max(0.0));
+    cands
+        .iter()
+        .map(|f| {
+            let dense = f.dense.unwrap_or(0.0);
+            [
+                f.rrf / m_rrf,
+                f.bm25.unwrap_or(0.0) / m_bm,
+                f.bm25.is_some() as u8 as f32,
+                rank_feature(f.bm25_rank),
+                dense,
+                dense.max(0.0) / m_de,
+                f.dense.is_some() as u8 as f32,
+                rank_feature(f.dense_rank),
+                if f.dense.is_some() {
+                    dense - m_de
+                } else {
+                    -1.0
+                },
+                f.coverage,
+                (1.0 + f.tokens as f32).ln() / 513f32.ln(),
+            ]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalised_over_the_set() {
+        let a = Features {
+            rrf: 0.03,
+            bm25: Some(10.0),
+            bm25_rank: Some(1),
+            dense: Some(0.5),
+            dense_rank: Some(2),
+            tokens: 100,
+            coverage: 1.0,
+        };
+        let b = Features {
+            rrf: 0.015,
+            bm25: None,
+            bm25_rank: None,
+            dense: Some(0.6),
+            dense_rank: Some(1),
+            tokens: 10,
+            coverage: 0.5,
+        };
+        let f = features(&[&a, &b]);
+        assert_eq!(f.len(), 2);
+        assert!((f[0][0] - 1.0).abs() < 1e-6 && (f[1][0] - 0.5).abs() < 1e-6);
+        assert_eq!((f[0][1], f[1][1]), (1.0, 0.0));
+        assert_eq!((f[0][2], f[1][2]), (1.0, 0.0));
+        assert!(f[0][3] > 0.8 && f[1][3] == 0.0);
+        assert!((f[1][5] - 1.0).abs() < 1e-6 && (f[0][8] + 0.1).abs() < 1e-6);
+        assert!(f[0][10] > f[1][10]);
+        assert!(features(&[]).is_empty());
+    }
+}

@@ -1,0 +1,142 @@
+//! The learned relevance model: a small MLP over candidate features.
+//!
+//! `score(x) = w2 · tanh(W1 x̂ + b1) + v · x̂`, with `x̂` the features
+//! standardised by the training set's mean and deviation. It is tiny
+//! (11 → 16 → 1), so serving computes it in plain Rust (microseconds per
+//! query) and training runs on candle in seconds; see [`crate::train`].
+//!
+//! Why a feature model and not the `ConvClassifier` cross-encoder: the
+//! learning signal is a few labelled chunks per interaction, so a model with
+//! ~200 parameters learns from hundreds of interactions, while a
+//! cross-encoder with millions of parameters would overfit them and costs a
+//! forward pass per candidate (≈ 100 per query) on the serving path.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anectx_engine::{Candidate, RelevanceModel};
+use serde::{Deserialize, Serialize};
+
+use crate::features::{features, FEATURE_NAMES, N_FEATURES};
+use crate::{LearnError, Result};
+
+/// File format tag written in every model file.
+pub const FORMAT: &str = "anectx-relevance-mlp/1";
+
+/// Weights and metadata of a [`FeatureModel`] (`model.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureModelFile {
+    pub format: String,
+    /// Registry version name (e.g. `rel-20261128-0510-1a2b3c4d`).
+    pub version: String,
+    pub feature_names: Vec<String>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    /// `hidden × features`, row-major.
+    pub w1: Vec<f32>,
+    pub b1: Vec<f32>,
+    pub w2: Vec<f32>,
+    /// Linear skip weights over the standardised features.
+    pub skip: Vec<f32>,
+}
+
+/// The learned relevance model.
+#[derive(Debug, Clone)]
+pub struct FeatureModel {
+    file: FeatureModelFile,
+    hidden: usize,
+}
+
+impl FeatureModel {
+    /// Checks shapes and values; refuses anything that would not score.
+    pub fn from_file(file: FeatureModelFile) -> Result<Self> {
+        let bad = |m: String| LearnError::Invalid(format!("relevance model {}: {m}", file.version));
+        if file.format != FORMAT {
+            return Err(bad(format!(
+                "format is {:?}, expected {FORMAT:?}",
+                file.format
+            )));
+        }
+        if file
+            .feature_names
+            .iter()
+            .map(String::as_str)
+            .ne(FEATURE_NAMES)
+        {
+            return Err(bad(format!(
+                "features {:?} differ from this build's {:?}",
+                file.feature_names, FEATURE_NAMES
+            )));
+        }
+        let hidden = file.b1.len();
+        let shapes = [
+            ("mean", file.mean.len(), N_FEATURES),
+            ("std", file.std.len(), N_FEATURES),
+            ("w1", file.w1.len(), hidden * N_FEATURES),
+            ("w2", file.w2.len(), hidden),
+            ("skip", file.skip.len(), N_FEATURES),
+        ];
+        for (name, got, want) in shapes {
+            if got != want {
+                return Err(bad(format!("{name} has {got} values, expected {want}")));
+            }
+        }
+        let all = [
+            &file.mean, &file.std, &file.w1, &file.b1, &file.w2, &file.skip,
+        ];
+        if all.iter().any(|v| v.iter().any(|x| !x.is_finite())) {
+            return Err(bad("non-finite weights".into()));
+        }
+        if file.std.iter().any(|&s| s <= 0.0) {
+            return Err(bad("feature deviations must be positive".into()));
+        }
+        Ok(Self { file, hidden })
+    }
+
+    /// Loads `model.json`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| LearnError::io(path, e))?;
+        let file: FeatureModelFile = serde_json::from_slice(&bytes).map_err(|e| {
+            LearnError::Invalid(format!("{}: not a relevance model: {e}", path.display()))
+        })?;
+        Self::from_file(file)
+    }
+
+    pub fn file(&self) -> &FeatureModelFile {
+        &self.file
+    }
+
+    pub fn into_arc(self) -> Arc<dyn RelevanceModel> {
+        Arc::new(self)
+    }
+
+    /// Score of one feature vector.
+    pub fn score_features(&self, x: &[f32; N_FEATURES]) -> f32 {
+        let f = &self.file;
+        let mut z = [0f32; N_FEATURES];
+        for i in 0..N_FEATURES {
+            z[i] = (x[i] - f.mean[i]) / f.std[i];
+        }
+        let mut s: f32 = z.iter().zip(&f.skip).map(|(a, b)| a * b).sum();
+        for h in 0..self.hidden {
+            let row = &f.w1[h * N_FEATURES..(h + 1) * N_FEATURES];
+            let a: f32 = row.iter().zip(&z).map(|(w, v)| w * v).sum::<f32>() + f.b1[h];
+            s += f.w2[h] * a.tanh();
+        }
+        s
+    }
+}
+
+impl RelevanceModel for FeatureModel {
+    fn version(&self) -> String {
+        self.file.version.clone()
+    }
+
+    fn score(&self, _query: &str, candidates: &[Candidate]) -> anectx_engine::Result<Vec<f32>> {
+        let fs: Vec<&anectx_engine::Features> = candidates.iter().map(|c| &c.features).collect();
+        Ok(features(&fs)
+            .iter()
+            .map(|x| self.score_features(x))
+            .collect())
+    }
+}

@@ -1,0 +1,537 @@
+//! Training the relevance model from the interaction log.
+//!
+//! 1. [`label_log`] runs the usage analyzer over logged answers that have no
+//!    labels for its version yet and stores the labels (events are never
+//!    rewritten; a new analyzer version adds new label rows).
+//! 2. [`Dataset::from_log`] groups the labelled, shown chunks of each
+//!    interaction with the features of every logged candidate, and adds
+//!    explicit feedback (a thumbs-up chunk is used, a thumbs-down one is not).
+//! 3. [`train`] fits a [`FeatureModel`] with an IPS-weighted pairwise
+//!    logistic loss (each used-over-unused pair of shown chunks weighted by
+//!    the inverse propensity of the used one, clipped) using candle and AdamW,
+//!    and early-stops on held-out interactions.
+//!
+//! [`evaluate`] scores any relevance model on held-out interactions with the
+//! IPS-weighted nDCG of its ordering of the shown chunks; the promotion gate
+//! compares the candidate with the current model on it.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anectx_engine::{Candidate, Features, RelevanceModel};
+use anectx_store::{ChunkRecord, Db, LoggedInteraction, UsageLabelRow};
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use serde::{Deserialize, Serialize};
+
+use crate::analyzer::{Analyzer, ShownChunk, ANALYZER_VERSION};
+use crate::features::{features, FEATURE_NAMES, N_FEATURES};
+use crate::model::{FeatureModel, FeatureModelFile, FORMAT};
+use crate::{LearnError, Result};
+
+/// Labels every logged answer that has none for [`ANALYZER_VERSION`].
+/// Returns the number of interactions labelled.
+pub fn label_log(db: &Db, analyzer: &Analyzer) -> Result<usize> {
+    let done: std::collections::HashSet<i64> = db
+        .labels(ANALYZER_VERSION)?
+        .into_iter()
+        .map(|l| l.interaction_id)
+        .collect();
+    let mut after = 0i64;
+    let mut labelled = 0;
+    loop {
+        let page = db.interactions(after, 500)?;
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        let mut rows = Vec::new();
+        for (id, it) in &page {
+            if done.contains(id) {
+                continue;
+            }
+            let Some(response) = it.response.as_deref().filter(|r| !r.trim().is_empty()) else {
+                continue;
+            };
+            let shown: Vec<(u64, u32, &str)> = it
+                .candidates
+                .iter()
+                .filter_map(|c| Some((c.chunk_id, c.position?, c.text.as_deref()?)))
+                .collect();
+            if shown.is_empty() {
+                continue;
+            }
+            let chunks: Vec<ShownChunk<'_>> = shown
+                .iter()
+                .map(|&(_, marker, text)| ShownChunk { marker, text })
+                .collect();
+            let labels = analyzer.analyze(response, &chunks)?;
+            for (l, &(chunk_id, _, _)) in labels.iter().zip(&shown) {
+                rows.push(UsageLabelRow {
+                    interaction_id: *id,
+                    chunk_id,
+                    analyzer_version: ANALYZER_VERSION.to_string(),
+                    score: l.score,
+                    used: l.used,
+                    evidence: serde_json::to_value(&l.evidence).unwrap_or_default(),
+                });
+            }
+            labelled += 1;
+        }
+        if !rows.is_empty() {
+            db.put_labels(&rows)?;
+        }
+    }
+    Ok(labelled)
+}
+
+/// A labelled, shown chunk of one interaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Shown {
+    /// Index into the group's candidates.
+    pub idx: usize,
+    pub used: bool,
+    pub propensity: f32,
+}
+
+/// One interaction: all logged candidates and the labelled shown ones.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub interaction_id: i64,
+    pub raw: Vec<Features>,
+    pub shown: Vec<Shown>,
+}
+
+impl Group {
+    fn informative(&self) -> bool {
+        self.shown.iter().any(|s| s.used) && self.shown.iter().any(|s| !s.used)
+    }
+}
+
+/// Training data built from the log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Dataset {
+    /// Interactions with at least one used and one unused shown chunk.
+    pub groups: Vec<Group>,
+    pub interactions_total: usize,
+    pub interactions_labelled: usize,
+    /// blake3 of the groups (stored with every trained version).
+    pub hash: String,
+}
+
+impl Dataset {
+    /// Builds the dataset from the log's labels of `analyzer_version` and
+    /// the explicit feedback.
+    pub fn from_log(db: &Db, analyzer_version: &str) -> Result<Self> {
+        let mut labels: HashMap<i64, HashMap<u64, bool>> = HashMap::new();
+        for l in db.labels(analyzer_version)? {
+            labels
+                .entry(l.interaction_id)
+                .or_default()
+                .insert(l.chunk_id, l.used);
+        }
+        let mut feedback: HashMap<String, Vec<(u64, bool)>> = HashMap::new();
+        for f in db.feedback()? {
+            if let Some(r) = f.rating.filter(|r| *r != 0) {
+                let e = feedback.entry(f.interaction_uid.clone()).or_default();
+                e.extend(f.chunk_ids.iter().map(|&c| (c, r > 0)));
+            }
+        }
+        let mut ds = Dataset::default();
+        let mut after = 0i64;
+        loop {
+            let page = db.interactions(after, 500)?;
+            let Some(last) = page.last() else { break };
+            after = last.0;
+            for (id, it) in page {
+                ds.interactions_total += 1;
+                let mut lab = labels.remove(&id).unwrap_or_default();
+                for &(c, used) in feedback.get(&it.uid).map(Vec::as_slice).unwrap_or(&[]) {
+                    lab.insert(c, used);
+                }
+                if lab.is_empty() {
+                    continue;
+                }
+                ds.interactions_labelled += 1;
+                if let Some(g) = group_of(id, &it, &lab) {
+                    if g.informative() {
+                        ds.groups.push(g);
+                    }
+                }
+            }
+        }
+        let bytes = serde_json::to_vec(&ds.groups).unwrap_or_default();
+        ds.hash = blake3::hash(&bytes).to_hex().to_string();
+        Ok(ds)
+    }
+
+    /// Deterministic split by interaction: `(train, held_out)`.
+    pub fn split(&self, held_out: f32, seed: u64) -> (Vec<&Group>, Vec<&Group>) {
+        let mut tr = Vec::new();
+        let mut te = Vec::new();
+        for g in &self.groups {
+            let h = blake3::hash(format!("{seed}:{}", g.interaction_id).as_bytes());
+            let u = u32::from_le_bytes(h.as_bytes()[..4].try_into().unwrap_or([0; 4])) as f32
+                / u32::MAX as f32;
+            if u < held_out {
+                te.push(g);
+            } else {
+                tr.push(g);
+            }
+        }
+        (tr, te)
+    }
+}
+
+fn group_of(id: i64, it: &LoggedInteraction, labels: &HashMap<u64, bool>) -> Option<Group> {
+    let mut raw = Vec::with_capacity(it.candidates.len());
+    let mut shown = Vec::new();
+    for (idx, c) in it.candidates.iter().enumerate() {
+        let f: Features = serde_json::from_value(c.features.clone()).ok()?;
+        raw.push(f);
+        if let (Some(_), Some(&used)) = (c.position, labels.get(&c.chunk_id)) {
+            shown.push(Shown {
+                idx,
+                used,
+                propensity: c.propensity,
+            });
+        }
+    }
+    Some(Group {
+        interaction_id: id,
+        raw,
+        shown,
+    })
+}
+
+/// Settings of [`train`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub hidden: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a better held-out loss.
+    pub patience: usize,
+    /// Share of interactions held out for early stopping and the gate.
+    pub held_out: f32,
+    /// Inverse-propensity weights are clipped at this value.
+    pub ips_clip: f32,
+    /// Fewer informative training interactions than this is an error.
+    pub min_interactions: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 16,
+            learning_rate: 0.02,
+            weight_decay: 1e-3,
+            max_epochs: 400,
+            patience: 40,
+            held_out: 0.2,
+            ips_clip: 10.0,
+            min_interactions: 20,
+            seed: 17,
+        }
+    }
+}
+
+/// Result of a training run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub train_interactions: usize,
+    pub held_out_interactions: usize,
+    pub train_pairs: usize,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub train_loss: f64,
+    pub held_out_loss: f64,
+    pub data_hash: String,
+}
+
+/// The IPS-weighted pairs of a set of groups: feature rows and
+/// `(pos, neg, weight)` index triples into them.
+struct Pairs {
+    x: Vec<[f32; N_FEATURES]>,
+    pairs: Vec<(u32, u32, f32)>,
+}
+
+fn pairs_of(groups: &[&Group], clip: f32) -> Pairs {
+    let mut x = Vec::new();
+    let mut pairs = Vec::new();
+    for g in groups {
+        let refs: Vec<&Features> = g.raw.iter().collect();
+        let f = features(&refs);
+        let base = x.len() as u32;
+        let mut local: BTreeMap<usize, u32> = BTreeMap::new();
+        for s in &g.shown {
+            let next = base + local.len() as u32;
+            local.entry(s.idx).or_insert_with(|| {
+                x.push(f[s.idx]);
+                next
+            });
+        }
+        for p in g.shown.iter().filter(|s| s.used) {
+            let w = (1.0 / p.propensity.max(1e-6)).min(clip);
+            for n in g.shown.iter().filter(|s| !s.used) {
+                pairs.push((local[&p.idx], local[&n.idx], w));
+            }
+        }
+    }
+    Pairs { x, pairs }
+}
+
+fn mean_std(x: &[[f32; N_FEATURES]]) -> (Vec<f32>, Vec<f32>) {
+    let n = x.len().max(1) as f64;
+    let mut mean = vec![0f64; N_FEATURES];
+    for r in x {
+        for i in 0..N_FEATURES {
+            mean[i] += r[i] as f64 / n;
+        }
+    }
+    let mut var = vec![0f64; N_FEATURES];
+    for r in x {
+        for i in 0..N_FEATURES {
+            var[i] += (r[i] as f64 - mean[i]).powi(2) / n;
+        }
+    }
+    (
+        mean.iter().map(|&m| m as f32).collect(),
+        var.iter().map(|&v| (v.sqrt() as f32).max(1e-3)).collect(),
+    )
+}
+
+struct Params {
+    w1: Var,
+    b1: Var,
+    w2: Var,
+    skip: Var,
+}
+
+impl Params {
+    fn new(hidden: usize, seed: u64, dev: &Device) -> Result<Self> {
+        let mut rng = anectx_models::weights::Rng::new(seed);
+        let w1 = anectx_models::weights::randn(
+            &[hidden, N_FEATURES],
+            (1.0 / N_FEATURES as f32).sqrt(),
+            &mut rng,
+        )?;
+        let w2 = anectx_models::weights::randn(&[hidden], 0.1, &mut rng)?;
+        Ok(Self {
+            w1: Var::from_tensor(&w1.to_device(dev)?)?,
+            b1: Var::zeros(hidden, DType::F32, dev)?,
+            w2: Var::from_tensor(&w2.to_device(dev)?)?,
+            skip: Var::zeros(N_FEATURES, DType::F32, dev)?,
+        })
+    }
+
+    fn all(&self) -> Vec<Var> {
+        vec![
+            self.w1.clone(),
+            self.b1.clone(),
+            self.w2.clone(),
+            self.skip.clone(),
+        ]
+    }
+
+    /// Scores of standardised rows `z (M, F)` → `(M,)`.
+    fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        let h = z
+            .matmul(&self.w1.as_tensor().t()?)?
+            .broadcast_add(self.b1.as_tensor())?
+            .tanh()?;
+        let s = h.matmul(&self.w2.as_tensor().unsqueeze(1)?)?.squeeze(1)?;
+        let lin = z.matmul(&self.skip.as_tensor().unsqueeze(1)?)?.squeeze(1)?;
+        Ok((s + lin)?)
+    }
+
+    fn to_file(&self, version: &str, mean: &[f32], std: &[f32]) -> Result<FeatureModelFile> {
+        Ok(FeatureModelFile {
+            format: FORMAT.into(),
+            version: version.into(),
+            feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+            w1: self.w1.as_tensor().flatten_all()?.to_vec1()?,
+            b1: self.b1.as_tensor().to_vec1()?,
+            w2: self.w2.as_tensor().to_vec1()?,
+            skip: self.skip.as_tensor().to_vec1()?,
+        })
+    }
+}
+
+struct PairTensors {
+    z: Tensor,
+    pos: Tensor,
+    neg: Tensor,
+    w: Tensor,
+    wsum: f64,
+}
+
+fn pair_tensors(p: &Pairs, mean: &[f32], std: &[f32], dev: &Device) -> Result<PairTensors> {
+    let z: Vec<f32> =
+        p.x.iter()
+            .flat_map(|r| (0..N_FEATURES).map(move |i| (r[i] - mean[i]) / std[i]))
+            .collect();
+    let pos: Vec<u32> = p.pairs.iter().map(|t| t.0).collect();
+    let neg: Vec<u32> = p.pairs.iter().map(|t| t.1).collect();
+    let w: Vec<f32> = p.pairs.iter().map(|t| t.2).collect();
+    let wsum = w.iter().map(|&x| x as f64).sum::<f64>().max(1e-9);
+    Ok(PairTensors {
+        z: Tensor::from_vec(z, (p.x.len(), N_FEATURES), dev)?,
+        pos: Tensor::new(pos.as_slice(), dev)?,
+        neg: Tensor::new(neg.as_slice(), dev)?,
+        w: Tensor::new(w.as_slice(), dev)?,
+        wsum,
+    })
+}
+
+/// Weighted mean of `softplus(s_neg − s_pos)`.
+fn pair_loss(params: &Params, t: &PairTensors) -> Result<Tensor> {
+    let s = params.forward(&t.z)?;
+    let d = (s.index_select(&t.neg, 0)? - s.index_select(&t.pos, 0)?)?;
+    // softplus(d) = relu(d) + ln(1 + exp(−|d|)), stable for any d.
+    let sp = (d.relu()? + (d.abs()?.neg()?.exp()? + 1.0)?.log()?)?;
+    Ok(((sp * &t.w)?.sum_all()? / t.wsum)?)
+}
+
+/// Trains a candidate model. `version` names it in the registry.
+pub fn train(
+    ds: &Dataset,
+    cfg: &TrainConfig,
+    version: &str,
+) -> Result<(FeatureModel, TrainReport)> {
+    let (tr, te) = ds.split(cfg.held_out, cfg.seed);
+    if tr.len() < cfg.min_interactions || te.is_empty() {
+        return Err(LearnError::TooLittleData(format!(
+            "{} informative interactions for training and {} held out ({} logged, {} labelled); \
+             need at least {} for training and 1 held out — log more answered queries \
+             (an interaction is informative when its answer used some shown chunks and not others)",
+            tr.len(),
+            te.len(),
+            ds.interactions_total,
+            ds.interactions_labelled,
+            cfg.min_interactions
+        )));
+    }
+    let dev = Device::Cpu;
+    let ptr = pairs_of(&tr, cfg.ips_clip);
+    let pte = pairs_of(&te, cfg.ips_clip);
+    let (mean, std) = mean_std(&ptr.x);
+    let ttr = pair_tensors(&ptr, &mean, &std, &dev)?;
+    let tte = if pte.pairs.is_empty() {
+        None
+    } else {
+        Some(pair_tensors(&pte, &mean, &std, &dev)?)
+    };
+    let params = Params::new(cfg.hidden, cfg.seed, &dev)?;
+    let mut opt = AdamW::new(
+        params.all(),
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )?;
+    let mut best = (f64::INFINITY, 0usize, params.to_file(version, &mean, &std)?);
+    let mut epochs = 0;
+    let mut train_loss = f64::NAN;
+    for epoch in 1..=cfg.max_epochs {
+        epochs = epoch;
+        let loss = pair_loss(&params, &ttr)?;
+        train_loss = loss.to_scalar::<f32>()? as f64;
+        opt.backward_step(&loss)?;
+        let held = match &tte {
+            Some(t) => pair_loss(&params, t)?.to_scalar::<f32>()? as f64,
+            None => train_loss,
+        };
+        if !held.is_finite() {
+            return Err(LearnError::Invalid(format!(
+                "training diverged at epoch {epoch} (held-out loss {held})"
+            )));
+        }
+        if held < best.0 - 1e-6 {
+            best = (held, epoch, params.to_file(version, &mean, &std)?);
+        } else if epoch - best.1 >= cfg.patience {
+            break;
+        }
+    }
+    let model = FeatureModel::from_file(best.2)?;
+    Ok((
+        model,
+        TrainReport {
+            train_interactions: tr.len(),
+            held_out_interactions: te.len(),
+            train_pairs: ptr.pairs.len(),
+            epochs,
+            best_epoch: best.1,
+            train_loss,
+            held_out_loss: best.0,
+            data_hash: ds.hash.clone(),
+        },
+    ))
+}
+
+/// IPS-weighted nDCG of a model's ordering of the shown chunks, averaged
+/// over `groups` (each has a used and an unused shown chunk).
+pub fn evaluate(model: &dyn RelevanceModel, groups: &[&Group], clip: f32) -> Result<f64> {
+    if groups.is_empty() {
+        return Ok(0.0);
+    }
+    let mut total = 0.0;
+    for g in groups {
+        let cands: Vec<Candidate> = g
+            .raw
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Candidate {
+                chunk: placeholder_chunk(i as u64, f.tokens as usize),
+                features: f.clone(),
+            })
+            .collect();
+        let scores = model.score("", &cands)?;
+        let mut order: Vec<&Shown> = g.shown.iter().collect();
+        order.sort_by(|a, b| {
+            scores[b.idx]
+                .total_cmp(&scores[a.idx])
+                .then(a.idx.cmp(&b.idx))
+        });
+        let gain = |s: &Shown| {
+            if s.used {
+                (1.0 / s.propensity.max(1e-6)).min(clip) as f64
+            } else {
+                0.0
+            }
+        };
+        let dcg: f64 = order
+            .iter()
+            .enumerate()
+            .map(|(r, s)| gain(s) / ((r + 2) as f64).log2())
+            .sum();
+        let mut ideal: Vec<f64> = g.shown.iter().map(gain).collect();
+        ideal.sort_by(|a, b| b.total_cmp(a));
+        let idcg: f64 = ideal
+            .iter()
+            .enumerate()
+            .map(|(r, x)| x / ((r + 2) as f64).log2())
+            .sum();
+        total += if idcg > 0.0 { dcg / idcg } else { 0.0 };
+    }
+    Ok(total / groups.len() as f64)
+}
+
+fn placeholder_chunk(id: u64, tokens: usize) -> ChunkRecord {
+    ChunkRecord {
+        id,
+        doc_id: 0,
+        path: String::new(),
+        ord: 0,
+        text: String::new(),
+        heading: None,
+        byte_start: 0,
+        byte_end: 0,
+        line_start: 0,
+        line_end: 0,
+        tokens,
+    }
+}
