@@ -22,8 +22,10 @@ use crate::context::{
     ContextError, ContextProvider, ContextRequest, ContextResult, Interaction, InteractionKind,
     InteractionRecorder, NoopRecorder,
 };
+use crate::engine::EngineContext;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::reload::{RelevanceReloader, RelevanceSource};
 
 /// Where the chat proxy sends requests.
 #[derive(Debug, Clone)]
@@ -102,7 +104,10 @@ pub(crate) struct Inner {
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
     pub start_ms: u64,
+    pub pid: u32,
     pub counter: AtomicU64,
+    pub engine: Option<Arc<anectx_engine::Engine>>,
+    pub reloader: Option<Arc<RelevanceReloader>>,
 }
 
 /// Builds an [`AppState`].
@@ -114,7 +119,13 @@ pub struct AppStateBuilder {
     context: Option<Arc<dyn ContextProvider>>,
     recorder: Arc<dyn InteractionRecorder>,
     metrics: Arc<Metrics>,
+    engine: Option<Arc<anectx_engine::Engine>>,
+    relevance_source: Option<Arc<dyn RelevanceSource>>,
+    relevance_poll: Duration,
 }
+
+/// Default interval between polls of the relevance source's stamp.
+pub const DEFAULT_RELEVANCE_POLL: Duration = Duration::from_secs(2);
 
 impl AppStateBuilder {
     /// Uses the relevance classifier (loaded in the backend) for `/v1/rerank`,
@@ -131,6 +142,30 @@ impl AppStateBuilder {
 
     pub fn recorder(mut self, r: Arc<dyn InteractionRecorder>) -> Self {
         self.recorder = r;
+        self
+    }
+
+    /// Uses the engine for `/v1/context` and the chat proxy, and makes its
+    /// relevance model the one that [`AppStateBuilder::relevance_source`]
+    /// swaps and `/info` reports.
+    pub fn engine_context(mut self, c: Arc<EngineContext>) -> Self {
+        self.engine = Some(c.engine().clone());
+        self.context = Some(c);
+        self
+    }
+
+    /// Hot swap: loads the source's current relevance model when the state
+    /// is built, again on `POST /admin/reload`, and whenever a poll of its
+    /// stamp sees a change. Needs [`AppStateBuilder::engine_context`].
+    pub fn relevance_source(mut self, s: Arc<dyn RelevanceSource>) -> Self {
+        self.relevance_source = Some(s);
+        self
+    }
+
+    /// Interval between polls of the relevance source's stamp (default 2 s;
+    /// zero disables polling, `/admin/reload` still works).
+    pub fn relevance_poll(mut self, every: Duration) -> Self {
+        self.relevance_poll = every;
         self
     }
 
@@ -151,6 +186,33 @@ impl AppStateBuilder {
             ),
             ("server_version".into(), env!("CARGO_PKG_VERSION").into()),
         ]);
+        if let Some(e) = &self.engine {
+            self.metrics
+                .set_relevance_version(&e.relevance_model().version());
+        }
+        let reloader = match (self.relevance_source, &self.engine) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(crate::ServerError::Config(
+                    "a relevance source needs the engine: build the state with engine_context"
+                        .into(),
+                ))
+            }
+            (Some(src), Some(engine)) => {
+                let r = Arc::new(RelevanceReloader::new(
+                    engine.clone(),
+                    src,
+                    self.relevance_poll,
+                    self.metrics.clone(),
+                ));
+                // The source's current version serves from the start; if it
+                // cannot load, the engine's model keeps serving.
+                if let Err(e) = r.reload(false) {
+                    tracing::warn!("{e}");
+                }
+                Some(r)
+            }
+        };
         Ok(AppState {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -162,7 +224,10 @@ impl AppStateBuilder {
                 metrics: self.metrics,
                 http,
                 start_ms: now_ms(),
+                pid: std::process::id(),
                 counter: AtomicU64::new(0),
+                engine: self.engine,
+                reloader,
             }),
         })
     }
@@ -186,7 +251,33 @@ impl AppState {
             context: None,
             recorder: Arc::new(NoopRecorder),
             metrics,
+            engine: None,
+            relevance_source: None,
+            relevance_poll: DEFAULT_RELEVANCE_POLL,
         }
+    }
+
+    /// The hot-swap reloader, when a relevance source is configured.
+    pub fn reloader(&self) -> Option<&Arc<RelevanceReloader>> {
+        self.inner.reloader.as_ref()
+    }
+
+    /// Starts background work (the relevance-source poll) on the current
+    /// tokio runtime; [`crate::serve`] calls it. Abort the handle to stop.
+    pub fn spawn_background(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let r = self.inner.reloader.clone()?;
+        let every = r.poll_interval();
+        if every.is_zero() {
+            return None;
+        }
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let r = r.clone();
+                // Errors are counted and logged by the reloader.
+                let _ = tokio::task::spawn_blocking(move || r.reload(false)).await;
+            }
+        }))
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -199,7 +290,35 @@ impl AppState {
 
     pub(crate) fn next_interaction_id(&self) -> String {
         let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.inner.start_ms)
+        format!("{}-{}-{n}", self.inner.start_ms, self.inner.pid)
+    }
+
+    /// Whether this server process handed out the interaction id `id`.
+    pub(crate) fn issued_here(&self, id: &str) -> bool {
+        let prefix = format!("{}-{}-", self.inner.start_ms, self.inner.pid);
+        id.strip_prefix(&prefix)
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n < self.inner.counter.load(Ordering::Relaxed))
+    }
+
+    /// Records an interaction on the blocking pool and waits for the
+    /// recorder: `true` when it is stored (for the SQLite log: committed).
+    pub(crate) async fn record_and_wait(&self, interaction: Interaction) -> bool {
+        let recorder = self.inner.recorder.clone();
+        if !recorder.enabled() {
+            return false;
+        }
+        match tokio::task::spawn_blocking(move || recorder.record(interaction)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!("{e}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!("the recorder task failed: {e}");
+                false
+            }
+        }
     }
 
     /// Hands an interaction to the recorder on the blocking pool; failures are logged.
@@ -274,6 +393,8 @@ pub fn router(state: AppState) -> Router {
         .route("/embeddings", post(embeddings))
         .route("/v1/rerank", post(rerank))
         .route("/v1/context", post(context))
+        .route("/v1/feedback", post(feedback))
+        .route("/admin/reload", post(admin_reload))
         .route("/v1/chat/completions", post(crate::chat::chat_completions))
         .route("/v1/models", get(models))
         .route("/health", get(health))
@@ -765,24 +886,189 @@ async fn context(
         })
         .await?;
     let id = state.next_interaction_id();
-    state.record(Interaction {
-        id: id.clone(),
-        kind: InteractionKind::Context,
-        timestamp_ms,
-        query,
-        chunks: result.chunks.clone(),
-        response: None,
-        model: None,
-        upstream_status: None,
-        streamed: false,
-        complete: true,
-        latency_ms: start.elapsed().as_millis() as u64,
-    });
+    let mut details = result.details.clone();
+    if let Value::Object(d) = &mut details {
+        d.insert("budget_tokens".into(), json!(result.budget_tokens));
+        d.insert("tokens_used".into(), json!(result.tokens_used));
+    }
+    // The interaction is logged (committed) before the answer goes out, so
+    // `logged: true` means it is in the log.
+    let logged = state
+        .record_and_wait(Interaction {
+            id: id.clone(),
+            kind: InteractionKind::Context,
+            timestamp_ms,
+            query,
+            chunks: result.chunks.clone(),
+            response: None,
+            model: None,
+            upstream_status: None,
+            streamed: false,
+            complete: true,
+            latency_ms: start.elapsed().as_millis() as u64,
+            details,
+        })
+        .await;
     let mut body = serde_json::to_value(&result)
         .map_err(|e| ApiError::internal(format!("could not serialise the context: {e}")))?;
     body["id"] = json!(id);
+    body["interaction_id"] = json!(id);
+    body["logged"] = json!(logged);
     body["object"] = json!("context");
-    Ok(Json(body).into_response())
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert("x-anectx-interaction-id", v);
+    }
+    Ok((headers, Json(body)).into_response())
+}
+
+// ---------------------------------------------------------------- feedback
+
+/// Reads `chunk_ids`: numbers or numeric strings (`/v1/context` gives ids as strings).
+fn parse_chunk_ids(v: Option<Value>) -> Result<Vec<u64>, ApiError> {
+    let bad = |m: String| ApiError::invalid(m).with_param("chunk_ids");
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => {
+            if items.len() > 1000 {
+                return Err(bad(format!("{} chunk ids; at most 1000", items.len())));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, it)| {
+                    match it {
+                        Value::Number(n) => n.as_u64(),
+                        Value::String(s) => s.trim().parse::<u64>().ok(),
+                        _ => None,
+                    }
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "`chunk_ids[{i}]` is {it}, expected a chunk id (a non-negative integer)"
+                        ))
+                    })
+                })
+                .collect()
+        }
+        Some(other) => Err(bad(format!(
+            "`chunk_ids` is {}, expected a list of chunk ids",
+            json_type(&other)
+        ))),
+    }
+}
+
+async fn feedback(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<Value>,
+) -> Result<Response, ApiError> {
+    let Value::Object(mut o) = body else {
+        return Err(ApiError::invalid("the request body must be a JSON object"));
+    };
+    let uid =
+        match o.remove("interaction_id") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+            Some(Value::Null) | None => return Err(ApiError::invalid(
+                "`interaction_id` is required: the `interaction_id` of a /v1/context answer or \
+                 the `x-anectx-interaction-id` header of a chat answer",
+            )
+            .with_param("interaction_id")),
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "`interaction_id` is {}, expected a non-empty string",
+                    json_type(&other)
+                ))
+                .with_param("interaction_id"))
+            }
+        };
+    let rating = match o.remove("rating") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) if n.as_i64() == Some(1) || n.as_i64() == Some(-1) => {
+            n.as_i64().map(|r| r as i32)
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`rating` is {other}; use 1 (helpful) or -1 (not helpful)"
+            ))
+            .with_param("rating"))
+        }
+    };
+    let chunk_ids = parse_chunk_ids(o.remove("chunk_ids"))?;
+    let comment = match o.remove("comment") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() <= 10_000 => Some(s),
+        Some(Value::String(_)) => {
+            return Err(
+                ApiError::invalid("`comment` is longer than 10000 characters")
+                    .with_param("comment"),
+            )
+        }
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`comment` is {}, expected a string",
+                json_type(&other)
+            ))
+            .with_param("comment"))
+        }
+    };
+    if rating.is_none() && chunk_ids.is_empty() && comment.is_none() {
+        return Err(ApiError::invalid(
+            "the feedback is empty: give `rating`, `chunk_ids` or `comment`",
+        ));
+    }
+    let recorder = state.inner.recorder.clone();
+    if !recorder.accepts_feedback() {
+        return Err(ApiError::unavailable(
+            "the interaction log is off (started with --no-log or without a store), so feedback \
+             cannot be stored",
+        ));
+    }
+    let issued = state.issued_here(&uid);
+    let f = anectx_store::Feedback {
+        interaction_uid: uid.clone(),
+        ts_ms: i64::try_from(now_ms()).unwrap_or(i64::MAX),
+        rating,
+        chunk_ids,
+        comment,
+    };
+    let r = tokio::task::spawn_blocking(move || {
+        // An id this process handed out is valid even before its (chat)
+        // interaction is written at the end of the stream.
+        if !issued && recorder.contains(&f.interaction_uid)? != Some(true) {
+            return Ok(None);
+        }
+        recorder.feedback(&f).map(Some)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("the feedback task failed: {e}")))?
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    let Some(id) = r else {
+        return Err(
+            ApiError::invalid(format!("no interaction `{uid}` is in the log"))
+                .with_param("interaction_id"),
+        );
+    };
+    Ok(Json(json!({"object": "feedback", "id": id, "interaction_id": uid})).into_response())
+}
+
+// ---------------------------------------------------------------- admin
+
+async fn admin_reload(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(r) = state.inner.reloader.clone() else {
+        return Err(ApiError::unavailable(
+            "no relevance-model source is configured, so there is nothing to reload",
+        ));
+    };
+    match tokio::task::spawn_blocking(move || r.reload(true))
+        .await
+        .map_err(|e| ApiError::internal(format!("the reload task failed: {e}")))?
+    {
+        Ok(outcome) => Ok(Json(json!(outcome)).into_response()),
+        Err(e) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "reload_error",
+            e.to_string(),
+        )),
+    }
 }
 
 // ---------------------------------------------------------------- info
@@ -853,7 +1139,26 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
         "context_budget": s.config.context_budget,
         "llm": s.config.llm.as_ref().map(|l| l.base_url.clone()),
         "auth": s.config.api_key.is_some(),
+        "relevance": relevance_info(&state),
+        "interaction_log": s.recorder.enabled(),
     }))
+}
+
+fn relevance_info(state: &AppState) -> Value {
+    let s = &state.inner;
+    if let Some(r) = &s.reloader {
+        return json!(r.status());
+    }
+    let (ok, failed) = s.metrics.reloads();
+    match &s.engine {
+        Some(e) => json!({
+            "version": e.relevance_model().version(),
+            "reloads_ok": ok,
+            "reloads_failed": failed,
+            "source": null,
+        }),
+        None => Value::Null,
+    }
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -12,7 +12,10 @@
 //!    unchanged, streamed (SSE) or not.
 //! 4. The recorder receives the query, the chunks and the answer text (for
 //!    streams, the concatenated `choices[0].delta.content`), also when the
-//!    client disconnects mid-stream (then `complete` is false).
+//!    client disconnects mid-stream (then `complete` is false). A
+//!    non-streamed answer is recorded before it is returned; a stream is
+//!    recorded when it ends. The `x-anectx-interaction-id` response header
+//!    carries the id for `POST /v1/feedback`.
 //!
 //! A request may carry an `anectx` object, which is removed before
 //! forwarding: `{"context": false}` skips selection, `{"budget_tokens": N}`
@@ -134,6 +137,7 @@ pub(crate) async fn chat_completions(
 
     // Select context (fail open: the chat still goes through without it).
     let mut chunks: Vec<ContextChunk> = Vec::new();
+    let mut details = Value::Null;
     let context_status: String = match (&query, use_context) {
         (None, _) => "no-user-message".into(),
         (Some(_), false) => "disabled".into(),
@@ -156,6 +160,7 @@ pub(crate) async fn chat_completions(
                         inject(messages, context_message(&packed));
                     }
                     chunks = r.chunks;
+                    details = r.details;
                     format!("{} chunks", chunks.len())
                 }
                 Err(e) => {
@@ -203,6 +208,7 @@ pub(crate) async fn chat_completions(
         streamed: stream,
         complete: false,
         latency_ms: 0,
+        details,
     };
     let mut out_headers = HeaderMap::new();
     if let Some(ct) = content_type.clone() {
@@ -212,6 +218,8 @@ pub(crate) async fn chat_completions(
         out_headers.insert("x-anectx-context", v);
     }
     if let Ok(v) = HeaderValue::from_str(&interaction.id) {
+        out_headers.insert("x-anectx-interaction-id", v.clone());
+        // The earlier name, kept for existing clients.
         out_headers.insert("x-anectx-interaction", v);
     }
 
@@ -256,7 +264,8 @@ pub(crate) async fn chat_completions(
             interaction.complete = interaction.response.is_some();
         }
     }
-    state.record(interaction);
+    // Logged before the answer goes out (feedback can follow at once).
+    state.record_and_wait(interaction).await;
     Ok((status, out_headers, bytes).into_response())
 }
 

@@ -114,7 +114,7 @@ pub enum InteractionKind {
 /// One answered query, as the learning loop needs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interaction {
-    /// Unique per server process (`<start-ms>-<counter>`).
+    /// Unique id handed to the client (`<start-ms>-<pid>-<counter>`).
     pub id: String,
     pub kind: InteractionKind,
     /// Milliseconds since the Unix epoch when the request arrived.
@@ -133,12 +133,42 @@ pub struct Interaction {
     /// `false` when the client went away or the upstream failed mid-answer.
     pub complete: bool,
     pub latency_ms: u64,
+    /// The provider's [`ContextResult::details`] for this query (for the
+    /// engine: `relevance_model`, `explored` and the candidate `pool`).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
 }
 
 /// Receives interactions. Errors are logged by the server and never fail the
-/// client's request.
+/// client's request; `/v1/context` waits for [`InteractionRecorder::record`]
+/// to return before it answers and reports the outcome as `logged`.
 pub trait InteractionRecorder: Send + Sync + 'static {
+    /// Records one interaction; `Ok` means it is stored (for a durable
+    /// recorder: committed).
     fn record(&self, interaction: Interaction) -> Result<(), RecordError>;
+
+    /// Whether this recorder stores anything (`false` for [`NoopRecorder`]).
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    /// Whether an interaction with this id is stored; `None` when the
+    /// recorder cannot tell.
+    fn contains(&self, _id: &str) -> Result<Option<bool>, RecordError> {
+        Ok(None)
+    }
+
+    /// Stores explicit user feedback; returns its id. The default refuses.
+    fn feedback(&self, _feedback: &anectx_store::Feedback) -> Result<i64, RecordError> {
+        Err(RecordError(
+            "this server keeps no interaction log, so feedback cannot be stored".into(),
+        ))
+    }
+
+    /// Whether [`InteractionRecorder::feedback`] stores anything.
+    fn accepts_feedback(&self) -> bool {
+        false
+    }
 }
 
 /// A recorder failure.
@@ -153,5 +183,9 @@ pub struct NoopRecorder;
 impl InteractionRecorder for NoopRecorder {
     fn record(&self, _interaction: Interaction) -> Result<(), RecordError> {
         Ok(())
+    }
+
+    fn enabled(&self) -> bool {
+        false
     }
 }

@@ -75,6 +75,11 @@ impl TextEmbedder for BatcherEmbedder {
 
 /// A [`ContextProvider`] over an [`Engine`] (BM25 + dense retrieval, RRF,
 /// relevance model, MMR, packing with `[n]` markers).
+///
+/// What the interaction log needs travels in `details`: per chunk
+/// `chunk_id`, `propensity` and `scores` (with the features); per result
+/// `relevance_model`, `explored` and `pool` (every scored candidate, shown
+/// or not, with `shown` = its marker).
 pub struct EngineContext {
     engine: Arc<Engine>,
     base: ContextOptions,
@@ -142,14 +147,25 @@ impl ContextProvider for EngineContext {
                     "byte_start": c.byte_start,
                     "byte_end": c.byte_end,
                     "scores": c.scores,
+                    "chunk_id": c.chunk_id,
+                    "propensity": c.propensity,
                 }),
             })
             .collect();
         let mut packed = r.text.clone();
+        let mut pool = r.pool;
         if let Some(m) = request.max_chunks {
             if chunks.len() > m {
                 chunks.truncate(m);
                 packed = ContextResult::pack(&chunks);
+                // Chunks cut by `max_chunks` were not shown after all.
+                let kept: std::collections::HashSet<u64> =
+                    r.chunks[..m].iter().map(|c| c.chunk_id).collect();
+                for p in &mut pool {
+                    if !kept.contains(&p.chunk_id) {
+                        p.shown = None;
+                    }
+                }
             }
         }
         let used = if chunks.len() == r.chunks.len() {
@@ -170,6 +186,8 @@ impl ContextProvider for EngineContext {
                 "embedder": r.embedder,
                 "notes": r.notes,
                 "timings": r.timings,
+                "explored": r.explored,
+                "pool": pool,
             }),
         })
     }

@@ -8,6 +8,8 @@
 //! | `POST /v1/rerank` | Cohere/infinity rerank: `query`, `documents`, `top_n`, `return_documents` → `results[{index, relevance_score, document?}]` |
 //! | `POST /v1/context` | the [`ContextProvider`]'s selection as JSON |
 //! | `POST /v1/chat/completions` | proxy to an OpenAI-compatible LLM with context injected ([`chat`]) |
+//! | `POST /v1/feedback` | `{interaction_id, rating?: 1 \| -1, chunk_ids?, comment?}` into the interaction log |
+//! | `POST /admin/reload` | load the [`RelevanceSource`]'s current relevance model and swap it in ([`reload`]) |
 //! | `GET /v1/models`, `/health`, `/info`, `/metrics` | model list, health, configuration, Prometheus text |
 //!
 //! Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`
@@ -15,7 +17,8 @@
 //!
 //! Principal types: [`Batcher`] (the backend on its own thread with dynamic
 //! batching), [`AppState`] and [`ServerConfig`], the [`ContextProvider`] and
-//! [`InteractionRecorder`] traits, and [`Metrics`].
+//! [`InteractionRecorder`] traits, [`SqliteRecorder`] (the interaction log),
+//! [`RelevanceReloader`] (hot swap) and [`Metrics`].
 
 mod app;
 pub mod batcher;
@@ -24,13 +27,17 @@ pub mod context;
 pub mod engine;
 mod error;
 pub mod fake_llm;
+pub mod log;
 pub mod memory;
 pub mod metrics;
+pub mod reload;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
-pub use app::{router, ApiJson, AppState, AppStateBuilder, LlmConfig, ServerConfig};
+pub use app::{
+    router, ApiJson, AppState, AppStateBuilder, LlmConfig, ServerConfig, DEFAULT_RELEVANCE_POLL,
+};
 pub use batcher::{BackendInfo, BatchError, Batcher, BatcherConfig};
 pub use context::{
     ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult, Interaction,
@@ -38,8 +45,10 @@ pub use context::{
 };
 pub use engine::{BatcherEmbedder, EngineContext};
 pub use error::{ApiError, ServerError};
+pub use log::SqliteRecorder;
 pub use memory::MemoryContext;
 pub use metrics::Metrics;
+pub use reload::{RelevanceReloader, RelevanceSource, ReloadError, ReloadOutcome};
 
 /// Refuses a non-loopback bind without an API key: anectx is safe by default.
 pub fn check_bind(addr: &SocketAddr, api_key: Option<&str>) -> Result<(), ServerError> {
@@ -72,9 +81,14 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    axum::serve(listener, router(state))
+    let background = state.spawn_background();
+    let r = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    if let Some(b) = background {
+        b.abort();
+    }
+    r?;
     Ok(())
 }
 

@@ -11,7 +11,11 @@
 //! - `batch_size{op}` — rows per backend batch; `batch_tokens{op}` — padded tokens per batch;
 //! - `queue_requests`, `queue_tokens` — jobs and padded tokens waiting now (gauges);
 //! - `rejected_total{reason}` — requests refused by backpressure;
-//! - `model_info{model,kind,backend,version}` — always 1, carries the model version.
+//! - `model_info{model,kind,backend,version}` — always 1, carries the model version;
+//! - `relevance_model_info{version}` — always 1, the relevance model serving now;
+//! - `relevance_reloads_total{result="ok"|"failed"}` — hot swaps done and refused;
+//! - `log_write_duration_seconds{kind}` — time from handing an interaction to
+//!   the log writer to its commit; `log_writes_total{result}` — outcomes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -131,6 +135,10 @@ pub struct Metrics {
     pub queue_requests: AtomicU64,
     pub queue_tokens: AtomicU64,
     model_info: Mutex<Vec<(String, String)>>,
+    pub log_write_duration: Histogram,
+    log_writes: [AtomicU64; 2],
+    reloads: [AtomicU64; 2],
+    relevance_version: Mutex<String>,
 }
 
 impl Default for Metrics {
@@ -183,7 +191,42 @@ impl Metrics {
             queue_requests: AtomicU64::new(0),
             queue_tokens: AtomicU64::new(0),
             model_info: Mutex::new(Vec::new()),
+            log_write_duration: Histogram::new(
+                "anectx_log_write_duration_seconds",
+                "Time from handing an interaction to the log writer until its commit.",
+                "kind",
+                LATENCY_BUCKETS,
+            ),
+            log_writes: [AtomicU64::new(0), AtomicU64::new(0)],
+            reloads: [AtomicU64::new(0), AtomicU64::new(0)],
+            relevance_version: Mutex::new(String::new()),
         }
+    }
+
+    /// Counts one interaction-log write (`ok` or failed).
+    pub fn record_log_write(&self, ok: bool) {
+        self.log_writes[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one relevance-model reload (`ok` = swapped, else refused).
+    pub fn record_reload(&self, ok: bool) {
+        self.reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reloads so far: (ok, failed).
+    pub fn reloads(&self) -> (u64, u64) {
+        (
+            self.reloads[0].load(Ordering::Relaxed),
+            self.reloads[1].load(Ordering::Relaxed),
+        )
+    }
+
+    /// The relevance model version serving now.
+    pub fn set_relevance_version(&self, v: &str) {
+        *self
+            .relevance_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = v.to_string();
     }
 
     pub fn record_request(&self, route: &str, status: u16, elapsed: Duration) {
@@ -268,6 +311,42 @@ impl Metrics {
             .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
             .collect();
         let _ = writeln!(out, "anectx_model_info{{{}}} 1", labels.join(","));
+        let rv = self
+            .relevance_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if !rv.is_empty() {
+            out.push_str(
+                "# HELP anectx_relevance_model_info The relevance model serving now; always 1.\n",
+            );
+            out.push_str("# TYPE anectx_relevance_model_info gauge\n");
+            let _ = writeln!(
+                out,
+                "anectx_relevance_model_info{{version=\"{}\"}} 1",
+                escape(&rv)
+            );
+        }
+        let (ok, failed) = self.reloads();
+        out.push_str(
+            "# HELP anectx_relevance_reloads_total Relevance-model hot swaps: ok = swapped, failed = refused.\n",
+        );
+        out.push_str("# TYPE anectx_relevance_reloads_total counter\n");
+        let _ = writeln!(out, "anectx_relevance_reloads_total{{result=\"ok\"}} {ok}");
+        let _ = writeln!(
+            out,
+            "anectx_relevance_reloads_total{{result=\"failed\"}} {failed}"
+        );
+        out.push_str("# HELP anectx_log_writes_total Interaction-log writes by outcome.\n");
+        out.push_str("# TYPE anectx_log_writes_total counter\n");
+        for (i, r) in ["ok", "failed"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "anectx_log_writes_total{{result=\"{r}\"}} {}",
+                self.log_writes[i].load(Ordering::Relaxed)
+            );
+        }
+        self.log_write_duration.render(&mut out);
         out
     }
 }

@@ -6,4 +6,5 @@ mod batching;
 mod chat;
 mod common;
 mod endpoints;
+mod learning;
 mod minilm;

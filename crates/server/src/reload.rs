@@ -1,0 +1,304 @@
+//! Hot swap of the engine's relevance model.
+//!
+//! A [`RelevanceSource`] (the model registry, in the CLI) says which version
+//! is current ([`RelevanceSource::stamp`]) and loads it. The
+//! [`RelevanceReloader`] loads a new version, validates it on a probe
+//! query, and only then swaps it into the [`Engine`] (lock-free for
+//! readers: requests in flight keep the `Arc` of the model they started
+//! with). A version that fails to load or to validate is refused and the
+//! current model keeps serving. Reloads happen on `POST /admin/reload` and
+//! when a poll of the stamp sees a change.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anectx_engine::{Candidate, Engine, Features, RelevanceModel};
+use anectx_store::ChunkRecord;
+use serde::Serialize;
+
+use crate::metrics::Metrics;
+
+/// Where relevance models come from (implemented over the model registry).
+pub trait RelevanceSource: Send + Sync {
+    /// A cheap fingerprint of the current version (e.g. the registry's
+    /// active version id and its mtime); a change triggers a reload.
+    fn stamp(&self) -> Result<String, String>;
+    /// Loads the current version.
+    fn load(&self) -> Result<Arc<dyn RelevanceModel>, String>;
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    /// The new model serves now.
+    Swapped {
+        previous: String,
+        version: String,
+        stamp: String,
+    },
+    /// The stamp did not change (polls only).
+    Unchanged { version: String, stamp: String },
+}
+
+/// A refused reload: the model named by `serving` keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{message}; the current relevance model `{serving}` keeps serving")]
+pub struct ReloadError {
+    pub stamp: Option<String>,
+    pub message: String,
+    pub serving: String,
+}
+
+/// For `/info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadStatus {
+    pub version: String,
+    pub stamp: Option<String>,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub last_error: Option<String>,
+    pub poll_secs: f64,
+}
+
+#[derive(Default)]
+struct State {
+    /// Stamp of the model serving now (None until the first successful load).
+    stamp: Option<String>,
+    /// Stamp of the last version that failed: polls do not retry it.
+    failed_stamp: Option<String>,
+    last_error: Option<String>,
+}
+
+/// Loads, validates and swaps relevance models into an [`Engine`].
+pub struct RelevanceReloader {
+    engine: Arc<Engine>,
+    source: Arc<dyn RelevanceSource>,
+    state: Mutex<State>,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    poll: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for RelevanceReloader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RelevanceReloader")
+            .field("poll", &self.poll)
+            .finish()
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Two synthetic candidates a loaded model must score before it may serve.
+fn probe() -> Vec<Candidate> {
+    (0..2u32)
+        .map(|k| Candidate {
+            chunk: ChunkRecord {
+                id: u64::from(k) + 1,
+                doc_id: 1,
+                path: "anectx-probe.md".into(),
+                ord: k,
+                text: "the relevance model probe checks that a new version can score".into(),
+                heading: None,
+                byte_start: 0,
+                byte_end: 60,
+                line_start: 1,
+                line_end: 1,
+                tokens: 11,
+            },
+            features: Features {
+                rrf: 1.0 / (61.0 + k as f32),
+                bm25: Some(2.0 - k as f32),
+                bm25_rank: Some(k + 1),
+                tokens: 11,
+                ..Features::default()
+            },
+        })
+        .collect()
+}
+
+/// Checks that `model` has a version and scores the probe with finite numbers.
+pub fn validate(model: &dyn RelevanceModel) -> Result<String, String> {
+    let version = model.version();
+    if version.trim().is_empty() {
+        return Err("the model has an empty version".into());
+    }
+    let cands = probe();
+    let scores = model
+        .score("probe query for a relevance model", &cands)
+        .map_err(|e| format!("version `{version}` failed the probe: {e}"))?;
+    if scores.len() != cands.len() {
+        return Err(format!(
+            "version `{version}` returned {} scores for {} candidates",
+            scores.len(),
+            cands.len()
+        ));
+    }
+    if let Some(s) = scores.iter().find(|s| !s.is_finite()) {
+        return Err(format!("version `{version}` returned the score {s}"));
+    }
+    Ok(version)
+}
+
+impl RelevanceReloader {
+    /// `poll` = 0 disables polling.
+    pub fn new(
+        engine: Arc<Engine>,
+        source: Arc<dyn RelevanceSource>,
+        poll: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        metrics.set_relevance_version(&engine.relevance_model().version());
+        Self {
+            engine,
+            source,
+            state: Mutex::new(State::default()),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            poll,
+            metrics,
+        }
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        self.poll
+    }
+
+    /// The version serving now.
+    pub fn version(&self) -> String {
+        self.engine.relevance_model().version()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the source's current version and swaps it in. With `force`
+    /// false, nothing happens when the stamp equals the serving one or the
+    /// last failed one. Blocking (loading a model reads files): call it on a
+    /// blocking thread. Reloads are serialised.
+    pub fn reload(&self, force: bool) -> Result<ReloadOutcome, ReloadError> {
+        let mut st = self.state();
+        let serving = self.version();
+        let fail = |st: &mut State, stamp: Option<String>, message: String| {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.metrics.record_reload(false);
+            tracing::warn!("relevance model reload refused: {message}; `{serving}` keeps serving");
+            st.failed_stamp = stamp.clone();
+            st.last_error = Some(message.clone());
+            ReloadError {
+                stamp,
+                message,
+                serving: serving.clone(),
+            }
+        };
+        let stamp = match catch_unwind(AssertUnwindSafe(|| self.source.stamp())) {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(fail(&mut st, None, format!("reading the stamp: {e}"))),
+            Err(p) => {
+                let m = format!("reading the stamp panicked: {}", panic_message(p));
+                return Err(fail(&mut st, None, m));
+            }
+        };
+        if !force
+            && (st.stamp.as_deref() == Some(stamp.as_str())
+                || st.failed_stamp.as_deref() == Some(stamp.as_str()))
+        {
+            return Ok(ReloadOutcome::Unchanged {
+                version: serving,
+                stamp,
+            });
+        }
+        let loaded = catch_unwind(AssertUnwindSafe(|| {
+            let m = self.source.load()?;
+            let v = validate(m.as_ref())?;
+            Ok::<_, String>((m, v))
+        }));
+        let (model, version) = match loaded {
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                return Err(fail(
+                    &mut st,
+                    Some(stamp.clone()),
+                    format!("loading `{stamp}`: {e}"),
+                ))
+            }
+            Err(p) => {
+                let m = format!("loading `{stamp}` panicked: {}", panic_message(p));
+                return Err(fail(&mut st, Some(stamp), m));
+            }
+        };
+        self.engine.set_relevance_model(model);
+        self.ok.fetch_add(1, Ordering::Relaxed);
+        self.metrics.record_reload(true);
+        self.metrics.set_relevance_version(&version);
+        st.stamp = Some(stamp.clone());
+        st.failed_stamp = None;
+        st.last_error = None;
+        if serving != version {
+            tracing::info!("relevance model swapped: `{serving}` → `{version}` ({stamp})");
+        }
+        Ok(ReloadOutcome::Swapped {
+            previous: serving,
+            version,
+            stamp,
+        })
+    }
+
+    /// For `/info`.
+    pub fn status(&self) -> ReloadStatus {
+        let st = self.state();
+        ReloadStatus {
+            version: self.version(),
+            stamp: st.stamp.clone(),
+            reloads_ok: self.ok.load(Ordering::Relaxed),
+            reloads_failed: self.failed.load(Ordering::Relaxed),
+            last_error: st.last_error.clone(),
+            poll_secs: self.poll.as_secs_f64(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anectx_engine::FusionRelevance;
+
+    struct Nan;
+    impl RelevanceModel for Nan {
+        fn version(&self) -> String {
+            "nan-v1".into()
+        }
+        fn score(&self, _q: &str, c: &[Candidate]) -> anectx_engine::Result<Vec<f32>> {
+            Ok(vec![f32::NAN; c.len()])
+        }
+    }
+
+    struct Short;
+    impl RelevanceModel for Short {
+        fn version(&self) -> String {
+            "short-v1".into()
+        }
+        fn score(&self, _q: &str, _c: &[Candidate]) -> anectx_engine::Result<Vec<f32>> {
+            Ok(vec![0.5])
+        }
+    }
+
+    #[test]
+    fn validation_refuses_broken_models() {
+        assert!(validate(&FusionRelevance::default()).is_ok());
+        let e = validate(&Nan).unwrap_err();
+        assert!(e.contains("NaN"), "{e}");
+        let e = validate(&Short).unwrap_err();
+        assert!(e.contains("1 scores for 2"), "{e}");
+    }
+}
