@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! cargo run --release -p anectx-learn --example analyzer_f1 -- <collection-dir>… \
-//!     [--shown mix|bm25] [--seed S] [--queries N] [--use-relevant P] [--use-irrelevant P] \
+//!     [--shown mix|bm25] [--relevant-share F] [--seed S] [--queries N] [--debug N] [--use-relevant P] [--use-irrelevant P] \
 //!     [--quote-rate P] [--cite-rate P] [--max-sentences N]
 //! ```
 //!
 //! For every query with judgments it builds a shown set of 5–8 documents:
 //!
-//! - `mix` (default): 1..=k/2 judged-relevant documents drawn at random, the
-//!   rest filled with the best BM25-ranked *non-relevant* documents (hard
+//! - `mix` (default): round(k · share) judged-relevant documents drawn at
+//!   random (`--relevant-share`, default 0.5; at least 1, at most as many as
+//!   are judged), the rest filled with the best BM25-ranked *non-relevant* documents (hard
 //!   negatives that share the query's words), in random order;
 //! - `bm25`: the top k documents of an in-example BM25 (k1 0.9, b 0.4).
 //!
@@ -143,6 +144,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut shown_mode = "mix".to_string();
     let mut seed = 7u64;
     let mut max_queries = usize::MAX;
+    let mut debug = 0usize;
+    let mut share = 0.5f64;
     let mut sim_cfg = SimLlmConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -151,13 +154,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--shown" => shown_mode = val("--shown")?,
             "--seed" => seed = val("--seed")?.parse()?,
             "--queries" => max_queries = val("--queries")?.parse()?,
+            "--debug" => debug = val("--debug")?.parse()?,
+            "--relevant-share" => share = val(&a)?.parse()?,
             "--use-relevant" => sim_cfg.use_relevant = val(&a)?.parse()?,
             "--use-irrelevant" => sim_cfg.use_irrelevant = val(&a)?.parse()?,
             "--quote-rate" => sim_cfg.quote_rate = val(&a)?.parse()?,
             "--cite-rate" => sim_cfg.cite_rate = val(&a)?.parse()?,
             "--max-sentences" => sim_cfg.max_sentences_per_chunk = val(&a)?.parse()?,
             "-h" | "--help" => {
-                eprintln!("usage: analyzer_f1 <beir-collection-dir>… [--shown mix|bm25] [--seed S] [--queries N] [--use-relevant P] [--use-irrelevant P] [--quote-rate P] [--cite-rate P] [--max-sentences N]");
+                eprintln!("usage: analyzer_f1 <beir-collection-dir>… [--shown mix|bm25] [--relevant-share F] [--seed S] [--debug N] [--queries N] [--use-relevant P] [--use-irrelevant P] [--quote-rate P] [--cite-rate P] [--max-sentences N]");
                 return Ok(());
             }
             _ if a.starts_with("--") => return Err(format!("unknown option {a}").into()),
@@ -172,7 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let analyzer = Analyzer::new(AnalyzerConfig::default());
     println!(
-        "shown={shown_mode} seed={seed} sim: use_relevant {} use_irrelevant {} quote_rate {} cite_rate {} max_sentences {}",
+        "shown={shown_mode} relevant_share={share} seed={seed} sim: use_relevant {} use_irrelevant {} quote_rate {} cite_rate {} max_sentences {}",
         sim_cfg.use_relevant,
         sim_cfg.use_irrelevant,
         sim_cfg.quote_rate,
@@ -221,7 +226,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut shown: Vec<usize> = if shown_mode == "mix" {
                 let mut rel = relevant.clone();
                 rng.shuffle(&mut rel);
-                let n_rel = (1 + rng.below(k / 2)).min(rel.len());
+                let n_rel = ((k as f64 * share).round() as usize)
+                    .clamp(1, k)
+                    .min(rel.len());
                 let mut s: Vec<usize> = rel[..n_rel].to_vec();
                 let mut negatives = ranked.iter().copied().filter(|d| !is_rel.contains(d));
                 while s.len() < k {
@@ -269,6 +276,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (label, c) in labels.iter().zip(&sim_chunks) {
                 let used = answer.used.contains(&c.marker);
                 vs_sim.add(label.used, used);
+                if debug > 0 && label.used != used {
+                    debug -= 1;
+                    eprintln!(
+                        "--- {} marker {} (sim used {used}): {:?}\nANSWER: {}\nCHUNK: {}\n",
+                        if label.used { "FP" } else { "FN" },
+                        c.marker,
+                        label,
+                        answer.text,
+                        c.text
+                    );
+                }
                 vs_judged.add(label.used, c.relevant);
                 sim_vs_judged.add(used, c.relevant);
                 shown_total += 1;

@@ -46,10 +46,20 @@ pub struct AnalyzerConfig {
     pub run_min: usize,
     /// A shared run of this many content words counts as a quote.
     pub run_full: usize,
+    /// Containment at or below this is no evidence (shared technical
+    /// bigrams such as "boundary layer" occur by chance).
+    pub containment_lo: f32,
+    /// Containment at which the containment signal saturates.
+    pub containment_hi: f32,
     /// Chance-corrected overlap at or below this is no evidence.
     pub overlap_lo: f32,
     /// Chance-corrected overlap at which the overlap signal saturates.
     pub overlap_hi: f32,
+    /// An answer sentence credits a chunk's overlap only if the chunk covers
+    /// it within this margin of the best-covering shown chunk: a sentence
+    /// taken from one chunk does not also count for a long chunk that
+    /// happens to contain many of its words.
+    pub competition_margin: f32,
     /// Answer sentences with fewer content words do not count for overlap.
     pub min_sentence_words: usize,
     /// Containment is only taken from chunk sentences with at least this many n-grams.
@@ -82,12 +92,15 @@ impl Default for AnalyzerConfig {
     fn default() -> Self {
         Self {
             ngram: 2,
-            run_min: 2,
-            run_full: 5,
+            run_min: 3,
+            run_full: 7,
+            containment_lo: 0.3,
+            containment_hi: 0.7,
             overlap_lo: 0.2,
             overlap_hi: 0.5,
+            competition_margin: 0.1,
             min_sentence_words: 3,
-            min_ngrams: 2,
+            min_ngrams: 4,
             run_weight: 0.9,
             containment_weight: 0.9,
             overlap_weight: 0.9,
@@ -114,6 +127,7 @@ impl AnalyzerConfig {
             ("embed_weight", self.embed_weight),
             ("threshold", self.threshold),
             ("cite_support", self.cite_support),
+            ("competition_margin", self.competition_margin),
         ];
         for (name, v) in unit {
             if !(0.0..=1.0).contains(&v) {
@@ -135,6 +149,7 @@ impl AnalyzerConfig {
         }
         for (name, lo, hi) in [
             ("overlap", self.overlap_lo, self.overlap_hi),
+            ("containment", self.containment_lo, self.containment_hi),
             ("embed", self.embed_lo, self.embed_hi),
         ] {
             if !(lo.is_finite() && hi.is_finite() && lo < hi) {
@@ -507,6 +522,13 @@ impl Vocab {
     }
 }
 
+#[derive(Clone, Copy)]
+struct SentenceEvidence {
+    run: usize,
+    overlap: f32,
+    strength: f32,
+}
+
 struct Doc {
     /// Content-word ids per sentence.
     sentences: Vec<Vec<u32>>,
@@ -547,29 +569,107 @@ fn ngram_set(tokens: &[u32], n: usize) -> HashSet<u64> {
     tokens.windows(n).map(ngram_hash).collect()
 }
 
-/// Longest common contiguous run of ids, by binary search over the length
-/// with n-gram hash sets: O((|a| + |b|) log min(|a|, |b|)).
-fn longest_common_run(a: &[u32], b: &[u32]) -> usize {
-    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    let (mut lo, mut hi) = (0usize, short.len());
-    if hi == 0 {
-        return 0;
+/// At most this many positions are kept per token of a chunk (a token that
+/// repeats more often carries no positional evidence).
+const MAX_POSITIONS: usize = 256;
+/// Neighbouring answer words (either side) checked for proximity support.
+const NEIGHBOUR_WINDOW: usize = 2;
+/// Two words are near in a chunk when at most this many content words apart.
+const NEAR: u32 = 3;
+
+/// Coverage is shrunk by this many (average) words.
+const PRIOR_WORDS: f32 = 1.0;
+
+/// Positions of each content word in a chunk.
+struct PositionIndex {
+    positions: HashMap<u32, Vec<u32>>,
+}
+
+impl PositionIndex {
+    fn new(flat: &[u32]) -> Self {
+        let mut positions: HashMap<u32, Vec<u32>> = HashMap::new();
+        for (p, &t) in flat.iter().enumerate() {
+            let list = positions.entry(t).or_default();
+            if list.len() < MAX_POSITIONS {
+                list.push(p as u32);
+            }
+        }
+        Self { positions }
     }
-    let short_set: HashSet<u32> = short.iter().copied().collect();
-    if !long.iter().any(|t| short_set.contains(t)) {
-        return 0;
+
+    /// Longest run of `sentence` that occurs contiguously in the chunk.
+    fn run(&self, sentence: &[u32]) -> usize {
+        let mut best = 0usize;
+        let mut prev: HashMap<u32, usize> = HashMap::new();
+        for t in sentence {
+            let mut cur = HashMap::new();
+            if let Some(list) = self.positions.get(t) {
+                for &p in list {
+                    let len = p
+                        .checked_sub(1)
+                        .and_then(|q| prev.get(&q))
+                        .copied()
+                        .unwrap_or(0)
+                        + 1;
+                    best = best.max(len);
+                    cur.insert(p, len);
+                }
+            }
+            prev = cur;
+        }
+        best
     }
-    lo = lo.max(1);
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        let grams = ngram_set(short, mid);
-        if long.windows(mid).any(|w| grams.contains(&ngram_hash(w))) {
-            lo = mid;
+
+    /// Whether some occurrences of `a` and `b` lie within [`NEAR`] words.
+    fn near(&self, a: u32, b: u32) -> bool {
+        let (Some(pa), Some(pb)) = (self.positions.get(&a), self.positions.get(&b)) else {
+            return false;
+        };
+        let (mut i, mut j) = (0, 0);
+        while i < pa.len() && j < pb.len() {
+            if pa[i].abs_diff(pb[j]) <= NEAR {
+                return true;
+            }
+            if pa[i] < pb[j] {
+                i += 1;
+            } else {
+                j += 1;
+            }
+        }
+        false
+    }
+
+    /// Weighted share of the sentence's distinct words that the chunk
+    /// contains *near a neighbour of theirs in the sentence*: scattered
+    /// matches of single words (which a long chunk offers by chance) do
+    /// not count.
+    fn coverage(&self, sentence: &[u32], weight: &impl Fn(u32) -> f32) -> f32 {
+        let mut supported: HashSet<u32> = HashSet::new();
+        let mut seen: HashSet<u32> = HashSet::new();
+        let mut total = 0.0f32;
+        for (i, &t) in sentence.iter().enumerate() {
+            if seen.insert(t) {
+                total += weight(t);
+            }
+            if supported.contains(&t) || !self.positions.contains_key(&t) {
+                continue;
+            }
+            let lo = i.saturating_sub(NEIGHBOUR_WINDOW);
+            let hi = (i + NEIGHBOUR_WINDOW).min(sentence.len() - 1);
+            if (lo..=hi).any(|j| j != i && sentence[j] != t && self.near(t, sentence[j])) {
+                supported.insert(t);
+            }
+        }
+        let hit: f32 = supported.iter().map(|&t| weight(t)).sum();
+        if total > 0.0 {
+            // shrink towards 0 by PRIOR_WORDS average words: a short sentence
+            // covered in full is weaker evidence than a long one
+            let mean = total / seen.len() as f32;
+            hit / (total + PRIOR_WORDS * mean)
         } else {
-            hi = mid - 1;
+            0.0
         }
     }
-    lo
 }
 
 fn ramp(x: f32, lo: f32, hi: f32) -> f32 {
@@ -615,8 +715,13 @@ impl Analyzer {
             return Ok(Vec::new());
         }
         let citations = parse_citations(response);
-        let clean = strip_citations(response);
-        let resp_sentences = split_sentences(&clean);
+        // sentences first, then the markers of each: a citation is checked
+        // against the sentence that carries it
+        let raw_sentences = split_sentences(response);
+        let sentence_citations: Vec<Citations> =
+            raw_sentences.iter().map(|s| parse_citations(s)).collect();
+        let clean: Vec<String> = raw_sentences.iter().map(|s| strip_citations(s)).collect();
+        let resp_sentences: Vec<&str> = clean.iter().map(String::as_str).collect();
         let chunk_sentences: Vec<Vec<&str>> =
             chunks.iter().map(|c| split_sentences(c.text)).collect();
 
@@ -639,31 +744,71 @@ impl Analyzer {
             let f = df.get(&t).copied().unwrap_or(0) as f32;
             (1.0 + (n + 1.0) / (f + 1.0)).ln()
         };
-        let coverage = |sentence: &[u32], set: &HashSet<u32>| -> f32 {
-            let mut seen = HashSet::new();
-            let (mut hit, mut total) = (0.0f32, 0.0f32);
-            for &t in sentence {
-                if !seen.insert(t) {
-                    continue;
-                }
-                let w = weight(t);
-                total += w;
-                if set.contains(&t) {
-                    hit += w;
-                }
-            }
-            if total > 0.0 {
-                hit / total
-            } else {
-                0.0
-            }
-        };
+        let indexes: Vec<PositionIndex> =
+            docs.iter().map(|d| PositionIndex::new(&d.flat)).collect();
 
         let resp_grams = ngram_set(&resp.flat, cfg.ngram);
-        let eligible: Vec<&Vec<u32>> = resp
-            .sentences
+
+        // per answer sentence and chunk: shared run and proximity coverage
+        let sentence_evidence: Vec<Vec<SentenceEvidence>> = indexes
             .iter()
-            .filter(|s| s.len() >= cfg.min_sentence_words)
+            .enumerate()
+            .map(|(ci, idx)| {
+                // chance coverage of a sentence by this chunk, from the other chunks' sentences
+                let mut reference: Vec<f32> = docs
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != ci)
+                    .flat_map(|(_, d)| d.sentences.iter())
+                    .filter(|s| s.len() >= cfg.min_sentence_words)
+                    .take(MAX_REFERENCE_SENTENCES)
+                    .map(|s| idx.coverage(s, &weight))
+                    .collect();
+                let base = chance_baseline(&mut reference, docs[ci].set.len());
+                resp.sentences
+                    .iter()
+                    .map(|s| {
+                        let run = idx.run(s);
+                        let raw = if s.len() >= cfg.min_sentence_words {
+                            idx.coverage(s, &weight)
+                        } else {
+                            0.0
+                        };
+                        let overlap = if raw > base {
+                            (raw - base) / (1.0 - base).max(1e-3)
+                        } else {
+                            0.0
+                        };
+                        // how well this chunk explains the sentence, for the competition
+                        let strength = (run as f32 / s.len().max(1) as f32).max(raw);
+                        SentenceEvidence {
+                            run,
+                            overlap,
+                            strength,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let sentence_score = |run: usize, overlap: f32| -> f32 {
+            noisy_or(&[
+                (
+                    cfg.run_weight,
+                    ramp(run as f32, cfg.run_min as f32, cfg.run_full as f32),
+                ),
+                (
+                    cfg.overlap_weight,
+                    ramp(overlap, cfg.overlap_lo, cfg.overlap_hi),
+                ),
+            ])
+        };
+        let best_per_sentence: Vec<f32> = (0..resp.sentences.len())
+            .map(|si| {
+                sentence_evidence
+                    .iter()
+                    .map(|row| row[si].strength)
+                    .fold(0.0f32, f32::max)
+            })
             .collect();
 
         let sims = match &self.embedder {
@@ -674,7 +819,6 @@ impl Analyzer {
         let mut labels = Vec::with_capacity(chunks.len());
         for (ci, (chunk, doc)) in chunks.iter().zip(&docs).enumerate() {
             let cited = citations.contains(chunk.marker);
-            let run = longest_common_run(&resp.flat, &doc.flat);
 
             // containment: best chunk sentence; fall back to the whole chunk
             let mut containment = 0.0f32;
@@ -690,44 +834,39 @@ impl Analyzer {
             }
             if !any_sentence {
                 let grams = ngram_set(&doc.flat, cfg.ngram);
-                if !grams.is_empty() {
+                if grams.len() >= cfg.min_ngrams.min(2) {
                     let hit = grams.iter().filter(|g| resp_grams.contains(g)).count();
                     containment = hit as f32 / grams.len() as f32;
                 }
             }
 
-            // overlap: best answer-sentence coverage, corrected for chance
-            let best_cov = eligible
-                .iter()
-                .map(|s| coverage(s, &doc.set))
-                .fold(0.0f32, f32::max);
-            let mut reference: Vec<f32> = docs
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != ci)
-                .flat_map(|(_, d)| d.sentences.iter())
-                .filter(|s| s.len() >= cfg.min_sentence_words)
-                .take(MAX_REFERENCE_SENTENCES)
-                .map(|s| coverage(s, &doc.set))
-                .collect();
-            let base = chance_baseline(&mut reference, doc.set.len());
-            let overlap = if best_cov > base {
-                (best_cov - base) / (1.0 - base).max(1e-3)
-            } else {
-                0.0
-            };
+            // run and overlap from the answer sentences this chunk explains
+            // (nearly) as well as any other shown chunk does
+            let (mut run, mut overlap, mut cite_check) = (0usize, 0.0f32, 0.0f32);
+            for (si, e) in sentence_evidence[ci].iter().enumerate() {
+                if e.strength > 0.0 && e.strength + cfg.competition_margin >= best_per_sentence[si]
+                {
+                    run = run.max(e.run);
+                    overlap = overlap.max(e.overlap);
+                }
+                if sentence_citations[si].contains(chunk.marker) {
+                    // the citing sentence itself, without the competition
+                    cite_check = cite_check.max(sentence_score(e.run, e.overlap));
+                }
+            }
 
             let max_sentence_sim = sims.as_ref().and_then(|s| s[ci]);
 
             let run_s = ramp(run as f32, cfg.run_min as f32, cfg.run_full as f32);
             let ov_s = ramp(overlap, cfg.overlap_lo, cfg.overlap_hi);
+            let cont_s = ramp(containment, cfg.containment_lo, cfg.containment_hi);
             let emb_s = max_sentence_sim.map_or(0.0, |x| ramp(x, cfg.embed_lo, cfg.embed_hi));
             let lexical = noisy_or(&[
                 (cfg.run_weight, run_s),
-                (cfg.containment_weight, containment.clamp(0.0, 1.0)),
+                (cfg.containment_weight, cont_s),
                 (cfg.overlap_weight, ov_s),
             ]);
-            let support = lexical.max(emb_s * cfg.embed_weight);
+            let support = lexical.max(cite_check).max(emb_s * cfg.embed_weight);
             let cite_s = if !cited {
                 0.0
             } else if support >= cfg.cite_support {
@@ -823,7 +962,7 @@ impl Analyzer {
 /// coverage of other chunks' sentences, blended with a length prior when
 /// there are few of them.
 fn chance_baseline(reference: &mut [f32], chunk_vocab: usize) -> f32 {
-    let prior = 0.35 * chunk_vocab as f32 / (chunk_vocab as f32 + 150.0);
+    let prior = 0.2 * chunk_vocab as f32 / (chunk_vocab as f32 + 150.0);
     if reference.is_empty() {
         return prior;
     }

@@ -272,10 +272,17 @@ impl SimLlm {
             if !self.rng.chance(p) {
                 continue;
             }
-            let sentences: Vec<&str> = split_sentences(c.text)
+            let mut sentences: Vec<&str> = split_sentences(c.text)
                 .into_iter()
                 .filter(|s| word_count(s) >= 3)
                 .collect();
+            // a title repeated at the start of the text is one sentence
+            let mut seen = std::collections::HashSet::new();
+            sentences.retain(|s| seen.insert(s.to_lowercase()));
+            // an answer draws on informative sentences when the chunk has them
+            if sentences.iter().any(|s| word_count(s) >= 6) {
+                sentences.retain(|s| word_count(s) >= 6);
+            }
             if sentences.is_empty() {
                 continue; // nothing to draw on
             }
@@ -376,7 +383,7 @@ impl SimLlm {
                 }
             }
             let stop = is_stopword(&lower);
-            if self.rng.chance(if stop { 0.3 } else { 0.2 }) {
+            if self.rng.chance(if stop { 0.3 } else { 0.15 }) {
                 continue;
             }
             if !stop && lower.len() > 3 && self.rng.chance(0.15) {
