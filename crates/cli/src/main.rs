@@ -50,6 +50,9 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Serve embeddings, rerank, context and a chat proxy over HTTP.
     Serve(cmd::serve::ServeArgs),
+    /// Read the interaction log (export as JSON Lines, stats).
+    #[command(subcommand)]
+    Log(cmd::log::LogCommand),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Log(c) => cmd::log::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

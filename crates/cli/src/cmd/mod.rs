@@ -3,6 +3,7 @@ pub mod coreml;
 pub mod embed;
 pub mod eval;
 pub mod index;
+pub mod log;
 pub mod model;
 pub mod serve;
 

@@ -11,7 +11,9 @@ use anectx_engine::{ContextOptions, Engine};
 use anectx_models::{load_classifier, load_embedder, CandleBackend};
 use anectx_server::{
     AppState, BatcherConfig, BatcherEmbedder, EngineContext, LlmConfig, Metrics, ServerConfig,
+    SqliteRecorder,
 };
+use anectx_store::Durability;
 use anyhow::{Context, Result};
 use clap::Args;
 
@@ -80,6 +82,24 @@ pub struct ServeArgs {
     /// Padded tokens admitted at once; more get 429.
     #[arg(long, default_value_t = 262_144)]
     max_queue_tokens: usize,
+    /// Do not record interactions in the store's interaction log (by default
+    /// every /v1/context and chat-proxy call is logged when a store is served).
+    #[arg(long)]
+    no_log: bool,
+    /// How interaction-log commits are flushed: `normal` survives a crash of
+    /// the server process, `full` (fsync per commit group) also power loss.
+    #[arg(long, default_value = "full", value_parser = ["normal", "full"])]
+    log_sync: String,
+    /// Share of /v1/context and chat calls that explore (0..=1): one shown
+    /// chunk is swapped for a runner-up and the order shuffled, with the
+    /// propensities logged, so the learning loop sees chunks the current
+    /// model ranks low.
+    #[arg(long, default_value_t = 0.0)]
+    explore: f32,
+    /// Seconds between polls of the relevance-model source (0 = never; POST
+    /// /admin/reload still reloads).
+    #[arg(long, default_value_t = 2.0)]
+    relevance_poll_secs: f64,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -90,6 +110,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         anyhow::bail!(
             "--max-batch-tokens must be at least 512 (one sequence of the longest bucket)"
         );
+    }
+    if !(0.0..=1.0).contains(&args.explore) {
+        anyhow::bail!("--explore must be between 0 and 1, got {}", args.explore);
+    }
+    if !args.relevance_poll_secs.is_finite() || args.relevance_poll_secs < 0.0 {
+        anyhow::bail!("--relevance-poll-secs must be 0 or more");
     }
     let dir = super::resolve_model(args.model.clone())?;
     let dtype = super::resolve_dtype(args.dtype.clone())?;
@@ -157,7 +183,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         Some(Arc::new(EngineContext::new(
             Arc::new(engine),
-            ContextOptions::default(),
+            ContextOptions {
+                explore: args.explore,
+                ..ContextOptions::default()
+            },
             format!("store {}", store_dir.display()),
         )))
     } else if explicit {
@@ -187,14 +216,38 @@ pub fn run(args: ServeArgs) -> Result<()> {
         base_url,
         api_key: args.llm_api_key.clone(),
     });
-    let mut builder = AppState::builder(config, batcher, tokenizer, metrics);
+    let recorder = match (&context, args.no_log) {
+        (Some(_), false) => {
+            let durability = if args.log_sync == "normal" {
+                Durability::Normal
+            } else {
+                Durability::Full
+            };
+            let r = SqliteRecorder::open(&store_dir, durability)
+                .with_context(|| format!("opening the interaction log in {}", store_dir.display()))?
+                .with_metrics(metrics.clone());
+            Some(Arc::new(r))
+        }
+        _ => None,
+    };
+    let mut builder = AppState::builder(config, batcher, tokenizer, metrics)
+        .relevance_poll(std::time::Duration::from_secs_f64(args.relevance_poll_secs));
     if let Some(t) = classifier_tok {
         builder = builder.classifier_tokenizer(t);
     }
     if let Some(c) = context {
-        builder = builder.context_provider(c);
+        builder = builder.engine_context(c);
+        // Hot swap of the relevance model from the model registry: one line,
+        //     builder = builder.relevance_source(Arc::new(RegistrySource::new(..)));
+        // where RegistrySource implements anectx_server::RelevanceSource
+        // (stamp = the registry's active version, load = that model).
+        // TODO(lead): wire the registry's RelevanceSource here.
+    }
+    if let Some(r) = recorder {
+        builder = builder.recorder(r);
     }
     let state = builder.build()?;
+    let log_on = anectx_engine::Store::exists(&store_dir) && !args.no_log;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -207,7 +260,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         println!("anectx listening on http://{bound}");
         std::io::stdout().flush().ok();
         eprintln!(
-            "anectx: model {} · embeddings, rerank{}{} · Ctrl-C to stop",
+            "anectx: model {} · embeddings, rerank{}{}{} · Ctrl-C to stop",
             dir.display(),
             if args.llm.is_some() {
                 ", chat proxy"
@@ -219,6 +272,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             } else {
                 ""
             },
+            if log_on { ", interaction log" } else { "" },
         );
         anectx_server::serve(listener, state, anectx_server::shutdown_signal()).await?;
         eprintln!("anectx: stopped");
