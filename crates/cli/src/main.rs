@@ -50,6 +50,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Serve embeddings, rerank, context and a chat proxy over HTTP.
     Serve(cmd::serve::ServeArgs),
+    /// Distil a BERT sentence embedder into a small conv embedder.
+    Distill(cmd::distill::DistillArgs),
     /// Read the interaction log (export as JSON Lines, stats).
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Distill(a) => cmd::distill::run(a),
         Command::Log(c) => cmd::log::run(c),
     };
     match result {

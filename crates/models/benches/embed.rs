@@ -1,9 +1,10 @@
 //! `cargo bench -p anectx-models --bench embed`
 //!
 //! Runs, in one process, AneBert, candle-transformers' reference BertModel
-//! (both on all-MiniLM-L6-v2) and the seed-default ConvEmbedder at batch 32 ×
-//! seq 128 on CPU, then an interleaved ratio pass (A, B, C, A, B, C, …) so
-//! the printed ratios share the same machine conditions.
+//! (both on all-MiniLM-L6-v2), the seed-default ConvEmbedder and the embedded
+//! default embedder (`anectx_models::default_model`) at batch 32 × seq 128 on
+//! CPU, then an interleaved ratio pass (A, B, C, D, A, B, C, D, …) so the
+//! printed ratios share the same machine conditions.
 //! Needs the fixture (scripts/fixtures.sh); ANECTX_BENCH_ROUNDS sets the
 //! number of interleaved rounds (default 5).
 
@@ -70,11 +71,16 @@ fn main() {
     )
     .unwrap();
     let conv = ConvEmbedder::new_random(ConvEmbedderConfig::default(), 1, DType::F32).unwrap();
+    let Embedder::Conv(default) = anectx_models::default_model::load(WeightDtype::F32).unwrap()
+    else {
+        panic!("the default embedder is a ConvEmbedder")
+    };
     let x = inputs(&tok);
 
     let run_ane = || ane.forward_pooled(&x.ids, &x.type_ids, &x.mask).unwrap();
     let run_ref = || reference_forward(&reference, &x);
     let run_conv = || conv.forward(&x.ids, &x.mask).unwrap();
+    let run_default = || default.forward(&x.ids, &x.mask).unwrap();
 
     let mut c = Criterion::default()
         .sample_size(10)
@@ -87,6 +93,7 @@ fn main() {
         g.bench_function("AneBert", |b| b.iter(|| black_box(run_ane())));
         g.bench_function("reference_BertModel", |b| b.iter(|| black_box(run_ref())));
         g.bench_function("ConvEmbedder", |b| b.iter(|| black_box(run_conv())));
+        g.bench_function("default_embedder", |b| b.iter(|| black_box(run_default())));
         g.finish();
     }
 
@@ -98,9 +105,9 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if bench_mode { 5 } else { 1 });
-    let mut t = [Vec::new(), Vec::new(), Vec::new()];
+    let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..rounds {
-        let runs: [&dyn Fn() -> Tensor; 3] = [&run_ane, &run_ref, &run_conv];
+        let runs: [&dyn Fn() -> Tensor; 4] = [&run_ane, &run_ref, &run_conv, &run_default];
         for (i, f) in runs.iter().enumerate() {
             let s = Instant::now();
             black_box(f());
@@ -111,14 +118,17 @@ fn main() {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let [mut a, mut r, mut cv] = t;
-    let (a, r, cv) = (med(&mut a), med(&mut r), med(&mut cv));
+    let [mut a, mut r, mut cv, mut d] = t;
+    let (a, r, cv, d) = (med(&mut a), med(&mut r), med(&mut cv), med(&mut d));
     let sps = |s: f64| BATCH as f64 / s;
     println!("\nembed b{BATCH}×s{SEQ}, median of {rounds} interleaved rounds (CPU, f32):");
     println!("  AneBert              {:>8.1} sequences/s", sps(a));
     println!("  reference BertModel  {:>8.1} sequences/s", sps(r));
     println!("  ConvEmbedder         {:>8.1} sequences/s", sps(cv));
+    println!("  default embedder     {:>8.1} sequences/s", sps(d));
     println!("  ratio AneBert / reference      {:.2}x", r / a);
     println!("  ratio ConvEmbedder / reference {:.2}x", r / cv);
     println!("  ratio ConvEmbedder / AneBert   {:.2}x", a / cv);
+    println!("  ratio default / AneBert        {:.2}x", a / d);
+    println!("  ratio default / reference      {:.2}x", r / d);
 }

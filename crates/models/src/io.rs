@@ -464,3 +464,38 @@ impl ModelInfo {
         })
     }
 }
+
+/// Loads a conv embedder and its tokenizer from in-memory files (`config.json`,
+/// `model.safetensors`, `tokenizer.json`), e.g. ones embedded in the binary.
+/// `name` is used in error messages.
+pub fn load_conv_embedder_from_bytes(
+    name: &str,
+    config_json: &[u8],
+    safetensors: &[u8],
+    tokenizer_json: &[u8],
+    dtype: WeightDtype,
+) -> Result<(Embedder, TextTokenizer)> {
+    let path = PathBuf::from(format!("{name}/{CONFIG_FILE}"));
+    let config: ConvEmbedderConfig =
+        serde_json::from_slice(config_json).map_err(|e| ModelError::Config {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    let tensors =
+        candle_core::safetensors::load_buffer(safetensors, &Device::Cpu).map_err(|e| {
+            ModelError::Weights {
+                path: PathBuf::from(format!("{name}/{WEIGHTS_FILE}")),
+                message: e.to_string(),
+            }
+        })?;
+    let vb = VarBuilder::from_tensors(tensors, dtype.into(), &Device::Cpu);
+    let model = ConvEmbedder::load(vb, config).map_err(|e| weights_err(Path::new(name), e))?;
+    let tok = TextTokenizer::from_bytes(tokenizer_json, model.config.max_seq)?;
+    if tok.id_bound() > model.config.vocab_size {
+        return Err(ModelError::VocabMismatch {
+            tokenizer: tok.id_bound(),
+            model: model.config.vocab_size,
+        });
+    }
+    Ok((Embedder::Conv(model), tok))
+}

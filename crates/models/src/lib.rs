@@ -18,6 +18,8 @@ pub mod backend;
 pub mod bert;
 pub mod conv_classifier;
 pub mod conv_embedder;
+pub mod default_model;
+pub mod distill;
 mod error;
 pub mod io;
 pub mod layers;

@@ -12,6 +12,7 @@ use serde::Serialize;
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// Model directory (or Hugging Face id in the local cache). Env: ANECTX_MODEL.
+    /// Default: the embedder built into anectx (candle backend).
     #[arg(long, short)]
     model: Option<String>,
     /// Compute precision: f32 or f16. Env: ANECTX_DTYPE. Default f32.
@@ -68,7 +69,18 @@ struct Output {
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
-    let dir = super::resolve_model(args.model)?;
+    // Without --model / ANECTX_MODEL / config `model`, the candle backend uses
+    // the default embedder compiled into the binary.
+    let configured = args.model.is_some() || {
+        let file =
+            anectx_core::settings::ConfigFile::discover().context("reading the config file")?;
+        anectx_core::settings::resolve(None, "ANECTX_MODEL", &file, "model", None).is_some()
+    };
+    let dir = if configured || args.backend == BackendKind::Coreml {
+        Some(super::resolve_model(args.model)?)
+    } else {
+        None
+    };
     let dtype = super::resolve_dtype(args.dtype)?;
     let texts = if args.texts.is_empty() {
         let stdin = std::io::stdin();
@@ -91,11 +103,16 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     }
     let (backend, tok): (Box<dyn Backend>, TextTokenizer) = match args.backend {
         BackendKind::Candle => {
-            let (model, tok) = load_embedder(&dir, dtype)
-                .with_context(|| format!("loading the model from {}", dir.display()))?;
+            let (model, tok) = match &dir {
+                Some(dir) => load_embedder(dir, dtype)
+                    .with_context(|| format!("loading the model from {}", dir.display()))?,
+                None => anectx_models::default_model::load_with_tokenizer(dtype)
+                    .context("loading the built-in default embedder")?,
+            };
             (Box::new(CandleBackend::new(Some(model), None)), tok)
         }
         BackendKind::Coreml => {
+            let dir = dir.clone().context("--backend coreml needs --model")?;
             let b = CoreMlBackend::load(CoreMlConfig::new(&dir, args.units))
                 .with_context(|| format!("loading the Core ML package {}", dir.display()))?;
             let tpath = args
@@ -151,7 +168,11 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     pb.finish_and_clear();
 
     let out = Output {
-        model: dir.display().to_string(),
+        model: dir
+            .as_ref()
+            .map_or_else(anectx_models::default_model::id, |d| {
+                d.display().to_string()
+            }),
         backend: backend.name().to_string(),
         dtype: dtype.to_string(),
         dim: rows.first().map_or(dim, |r: &Row| r.embedding.len()),

@@ -1,5 +1,6 @@
 pub mod context;
 pub mod coreml;
+pub mod distill;
 pub mod embed;
 pub mod eval;
 pub mod index;
