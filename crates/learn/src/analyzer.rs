@@ -174,11 +174,14 @@ pub struct ShownChunk<'a> {
 pub struct Evidence {
     /// The answer cites the chunk's marker.
     pub cited: bool,
-    /// Longest run of content words shared by answer and chunk.
+    /// Longest run of content words that an answer sentence attributed to
+    /// this chunk shares with it (runs do not cross answer sentences, which
+    /// are at most [`MAX_SENTENCE_WORDS`] words long).
     pub longest_shared_run: usize,
     /// Best fraction of one chunk sentence's content n-grams found in the answer.
     pub ngram_containment: f32,
-    /// Best chance-corrected coverage of one answer sentence by the chunk (0..1).
+    /// Best chance-corrected coverage of an answer sentence attributed to
+    /// this chunk (0..1).
     pub overlap: f32,
     /// Best cosine between an answer sentence and a chunk sentence, with an embedder.
     pub max_sentence_sim: Option<f32>,
@@ -334,7 +337,8 @@ pub fn split_sentences(text: &str) -> Vec<&str> {
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         let end_here = match c {
-            '.' | '!' | '?' | '。' | '！' | '？' => {
+            '。' | '！' | '？' => true,
+            '.' | '!' | '?' => {
                 let next_ws = chars.peek().is_none_or(|&(_, n)| n.is_whitespace());
                 next_ws && (c != '.' || !is_abbreviation(&text[start..i]))
             }
