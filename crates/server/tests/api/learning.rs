@@ -642,9 +642,9 @@ async fn log_write_cost() {
             percentile(&lat, 0.5),
             percentile(&lat, 0.99)
         );
-        if d.is_some() {
+        if let Some(d) = d {
             // The recorder alone, called directly.
-            let r = SqliteRecorder::open(&s.dir, d.unwrap()).unwrap();
+            let r = SqliteRecorder::open(&s.dir, d).unwrap();
             let mut w = Vec::new();
             for k in 0..150 {
                 let i = anectx_server::Interaction {
