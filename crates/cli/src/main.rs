@@ -50,6 +50,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Serve embeddings, rerank, context and a chat proxy over HTTP.
     Serve(cmd::serve::ServeArgs),
+    /// Benchmark models (ANEMLL-comparable; JSON and HTML reports).
+    Bench(cmd::bench::BenchArgs),
     /// Distil a BERT sentence embedder into a small conv embedder.
     Distill(cmd::distill::DistillArgs),
     /// Read the interaction log (export as JSON Lines, stats).
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Distill(a) => cmd::distill::run(a),
         Command::Log(c) => cmd::log::run(c),
     };

@@ -1,3 +1,4 @@
+pub mod bench;
 pub mod context;
 pub mod coreml;
 pub mod distill;
