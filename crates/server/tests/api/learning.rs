@@ -125,6 +125,10 @@ struct Setup {
 }
 
 fn build(log: Option<Durability>, source: bool, poll: Duration) -> Setup {
+    build_with(log, source, poll, None)
+}
+
+fn build_with(log: Option<Durability>, source: bool, poll: Duration, llm: Option<String>) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     {
@@ -155,8 +159,13 @@ fn build(log: Option<Durability>, source: bool, poll: Duration) -> Setup {
         },
         "test store".into(),
     ));
+    let mut config = ServerConfig::new("tiny");
+    config.llm = llm.map(|base_url| anectx_server::LlmConfig {
+        base_url,
+        api_key: None,
+    });
     let mut b = AppState::builder(
-        ServerConfig::new("tiny"),
+        config,
         batcher,
         tiny::tokenizer(512).unwrap(),
         metrics.clone(),
@@ -338,6 +347,54 @@ async fn context_calls_are_logged_before_the_answer_with_the_candidate_pool() {
 }
 
 #[tokio::test]
+async fn chat_answers_are_logged_with_the_response_and_take_feedback_by_header_id() {
+    let (addr, _log) = anectx_server::fake_llm::spawn().await.unwrap();
+    let s = tokio::task::spawn_blocking(move || {
+        build_with(
+            Some(Durability::Full),
+            false,
+            Duration::ZERO,
+            Some(format!("http://{addr}/v1")),
+        )
+    })
+    .await
+    .unwrap();
+    let body = json!({
+        "model": "fake",
+        "messages": [{"role": "user", "content": "where does water boil ?"}],
+    });
+    let r = post(&s.app, "/v1/chat/completions", body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let id = r.headers["x-anectx-interaction-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let answer = r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A non-streamed answer is logged before it is returned.
+    let db = log_db(&s.dir);
+    let rowid = db.interaction_id(&id).unwrap().expect("chat logged");
+    let (_, l) = db.interactions(rowid - 1, 1).unwrap().remove(0);
+    assert_eq!(l.kind, "chat");
+    assert_eq!(l.query, "where does water boil ?");
+    assert_eq!(l.response.as_deref(), Some(answer.as_str()));
+    assert!(l.complete);
+    assert_eq!(l.meta["llm_model"], "fake");
+    assert_eq!(l.meta["upstream_status"], 200);
+    assert!(l.candidates.iter().any(|c| c.position.is_some()));
+    let r = post(
+        &s.app,
+        "/v1/feedback",
+        json!({"interaction_id": id, "rating": -1}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(log_db(&s.dir).feedback_for(&id).unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn without_a_log_context_still_answers_and_feedback_is_unavailable() {
     let s = setup(None, false, Duration::ZERO).await;
     let r = post(&s.app, "/v1/context", json!({"query": "water"})).await;
@@ -501,7 +558,9 @@ async fn one_hundred_reloads_under_load_fail_no_request() {
     const CLIENTS: usize = 6;
     let s = setup(Some(Durability::Normal), true, Duration::ZERO).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let latencies = Arc::new(Mutex::new(Vec::<f64>::new()));
+    // (during swaps?, milliseconds)
+    let latencies = Arc::new(Mutex::new(Vec::<(bool, f64)>::new()));
+    let swapping = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let good: Vec<String> = vec![weights(0).version(), weights(1).version()];
     let done = Arc::new(AtomicU64::new(0));
@@ -513,11 +572,13 @@ async fn one_hundred_reloads_under_load_fail_no_request() {
         let fails = failures.clone();
         let good = good.clone();
         let done = done.clone();
+        let swapping = swapping.clone();
         clients.push(tokio::spawn(async move {
             let mut n = 0usize;
             // Bounded: stops with the reloads, and after at most 5000 requests.
             while !stop.load(Ordering::SeqCst) && n < 5000 {
                 let q = QUERIES[(c + n) % QUERIES.len()];
+                let phase = swapping.load(Ordering::SeqCst);
                 let t = Instant::now();
                 let r = post(
                     &app,
@@ -525,7 +586,9 @@ async fn one_hundred_reloads_under_load_fail_no_request() {
                     json!({"query": q, "budget_tokens": 60}),
                 )
                 .await;
-                lat.lock().unwrap().push(t.elapsed().as_secs_f64() * 1e3);
+                lat.lock()
+                    .unwrap()
+                    .push((phase, t.elapsed().as_secs_f64() * 1e3));
                 let ok = r.status == 200 && {
                     let v: Value = r.json();
                     let m = v["details"]["relevance_model"].as_str().unwrap_or("");
@@ -546,6 +609,25 @@ async fn one_hundred_reloads_under_load_fail_no_request() {
     }
     // 100 reloads: alternate the two weightings; every 10th version fails to
     // load and every 10th (offset 5) scores NaN — both must be refused.
+    // Pace by work, not time: let every client finish about one request
+    // (bounded wait).
+    let pace = || {
+        let done = done.clone();
+        async move {
+            let target = done.load(Ordering::SeqCst) + CLIENTS as u64;
+            for _ in 0..10_000 {
+                if done.load(Ordering::SeqCst) >= target {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_micros(200)).await;
+            }
+        }
+    };
+    // Baseline: the same load without reloads.
+    for _ in 0..RELOADS {
+        pace().await;
+    }
+    swapping.store(true, Ordering::SeqCst);
     let mut swapped = 0;
     let mut refused = 0;
     let t0 = Instant::now();
@@ -570,15 +652,7 @@ async fn one_hundred_reloads_under_load_fail_no_request() {
             );
             swapped += 1;
         }
-        // Pace by work, not time: let every client finish about one request
-        // between two reloads (bounded wait).
-        let target = done.load(Ordering::SeqCst) + CLIENTS as u64;
-        for _ in 0..10_000 {
-            if done.load(Ordering::SeqCst) >= target {
-                break;
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        }
+        pace().await;
     }
     let swap_secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
@@ -594,15 +668,25 @@ async fn one_hundred_reloads_under_load_fail_no_request() {
         &fails[..fails.len().min(3)]
     );
     assert_eq!((swapped, refused), (80, 20));
-    let mut lat = latencies.lock().unwrap().clone();
-    lat.sort_by(f64::total_cmp);
+    let all = latencies.lock().unwrap().clone();
+    let phase = |p: bool| {
+        let mut v: Vec<f64> = all.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (base, during) = (phase(false), phase(true));
     println!(
         "hot swap under load: {RELOADS} reloads ({swapped} swapped, {refused} refused) in \
          {swap_secs:.2} s while {CLIENTS} clients sent {total} /v1/context requests \
-         (all 200, all logged): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-        lat.last().copied().unwrap_or(0.0)
+         (all 200, all logged). During swaps ({} requests): p50 {:.2} ms, p99 {:.2} ms, max \
+         {:.2} ms; baseline without swaps ({} requests): p50 {:.2} ms, p99 {:.2} ms",
+        during.len(),
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+        during.last().copied().unwrap_or(0.0),
+        base.len(),
+        percentile(&base, 0.5),
+        percentile(&base, 0.99),
     );
     assert!(total > 0);
     // Every answer was logged with the version that produced it.
