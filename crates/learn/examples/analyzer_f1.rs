@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p anectx-learn --example analyzer_f1 -- <collection-dir>… \
 //!     [--shown mix|bm25] [--relevant-share F] [--seed S] [--queries N] [--debug N] [--use-relevant P] [--use-irrelevant P] \
-//!     [--quote-rate P] [--cite-rate P] [--max-sentences N]
+//!     [--quote-rate P] [--cite-rate P] [--max-sentences N] [--analyzer '{"threshold":0.5,…}']
 //! ```
 //!
 //! For every query with judgments it builds a shown set of 5–8 documents:
@@ -146,6 +146,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut max_queries = usize::MAX;
     let mut debug = 0usize;
     let mut share = 0.5f64;
+    let mut analyzer_cfg = AnalyzerConfig::default();
     let mut sim_cfg = SimLlmConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -156,6 +157,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--queries" => max_queries = val("--queries")?.parse()?,
             "--debug" => debug = val("--debug")?.parse()?,
             "--relevant-share" => share = val(&a)?.parse()?,
+            "--analyzer" => analyzer_cfg = serde_json::from_str(&val(&a)?)?,
             "--use-relevant" => sim_cfg.use_relevant = val(&a)?.parse()?,
             "--use-irrelevant" => sim_cfg.use_irrelevant = val(&a)?.parse()?,
             "--quote-rate" => sim_cfg.quote_rate = val(&a)?.parse()?,
@@ -175,7 +177,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if shown_mode != "mix" && shown_mode != "bm25" {
         return Err(format!("--shown must be mix or bm25, got {shown_mode}").into());
     }
-    let analyzer = Analyzer::new(AnalyzerConfig::default());
+    let analyzer = Analyzer::new(analyzer_cfg);
     println!(
         "shown={shown_mode} relevant_share={share} seed={seed} sim: use_relevant {} use_irrelevant {} quote_rate {} cite_rate {} max_sentences {}",
         sim_cfg.use_relevant,

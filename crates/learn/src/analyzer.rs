@@ -76,6 +76,10 @@ pub struct AnalyzerConfig {
     pub unsupported_cite_weight: f32,
     /// Lexical score from which a citation counts as supported.
     pub cite_support: f32,
+    /// A citation also counts as supported when the sentence carrying it
+    /// shares a run of `run_min` words with the cited chunk, or this much
+    /// proximity coverage (before chance correction).
+    pub cite_support_coverage: f32,
     /// Cosine at or below which sentence similarity is no evidence.
     pub embed_lo: f32,
     /// Cosine at which sentence similarity saturates.
@@ -96,8 +100,8 @@ impl Default for AnalyzerConfig {
             run_full: 7,
             containment_lo: 0.3,
             containment_hi: 0.7,
-            overlap_lo: 0.2,
-            overlap_hi: 0.5,
+            overlap_lo: 0.15,
+            overlap_hi: 0.45,
             competition_margin: 0.1,
             min_sentence_words: 3,
             min_ngrams: 4,
@@ -107,6 +111,7 @@ impl Default for AnalyzerConfig {
             cite_weight: 0.9,
             unsupported_cite_weight: 0.3,
             cite_support: 0.15,
+            cite_support_coverage: 0.3,
             embed_lo: 0.55,
             embed_hi: 0.85,
             embed_weight: 0.6,
@@ -127,6 +132,7 @@ impl AnalyzerConfig {
             ("embed_weight", self.embed_weight),
             ("threshold", self.threshold),
             ("cite_support", self.cite_support),
+            ("cite_support_coverage", self.cite_support_coverage),
             ("competition_margin", self.competition_margin),
         ];
         for (name, v) in unit {
@@ -530,6 +536,8 @@ impl Vocab {
 struct SentenceEvidence {
     run: usize,
     overlap: f32,
+    /// Proximity coverage before the chance correction.
+    raw: f32,
     strength: f32,
 }
 
@@ -788,6 +796,7 @@ impl Analyzer {
                         SentenceEvidence {
                             run,
                             overlap,
+                            raw,
                             strength,
                         }
                     })
@@ -855,7 +864,9 @@ impl Analyzer {
                 }
                 if sentence_citations[si].contains(chunk.marker) {
                     // the citing sentence itself, without the competition
-                    cite_check = cite_check.max(sentence_score(e.run, e.overlap));
+                    let own = sentence_score(e.run, e.overlap);
+                    let weak = e.raw >= cfg.cite_support_coverage || e.run >= cfg.run_min;
+                    cite_check = cite_check.max(if weak { own.max(cfg.cite_support) } else { own });
                 }
             }
 

@@ -421,8 +421,8 @@ fn reinflect(w: &str) -> String {
         format!("{w}es")
     } else if let Some(stem) = w.strip_suffix('s') {
         stem.to_string()
-    } else if w.ends_with('y') {
-        format!("{}ies", &w[..w.len() - 1])
+    } else if let Some(stem) = w.strip_suffix('y') {
+        format!("{stem}ies")
     } else {
         format!("{w}s")
     }
