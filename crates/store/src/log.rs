@@ -777,4 +777,24 @@ mod tests {
         db.append_interaction(&interaction("b", 1)).unwrap();
         assert_eq!(db.interaction_count().unwrap(), 2);
     }
+
+    #[test]
+    fn concurrent_first_opens_of_an_old_store_migrate_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("old.sqlite");
+        {
+            let c = rusqlite::Connection::open(&p).unwrap();
+            c.execute_batch(crate::db::MIGRATIONS[0]).unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || Db::open(&p).map(|db| db.schema_version().unwrap()))
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap().unwrap(), 2);
+        }
+    }
 }
