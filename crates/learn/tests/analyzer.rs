@@ -331,3 +331,103 @@ fn embedder_adds_sentence_similarity() {
     let bad = Analyzer::default().with_embedder(Arc::new(BagEmbedder::new(true)));
     assert!(bad.analyze(response, &chunks(&[WING])).is_err());
 }
+
+#[test]
+fn random_inputs_never_panic_and_stay_in_range() {
+    // a fixed-seed generator over a nasty alphabet: brackets, digits,
+    // dashes, multi-byte letters, full stops, newlines
+    const ALPHABET: &[&str] = &[
+        "[",
+        "]",
+        "1",
+        "2",
+        "-",
+        "–",
+        ",",
+        " ",
+        " ",
+        " ",
+        ".",
+        ". ",
+        "\n\n",
+        "wing",
+        "flow",
+        "glucose",
+        "é",
+        "日本",
+        "🙂",
+        "^",
+        "a",
+        "the",
+        "?",
+        "。",
+        "[3]",
+        "[1-2]",
+        "[4294967295]",
+        "e.g.",
+        "Fig.",
+        "boundary layer",
+        "layers",
+    ];
+    let mut rng = Xorshift(0x1234_5678_9abc_def0);
+    let a = Analyzer::default().with_embedder(Arc::new(BagEmbedder::new(false)));
+    for _ in 0..300 {
+        let n = rng.below(120);
+        let response = rng.text(ALPHABET, n);
+        let texts: Vec<String> = (0..rng.below(6))
+            .map(|_| {
+                let n = rng.below(200);
+                rng.text(ALPHABET, n)
+            })
+            .collect();
+        let shown: Vec<ShownChunk<'_>> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| ShownChunk {
+                marker: i as u32 + 1,
+                text: t,
+            })
+            .collect();
+        let labels = a.analyze(&response, &shown).unwrap();
+        assert_eq!(labels.len(), shown.len());
+        for (l, c) in labels.iter().zip(&shown) {
+            assert_eq!(l.marker, c.marker);
+            assert!((0.0..=1.0).contains(&l.score), "{l:?}");
+            assert_eq!(l.used, l.score >= AnalyzerConfig::default().threshold);
+            assert!((0.0..=1.0).contains(&l.evidence.overlap), "{l:?}");
+            assert!((0.0..=1.0).contains(&l.evidence.ngram_containment), "{l:?}");
+        }
+        let mut sim = anectx_learn::simllm::SimLlm::new(Default::default());
+        let sim_chunks: Vec<_> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| anectx_learn::simllm::SimChunk {
+                marker: i as u32 + 1,
+                text: t,
+                relevant: i % 2 == 0,
+            })
+            .collect();
+        let ans = sim.answer(&response, &sim_chunks);
+        assert!(ans
+            .used
+            .iter()
+            .all(|m| (1..=texts.len() as u32).contains(m)));
+    }
+}
+
+struct Xorshift(u64);
+
+impl Xorshift {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+
+    fn text(&mut self, alphabet: &[&str], len: usize) -> String {
+        (0..len)
+            .map(|_| alphabet[self.below(alphabet.len())])
+            .collect()
+    }
+}
