@@ -755,6 +755,44 @@ async fn log_write_cost() {
                 percentile(&w, 0.5),
                 percentile(&w, 0.99)
             );
+            // 8 concurrent writers: the writer groups commits.
+            let r = Arc::new(r);
+            let t = Instant::now();
+            let hs: Vec<_> = (0..8)
+                .map(|th| {
+                    let r = r.clone();
+                    std::thread::spawn(move || {
+                        for k in 0..50 {
+                            let mut i = anectx_server::Interaction {
+                                id: format!("conc-{th}-{k}"),
+                                kind: anectx_server::InteractionKind::Context,
+                                timestamp_ms: 1,
+                                query: "q".into(),
+                                chunks: vec![],
+                                response: None,
+                                model: None,
+                                upstream_status: None,
+                                streamed: false,
+                                complete: true,
+                                latency_ms: 0,
+                                details: Value::Null,
+                            };
+                            i.details = json!({"pool": (0..30).map(|c| json!({"chunk_id": c, "relevance": 0.5, "propensity": 0.0, "features": {"rrf": 0.1}})).collect::<Vec<_>>()});
+                            r.record(i).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+            let secs = t.elapsed().as_secs_f64();
+            println!(
+                "recorder ({name}), 8 concurrent writers: 400 acknowledged writes in {:.3} s \
+                 ({:.0}/s)",
+                secs,
+                400.0 / secs
+            );
         }
     }
 }
