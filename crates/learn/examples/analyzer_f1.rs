@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release -p anectx-learn --example analyzer_f1 -- <collection-dir>… \
 //!     [--shown mix|bm25] [--relevant-share F] [--seed S] [--queries N] [--debug N] [--use-relevant P] [--use-irrelevant P] \
-//!     [--quote-rate P] [--cite-rate P] [--max-sentences N] [--analyzer '{"threshold":0.5,…}']
+//!     [--quote-rate P] [--cite-rate P] [--max-sentences N] [--analyzer '{"threshold":0.5,…}'] [--model DIR]
 //! ```
 //!
 //! For every query with judgments it builds a shown set of 5–8 documents:
@@ -14,7 +14,9 @@
 //!   negatives that share the query's words), in random order;
 //! - `bm25`: the top k documents of an in-example BM25 (k1 0.9, b 0.4).
 //!
-//! The simulated LLM answers from them (default rates), the analyzer labels
+//! With `--model DIR` (a sentence-transformers directory such as
+//! `.fixtures/all-minilm-l6-v2`) the analyzer adds the sentence-similarity
+//! signal. The simulated LLM answers from them (default rates), the analyzer labels
 //! usage from the answer and chunk texts only, and the labels are scored
 //! (micro-averaged over all shown chunks) against (a) the simulator's
 //! actual `used` markers and (b) the judgments (relevant = used). The
@@ -147,6 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut debug = 0usize;
     let mut share = 0.5f64;
     let mut analyzer_cfg = AnalyzerConfig::default();
+    let mut model: Option<PathBuf> = None;
     let mut sim_cfg = SimLlmConfig::default();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -158,6 +161,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--debug" => debug = val("--debug")?.parse()?,
             "--relevant-share" => share = val(&a)?.parse()?,
             "--analyzer" => analyzer_cfg = serde_json::from_str(&val(&a)?)?,
+            "--model" => model = Some(PathBuf::from(val(&a)?)),
             "--use-relevant" => sim_cfg.use_relevant = val(&a)?.parse()?,
             "--use-irrelevant" => sim_cfg.use_irrelevant = val(&a)?.parse()?,
             "--quote-rate" => sim_cfg.quote_rate = val(&a)?.parse()?,
@@ -177,7 +181,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if shown_mode != "mix" && shown_mode != "bm25" {
         return Err(format!("--shown must be mix or bm25, got {shown_mode}").into());
     }
-    let analyzer = Analyzer::new(analyzer_cfg);
+    let mut analyzer = Analyzer::new(analyzer_cfg);
+    if let Some(dir) = &model {
+        let e = anectx_engine::ModelEmbedder::load(dir, anectx_models::WeightDtype::F32)?;
+        println!("sentence similarity from {}", dir.display());
+        analyzer = analyzer.with_embedder(std::sync::Arc::new(e));
+    }
     println!(
         "shown={shown_mode} relevant_share={share} seed={seed} sim: use_relevant {} use_irrelevant {} quote_rate {} cite_rate {} max_sentences {}",
         sim_cfg.use_relevant,
