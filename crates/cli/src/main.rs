@@ -52,11 +52,15 @@ enum Command {
     Serve(cmd::serve::ServeArgs),
     /// Benchmark models (ANEMLL-comparable; JSON and HTML reports).
     Bench(cmd::bench::BenchArgs),
-    /// Distil a BERT sentence embedder into a small conv embedder.
-    Distill(cmd::distill::DistillArgs),
     /// Read the interaction log (export as JSON Lines, stats).
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
+    /// Train a relevance model from the interaction log (learning loop).
+    Train(cmd::learn::TrainArgs),
+    /// Run the learning loop offline on a BEIR-layout collection.
+    Simulate(cmd::learn::SimulateArgs),
+    /// Distil a BERT sentence embedder into a small conv embedder.
+    Distill(cmd::distill::DistillArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,8 +76,10 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Bench(a) => cmd::bench::run(a),
-        Command::Distill(a) => cmd::distill::run(a),
         Command::Log(c) => cmd::log::run(c),
+        Command::Train(a) => cmd::learn::run_train(a),
+        Command::Simulate(a) => cmd::learn::run_simulate(a),
+        Command::Distill(a) => cmd::distill::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

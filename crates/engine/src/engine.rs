@@ -391,13 +391,16 @@ impl Engine {
         k_dense: usize,
         opts: &ContextOptions,
     ) -> Result<(Vec<Candidate>, Vec<f32>, Vec<usize>)> {
-        let (c, r, o, _) = self.score_candidates_timed(query, query_vec, k_lex, k_dense, opts)?;
+        let model = self.relevance_model();
+        let (c, r, o, _) =
+            self.score_candidates_timed(model.as_ref(), query, query_vec, k_lex, k_dense, opts)?;
         Ok((c, r, o))
     }
 
     #[allow(clippy::type_complexity)]
     fn score_candidates_timed(
         &self,
+        model: &dyn RelevanceModel,
         query: &str,
         query_vec: Option<&[f32]>,
         k_lex: usize,
@@ -420,24 +423,45 @@ impl Engine {
         let ids: Vec<u64> = fused.iter().map(|f| f.0).collect();
         let records = self.store.db.chunks_by_ids(&ids)?;
         let rrf_of: HashMap<u64, f32> = fused.into_iter().collect();
-        let qterms: HashSet<String> = self.store.lexical.analyze(query).into_iter().collect();
+        let qtoks = self.store.lexical.analyze(query);
+        let qterms: HashSet<String> = qtoks.iter().cloned().collect();
+        let qpairs: HashSet<(&str, &str)> = qtoks
+            .windows(2)
+            .map(|w| (w[0].as_str(), w[1].as_str()))
+            .collect();
         let cands: Vec<Candidate> = records
             .into_iter()
             .map(|chunk| {
                 let id = chunk.id;
-                let features = Features {
+                let mut features = Features {
                     rrf: rrf_of.get(&id).copied().unwrap_or(0.0),
                     bm25: lex_at.get(&id).map(|x| x.1),
                     bm25_rank: lex_at.get(&id).map(|x| x.0),
                     dense: den_at.get(&id).map(|x| x.1),
                     dense_rank: den_at.get(&id).map(|x| x.0),
                     tokens: chunk.tokens as u32,
-                    coverage: coverage(&qterms, &self.store.lexical.analyze(&chunk.text)),
+                    coverage: 0.0,
+                    bigram_coverage: 0.0,
+                    title_coverage: 0.0,
                 };
+                let toks = self.store.lexical.analyze(&chunk.text);
+                features.coverage = coverage(&qterms, &toks);
+                if !qpairs.is_empty() {
+                    let pairs: HashSet<(&str, &str)> = toks
+                        .windows(2)
+                        .map(|w| (w[0].as_str(), w[1].as_str()))
+                        .collect();
+                    features.bigram_coverage =
+                        qpairs.intersection(&pairs).count() as f32 / qpairs.len() as f32;
+                }
+                let title = match &chunk.heading {
+                    Some(h) => h.clone(),
+                    None => chunk.text.lines().next().unwrap_or("").to_string(),
+                };
+                features.title_coverage = coverage(&qterms, &self.store.lexical.analyze(&title));
                 Candidate { chunk, features }
             })
             .collect();
-        let model = self.relevance_model();
         let rel = model.score(query, &cands)?;
         if rel.len() != cands.len() {
             return Err(EngineError::Relevance {
@@ -497,9 +521,18 @@ impl Engine {
     /// Selects and packs context for `query` within `opts.budget` tokens.
     pub fn context(&self, query: &str, opts: &ContextOptions) -> Result<ContextResult> {
         let t0 = Instant::now();
-        let model_version = self.relevance_model().version();
-        let (cands, rel, order, mut timings) =
-            self.score_candidates_timed(query, None, opts.k_lexical, opts.k_dense, opts)?;
+        // One model for the whole call: a concurrent swap cannot split the
+        // scoring and the recorded version.
+        let model = self.relevance_model();
+        let model_version = model.version();
+        let (cands, rel, order, mut timings) = self.score_candidates_timed(
+            model.as_ref(),
+            query,
+            None,
+            opts.k_lexical,
+            opts.k_dense,
+            opts,
+        )?;
         let mut by_rel: Vec<usize> = (0..cands.len()).collect();
         by_rel.sort_by(|&a, &b| rel[b].total_cmp(&rel[a]).then(a.cmp(&b)));
         let mut rel_rank = vec![0u32; cands.len()];

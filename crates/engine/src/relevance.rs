@@ -28,6 +28,12 @@ pub struct Features {
     /// Share of the query's analysed terms found in the chunk (0..=1).
     #[serde(default)]
     pub coverage: f32,
+    /// Share of the query's adjacent term pairs found adjacent in the chunk.
+    #[serde(default)]
+    pub bigram_coverage: f32,
+    /// Share of the query's terms found in the chunk's heading or first line.
+    #[serde(default)]
+    pub title_coverage: f32,
 }
 
 /// A candidate chunk with its features.

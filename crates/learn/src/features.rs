@@ -9,7 +9,7 @@
 use anectx_engine::Features;
 
 /// Number of features per candidate.
-pub const N_FEATURES: usize = 11;
+pub const N_FEATURES: usize = 13;
 
 /// Feature names, in vector order (stored with every model).
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
@@ -23,6 +23,8 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "dense_rank",
     "dense_margin",
     "coverage",
+    "bigram_coverage",
+    "title_coverage",
     "log_tokens",
 ];
 
@@ -67,6 +69,8 @@ pub fn features(cands: &[&Features]) -> Vec<[f32; N_FEATURES]> {
                     -1.0
                 },
                 f.coverage,
+                f.bigram_coverage,
+                f.title_coverage,
                 (1.0 + f.tokens as f32).ln() / 513f32.ln(),
             ]
         })
@@ -87,6 +91,8 @@ mod tests {
             dense_rank: Some(2),
             tokens: 100,
             coverage: 1.0,
+            bigram_coverage: 0.5,
+            title_coverage: 0.0,
         };
         let b = Features {
             rrf: 0.015,
@@ -96,6 +102,8 @@ mod tests {
             dense_rank: Some(1),
             tokens: 10,
             coverage: 0.5,
+            bigram_coverage: 0.0,
+            title_coverage: 1.0,
         };
         let f = features(&[&a, &b]);
         assert_eq!(f.len(), 2);
@@ -104,7 +112,8 @@ mod tests {
         assert_eq!((f[0][2], f[1][2]), (1.0, 0.0));
         assert!(f[0][3] > 0.8 && f[1][3] == 0.0);
         assert!((f[1][5] - 1.0).abs() < 1e-6 && (f[0][8] + 0.1).abs() < 1e-6);
-        assert!(f[0][10] > f[1][10]);
+        assert!(f[0][12] > f[1][12]);
+        assert_eq!((f[0][10], f[1][11]), (0.5, 1.0));
         assert!(features(&[]).is_empty());
     }
 }

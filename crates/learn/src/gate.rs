@@ -26,7 +26,7 @@ impl Default for GateConfig {
         Self {
             tolerance: 0.0,
             min_held_out: 5,
-            ips_clip: 10.0,
+            ips_clip: 2.0,
         }
     }
 }
@@ -66,16 +66,16 @@ pub fn gate(
     } else if cand + cfg.tolerance >= cur {
         (
             true,
-            format!("held-out IPS-nDCG {cand:.4} ≥ current {cur:.4}"),
+            format!("held-out IPS-nDCG@10 {cand:.4} ≥ current {cur:.4}"),
         )
     } else {
         (
             false,
-            format!("held-out IPS-nDCG {cand:.4} < current {cur:.4}"),
+            format!("held-out IPS-nDCG@10 {cand:.4} < current {cur:.4}"),
         )
     };
     Ok(GateReport {
-        metric: "ips_ndcg_shown".into(),
+        metric: "ips_ndcg10_pool".into(),
         held_out_interactions: held_out.len(),
         candidate: cand,
         current: cur,

@@ -134,9 +134,11 @@ impl RelevanceModel for FeatureModel {
 
     fn score(&self, _query: &str, candidates: &[Candidate]) -> anectx_engine::Result<Vec<f32>> {
         let fs: Vec<&anectx_engine::Features> = candidates.iter().map(|c| &c.features).collect();
+        // The logistic of the pairwise logit: bounded scores keep MMR's
+        // min-max normalisation from being dominated by one outlier.
         Ok(features(&fs)
             .iter()
-            .map(|x| self.score_features(x))
+            .map(|x| 1.0 / (1.0 + (-self.score_features(x)).exp()))
             .collect())
     }
 }

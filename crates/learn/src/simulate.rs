@@ -40,6 +40,8 @@ pub struct SimulateConfig {
     pub k: usize,
     /// Times each train query is asked per round (with new exploration draws).
     pub asks_per_query: usize,
+    /// MMR trade-off of the engine (1 = relevance order only).
+    pub mmr_lambda: f32,
     pub sim: SimLlmConfig,
     pub train: TrainConfig,
     pub gate: GateConfig,
@@ -55,6 +57,7 @@ impl Default for SimulateConfig {
             budget: 1200,
             k: 100,
             asks_per_query: 2,
+            mmr_lambda: ContextOptions::default().mmr_lambda,
             sim: SimLlmConfig::default(),
             train: TrainConfig::default(),
             gate: GateConfig::default(),
@@ -205,6 +208,7 @@ pub fn simulate(
         k_lexical: cfg.k,
         k_dense: cfg.k,
         explore: cfg.explore,
+        mmr_lambda: cfg.mmr_lambda,
         ..ContextOptions::default()
     };
     let eval_opts = ContextOptions {
@@ -334,7 +338,7 @@ pub fn simulate(
             Err(e @ LearnError::TooLittleData(_)) => report.train_error = Some(e.to_string()),
             Err(e) => return Err(e),
             Ok((model, tr)) => {
-                let (_, held) = ds.split(cfg.train.held_out, cfg.train.seed);
+                let (_, _, held) = ds.split3(cfg.train.held_out, cfg.train.seed);
                 let current = engine.relevance_model();
                 let g = gate(&model, current.as_ref(), &held, &cfg.gate)?;
                 let manifest = registry.add(

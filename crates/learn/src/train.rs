@@ -162,6 +162,22 @@ impl Dataset {
         Ok(ds)
     }
 
+    /// Deterministic three-way split by interaction: `(train, validation,
+    /// gate)`; the held-out share is halved between model selection and the
+    /// promotion gate, so the gate sees interactions selection did not.
+    pub fn split3(&self, held_out: f32, seed: u64) -> (Vec<&Group>, Vec<&Group>, Vec<&Group>) {
+        let (tr, te) = self.split(held_out, seed);
+        let (mut val, mut gate) = (Vec::new(), Vec::new());
+        for (i, g) in te.into_iter().enumerate() {
+            if i % 2 == 0 {
+                val.push(g);
+            } else {
+                gate.push(g);
+            }
+        }
+        (tr, val, gate)
+    }
+
     /// Deterministic split by interaction: `(train, held_out)`.
     pub fn split(&self, held_out: f32, seed: u64) -> (Vec<&Group>, Vec<&Group>) {
         let mut tr = Vec::new();
@@ -217,20 +233,26 @@ pub struct TrainConfig {
     pub ips_clip: f32,
     /// Fewer informative training interactions than this is an error.
     pub min_interactions: usize,
+    /// Unshown candidates sampled per interaction as weak negatives.
+    pub unshown_per_interaction: usize,
+    /// Weight of a used-over-unshown pair relative to a shown pair.
+    pub unshown_weight: f32,
     pub seed: u64,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            hidden: 16,
+            hidden: 8,
             learning_rate: 0.02,
-            weight_decay: 1e-3,
+            weight_decay: 1e-2,
             max_epochs: 400,
-            patience: 40,
-            held_out: 0.2,
-            ips_clip: 10.0,
+            patience: 60,
+            held_out: 0.3,
+            ips_clip: 2.0,
             min_interactions: 20,
+            unshown_per_interaction: 10,
+            unshown_weight: 0.3,
             seed: 17,
         }
     }
@@ -246,6 +268,8 @@ pub struct TrainReport {
     pub best_epoch: usize,
     pub train_loss: f64,
     pub held_out_loss: f64,
+    /// Held-out IPS-nDCG@10 of the selected epoch (see [`evaluate`]).
+    pub held_out_ips_ndcg: f64,
     pub data_hash: String,
 }
 
@@ -256,25 +280,44 @@ struct Pairs {
     pairs: Vec<(u32, u32, f32)>,
 }
 
-fn pairs_of(groups: &[&Group], clip: f32) -> Pairs {
+fn pairs_of(groups: &[&Group], cfg: &TrainConfig) -> Pairs {
     let mut x = Vec::new();
     let mut pairs = Vec::new();
     for g in groups {
         let refs: Vec<&Features> = g.raw.iter().collect();
         let f = features(&refs);
-        let base = x.len() as u32;
         let mut local: BTreeMap<usize, u32> = BTreeMap::new();
-        for s in &g.shown {
-            let next = base + local.len() as u32;
-            local.entry(s.idx).or_insert_with(|| {
-                x.push(f[s.idx]);
-                next
-            });
-        }
+        let mut row = |idx: usize, x: &mut Vec<[f32; N_FEATURES]>| {
+            *local.entry(idx).or_insert_with(|| {
+                x.push(f[idx]);
+                x.len() as u32 - 1
+            })
+        };
+        let shown: std::collections::HashSet<usize> = g.shown.iter().map(|s| s.idx).collect();
+        // Unshown candidates, a deterministic sample: weak negatives that keep
+        // the model's ranking of the whole pool anchored (labels exist only
+        // for shown chunks, and most of the tail is not relevant).
+        let mut unshown: Vec<usize> = (0..g.raw.len()).filter(|i| !shown.contains(i)).collect();
+        let stride = (unshown.len() / cfg.unshown_per_interaction.max(1)).max(1);
+        let offset = (g.interaction_id as usize) % stride;
+        unshown = unshown
+            .into_iter()
+            .skip(offset)
+            .step_by(stride)
+            .take(cfg.unshown_per_interaction)
+            .collect();
         for p in g.shown.iter().filter(|s| s.used) {
-            let w = (1.0 / p.propensity.max(1e-6)).min(clip);
+            let w = (1.0 / p.propensity.max(1e-6)).min(cfg.ips_clip);
+            let pi = row(p.idx, &mut x);
             for n in g.shown.iter().filter(|s| !s.used) {
-                pairs.push((local[&p.idx], local[&n.idx], w));
+                let ni = row(n.idx, &mut x);
+                pairs.push((pi, ni, w));
+            }
+            if cfg.unshown_weight > 0.0 {
+                for &u in &unshown {
+                    let ui = row(u, &mut x);
+                    pairs.push((pi, ui, w * cfg.unshown_weight));
+                }
             }
         }
     }
@@ -326,6 +369,9 @@ impl Params {
     }
 
     fn all(&self) -> Vec<Var> {
+        if self.b1.as_tensor().elem_count() == 0 {
+            return vec![self.skip.clone()];
+        }
         vec![
             self.w1.clone(),
             self.b1.clone(),
@@ -336,6 +382,10 @@ impl Params {
 
     /// Scores of standardised rows `z (M, F)` → `(M,)`.
     fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        let lin = z.matmul(&self.skip.as_tensor().unsqueeze(1)?)?.squeeze(1)?;
+        if self.b1.as_tensor().elem_count() == 0 {
+            return Ok(lin);
+        }
         let h = z
             .matmul(&self.w1.as_tensor().t()?)?
             .broadcast_add(self.b1.as_tensor())?
@@ -401,11 +451,11 @@ pub fn train(
     cfg: &TrainConfig,
     version: &str,
 ) -> Result<(FeatureModel, TrainReport)> {
-    let (tr, te) = ds.split(cfg.held_out, cfg.seed);
-    if tr.len() < cfg.min_interactions || te.is_empty() {
+    let (tr, te, gate_part) = ds.split3(cfg.held_out, cfg.seed);
+    if tr.len() < cfg.min_interactions || te.is_empty() || gate_part.is_empty() {
         return Err(LearnError::TooLittleData(format!(
             "{} informative interactions for training and {} held out ({} logged, {} labelled); \
-             need at least {} for training and 1 held out — log more answered queries \
+             need at least {} for training and 2 held out — log more answered queries \
              (an interaction is informative when its answer used some shown chunks and not others)",
             tr.len(),
             te.len(),
@@ -415,8 +465,8 @@ pub fn train(
         )));
     }
     let dev = Device::Cpu;
-    let ptr = pairs_of(&tr, cfg.ips_clip);
-    let pte = pairs_of(&te, cfg.ips_clip);
+    let ptr = pairs_of(&tr, cfg);
+    let pte = pairs_of(&te, cfg);
     let (mean, std) = mean_std(&ptr.x);
     let ttr = pair_tensors(&ptr, &mean, &std, &dev)?;
     let tte = if pte.pairs.is_empty() {
@@ -433,25 +483,38 @@ pub fn train(
             ..ParamsAdamW::default()
         },
     )?;
-    let mut best = (f64::INFINITY, 0usize, params.to_file(version, &mean, &std)?);
+    // Model selection on the held-out ranking metric (what the gate checks),
+    // every `EVAL_EVERY` epochs; the held-out pair loss is reported.
+    let score_of = |file: FeatureModelFile| -> Result<f64> {
+        let m = FeatureModel::from_file(file)?;
+        evaluate(&m, &te, cfg.ips_clip)
+    };
+    let first = params.to_file(version, &mean, &std)?;
+    let mut best = (score_of(first.clone())?, 0usize, first, f64::NAN);
     let mut epochs = 0;
     let mut train_loss = f64::NAN;
     for epoch in 1..=cfg.max_epochs {
         epochs = epoch;
         let loss = pair_loss(&params, &ttr)?;
         train_loss = loss.to_scalar::<f32>()? as f64;
+        if !train_loss.is_finite() {
+            return Err(LearnError::Invalid(format!(
+                "training diverged at epoch {epoch} (loss {train_loss})"
+            )));
+        }
         opt.backward_step(&loss)?;
+        if epoch % EVAL_EVERY != 0 && epoch != cfg.max_epochs {
+            continue;
+        }
         let held = match &tte {
             Some(t) => pair_loss(&params, t)?.to_scalar::<f32>()? as f64,
             None => train_loss,
         };
-        if !held.is_finite() {
-            return Err(LearnError::Invalid(format!(
-                "training diverged at epoch {epoch} (held-out loss {held})"
-            )));
-        }
-        if held < best.0 - 1e-6 {
-            best = (held, epoch, params.to_file(version, &mean, &std)?);
+        let file = params.to_file(version, &mean, &std)?;
+        let metric = score_of(file.clone())?;
+        tracing::debug!(epoch, train_loss, held, metric, "relevance training");
+        if metric > best.0 + 1e-9 {
+            best = (metric, epoch, file, held);
         } else if epoch - best.1 >= cfg.patience {
             break;
         }
@@ -461,19 +524,27 @@ pub fn train(
         model,
         TrainReport {
             train_interactions: tr.len(),
-            held_out_interactions: te.len(),
+            held_out_interactions: te.len() + gate_part.len(),
             train_pairs: ptr.pairs.len(),
             epochs,
             best_epoch: best.1,
             train_loss,
-            held_out_loss: best.0,
+            held_out_loss: best.3,
+            held_out_ips_ndcg: best.0,
             data_hash: ds.hash.clone(),
         },
     ))
 }
 
-/// IPS-weighted nDCG of a model's ordering of the shown chunks, averaged
-/// over `groups` (each has a used and an unused shown chunk).
+/// Depth of the held-out ranking metric.
+pub const EVAL_DEPTH: usize = 10;
+
+/// Epochs between held-out evaluations while training.
+const EVAL_EVERY: usize = 5;
+
+/// IPS-weighted nDCG@10 of a model's ranking of each held-out interaction's
+/// whole candidate pool, with the used shown chunks as the relevant ones;
+/// averaged over `groups`.
 pub fn evaluate(model: &dyn RelevanceModel, groups: &[&Group], clip: f32) -> Result<f64> {
     if groups.is_empty() {
         return Ok(0.0);
@@ -490,28 +561,28 @@ pub fn evaluate(model: &dyn RelevanceModel, groups: &[&Group], clip: f32) -> Res
             })
             .collect();
         let scores = model.score("", &cands)?;
-        let mut order: Vec<&Shown> = g.shown.iter().collect();
-        order.sort_by(|a, b| {
-            scores[b.idx]
-                .total_cmp(&scores[a.idx])
-                .then(a.idx.cmp(&b.idx))
-        });
-        let gain = |s: &Shown| {
-            if s.used {
-                (1.0 / s.propensity.max(1e-6)).min(clip) as f64
-            } else {
-                0.0
-            }
-        };
+        // Rank the whole logged pool; only used shown chunks have gains
+        // (IPS-weighted), so a model that lifts unlabelled tail candidates
+        // over used ones loses, as it would on real queries.
+        let mut order: Vec<usize> = (0..g.raw.len()).collect();
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        let gain_of: HashMap<usize, f64> = g
+            .shown
+            .iter()
+            .filter(|s| s.used)
+            .map(|s| (s.idx, (1.0 / s.propensity.max(1e-6)).min(clip) as f64))
+            .collect();
         let dcg: f64 = order
             .iter()
+            .take(EVAL_DEPTH)
             .enumerate()
-            .map(|(r, s)| gain(s) / ((r + 2) as f64).log2())
+            .map(|(r, i)| gain_of.get(i).copied().unwrap_or(0.0) / ((r + 2) as f64).log2())
             .sum();
-        let mut ideal: Vec<f64> = g.shown.iter().map(gain).collect();
+        let mut ideal: Vec<f64> = gain_of.values().copied().collect();
         ideal.sort_by(|a, b| b.total_cmp(a));
         let idcg: f64 = ideal
             .iter()
+            .take(EVAL_DEPTH)
             .enumerate()
             .map(|(r, x)| x / ((r + 2) as f64).log2())
             .sum();

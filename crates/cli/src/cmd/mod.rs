@@ -5,6 +5,7 @@ pub mod distill;
 pub mod embed;
 pub mod eval;
 pub mod index;
+pub mod learn;
 pub mod log;
 pub mod model;
 pub mod serve;
@@ -32,4 +33,17 @@ pub fn resolve_dtype(cli: Option<String>) -> Result<anectx_models::WeightDtype> 
         .map(|(v, _)| v)
         .unwrap_or_else(|| "f32".into());
     v.parse().map_err(|e: String| anyhow::anyhow!(e))
+}
+
+/// The embedder for commands that want one by default: --model > ANECTX_MODEL
+/// > config `model` > none.
+pub fn default_or_given_embedder(
+    cli: Option<String>,
+) -> Result<Option<std::sync::Arc<dyn anectx_engine::TextEmbedder>>> {
+    index::StoreArgs {
+        store: None,
+        model: cli,
+        dtype: None,
+    }
+    .embedder()
 }

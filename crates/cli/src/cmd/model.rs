@@ -15,10 +15,25 @@ pub enum ModelCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the trained relevance-model versions in the registry (* = current).
+    List(super::learn::RegistryOpts),
+    /// Make a relevance-model version current (it is checked first; a running
+    /// `anectx serve` swaps to it within seconds).
+    Promote {
+        /// Version name, as `anectx model list` shows it.
+        version: String,
+        #[command(flatten)]
+        opts: super::learn::RegistryOpts,
+    },
+    /// Return to the relevance model that was current before the last promotion.
+    Rollback(super::learn::RegistryOpts),
 }
 
 pub fn run(cmd: ModelCommand) -> Result<()> {
     match cmd {
+        ModelCommand::List(o) => super::learn::run_list(o),
+        ModelCommand::Promote { version, opts } => super::learn::run_promote(&version, opts),
+        ModelCommand::Rollback(o) => super::learn::run_rollback(o),
         ModelCommand::Info { dir, json } => {
             let path: PathBuf = anectx_models::io::resolve_model_dir(&dir)?;
             let info = ModelInfo::inspect(&path)

@@ -25,6 +25,10 @@ use clap::Args;
 /// always `anectx listening on http://ADDR`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Relevance-model registry (default: <store>/registry). The current
+    /// version serves and is swapped in when it changes.
+    #[arg(long)]
+    registry: Option<PathBuf>,
     /// Embedder directory (or Hugging Face id in the local cache). Env: ANECTX_MODEL.
     #[arg(long, short)]
     model: Option<String>,
@@ -237,11 +241,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     if let Some(c) = context {
         builder = builder.engine_context(c);
-        // Hot swap of the relevance model from the model registry: one line,
-        //     builder = builder.relevance_source(Arc::new(RegistrySource::new(..)));
-        // where RegistrySource implements anectx_server::RelevanceSource
-        // (stamp = the registry's active version, load = that model).
-        // TODO(lead): wire the registry's RelevanceSource here.
+        // The relevance model comes from the store's model registry: loaded
+        // now, and hot-swapped on promotion, rollback or POST /admin/reload.
+        let registry = anectx_learn::Registry::open(&super::learn::registry_dir(
+            &store_dir,
+            args.registry.as_ref(),
+        ))
+        .context("opening the model registry")?;
+        builder = builder.relevance_source(Arc::new(super::learn::RegistrySource(registry)));
     }
     if let Some(r) = recorder {
         builder = builder.recorder(r);

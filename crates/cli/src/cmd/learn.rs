@@ -1,0 +1,472 @@
+//! `anectx train`, `anectx simulate` and the registry commands
+//! (`anectx model list|promote|rollback`).
+
+use std::path::{Path, PathBuf};
+
+use anectx_engine::eval::Collection;
+use anectx_engine::{index_texts, ChunkConfig, Engine, IndexOptions, Progress};
+use anectx_learn::analyzer::{Analyzer, ANALYZER_VERSION};
+use anectx_learn::gate::{gate, GateConfig};
+use anectx_learn::simulate::{simulate, SimProgress, SimulateConfig, SimulateReport};
+use anectx_learn::train::{label_log, train, Dataset, TrainConfig};
+use anectx_learn::{LearnError, Registry};
+use anectx_store::Store;
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::index::{Bars, StoreArgs};
+
+/// The registry of a store: `--registry` or `<store>/registry`.
+pub fn registry_dir(store: &Path, registry: Option<&PathBuf>) -> PathBuf {
+    registry.cloned().unwrap_or_else(|| store.join("registry"))
+}
+
+/// Train a new relevance model from the store's interaction log.
+///
+/// Labels every logged answer with the usage analyzer (from the answer text
+/// alone), builds an inverse-propensity-weighted pairwise dataset, trains a
+/// small feature model, gates it against the serving model on held-out
+/// interactions and writes it to the registry. With `--promote` a model that
+/// passes the gate becomes current; a running `anectx serve` picks it up.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Model registry directory (default: <store>/registry).
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// Make the new version current when it passes the gate.
+    #[arg(long)]
+    promote: bool,
+    /// Fewer informative training interactions than this is an error.
+    #[arg(long, default_value_t = 20)]
+    min_interactions: usize,
+    /// Share of interactions held out for early stopping and the gate.
+    #[arg(long, default_value_t = 0.3)]
+    held_out: f32,
+    /// Allowed held-out drop versus the current model (0: not worse).
+    #[arg(long, default_value_t = 0.0)]
+    tolerance: f64,
+    #[arg(long, default_value_t = 17)]
+    seed: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run_train(args: TrainArgs) -> Result<()> {
+    let store_dir = StoreArgs {
+        store: args.store.clone(),
+        model: None,
+        dtype: None,
+    }
+    .store_dir()?;
+    if !store_dir.join("anectx.sqlite").exists() {
+        anyhow::bail!(
+            "no store at {} (index documents and serve them first, or pass --store)",
+            store_dir.display()
+        );
+    }
+    let store = Store::open(&store_dir)
+        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    let registry = Registry::open(&registry_dir(&store_dir, args.registry.as_ref()))?;
+    let stats = store.db.interaction_count()?;
+    if stats == 0 {
+        anyhow::bail!(
+            "the interaction log in {} is empty: serve the store (`anectx serve`) and send \
+             queries through /v1/chat/completions or /v1/context first, or try `anectx simulate`",
+            store_dir.display()
+        );
+    }
+    let analyzer = Analyzer::default();
+    let labelled = label_log(&store.db, &analyzer)?;
+    let ds = Dataset::from_log(&store.db, ANALYZER_VERSION)?;
+    let cfg = TrainConfig {
+        min_interactions: args.min_interactions,
+        held_out: args.held_out,
+        seed: args.seed,
+        ..TrainConfig::default()
+    };
+    let version = registry.new_version_name(&ds.hash);
+    let (model, report) = match train(&ds, &cfg, &version) {
+        Ok(x) => x,
+        Err(e @ LearnError::TooLittleData(_)) => {
+            anyhow::bail!("{e}\nthe current model keeps serving")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let (_, _, held) = ds.split3(cfg.held_out, cfg.seed);
+    let current = registry
+        .load_current()
+        .context("loading the current model for the gate")?;
+    let g = gate(
+        &model,
+        current.as_ref(),
+        &held,
+        &GateConfig {
+            tolerance: args.tolerance,
+            ..GateConfig::default()
+        },
+    )?;
+    let manifest = registry.add(
+        &model,
+        &ds.hash,
+        serde_json::json!({ "train": report, "gate": g, "newly_labelled": labelled }),
+    )?;
+    let promoted = args.promote && g.passed;
+    if promoted {
+        registry.promote(&manifest.version)?;
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "version": manifest.version,
+                "registry": registry.dir(),
+                "train": report,
+                "gate": g,
+                "promoted": promoted,
+            }))?
+        );
+    } else {
+        println!(
+            "trained {} on {} interactions ({} pairs; {} held out), best epoch {}/{}",
+            manifest.version,
+            report.train_interactions,
+            report.train_pairs,
+            report.held_out_interactions,
+            report.best_epoch,
+            report.epochs
+        );
+        println!(
+            "gate: {} — {}",
+            if g.passed { "passed" } else { "refused" },
+            g.reason
+        );
+        if promoted {
+            println!("promoted: {} is current", manifest.version);
+        } else if g.passed {
+            println!(
+                "not promoted (run `anectx model promote {}`)",
+                manifest.version
+            );
+        } else {
+            println!("not promoted: {} keeps serving", g.current_version);
+        }
+    }
+    Ok(())
+}
+
+/// Run the whole learning loop offline on a BEIR-layout collection.
+///
+/// Splits the judged queries into train and test; for each train query asks
+/// the engine for context, lets a simulated LLM answer from the shown chunks
+/// judged relevant (quoting and paraphrasing; sometimes using a non-relevant
+/// one, sometimes ignoring a relevant one), labels usage with the analyzer
+/// from the answer text only, trains, gates, promotes and hot-swaps; reports
+/// test-query nDCG@10 before and after every round and the analyzer's
+/// precision/recall against the judgments.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Collection directory (corpus.jsonl, queries.jsonl, qrels.tsv).
+    collection: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Embedder directory (default: the built-in embedder). `--bm25-only` disables dense retrieval.
+    #[arg(long, short)]
+    model: Option<String>,
+    /// No embedder: BM25 candidates only.
+    #[arg(long, conflicts_with = "model")]
+    bm25_only: bool,
+    /// Work directory for the index, log and registry (default: a temporary one).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Exploration rate while logging train queries.
+    #[arg(long, default_value_t = 0.3)]
+    explore: f32,
+    /// Share of judged queries used for training.
+    #[arg(long, default_value_t = 0.5)]
+    train_share: f32,
+    /// Times each train query is asked per round.
+    #[arg(long, default_value_t = 2)]
+    asks: usize,
+    /// Token budget per context.
+    #[arg(long, default_value_t = 1200)]
+    budget: usize,
+    /// Simulated LLM: probability of using a shown relevant chunk.
+    #[arg(long, default_value_t = 0.85)]
+    use_relevant: f32,
+    /// Simulated LLM: probability of using a shown non-relevant chunk.
+    #[arg(long, default_value_t = 0.1)]
+    use_irrelevant: f32,
+    /// Simulated LLM: probability of quoting (vs paraphrasing) a sentence.
+    #[arg(long, default_value_t = 0.5)]
+    quote_rate: f32,
+    /// Simulated LLM: probability of citing a used chunk's [n].
+    #[arg(long, default_value_t = 0.3)]
+    cite_rate: f32,
+    /// Training: inverse-propensity weights are clipped at this value.
+    #[arg(long, default_value_t = TrainConfig::default().ips_clip)]
+    ips_clip: f32,
+    /// Training: weight of used-over-unshown pairs (weak negatives).
+    #[arg(long, default_value_t = TrainConfig::default().unshown_weight)]
+    unshown_weight: f32,
+    /// MMR trade-off (1 = pure relevance order, lower = more diversity).
+    #[arg(long, default_value_t = 0.7)]
+    mmr_lambda: f32,
+    /// Training: hidden units of the MLP (0 = linear model).
+    #[arg(long, default_value_t = TrainConfig::default().hidden)]
+    hidden: usize,
+    /// Write the JSON report here too.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+struct SimBars(Bars);
+impl SimProgress for SimBars {
+    fn stage(&self, name: &str, total: u64) {
+        self.0.stage(name, Some(total));
+    }
+    fn inc(&self) {
+        self.0.inc(1);
+    }
+}
+
+pub fn run_simulate(args: SimulateArgs) -> Result<()> {
+    let coll = Collection::load(&args.collection)?;
+    let tmp;
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => {
+            tmp = super::eval::tempdir()?;
+            tmp.0.clone()
+        }
+    };
+    let store_dir = work.join("store");
+    if store_dir.join("anectx.sqlite").exists() {
+        let s = Store::open(&store_dir)?;
+        if s.db.interaction_count()? > 0 {
+            anyhow::bail!(
+                "{} already holds a simulation log; use a new --work directory",
+                work.display()
+            );
+        }
+    }
+    let embedder = if args.bm25_only {
+        None
+    } else {
+        super::default_or_given_embedder(args.model.clone())?
+    };
+    let engine = Engine::open(&store_dir, embedder.clone())
+        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    let bars = Bars::new();
+    let rep = index_texts(
+        engine.store(),
+        embedder.as_deref(),
+        &coll.docs,
+        &IndexOptions {
+            chunk: ChunkConfig {
+                max_tokens: 512,
+                overlap: 64,
+            },
+            ..IndexOptions::default()
+        },
+        &bars,
+    )?;
+    bars.finish();
+    eprintln!(
+        "indexed {} documents ({} chunks) in {:.1}s{}",
+        rep.documents_total,
+        rep.chunks_total,
+        rep.seconds,
+        match &embedder {
+            Some(e) => format!(" with {}", e.info().description),
+            None => " (BM25 only)".into(),
+        }
+    );
+    let registry = Registry::open(&work.join("registry"))?;
+    let cfg = SimulateConfig {
+        rounds: args.rounds,
+        seed: args.seed,
+        train_share: args.train_share,
+        explore: args.explore,
+        budget: args.budget,
+        asks_per_query: args.asks,
+        mmr_lambda: args.mmr_lambda,
+        sim: anectx_learn::simllm::SimLlmConfig {
+            use_relevant: args.use_relevant,
+            use_irrelevant: args.use_irrelevant,
+            quote_rate: args.quote_rate,
+            cite_rate: args.cite_rate,
+            ..Default::default()
+        },
+        train: TrainConfig {
+            ips_clip: args.ips_clip,
+            unshown_weight: args.unshown_weight,
+            hidden: args.hidden,
+            ..TrainConfig::default()
+        },
+        gate: GateConfig {
+            ips_clip: args.ips_clip,
+            ..GateConfig::default()
+        },
+        ..SimulateConfig::default()
+    };
+    let analyzer = Analyzer::default();
+    let progress = SimBars(Bars::new());
+    let report = simulate(&engine, &coll, &registry, &analyzer, &cfg, &progress)?;
+    progress.0.finish();
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_sim(&args.collection, &report);
+    }
+    Ok(())
+}
+
+fn print_sim(coll: &Path, r: &SimulateReport) {
+    println!(
+        "{} — {} documents, {} train / {} test queries, {}",
+        coll.display(),
+        r.documents,
+        r.train_queries,
+        r.test_queries,
+        if r.dense { "hybrid" } else { "BM25 only" }
+    );
+    println!(
+        "{:>5} {:>6} {:>9} {:>9} {:>7} {:>9} {:>9} {:>8}  gate",
+        "round", "logged", "nDCG@10", "→ after", "Δ", "anl P/R", "anl F1", "sim F1"
+    );
+    for x in &r.rounds {
+        let a = &x.analyzer_vs_judgments;
+        println!(
+            "{:>5} {:>6} {:>9.4} {:>9.4} {:>+7.4} {:>4.2}/{:<4.2} {:>9.3} {:>8.3}  {}",
+            x.round,
+            x.interactions_logged,
+            x.test_ndcg_before,
+            x.test_ndcg_after,
+            x.test_ndcg_after - x.test_ndcg_before,
+            a.precision,
+            a.recall,
+            a.f1,
+            x.analyzer_vs_simulator.f1,
+            match (&x.gate, &x.train_error) {
+                (Some(g), _) => format!(
+                    "{}: {}",
+                    if g.passed { "promoted" } else { "refused" },
+                    g.reason
+                ),
+                (None, Some(e)) => format!("no training: {e}"),
+                _ => String::new(),
+            }
+        );
+    }
+}
+
+/// Where the registry is.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryOpts {
+    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+    /// Model registry directory (default: <store>/registry).
+    #[arg(long)]
+    pub registry: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl RegistryOpts {
+    fn open(&self) -> Result<Registry> {
+        let store = StoreArgs {
+            store: self.store.clone(),
+            model: None,
+            dtype: None,
+        }
+        .store_dir()?;
+        Ok(Registry::open(&registry_dir(
+            &store,
+            self.registry.as_ref(),
+        ))?)
+    }
+}
+
+/// `anectx model list`.
+pub fn run_list(opts: RegistryOpts) -> Result<()> {
+    let registry = opts.open()?;
+    let list = registry.list()?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if list.is_empty() {
+        println!(
+            "no trained versions in {} (the built-in fusion model serves)",
+            registry.dir().display()
+        );
+    }
+    for v in &list {
+        let g = v.manifest.metrics.get("gate");
+        println!(
+            "{} {}  data {}  gate: {}",
+            if v.current { "*" } else { " " },
+            v.manifest.version,
+            &v.manifest.data_hash[..v.manifest.data_hash.len().min(12)],
+            g.and_then(|g| g.get("reason"))
+                .and_then(|r| r.as_str())
+                .unwrap_or("-"),
+        );
+    }
+    if registry.current()?.is_none() && !list.is_empty() {
+        println!("  (no version promoted: the built-in fusion model serves)");
+    }
+    Ok(())
+}
+
+/// `anectx model promote VERSION`.
+pub fn run_promote(version: &str, opts: RegistryOpts) -> Result<()> {
+    let registry = opts.open()?;
+    registry
+        .promote(version)
+        .with_context(|| format!("promoting {version}; the current model keeps serving"))?;
+    println!("{version} is current");
+    Ok(())
+}
+
+/// `anectx model rollback`.
+pub fn run_rollback(opts: RegistryOpts) -> Result<()> {
+    let registry = opts.open()?;
+    let now = registry.rollback()?;
+    println!(
+        "rolled back: {} is current",
+        now.as_deref().unwrap_or("the built-in fusion model")
+    );
+    Ok(())
+}
+
+/// The server's relevance source over a registry: the stamp is the current
+/// version, loading checks and loads it.
+pub struct RegistrySource(pub Registry);
+
+impl anectx_server::RelevanceSource for RegistrySource {
+    fn stamp(&self) -> std::result::Result<String, String> {
+        self.0.stamp().map_err(|e| e.to_string())
+    }
+
+    fn load(
+        &self,
+    ) -> std::result::Result<std::sync::Arc<dyn anectx_engine::RelevanceModel>, String> {
+        self.0.load_current().map_err(|e| e.to_string())
+    }
+}
