@@ -11,11 +11,19 @@
 //! 3. **N-gram containment**: the best fraction of one chunk sentence's
 //!    content-word n-grams that occur in the answer. Per sentence, so a long
 //!    chunk of which one sentence was quoted still scores 1.
-//! 4. **Overlap**: the best coverage of one answer sentence by the chunk's
-//!    vocabulary (words weighted by their rarity among the shown chunks),
-//!    corrected for chance: a long chunk covers more of any sentence, so the
-//!    coverage it reaches on sentences of the *other* shown chunks is
-//!    subtracted first. Catches paraphrase.
+//! 4. **Overlap**: the best coverage of one answer sentence by the chunk,
+//!    counting a word only when the chunk has it within a few words of one
+//!    of its neighbours in the sentence (scattered single-word matches, which
+//!    a long chunk offers by chance, do not count), words weighted by their
+//!    rarity among the shown chunks, shrunk for short sentences and
+//!    corrected for chance: the coverage the chunk reaches on sentences of
+//!    the *other* shown chunks is subtracted first. Catches paraphrase.
+//!
+//! Runs and overlap are attributed per answer sentence: a sentence credits
+//! only the chunks that explain it (nearly) as well as the best shown chunk
+//! does, so a sentence quoted from one chunk does not also count for a long
+//! chunk on the same subject. A citation is checked against the sentence
+//! that carries it.
 //! 5. Optionally the **maximum cosine** between an answer sentence and a
 //!    chunk sentence under a [`TextEmbedder`].
 //!
