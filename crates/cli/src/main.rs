@@ -31,6 +31,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// See the whole product work offline in one command: index a sample,
+    /// answer questions, learn from simulated answers, export for Core ML.
+    Quickstart(cmd::quickstart::QuickstartArgs),
     /// Embed texts with a sentence embedder and print the vectors.
     Embed(cmd::embed::EmbedArgs),
     /// Inspect model directories.
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Log(c) => cmd::log::run(c),
         Command::Train(a) => cmd::learn::run_train(a),
+        Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::Simulate(a) => cmd::learn::run_simulate(a),
         Command::Distill(a) => cmd::distill::run(a),
     };

@@ -16,7 +16,8 @@ fn empty_config(store: &Path) -> std::path::PathBuf {
 
 fn context_cmd(store: &Path, query: &str) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anectx"));
-    c.args(["context", query, "--json", "--store"]).arg(store);
+    c.args(["context", query, "--json", "--model", "none", "--store"])
+        .arg(store);
     c.env_remove("ANECTX_MODEL").env_remove("ANECTX_FAILPOINT");
     c.env("ANECTX_CONFIG", empty_config(store));
     c
@@ -30,9 +31,10 @@ fn index(
 ) -> std::process::Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_anectx"));
     c.arg("index").arg(root).arg("--store").arg(store);
-    if let Some(m) = model {
-        c.arg("--model").arg(m);
-    }
+    match model {
+        Some(m) => c.arg("--model").arg(m),
+        None => c.args(["--model", "none"]),
+    };
     c.env_remove("ANECTX_MODEL").env_remove("ANECTX_FAILPOINT");
     c.env("ANECTX_CONFIG", empty_config(store));
     if let Some(f) = failpoint {

@@ -160,6 +160,7 @@ fn every_acknowledged_interaction_survives_repeated_sigkill_under_load() {
         .arg(&docs)
         .arg("--store")
         .arg(&store)
+        .args(["--model", "none"])
         .output()
         .unwrap();
     assert!(
@@ -313,6 +314,7 @@ fn log_export_of_an_empty_log_is_empty_and_a_missing_store_is_a_clear_error() {
         .arg(&docs)
         .arg("--store")
         .arg(&store)
+        .args(["--model", "none"])
         .output()
         .unwrap();
     assert!(out.status.success());

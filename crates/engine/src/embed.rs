@@ -44,6 +44,21 @@ impl ModelEmbedder {
         }
     }
 
+    /// The embedder built into the binary (`anectx_models::default_model`),
+    /// on the CPU backend.
+    pub fn embedded_default(dtype: WeightDtype) -> Result<Self> {
+        let (model, tokenizer) = anectx_models::default_model::load_with_tokenizer(dtype)?;
+        let dim = model.dim();
+        let id = anectx_models::default_model::id();
+        let backend = CandleBackend::new(Some(model), None);
+        let info = EmbedderInfo {
+            fingerprint: format!("{id}:{dtype:?}"),
+            description: format!("built-in {id} ({dtype:?})"),
+            dim,
+        };
+        Ok(Self::new(Box::new(backend), tokenizer, info))
+    }
+
     /// Loads a model directory onto the CPU backend.
     pub fn load(dir: &Path, dtype: WeightDtype) -> Result<Self> {
         let (model, tokenizer) = anectx_models::load_embedder(dir, dtype)?;

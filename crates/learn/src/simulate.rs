@@ -45,6 +45,9 @@ pub struct SimulateConfig {
     pub sim: SimLlmConfig,
     pub train: TrainConfig,
     pub gate: GateConfig,
+    /// Also gate on the judged train queries (nDCG@10 with the candidate vs
+    /// the serving model); test queries are never used.
+    pub eval_gate: bool,
 }
 
 impl Default for SimulateConfig {
@@ -61,6 +64,7 @@ impl Default for SimulateConfig {
             sim: SimLlmConfig::default(),
             train: TrainConfig::default(),
             gate: GateConfig::default(),
+            eval_gate: true,
         }
     }
 }
@@ -217,10 +221,7 @@ pub fn simulate(
     };
     progress.stage("embedding test queries", 1);
     let texts: Vec<&str> = test_q.iter().map(|q| q.1.as_str()).collect();
-    let qvecs = match engine.embed_queries(&texts)? {
-        Some(v) => Some(v),
-        None => None,
-    };
+    let qvecs = engine.embed_queries(&texts)?;
     progress.inc();
     let mut sim = SimLlm::new(SimLlmConfig {
         seed: cfg.sim.seed ^ cfg.seed,
@@ -340,7 +341,15 @@ pub fn simulate(
             Ok((model, tr)) => {
                 let (_, _, held) = ds.split3(cfg.train.held_out, cfg.train.seed);
                 let current = engine.relevance_model();
-                let g = gate(&model, current.as_ref(), &held, &cfg.gate)?;
+                let mut g = gate(&model, current.as_ref(), &held, &cfg.gate)?;
+                if cfg.eval_gate && g.passed {
+                    let tq = &train_q;
+                    let cur = test_ndcg(engine, coll, tq, None, &eval_opts, cfg.k)?;
+                    engine.set_relevance_model(Arc::new(model.clone()));
+                    let cand = test_ndcg(engine, coll, tq, None, &eval_opts, cfg.k);
+                    engine.set_relevance_model(current.clone());
+                    g = g.with_eval(cand?, cur, cfg.gate.tolerance);
+                }
                 let manifest = registry.add(
                     &model,
                     &ds.hash,

@@ -326,13 +326,13 @@ fn pairs_of(groups: &[&Group], cfg: &TrainConfig) -> Pairs {
 
 fn mean_std(x: &[[f32; N_FEATURES]]) -> (Vec<f32>, Vec<f32>) {
     let n = x.len().max(1) as f64;
-    let mut mean = vec![0f64; N_FEATURES];
+    let mut mean = [0f64; N_FEATURES];
     for r in x {
         for i in 0..N_FEATURES {
             mean[i] += r[i] as f64 / n;
         }
     }
-    let mut var = vec![0f64; N_FEATURES];
+    let mut var = [0f64; N_FEATURES];
     for r in x {
         for i in 0..N_FEATURES {
             var[i] += (r[i] as f64 - mean[i]).powi(2) / n;

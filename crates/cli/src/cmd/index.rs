@@ -36,7 +36,9 @@ pub struct StoreArgs {
     /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
     #[arg(long)]
     pub store: Option<PathBuf>,
-    /// Embedder directory. Env: ANECTX_MODEL. Without one, retrieval is BM25-only.
+    /// Embedder: a model directory, a Hugging Face id in the local cache,
+    /// `default` (the built-in embedder) or `none` (BM25-only).
+    /// Env: ANECTX_MODEL; config `model`; default: the built-in embedder.
     #[arg(long, short)]
     pub model: Option<String>,
     /// Compute precision: f32 or f16. Env: ANECTX_DTYPE.
@@ -58,18 +60,28 @@ impl StoreArgs {
         Ok(PathBuf::from(v))
     }
 
-    /// The configured embedder, if any (--model > ANECTX_MODEL > config `model`).
+    /// The configured embedder (--model > ANECTX_MODEL > config `model` >
+    /// the built-in one); `none` means BM25-only.
     pub fn embedder(&self) -> Result<Option<Arc<dyn TextEmbedder>>> {
         let file = ConfigFile::discover().context("reading the config file")?;
-        let Some((spec, _)) = resolve(self.model.clone(), "ANECTX_MODEL", &file, "model", None)
-        else {
-            return Ok(None);
-        };
-        let dir = anectx_models::io::resolve_model_dir(&spec)?;
+        let spec = resolve(self.model.clone(), "ANECTX_MODEL", &file, "model", None)
+            .map(|(s, _)| s)
+            .unwrap_or_else(|| "default".into());
         let dtype = super::resolve_dtype(self.dtype.clone())?;
-        let e = ModelEmbedder::load(&dir, dtype)
-            .with_context(|| format!("loading the embedder from {}", dir.display()))?;
-        Ok(Some(Arc::new(e)))
+        match spec.trim() {
+            "none" | "bm25" => Ok(None),
+            "default" | "builtin" => {
+                let e = ModelEmbedder::embedded_default(dtype)
+                    .context("loading the built-in embedder")?;
+                Ok(Some(Arc::new(e)))
+            }
+            spec => {
+                let dir = anectx_models::io::resolve_model_dir(spec)?;
+                let e = ModelEmbedder::load(&dir, dtype)
+                    .with_context(|| format!("loading the embedder from {}", dir.display()))?;
+                Ok(Some(Arc::new(e)))
+            }
+        }
     }
 }
 

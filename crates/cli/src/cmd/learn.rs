@@ -220,6 +220,9 @@ pub struct SimulateArgs {
     /// Training: hidden units of the MLP (0 = linear model).
     #[arg(long, default_value_t = TrainConfig::default().hidden)]
     hidden: usize,
+    /// Do not gate on the judged train queries (held-out interactions only).
+    #[arg(long)]
+    no_eval_gate: bool,
     /// Write the JSON report here too.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -299,6 +302,7 @@ pub fn run_simulate(args: SimulateArgs) -> Result<()> {
         budget: args.budget,
         asks_per_query: args.asks,
         mmr_lambda: args.mmr_lambda,
+        eval_gate: !args.no_eval_gate,
         sim: anectx_learn::simllm::SimLlmConfig {
             use_relevant: args.use_relevant,
             use_irrelevant: args.use_irrelevant,

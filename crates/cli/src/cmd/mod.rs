@@ -8,6 +8,7 @@ pub mod index;
 pub mod learn;
 pub mod log;
 pub mod model;
+pub mod quickstart;
 pub mod serve;
 
 use anectx_core::settings::{resolve, ConfigFile};

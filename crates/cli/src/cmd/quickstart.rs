@@ -1,0 +1,329 @@
+//! `anectx quickstart`: the whole product, offline, in one command.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anectx_engine::eval::Collection;
+use anectx_engine::{
+    index_texts, ChunkConfig, ContextOptions, Engine, IndexOptions, ModelEmbedder,
+};
+use anectx_learn::analyzer::Analyzer;
+use anectx_learn::simulate::{simulate, SimProgress, SimulateConfig};
+use anectx_learn::Registry;
+use anectx_models::WeightDtype;
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use super::index::Bars;
+use anectx_engine::Progress;
+
+const CORPUS: &str = include_str!("../../../../samples/quickstart/corpus.jsonl");
+const QUERIES: &str = include_str!("../../../../samples/quickstart/queries.jsonl");
+const QRELS: &str = include_str!("../../../../samples/quickstart/qrels.tsv");
+
+/// Index a built-in sample corpus with the built-in embedder, answer a few
+/// questions with selected context, run one simulated learning round (log,
+/// label, train, gate, promote, hot-swap), export the Core ML packages and
+/// check their Neural Engine residency. Offline; writes into --dir.
+#[derive(Debug, Args)]
+pub struct QuickstartArgs {
+    /// Where to write the store, registry and Core ML packages.
+    #[arg(long, default_value = "anectx-quickstart")]
+    dir: PathBuf,
+    /// Replace an existing quickstart directory.
+    #[arg(long)]
+    force: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Answer {
+    question: String,
+    chunks: Vec<String>,
+    tokens: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Summary {
+    dir: PathBuf,
+    documents: u64,
+    chunks: u64,
+    embedder: String,
+    answers: Vec<Answer>,
+    interactions_logged: usize,
+    analyzer_f1_vs_judgments: f64,
+    gate: String,
+    promoted: Option<String>,
+    serving_model: String,
+    test_ndcg_before: f64,
+    test_ndcg_after: f64,
+    packages: Vec<PackageSummary>,
+    seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct PackageSummary {
+    path: PathBuf,
+    operations: usize,
+    errors: usize,
+    warnings: usize,
+    predicted_ane_share: f64,
+}
+
+struct Steps {
+    n: usize,
+    total: usize,
+    quiet: bool,
+}
+
+impl Steps {
+    fn next(&mut self, what: &str) {
+        self.n += 1;
+        if !self.quiet {
+            eprintln!("[{}/{}] {what}", self.n, self.total);
+        }
+    }
+}
+
+struct SimBars(Bars);
+impl SimProgress for SimBars {
+    fn stage(&self, name: &str, total: u64) {
+        self.0.stage(name, Some(total));
+    }
+    fn inc(&self) {
+        self.0.inc(1);
+    }
+}
+
+fn write_sample(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, text) in [
+        ("corpus.jsonl", CORPUS),
+        ("queries.jsonl", QUERIES),
+        ("qrels.tsv", QRELS),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+pub fn run(args: QuickstartArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let dir = args.dir.clone();
+    if dir.exists() {
+        let marker = dir.join(".anectx-quickstart");
+        if !args.force {
+            anyhow::bail!(
+                "{} exists; pass --force to replace it or --dir to choose another place",
+                dir.display()
+            );
+        }
+        if !marker.exists() && std::fs::read_dir(&dir)?.next().is_some() {
+            anyhow::bail!(
+                "{} is not empty and was not written by `anectx quickstart`; refusing to replace it",
+                dir.display()
+            );
+        }
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join(".anectx-quickstart"), "")?;
+    let mut steps = Steps {
+        n: 0,
+        total: 5,
+        quiet: args.json,
+    };
+
+    steps.next("indexing the sample corpus (600 Cranfield abstracts) with the built-in embedder");
+    let sample = dir.join("sample");
+    write_sample(&sample)?;
+    let coll = Collection::load(&sample)?;
+    let embedder = std::sync::Arc::new(
+        ModelEmbedder::embedded_default(WeightDtype::F32)
+            .context("loading the built-in embedder")?,
+    );
+    let embedder_desc = anectx_engine::TextEmbedder::info(embedder.as_ref())
+        .description
+        .clone();
+    let store_dir = dir.join("store");
+    let engine = Engine::open(&store_dir, Some(embedder.clone()))?;
+    let bars = Bars::new();
+    let rep = index_texts(
+        engine.store(),
+        Some(embedder.as_ref()),
+        &coll.docs,
+        &IndexOptions {
+            chunk: ChunkConfig {
+                max_tokens: 512,
+                overlap: 64,
+            },
+            ..IndexOptions::default()
+        },
+        &bars,
+    )?;
+    bars.finish();
+
+    steps.next("answering three questions with selected context");
+    let mut answers = Vec::new();
+    for (_, q) in coll.queries.iter().take(3) {
+        let r = engine.context(
+            q,
+            &ContextOptions {
+                budget: 600,
+                ..ContextOptions::default()
+            },
+        )?;
+        let chunks: Vec<String> = r
+            .chunks
+            .iter()
+            .map(|c| {
+                let first = c.text.lines().next().unwrap_or("").trim();
+                let first: String = first.chars().take(70).collect();
+                format!("[{}] doc {}: {first}", c.marker, c.path)
+            })
+            .collect();
+        if !args.json {
+            eprintln!("  Q: {q}");
+            for c in &chunks {
+                eprintln!("     {c}");
+            }
+        }
+        answers.push(Answer {
+            question: q.clone(),
+            chunks,
+            tokens: r.used_tokens,
+        });
+    }
+
+    steps.next(
+        "one simulated learning round: answer, log, label usage, train, gate, promote, hot-swap",
+    );
+    let registry = Registry::open(&store_dir.join("registry"))?;
+    let cfg = SimulateConfig {
+        rounds: 1,
+        asks_per_query: 4,
+        ..SimulateConfig::default()
+    };
+    let progress = SimBars(Bars::new());
+    let sim = simulate(
+        &engine,
+        &coll,
+        &registry,
+        &Analyzer::default(),
+        &cfg,
+        &progress,
+    )?;
+    progress.0.finish();
+    let round = sim.rounds.first().context("the simulation ran no round")?;
+    let gate = match (&round.gate, &round.train_error) {
+        (Some(g), _) => format!(
+            "{}: {}",
+            if g.passed { "passed" } else { "refused" },
+            g.reason
+        ),
+        (None, Some(e)) => format!("not trained: {e}"),
+        _ => "not run".into(),
+    };
+    if !args.json {
+        eprintln!(
+            "  logged {} interactions; analyzer F1 vs judgments {:.3}; gate {gate}",
+            round.interactions_logged, round.analyzer_vs_judgments.f1
+        );
+        match &round.promoted {
+            Some(v) => eprintln!(
+                "  promoted {v} and swapped it into the running engine; test nDCG@10 {:.4} → {:.4}",
+                round.test_ndcg_before, round.test_ndcg_after
+            ),
+            None => eprintln!(
+                "  the serving model stays {} (test nDCG@10 {:.4})",
+                engine.relevance_model().version(),
+                round.test_ndcg_before
+            ),
+        }
+    }
+
+    steps.next("exporting Core ML packages and checking Neural Engine residency (M4 rules)");
+    let coreml_dir = dir.join("coreml");
+    let model_dir = coreml_dir.join("default-embedder");
+    anectx_models::default_model::write_dir(&model_dir)?;
+    let mut packages = Vec::new();
+    for (name, ids) in [
+        ("embedder-ids.mlpackage", true),
+        ("embedder.mlpackage", false),
+    ] {
+        let opts = anectx_coreml::export::ExportOptions {
+            seq_lengths: vec![64, 128, 256],
+            ids_input: ids,
+            spec_version: 7,
+        };
+        let exported = anectx_coreml::export::export_model_dir(&model_dir, &opts)
+            .with_context(|| format!("exporting {name}"))?;
+        let path = coreml_dir.join(name);
+        let written = anectx_coreml::export::write_exported(&exported, &path, true)
+            .with_context(|| format!("writing {}", path.display()))?;
+        let report =
+            anectx_coreml::check::check_model(&written.model, anectx_coreml::check::Chip::M4);
+        if !args.json {
+            eprintln!(
+                "  {}: {} ops, predicted on the Neural Engine {:.0}%, {} errors, {} warnings",
+                path.display(),
+                written.model.operations().len(),
+                report.predicted_ane_share * 100.0,
+                report.errors,
+                report.warnings
+            );
+        }
+        packages.push(PackageSummary {
+            path,
+            operations: written.model.operations().len(),
+            errors: report.errors,
+            warnings: report.warnings,
+            predicted_ane_share: report.predicted_ane_share,
+        });
+    }
+
+    steps.next("done");
+    let summary = Summary {
+        dir: dir.clone(),
+        documents: rep.documents_total,
+        chunks: rep.chunks_total,
+        embedder: embedder_desc,
+        answers,
+        interactions_logged: round.interactions_logged,
+        analyzer_f1_vs_judgments: round.analyzer_vs_judgments.f1,
+        gate,
+        promoted: round.promoted.clone(),
+        serving_model: engine.relevance_model().version(),
+        test_ndcg_before: round.test_ndcg_before,
+        test_ndcg_after: round.test_ndcg_after,
+        packages,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "\nanectx quickstart finished in {:.0}s\n\
+             store      {}   ({} documents, {} chunks; try `anectx context \"...\" --store {}`)\n\
+             registry   {}   (`anectx model list --store {}`)\n\
+             relevance  {}\n\
+             coreml     {}   (`anectx coreml check <package>`)\n\
+             next: `anectx serve --store {}` and point your LLM client at it",
+            summary.seconds,
+            store_dir.display(),
+            summary.documents,
+            summary.chunks,
+            store_dir.display(),
+            registry.dir().display(),
+            store_dir.display(),
+            summary.serving_model,
+            coreml_dir.display(),
+            store_dir.display(),
+        );
+    }
+    Ok(())
+}

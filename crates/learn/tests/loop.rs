@@ -1,0 +1,186 @@
+//! Training from a log, the registry (promote, rollback, corrupt versions)
+//! and the too-little-data errors, on synthetic interactions.
+
+use anectx_engine::{Features, FusionRelevance};
+use anectx_learn::features::{FEATURE_NAMES, N_FEATURES};
+use anectx_learn::gate::{gate, GateConfig};
+use anectx_learn::model::{FeatureModel, FeatureModelFile, FORMAT};
+use anectx_learn::train::{evaluate, train, Dataset, TrainConfig};
+use anectx_learn::{LearnError, Registry};
+use anectx_store::{LoggedCandidate, LoggedInteraction, Store, UsageLabelRow};
+
+/// Interactions whose used chunks are the ones with high query coverage,
+/// while the logging policy (rrf) ranks by something unrelated.
+fn synthetic_log(store: &Store, n: usize) {
+    let mut rng = anectx_models::weights::Rng::new(3);
+    for i in 0..n {
+        let mut cands = Vec::new();
+        let mut truth = Vec::new();
+        for c in 0..20u64 {
+            let cov = rng.uniform();
+            let f = Features {
+                rrf: 1.0 / (60.0 + c as f32),
+                bm25: Some(10.0 * rng.uniform()),
+                bm25_rank: Some(c as u32 + 1),
+                dense: Some(rng.uniform()),
+                dense_rank: Some(c as u32 + 1),
+                tokens: 50 + (rng.uniform() * 100.0) as u32,
+                coverage: cov,
+                bigram_coverage: cov * 0.5,
+                title_coverage: 0.0,
+            };
+            let shown = (c < 6).then_some(c as u32 + 1);
+            cands.push(LoggedCandidate {
+                chunk_id: i as u64 * 100 + c,
+                position: shown,
+                score: 1.0 - c as f32 / 20.0,
+                propensity: if shown.is_some() { 0.95 } else { 0.02 },
+                features: serde_json::to_value(&f).unwrap(),
+                text: shown.map(|_| format!("chunk {c}")),
+            });
+            truth.push(cov > 0.5);
+        }
+        let id = store
+            .db
+            .append_interaction(&LoggedInteraction {
+                uid: format!("t-{i}"),
+                ts_ms: i as i64,
+                kind: "test".into(),
+                query: format!("query {i}"),
+                model_version: "fusion-v1".into(),
+                explored: false,
+                response: Some("an answer".into()),
+                complete: true,
+                meta: serde_json::Value::Null,
+                candidates: cands,
+            })
+            .unwrap();
+        let rows: Vec<UsageLabelRow> = (0..6u64)
+            .map(|c| UsageLabelRow {
+                interaction_id: id,
+                chunk_id: i as u64 * 100 + c,
+                analyzer_version: "test-v1".into(),
+                score: truth[c as usize] as u8 as f32,
+                used: truth[c as usize],
+                evidence: serde_json::Value::Null,
+            })
+            .collect();
+        store.db.put_labels(&rows).unwrap();
+    }
+}
+
+#[test]
+fn trains_a_model_that_beats_the_logging_policy_and_registry_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    synthetic_log(&store, 200);
+    let ds = Dataset::from_log(&store.db, "test-v1").unwrap();
+    assert_eq!(ds.interactions_total, 200);
+    assert!(ds.groups.len() > 150, "{}", ds.groups.len());
+    let cfg = TrainConfig::default();
+    let (model, report) = train(&ds, &cfg, "rel-test-1").unwrap();
+    assert!(
+        report.train_pairs > 0 && report.best_epoch > 0,
+        "{report:?}"
+    );
+    let (_, _, held) = ds.split3(cfg.held_out, cfg.seed);
+    let fusion = FusionRelevance::default();
+    let learned = evaluate(&model, &held, cfg.ips_clip).unwrap();
+    let baseline = evaluate(&fusion, &held, cfg.ips_clip).unwrap();
+    assert!(
+        learned > baseline + 0.1,
+        "learned {learned} vs logging policy {baseline}"
+    );
+    let g = gate(&model, &fusion, &held, &GateConfig::default()).unwrap();
+    assert!(g.passed, "{g:?}");
+
+    // Registry: add, promote, load, rollback.
+    let reg = Registry::open(&dir.path().join("registry")).unwrap();
+    assert_eq!(reg.stamp().unwrap(), "builtin");
+    assert!(reg
+        .load_current()
+        .unwrap()
+        .version()
+        .starts_with("fusion-v1"));
+    reg.add(&model, &ds.hash, serde_json::json!({ "train": report }))
+        .unwrap();
+    reg.promote("rel-test-1").unwrap();
+    assert_eq!(reg.current().unwrap().as_deref(), Some("rel-test-1"));
+    assert_eq!(reg.load_current().unwrap().version(), "rel-test-1");
+    assert_eq!(reg.list().unwrap().len(), 1);
+    assert!(reg.list().unwrap()[0].current);
+    // Adding the same version twice is refused.
+    assert!(reg.add(&model, &ds.hash, serde_json::Value::Null).is_err());
+    assert_eq!(reg.rollback().unwrap(), None);
+    assert_eq!(reg.current().unwrap(), None);
+    assert!(matches!(reg.rollback(), Err(LearnError::Registry(_))));
+}
+
+fn tiny_model(version: &str) -> FeatureModel {
+    FeatureModel::from_file(FeatureModelFile {
+        format: FORMAT.into(),
+        version: version.into(),
+        feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        mean: vec![0.0; N_FEATURES],
+        std: vec![1.0; N_FEATURES],
+        w1: vec![0.1; 2 * N_FEATURES],
+        b1: vec![0.0; 2],
+        w2: vec![1.0; 2],
+        skip: vec![0.5; N_FEATURES],
+    })
+    .unwrap()
+}
+
+#[test]
+fn corrupt_versions_are_refused_and_the_current_one_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = Registry::open(dir.path()).unwrap();
+    reg.add(&tiny_model("good"), "h", serde_json::Value::Null)
+        .unwrap();
+    reg.promote("good").unwrap();
+    reg.add(&tiny_model("bad"), "h", serde_json::Value::Null)
+        .unwrap();
+    // Flip bytes in the stored weights: the checksum no longer matches.
+    let p = reg.version_dir("bad").join("model.json");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, text.replacen("0.5", "0.7", 1)).unwrap();
+    let err = reg.promote("bad").unwrap_err().to_string();
+    assert!(err.contains("checksum"), "{err}");
+    assert_eq!(reg.current().unwrap().as_deref(), Some("good"));
+    assert_eq!(reg.load_current().unwrap().version(), "good");
+    // Unknown version and garbage manifests are clear errors too.
+    assert!(reg
+        .promote("nope")
+        .unwrap_err()
+        .to_string()
+        .contains("no version"));
+    std::fs::write(reg.version_dir("bad").join("manifest.json"), "{").unwrap();
+    assert!(reg
+        .load("bad")
+        .unwrap_err()
+        .to_string()
+        .contains("corrupt manifest"));
+    // A model file with NaN weights or the wrong shape does not load.
+    let mut f = tiny_model("x").file().clone();
+    f.w2 = vec![f32::NAN, 1.0];
+    assert!(FeatureModel::from_file(f).is_err());
+    let mut f = tiny_model("x").file().clone();
+    f.skip.pop();
+    assert!(FeatureModel::from_file(f).is_err());
+}
+
+#[test]
+fn empty_log_and_too_little_data_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ds = Dataset::from_log(&store.db, "test-v1").unwrap();
+    assert_eq!(ds.interactions_total, 0);
+    let err = train(&ds, &TrainConfig::default(), "v").unwrap_err();
+    assert!(matches!(err, LearnError::TooLittleData(_)), "{err}");
+    synthetic_log(&store, 10);
+    let ds = Dataset::from_log(&store.db, "test-v1").unwrap();
+    let err = train(&ds, &TrainConfig::default(), "v")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("too little data"), "{err}");
+}
