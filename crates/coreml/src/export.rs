@@ -857,3 +857,108 @@ pub fn write_exported(e: &Exported, path: &Path, overwrite: bool) -> Result<Writ
     }
     Ok(written)
 }
+
+/// Weights of a relevance MLP over candidate features (the learning loop's
+/// model): `score = sigmoid(w2 · tanh(W1 z + b1) + skip · z)` with
+/// `z = (x − mean) / std`.
+#[derive(Debug, Clone)]
+pub struct FeatureMlp {
+    /// `hidden × features`, row-major.
+    pub w1: Vec<f32>,
+    pub b1: Vec<f32>,
+    pub w2: Vec<f32>,
+    pub skip: Vec<f32>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// Exports a [`FeatureMlp`] scoring `candidates` candidates at once: input
+/// `features` `(1, F, 1, N)` fp16 (raw features, channels first), output
+/// `score` `(1, 1, 1, N)` fp16. The standardisation is folded into the
+/// first 1×1 convolutions, so the graph is three convs, tanh, add, sigmoid.
+pub fn export_feature_mlp(m: &FeatureMlp, candidates: usize, spec_version: i32) -> Result<Model> {
+    let f = m.mean.len();
+    let h = m.b1.len();
+    if f == 0
+        || m.std.len() != f
+        || m.skip.len() != f
+        || m.w1.len() != h * f
+        || m.w2.len() != h
+        || candidates == 0
+    {
+        return Err(err("feature MLP: inconsistent shapes"));
+    }
+    let inv: Vec<f32> = m.std.iter().map(|s| 1.0 / s.max(1e-6)).collect();
+    // W1' = W1 diag(1/std), b1' = b1 − W1' mean; skip' likewise.
+    let mut w1 = vec![0f32; h * f];
+    let mut b1 = m.b1.clone();
+    for r in 0..h {
+        for c in 0..f {
+            w1[r * f + c] = m.w1[r * f + c] * inv[c];
+            b1[r] -= w1[r * f + c] * m.mean[c];
+        }
+    }
+    let skip: Vec<f32> = (0..f).map(|c| m.skip[c] * inv[c]).collect();
+    let skip_b: f32 = -(0..f).map(|c| skip[c] * m.mean[c]).sum::<f32>();
+    let hf = |v: &[f32]| v.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+    let mut b = MilBuilder::new(Opset::from_spec_version(spec_version)?);
+    let opts = ExportOptions {
+        seq_lengths: vec![candidates],
+        ids_input: false,
+        spec_version,
+    };
+    let x = b.input(
+        "features",
+        TensorType::new(
+            DataType::F16,
+            vec![
+                Dim::Fixed(1),
+                Dim::Fixed(f as u64),
+                Dim::Fixed(1),
+                Dim::Fixed(candidates as u64),
+            ],
+        ),
+    )?;
+    let (fu, hu) = (f as u64, h as u64);
+    let w1c = b.constant("w1", TensorValue::f16(&[hu, fu, 1, 1], hf(&w1)))?;
+    let b1c = b.constant("b1", TensorValue::f16(&[hu], hf(&b1)))?;
+    let w2c = b.constant("w2", TensorValue::f16(&[1, hu, 1, 1], hf(&m.w2)))?;
+    let b2c = b.constant("b2", TensorValue::f16(&[1], hf(&[0.0])))?;
+    let sc = b.constant("skip", TensorValue::f16(&[1, fu, 1, 1], hf(&skip)))?;
+    let sb = b.constant("skip_bias", TensorValue::f16(&[1], hf(&[skip_b])))?;
+    let hid = b.conv("hidden", &x, &w1c, Some(&b1c), [0, 0, 0, 0])?;
+    let hid = b.unary("tanh", "hidden_tanh", &hid)?;
+    let s1 = b.conv("mlp_out", &hid, &w2c, Some(&b2c), [0, 0, 0, 0])?;
+    let s2 = b.conv("linear_out", &x, &sc, Some(&sb), [0, 0, 0, 0])?;
+    let logit = b.binary("add", "logit", &s1, &s2)?;
+    let score = b.unary("sigmoid", "score", &logit)?;
+    let feature = array_input(
+        "features",
+        "candidate features (1, F, 1, N), fp16, in the order of anectx_learn::features::FEATURE_NAMES",
+        ArrayDataType::F16,
+        &[1, f as i64, 1],
+        &opts,
+    );
+    finish(
+        b,
+        vec![feature],
+        vec![(&score, "relevance score per candidate (1, 1, 1, N), fp16")],
+        metadata(
+            "relevance_mlp",
+            "anectx learned relevance model: scores N candidates from their features".into(),
+            &opts,
+        ),
+    )
+}
+
+/// Writes a feature-MLP package (see [`export_feature_mlp`]).
+pub fn write_feature_mlp(model: &Model, path: &Path, overwrite: bool) -> Result<WrittenPackage> {
+    write_package(
+        model,
+        path,
+        &WriteOptions {
+            overwrite,
+            extra_files: Vec::new(),
+        },
+    )
+}

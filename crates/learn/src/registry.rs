@@ -27,6 +27,10 @@ const CURRENT: &str = "CURRENT";
 const HISTORY: &str = "history.jsonl";
 const MODEL: &str = "model.json";
 const MANIFEST: &str = "manifest.json";
+/// The Core ML export of every version (fixed candidate count).
+pub const COREML_PACKAGE: &str = "relevance.mlpackage";
+/// Candidates scored per Core ML call (pad with zeros, ignore the extra scores).
+pub const COREML_CANDIDATES: usize = 128;
 
 /// What the registry knows about one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,13 +139,29 @@ impl Registry {
         let bytes = serde_json::to_vec_pretty(model.file())
             .map_err(|e| LearnError::Invalid(e.to_string()))?;
         write_atomic(&dir.join(MODEL), &bytes)?;
+        // The Core ML package for the Neural Engine (fp16, fixed shape).
+        let f = model.file();
+        let mlp = anectx_coreml::export::FeatureMlp {
+            w1: f.w1.clone(),
+            b1: f.b1.clone(),
+            w2: f.w2.clone(),
+            skip: f.skip.clone(),
+            mean: f.mean.clone(),
+            std: f.std.clone(),
+        };
+        let coreml = anectx_coreml::export::export_feature_mlp(&mlp, COREML_CANDIDATES, 7)
+            .and_then(|m| {
+                anectx_coreml::export::write_feature_mlp(&m, &dir.join(COREML_PACKAGE), false)
+            })
+            .map_err(|e| LearnError::Registry(format!("Core ML export of {version}: {e}")))?;
+        drop(coreml);
         let manifest = Manifest {
             version,
             created_ms: now_ms(),
             model_blake3: blake3::hash(&bytes).to_hex().to_string(),
             data_hash: data_hash.to_string(),
             metrics,
-            coreml: None,
+            coreml: Some(COREML_PACKAGE.into()),
         };
         self.write_manifest(&manifest)?;
         Ok(manifest)

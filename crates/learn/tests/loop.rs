@@ -108,6 +108,7 @@ fn trains_a_model_that_beats_the_logging_policy_and_registry_round_trip() {
     assert_eq!(reg.current().unwrap().as_deref(), Some("rel-test-1"));
     assert_eq!(reg.load_current().unwrap().version(), "rel-test-1");
     assert_eq!(reg.list().unwrap().len(), 1);
+    coreml_matches_the_model(&reg, &model, &ds);
     assert!(reg.list().unwrap()[0].current);
     // Adding the same version twice is refused.
     assert!(reg.add(&model, &ds.hash, serde_json::Value::Null).is_err());
@@ -183,4 +184,49 @@ fn empty_log_and_too_little_data_are_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("too little data"), "{err}");
+}
+
+/// The registry's Core ML package, run by our MIL executor, scores like the
+/// Rust model (fp16 tolerance).
+fn coreml_matches_the_model(reg: &Registry, model: &FeatureModel, ds: &Dataset) {
+    use anectx_learn::registry::{COREML_CANDIDATES, COREML_PACKAGE};
+    let pkg = reg.version_dir(&model.file().version).join(COREML_PACKAGE);
+    let m = anectx_coreml::read_package(&pkg).unwrap();
+    let report = anectx_coreml::check::check_model(&m, anectx_coreml::check::Chip::M4);
+    assert_eq!(report.errors, 0, "{report:?}");
+    let g = &ds.groups[0];
+    let refs: Vec<&Features> = g.raw.iter().collect();
+    let feats = anectx_learn::features::features(&refs);
+    let n = feats.len().min(COREML_CANDIDATES);
+    let mut x = vec![0f32; N_FEATURES * COREML_CANDIDATES];
+    for (j, f) in feats.iter().take(n).enumerate() {
+        for i in 0..N_FEATURES {
+            x[i * COREML_CANDIDATES + j] = f[i];
+        }
+    }
+    let t = candle_core::Tensor::from_vec(
+        x,
+        (1, N_FEATURES, 1, COREML_CANDIDATES),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+    .to_dtype(candle_core::DType::F16)
+    .unwrap();
+    let inputs = [("features".to_string(), t)].into_iter().collect();
+    let out = anectx_coreml::exec::run(&m, &inputs).unwrap();
+    let got: Vec<f32> = out["score"]
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    for (j, f) in feats.iter().take(n).enumerate() {
+        let want = 1.0 / (1.0 + (-model.score_features(f)).exp());
+        assert!(
+            (got[j] - want).abs() < 0.02,
+            "candidate {j}: {} vs {want}",
+            got[j]
+        );
+    }
 }
