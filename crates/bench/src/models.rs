@@ -66,6 +66,8 @@ pub enum ModelSource {
     RandomAneBert(BertConfig),
     /// A [`ConvEmbedder`] with random weights.
     RandomConv(ConvEmbedderConfig),
+    /// The built-in embedder (`anectx_models::default_model`, distilled).
+    Builtin,
     /// The reference: candle-transformers' `BertModel` on a Hugging Face BERT directory.
     ReferenceDir(PathBuf),
     /// The reference with random weights of the given shape.
@@ -172,14 +174,15 @@ impl ModelSpec {
                 ));
             }
         }
-        v.push(
-            ModelSpec::new(
-                "conv-embedder",
-                "ConvEmbedder (seed default shape, random weights)",
-                ModelSource::RandomConv(ConvEmbedderConfig::default()),
-            )
-            .with_tokenizer_dir(tok),
-        );
+        v.push(ModelSpec::new(
+            "default-embedder",
+            format!(
+                "built-in ConvEmbedder ({})",
+                anectx_models::default_model::id()
+            ),
+            ModelSource::Builtin,
+        ));
+        let _ = tok;
         v
     }
 
@@ -233,6 +236,11 @@ impl ModelSpec {
                 let meta = embedder_meta(&m, false);
                 (Net::Embedder(m), meta)
             }
+            ModelSource::Builtin => {
+                let m = anectx_models::default_model::load(dtype)?;
+                let meta = embedder_meta(&m, true);
+                (Net::Embedder(m), meta)
+            }
             ModelSource::ReferenceDir(dir) => {
                 let text = std::fs::read_to_string(dir.join(CONFIG_FILE))
                     .map_err(|e| BenchError::io(&dir.join(CONFIG_FILE), e))?;
@@ -256,6 +264,9 @@ impl ModelSpec {
 
     /// The tokenizer for texts, if this model has one.
     pub fn tokenizer(&self, max_seq: usize) -> Option<TextTokenizer> {
+        if matches!(self.source, ModelSource::Builtin) {
+            return anectx_models::default_model::tokenizer().ok();
+        }
         let dir = self.tokenizer_dir.as_ref()?;
         TextTokenizer::from_file(&dir.join(TOKENIZER_FILE), max_seq).ok()
     }
