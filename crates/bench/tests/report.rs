@@ -290,8 +290,21 @@ fn minilm_fixture_reference_and_ane_bert_agree() {
         let cos = anectx_models::metrics::cosine(&er[s.clone()], &ea[s]);
         assert!(cos > 0.9999, "row {row}: cosine {cos}");
     }
-    // Same architecture, same counted bytes; MiniLM has ~22.7 M parameters.
-    assert_eq!(r.meta.graph_weight_bytes, a.meta.graph_weight_bytes);
-    assert_eq!(r.meta.parameters, a.meta.parameters);
-    assert!((r.meta.parameters as f64 / 1e6 - 22.7).abs() < 0.1);
+    // Same architecture, nearly the same counted bytes (the two loaders keep
+    // one 512-value buffer differently: 2 KiB of 42.6 MB); MiniLM has ~22.6 M
+    // parameters without its pooler.
+    let (rb, ab) = (r.meta.graph_weight_bytes, a.meta.graph_weight_bytes);
+    assert!(rb.abs_diff(ab) <= 4096, "{rb} vs {ab}");
+    assert!(
+        r.meta.parameters.abs_diff(a.meta.parameters) <= 512,
+        "{} vs {}",
+        r.meta.parameters,
+        a.meta.parameters
+    );
+    // 22.7 M with the pooler, which sentence embedding does not use.
+    assert!(
+        (r.meta.parameters as f64 / 1e6 - 22.57).abs() < 0.05,
+        "{}",
+        r.meta.parameters
+    );
 }
