@@ -429,7 +429,9 @@ impl Engine {
             .windows(2)
             .map(|w| (w[0].as_str(), w[1].as_str()))
             .collect();
-        let cands: Vec<Candidate> = records
+        // Each candidate's analysed terms, computed once: the coverage
+        // features use them, and so does BM25-only MMR below.
+        let (cands, chunk_terms): (Vec<Candidate>, Vec<Vec<String>>) = records
             .into_iter()
             .map(|chunk| {
                 let id = chunk.id;
@@ -455,13 +457,13 @@ impl Engine {
                         qpairs.intersection(&pairs).count() as f32 / qpairs.len() as f32;
                 }
                 let title = match &chunk.heading {
-                    Some(h) => h.clone(),
-                    None => chunk.text.lines().next().unwrap_or("").to_string(),
+                    Some(h) => h.as_str(),
+                    None => chunk.text.lines().next().unwrap_or(""),
                 };
-                features.title_coverage = coverage(&qterms, &self.store.lexical.analyze(&title));
-                Candidate { chunk, features }
+                features.title_coverage = coverage(&qterms, &self.store.lexical.analyze(title));
+                (Candidate { chunk, features }, toks)
             })
-            .collect();
+            .unzip();
         let rel = model.score(query, &cands)?;
         if rel.len() != cands.len() {
             return Err(EngineError::Relevance {
@@ -492,15 +494,9 @@ impl Engine {
                 anectx_store::vectors::dot(v[i], v[j])
             }),
             None => {
-                let sets: Vec<HashSet<String>> = cands
+                let sets: Vec<HashSet<&str>> = chunk_terms
                     .iter()
-                    .map(|c| {
-                        self.store
-                            .lexical
-                            .analyze(&c.chunk.text)
-                            .into_iter()
-                            .collect()
-                    })
+                    .map(|t| t.iter().map(String::as_str).collect())
                     .collect();
                 mmr(&norm, opts.mmr_lambda, opts.dedup_threshold, |i, j| {
                     let inter = sets[i].intersection(&sets[j]).count() as f32;

@@ -149,12 +149,11 @@ impl Registry {
             mean: f.mean.clone(),
             std: f.std.clone(),
         };
-        let coreml = anectx_coreml::export::export_feature_mlp(&mlp, COREML_CANDIDATES, 7)
+        anectx_coreml::export::export_feature_mlp(&mlp, COREML_CANDIDATES, 7)
             .and_then(|m| {
                 anectx_coreml::export::write_feature_mlp(&m, &dir.join(COREML_PACKAGE), false)
             })
             .map_err(|e| LearnError::Registry(format!("Core ML export of {version}: {e}")))?;
-        drop(coreml);
         let manifest = Manifest {
             version,
             created_ms: now_ms(),

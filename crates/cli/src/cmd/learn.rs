@@ -231,7 +231,8 @@ pub struct SimulateArgs {
     json: bool,
 }
 
-struct SimBars(Bars);
+/// Simulation progress drawn with the index command's bars.
+pub struct SimBars(pub Bars);
 impl SimProgress for SimBars {
     fn stage(&self, name: &str, total: u64) {
         self.0.stage(name, Some(total));

@@ -8,7 +8,7 @@ use anectx_engine::{
     index_texts, ChunkConfig, ContextOptions, Engine, IndexOptions, ModelEmbedder,
 };
 use anectx_learn::analyzer::Analyzer;
-use anectx_learn::simulate::{simulate, SimProgress, SimulateConfig};
+use anectx_learn::simulate::{simulate, SimulateConfig};
 use anectx_learn::Registry;
 use anectx_models::WeightDtype;
 use anyhow::{Context, Result};
@@ -16,6 +16,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::index::Bars;
+use super::learn::SimBars;
 use anectx_engine::Progress;
 
 const CORPUS: &str = include_str!("../../../../samples/quickstart/corpus.jsonl");
@@ -85,16 +86,6 @@ impl Steps {
         if !self.quiet {
             eprintln!("[{}/{}] {what}", self.n, self.total);
         }
-    }
-}
-
-struct SimBars(Bars);
-impl SimProgress for SimBars {
-    fn stage(&self, name: &str, total: u64) {
-        self.0.stage(name, Some(total));
-    }
-    fn inc(&self) {
-        self.0.inc(1);
     }
 }
 
