@@ -1,7 +1,7 @@
 //! `anectx distill` without the CLI crate's dependencies:
 //! `cargo run --release -p anectx-models --example distill -- TEACHER OUT CORPUS... [--key value]…`
 //! (keys: max-steps, max-passages, embed-dim, kernels 3,3, batch, lr, lambda,
-//! checkpoint-every, seed, holdout, max-tokens, resume).
+//! checkpoint-every, seed, holdout, max-tokens, resume, init DIR).
 
 use std::path::PathBuf;
 
@@ -45,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "holdout" => o.holdout = v.parse()?,
             "max-tokens" => o.max_tokens = v.parse()?,
             "resume" => o.resume = true,
+            "init" => o.init = Some(PathBuf::from(v)),
             other => return Err(format!("unknown option --{other}").into()),
         }
     }

@@ -76,6 +76,10 @@ pub struct DistillOptions {
     pub checkpoint_every: usize,
     pub seed: u64,
     pub resume: bool,
+    /// Start from this model directory's weights (a ConvEmbedder with the same
+    /// configuration, e.g. an earlier distillation) instead of the PCA/SIF
+    /// initialisation. Ignored when `resume` finds a checkpoint.
+    pub init: Option<PathBuf>,
     /// Where the student trains.
     pub device: Device,
     /// The command line, recorded in `metrics.json`.
@@ -104,6 +108,7 @@ impl DistillOptions {
             checkpoint_every: 200,
             seed: 42,
             resume: false,
+            init: None,
             device: Device::Cpu,
             command: String::new(),
         }
@@ -606,6 +611,32 @@ fn lr_at(o: &DistillOptions, step: usize) -> f64 {
     o.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
 }
 
+/// Weights of an existing model directory to start from, as f32; its
+/// configuration must equal the student's.
+fn load_init(dir: &Path, config: &ConvEmbedderConfig) -> Result<Vec<(String, Tensor)>> {
+    let cfg_path = dir.join("config.json");
+    let raw = std::fs::read(&cfg_path).map_err(io_err(&cfg_path))?;
+    let theirs: ConvEmbedderConfig = serde_json::from_slice(&raw)
+        .map_err(|e| ModelError::Input(format!("{}: {e}", cfg_path.display())))?;
+    if &theirs != config {
+        return Err(ModelError::Input(format!(
+            "--init {}: its configuration differs from the student's (embed_dim {} vs {}, kernels {:?} vs {:?})",
+            dir.display(),
+            theirs.embed_dim,
+            config.embed_dim,
+            theirs.kernel_sizes,
+            config.kernel_sizes
+        )));
+    }
+    let w = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&w, &Device::Cpu)?;
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        out.push((name, t.to_dtype(DType::F32)?));
+    }
+    Ok(out)
+}
+
 /// Runs a distillation; see the module documentation.
 pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result<DistillMetrics> {
     o.validate()?;
@@ -776,7 +807,10 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
                 ckpt_dir.display()
             );
         }
-        let init = init_student(&config, &token_vecs, dim, &counts, o.sif_a, o.seed)?;
+        let init = match &o.init {
+            Some(dir) => load_init(dir, &config)?,
+            None => init_student(&config, &token_vecs, dim, &counts, o.sif_a, o.seed)?,
+        };
         for (name, t) in &init {
             varmap.set_one(name, t.to_device(&o.device)?)?;
         }

@@ -62,6 +62,11 @@ pub struct DistillArgs {
     /// Continue from OUT/checkpoints/last.safetensors.
     #[arg(long)]
     resume: bool,
+    /// Start from an existing model directory with the same configuration
+    /// (e.g. `crates/models/assets/default-embedder` or an earlier
+    /// distillation) instead of the PCA/SIF initialisation.
+    #[arg(long, value_name = "DIR")]
+    init: Option<PathBuf>,
     /// Where the student trains: cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -92,6 +97,7 @@ pub fn run(a: DistillArgs) -> Result<()> {
     o.checkpoint_every = a.checkpoint_every;
     o.seed = a.seed;
     o.resume = a.resume;
+    o.init = a.init;
     o.device = device(&a.device)?;
     o.command = std::env::args().collect::<Vec<_>>().join(" ");
 
