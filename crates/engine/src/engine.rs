@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::embed::TextEmbedder;
 use crate::ingest::{IndexOptions, IndexReport, Progress};
 use crate::relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
-use crate::select::{lost_in_the_middle, mmr, pack, rrf, token_cost};
+use crate::select::{lost_in_the_middle, mmr, pack, rank_relevance, rrf, token_cost};
 use crate::{EngineError, Result};
 
 /// Which retrievers produce candidates.
@@ -445,6 +445,7 @@ impl Engine {
                     coverage: 0.0,
                     bigram_coverage: 0.0,
                     title_coverage: 0.0,
+                    adapted: None,
                 };
                 let toks = self.store.lexical.analyze(&chunk.text);
                 features.coverage = coverage(&qterms, &toks);
@@ -475,14 +476,12 @@ impl Engine {
                 ),
             });
         }
-        // MMR over relevance normalised to [0, 1].
-        let (lo, hi) = rel
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
-                (a.min(x), b.max(x))
-            });
-        let span = (hi - lo).max(1e-9);
-        let norm: Vec<f32> = rel.iter().map(|x| (x - lo) / span).collect();
+        // MMR over the relevance *rank*, mapped to (0, 1] as 10 / (10 + rank):
+        // the diversity trade-off then does not depend on how a model's
+        // scores are spread (a learned model's logistic outputs and the fusion
+        // scores have very different shapes), so swapping models cannot
+        // silently change how much diversity costs.
+        let norm = rank_relevance(&rel);
         let vecs = self.store.vectors();
         let dense_vecs: Option<Vec<&[f32]>> = if self.dense_enabled() {
             cands.iter().map(|c| vecs.get(c.chunk.id)).collect()

@@ -46,6 +46,19 @@ pub fn mmr(rel: &[f32], lambda: f32, dedup: f32, sim: impl Fn(usize, usize) -> f
     out
 }
 
+/// Relevance by rank for MMR: the best item gets 1, the r-th (0-based)
+/// `RANK_K / (RANK_K + r)`; ties keep input order.
+pub fn rank_relevance(rel: &[f32]) -> Vec<f32> {
+    const RANK_K: f32 = 10.0;
+    let mut idx: Vec<usize> = (0..rel.len()).collect();
+    idx.sort_by(|&a, &b| rel[b].total_cmp(&rel[a]).then(a.cmp(&b)));
+    let mut out = vec![0f32; rel.len()];
+    for (r, &i) in idx.iter().enumerate() {
+        out[i] = RANK_K / (RANK_K + r as f32);
+    }
+    out
+}
+
 /// Reorders items given best first so the best sit at both ends:
 /// 1st, 3rd, 5th, … from the front, … 4th, 2nd at the back.
 pub fn lost_in_the_middle<T>(items: Vec<T>) -> Vec<T> {
@@ -110,6 +123,16 @@ mod tests {
         assert_eq!(order, vec![0, 1, 2]);
         let order = mmr(&rel, 0.5, 0.85, |i, j| sims[i][j]);
         assert_eq!(order, vec![0, 2]);
+    }
+
+    #[test]
+    fn rank_relevance_ignores_score_spread() {
+        let a = rank_relevance(&[0.9, 0.1, 0.5]);
+        let b = rank_relevance(&[100.0, -3.0, 99.0]);
+        assert_eq!(a, b);
+        assert_eq!(a[0], 1.0);
+        assert!((a[2] - 10.0 / 11.0).abs() < 1e-6 && (a[1] - 10.0 / 12.0).abs() < 1e-6);
+        assert!(rank_relevance(&[]).is_empty());
     }
 
     #[test]
