@@ -34,6 +34,10 @@ pub struct Features {
     /// Share of the query's terms found in the chunk's heading or first line.
     #[serde(default)]
     pub title_coverage: f32,
+    /// Query–chunk cosine from a learned relevance model's own fine-tuned
+    /// embedder, when it computed one (the engine leaves it empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapted: Option<f32>,
 }
 
 /// A candidate chunk with its features.

@@ -9,7 +9,7 @@
 use anectx_engine::Features;
 
 /// Number of features per candidate.
-pub const N_FEATURES: usize = 13;
+pub const N_FEATURES: usize = 15;
 
 /// Feature names, in vector order (stored with every model).
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
@@ -26,6 +26,8 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "bigram_coverage",
     "title_coverage",
     "log_tokens",
+    "adapted_dense",
+    "adapted_margin",
 ];
 
 /// Rank positions beyond this count as "far" (the logged lists hold 50+).
@@ -50,6 +52,12 @@ pub fn features(cands: &[&Features]) -> Vec<[f32; N_FEATURES]> {
     let m_rrf = max(&|f| f.rrf);
     let m_bm = max(&|f| f.bm25.unwrap_or(0.0));
     let m_de = max(&|f| f.dense.unwrap_or(0.0).max(0.0));
+    // The adapter's cosine, or the retrieval cosine for models without one.
+    let adapted = |f: &Features| f.adapted.or(f.dense);
+    let m_ad = cands
+        .iter()
+        .filter_map(|f| adapted(f))
+        .fold(f32::NEG_INFINITY, f32::max);
     cands
         .iter()
         .map(|f| {
@@ -72,6 +80,11 @@ pub fn features(cands: &[&Features]) -> Vec<[f32; N_FEATURES]> {
                 f.bigram_coverage,
                 f.title_coverage,
                 (1.0 + f.tokens as f32).ln() / 513f32.ln(),
+                adapted(f).unwrap_or(0.0),
+                match adapted(f) {
+                    Some(a) => a - m_ad,
+                    None => -1.0,
+                },
             ]
         })
         .collect()
@@ -93,6 +106,7 @@ mod tests {
             coverage: 1.0,
             bigram_coverage: 0.5,
             title_coverage: 0.0,
+            adapted: None,
         };
         let b = Features {
             rrf: 0.015,
@@ -104,6 +118,7 @@ mod tests {
             coverage: 0.5,
             bigram_coverage: 0.0,
             title_coverage: 1.0,
+            adapted: Some(0.9),
         };
         let f = features(&[&a, &b]);
         assert_eq!(f.len(), 2);
@@ -114,6 +129,9 @@ mod tests {
         assert!((f[1][5] - 1.0).abs() < 1e-6 && (f[0][8] + 0.1).abs() < 1e-6);
         assert!(f[0][12] > f[1][12]);
         assert_eq!((f[0][10], f[1][11]), (0.5, 1.0));
+        // The adapter's cosine when present, else the retrieval cosine.
+        assert_eq!((f[0][13], f[1][13]), (0.5, 0.9));
+        assert!((f[0][14] + 0.4).abs() < 1e-6 && f[1][14] == 0.0);
         assert!(features(&[]).is_empty());
     }
 }

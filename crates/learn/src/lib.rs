@@ -9,6 +9,7 @@
 //! - [`registry`]: versions on disk, `CURRENT`, promote and rollback.
 //! - [`simulate`]: the whole loop offline on a BEIR-layout collection.
 
+pub mod adapter;
 pub mod analyzer;
 mod error;
 pub mod features;

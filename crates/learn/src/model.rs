@@ -2,8 +2,11 @@
 //!
 //! `score(x) = w2 · tanh(W1 x̂ + b1) + v · x̂`, with `x̂` the features
 //! standardised by the training set's mean and deviation. It is tiny
-//! (11 → 16 → 1), so serving computes it in plain Rust (microseconds per
+//! (15 → 8 → 1), so serving computes it in plain Rust (microseconds per
 //! query) and training runs on candle in seconds; see [`crate::train`].
+//! Optionally it carries an [`Adapter`] (a fine-tuned copy of the built-in
+//! embedder) whose query–chunk cosine fills the `adapted_*` features; without
+//! one those features repeat the retrieval cosine.
 //!
 //! Why a feature model and not the `ConvClassifier` cross-encoder: the
 //! learning signal is a few labelled chunks per interaction, so a model with
@@ -17,7 +20,11 @@ use std::sync::Arc;
 use anectx_engine::{Candidate, RelevanceModel};
 use serde::{Deserialize, Serialize};
 
+use crate::adapter::Adapter;
 use crate::features::{features, FEATURE_NAMES, N_FEATURES};
+
+/// The fine-tuned embedder's directory beside `model.json`.
+pub const ADAPTER_DIR: &str = "adapter";
 use crate::{LearnError, Result};
 
 /// File format tag written in every model file.
@@ -38,6 +45,10 @@ pub struct FeatureModelFile {
     pub w2: Vec<f32>,
     /// Linear skip weights over the standardised features.
     pub skip: Vec<f32>,
+    /// Whether the model has a fine-tuned embedder (`adapter/` beside
+    /// `model.json`) that computes the `adapted_*` features.
+    #[serde(default)]
+    pub adapter: bool,
 }
 
 /// The learned relevance model.
@@ -45,6 +56,7 @@ pub struct FeatureModelFile {
 pub struct FeatureModel {
     file: FeatureModelFile,
     hidden: usize,
+    adapter: Option<Arc<Adapter>>,
 }
 
 impl FeatureModel {
@@ -90,16 +102,40 @@ impl FeatureModel {
         if file.std.iter().any(|&s| s <= 0.0) {
             return Err(bad("feature deviations must be positive".into()));
         }
-        Ok(Self { file, hidden })
+        Ok(Self {
+            file,
+            hidden,
+            adapter: None,
+        })
     }
 
-    /// Loads `model.json`.
+    /// Attaches the fine-tuned embedder the file says the model has.
+    pub fn with_adapter(mut self, adapter: Arc<Adapter>) -> Self {
+        self.file.adapter = true;
+        self.adapter = Some(adapter);
+        self
+    }
+
+    pub fn adapter(&self) -> Option<&Arc<Adapter>> {
+        self.adapter.as_ref()
+    }
+
+    /// Loads `model.json`, and `adapter/` beside it when the file names one.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| LearnError::io(path, e))?;
         let file: FeatureModelFile = serde_json::from_slice(&bytes).map_err(|e| {
             LearnError::Invalid(format!("{}: not a relevance model: {e}", path.display()))
         })?;
-        Self::from_file(file)
+        let wants_adapter = file.adapter;
+        let m = Self::from_file(file)?;
+        if !wants_adapter {
+            return Ok(m);
+        }
+        let dir = path
+            .parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(ADAPTER_DIR);
+        Ok(m.with_adapter(Arc::new(Adapter::load(&dir)?)))
     }
 
     pub fn file(&self) -> &FeatureModelFile {
@@ -132,10 +168,31 @@ impl RelevanceModel for FeatureModel {
         self.file.version.clone()
     }
 
-    fn score(&self, _query: &str, candidates: &[Candidate]) -> anectx_engine::Result<Vec<f32>> {
-        let fs: Vec<&anectx_engine::Features> = candidates.iter().map(|c| &c.features).collect();
-        // The logistic of the pairwise logit: bounded scores keep MMR's
-        // min-max normalisation from being dominated by one outlier.
+    fn score(&self, query: &str, candidates: &[Candidate]) -> anectx_engine::Result<Vec<f32>> {
+        let owned: Vec<anectx_engine::Features>;
+        let fs: Vec<&anectx_engine::Features> = match &self.adapter {
+            Some(a) if candidates.iter().any(|c| c.features.adapted.is_none()) => {
+                let texts: Vec<&str> = candidates.iter().map(|c| c.chunk.text.as_str()).collect();
+                let cos = a.cosines(query, &texts).map_err(|e| {
+                    anectx_engine::EngineError::Relevance {
+                        version: self.file.version.clone(),
+                        message: e.to_string(),
+                    }
+                })?;
+                owned = candidates
+                    .iter()
+                    .zip(cos)
+                    .map(|(c, s)| anectx_engine::Features {
+                        adapted: Some(s),
+                        ..c.features.clone()
+                    })
+                    .collect();
+                owned.iter().collect()
+            }
+            _ => candidates.iter().map(|c| &c.features).collect(),
+        };
+        // The logistic of the pairwise logit: a bounded score, read as how
+        // likely the chunk is to be used (MMR only uses the order).
         Ok(features(&fs)
             .iter()
             .map(|x| 1.0 / (1.0 + (-self.score_features(x)).exp()))

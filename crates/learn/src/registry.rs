@@ -46,6 +46,10 @@ pub struct Manifest {
     /// Relative path of the Core ML package, when one was exported.
     #[serde(default)]
     pub coreml: Option<String>,
+    /// blake3 of `adapter/model.safetensors`, when the model has a
+    /// fine-tuned embedder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_blake3: Option<String>,
 }
 
 /// A promotion or rollback.
@@ -68,6 +72,13 @@ pub struct VersionInfo {
 #[derive(Debug, Clone)]
 pub struct Registry {
     dir: PathBuf,
+}
+
+/// blake3 of an adapter directory's weights file.
+fn weights_hash(dir: &Path) -> Result<String> {
+    let p = dir.join(crate::adapter::WEIGHTS);
+    let bytes = std::fs::read(&p).map_err(|e| LearnError::io(&p, e))?;
+    Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
 fn now_ms() -> u64 {
@@ -139,6 +150,14 @@ impl Registry {
         let bytes = serde_json::to_vec_pretty(model.file())
             .map_err(|e| LearnError::Invalid(e.to_string()))?;
         write_atomic(&dir.join(MODEL), &bytes)?;
+        let adapter_blake3 = match model.adapter() {
+            Some(a) => {
+                let adir = dir.join(crate::model::ADAPTER_DIR);
+                a.save(&adir)?;
+                Some(weights_hash(&adir)?)
+            }
+            None => None,
+        };
         // The Core ML package for the Neural Engine (fp16, fixed shape).
         let f = model.file();
         let mlp = anectx_coreml::export::FeatureMlp {
@@ -161,6 +180,7 @@ impl Registry {
             data_hash: data_hash.to_string(),
             metrics,
             coreml: Some(COREML_PACKAGE.into()),
+            adapter_blake3,
         };
         self.write_manifest(&manifest)?;
         Ok(manifest)
@@ -235,6 +255,16 @@ impl Registry {
                 &got[..12],
                 &m.model_blake3[..m.model_blake3.len().min(12)]
             )));
+        }
+        if let Some(want) = &m.adapter_blake3 {
+            let got = weights_hash(&self.version_dir(version).join(crate::model::ADAPTER_DIR))?;
+            if &got != want {
+                return Err(LearnError::Registry(format!(
+                    "version {version}: adapter weights checksum {} does not match the manifest's {}",
+                    &got[..12],
+                    &want[..want.len().min(12)]
+                )));
+            }
         }
         let model = FeatureModel::load(&path)?;
         if model.file().version != version {

@@ -16,6 +16,7 @@
 //! compares the candidate with the current model on it.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use anectx_engine::{Candidate, Features, RelevanceModel};
 use anectx_store::{ChunkRecord, Db, LoggedInteraction, UsageLabelRow};
@@ -23,6 +24,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 
+use crate::adapter::Adapter;
 use crate::analyzer::{Analyzer, ShownChunk, ANALYZER_VERSION};
 use crate::features::{features, FEATURE_NAMES, N_FEATURES};
 use crate::model::{FeatureModel, FeatureModelFile, FORMAT};
@@ -95,8 +97,13 @@ pub struct Shown {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     pub interaction_id: i64,
+    pub query: String,
     pub raw: Vec<Features>,
     pub shown: Vec<Shown>,
+    /// Each candidate's text where known (shown text from the log, else the
+    /// chunk from the store); not part of the dataset hash.
+    #[serde(skip)]
+    pub texts: Vec<Option<Arc<str>>>,
 }
 
 impl Group {
@@ -136,10 +143,26 @@ impl Dataset {
         }
         let mut ds = Dataset::default();
         let mut after = 0i64;
+        let mut chunk_text: HashMap<u64, Option<Arc<str>>> = HashMap::new();
         loop {
             let page = db.interactions(after, 500)?;
             let Some(last) = page.last() else { break };
             after = last.0;
+            // Texts of the candidates the log did not keep, from the store.
+            let missing: Vec<u64> = page
+                .iter()
+                .flat_map(|(_, it)| it.candidates.iter())
+                .filter(|c| c.text.is_none() && !chunk_text.contains_key(&c.chunk_id))
+                .map(|c| c.chunk_id)
+                .collect::<std::collections::HashSet<_>>()
+                .into_iter()
+                .collect();
+            for &c in &missing {
+                chunk_text.insert(c, None);
+            }
+            for rec in db.chunks_by_ids(&missing)? {
+                chunk_text.insert(rec.id, Some(Arc::from(rec.text.as_str())));
+            }
             for (id, it) in page {
                 ds.interactions_total += 1;
                 let mut lab = labels.remove(&id).unwrap_or_default();
@@ -150,7 +173,7 @@ impl Dataset {
                     continue;
                 }
                 ds.interactions_labelled += 1;
-                if let Some(g) = group_of(id, &it, &lab) {
+                if let Some(g) = group_of(id, &it, &lab, &chunk_text) {
                     if g.informative() {
                         ds.groups.push(g);
                     }
@@ -196,12 +219,24 @@ impl Dataset {
     }
 }
 
-fn group_of(id: i64, it: &LoggedInteraction, labels: &HashMap<u64, bool>) -> Option<Group> {
+fn group_of(
+    id: i64,
+    it: &LoggedInteraction,
+    labels: &HashMap<u64, bool>,
+    chunk_text: &HashMap<u64, Option<Arc<str>>>,
+) -> Option<Group> {
     let mut raw = Vec::with_capacity(it.candidates.len());
     let mut shown = Vec::new();
+    let mut texts = Vec::with_capacity(it.candidates.len());
     for (idx, c) in it.candidates.iter().enumerate() {
-        let f: Features = serde_json::from_value(c.features.clone()).ok()?;
+        let mut f: Features = serde_json::from_value(c.features.clone()).ok()?;
+        // Only a model's own adapter fills this in; never trust a logged one.
+        f.adapted = None;
         raw.push(f);
+        texts.push(match &c.text {
+            Some(t) => Some(Arc::from(t.as_str())),
+            None => chunk_text.get(&c.chunk_id).cloned().flatten(),
+        });
         if let (Some(_), Some(&used)) = (c.position, labels.get(&c.chunk_id)) {
             shown.push(Shown {
                 idx,
@@ -212,8 +247,10 @@ fn group_of(id: i64, it: &LoggedInteraction, labels: &HashMap<u64, bool>) -> Opt
     }
     Some(Group {
         interaction_id: id,
+        query: it.query.clone(),
         raw,
         shown,
+        texts,
     })
 }
 
@@ -237,6 +274,10 @@ pub struct TrainConfig {
     pub unshown_per_interaction: usize,
     /// Weight of a used-over-unshown pair relative to a shown pair.
     pub unshown_weight: f32,
+    /// Fine-tuning steps of the adapter embedder (0: no adapter; the model
+    /// then uses retrieval features only).
+    pub adapter_steps: usize,
+    pub adapter_lr: f64,
     pub seed: u64,
 }
 
@@ -253,6 +294,8 @@ impl Default for TrainConfig {
             min_interactions: 20,
             unshown_per_interaction: 10,
             unshown_weight: 0.3,
+            adapter_steps: 0,
+            adapter_lr: 2e-4,
             seed: 17,
         }
     }
@@ -271,6 +314,64 @@ pub struct TrainReport {
     /// Held-out IPS-nDCG@10 of the selected epoch (see [`evaluate`]).
     pub held_out_ips_ndcg: f64,
     pub data_hash: String,
+    /// The adapter's fine-tuning, when one was trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterReport>,
+}
+
+/// How the adapter embedder was fine-tuned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterReport {
+    /// (query, used chunk) pairs from the training interactions.
+    pub pairs: usize,
+    pub steps: usize,
+    /// Mean contrastive loss over the first and the last tenth of the steps.
+    pub first_loss: f32,
+    pub last_loss: f32,
+}
+
+/// (query, used chunk, ignored shown chunks) triples of `groups`, weighted
+/// by the clipped inverse propensity of the used chunk.
+fn adapter_triples(groups: &[&Group], clip: f32) -> Vec<anectx_models::finetune::Triple> {
+    let mut out = Vec::new();
+    for g in groups {
+        let text = |i: usize| g.texts.get(i).cloned().flatten();
+        let negatives: Vec<String> = g
+            .shown
+            .iter()
+            .filter(|s| !s.used)
+            .filter_map(|s| text(s.idx).map(|t| t.to_string()))
+            .collect();
+        for s in g.shown.iter().filter(|s| s.used) {
+            if let Some(t) = text(s.idx) {
+                out.push(anectx_models::finetune::Triple {
+                    query: g.query.clone(),
+                    positive: t.to_string(),
+                    negatives: negatives.clone(),
+                    weight: (1.0 / s.propensity.max(1e-6)).min(clip),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Copies of `groups` with the adapter's cosine filled in for every candidate.
+fn with_adapted(groups: &[&Group], a: &Adapter) -> Result<Vec<Group>> {
+    groups
+        .iter()
+        .map(|g| {
+            let texts: Vec<&str> = (0..g.raw.len())
+                .map(|i| g.texts.get(i).and_then(|t| t.as_deref()).unwrap_or(""))
+                .collect();
+            let cos = a.cosines(&g.query, &texts)?;
+            let mut g = (*g).clone();
+            for (f, c) in g.raw.iter_mut().zip(cos) {
+                f.adapted = Some(c);
+            }
+            Ok(g)
+        })
+        .collect()
 }
 
 /// The IPS-weighted pairs of a set of groups: feature rows and
@@ -406,6 +507,7 @@ impl Params {
             b1: self.b1.as_tensor().to_vec1()?,
             w2: self.w2.as_tensor().to_vec1()?,
             skip: self.skip.as_tensor().to_vec1()?,
+            adapter: false,
         })
     }
 }
@@ -465,6 +567,55 @@ pub fn train(
         )));
     }
     let dev = Device::Cpu;
+    // The text-level part first: fine-tune the adapter on the training
+    // interactions only, then score every candidate with it.
+    let mut adapter = None;
+    let mut adapter_report = None;
+    let (mut tr_a, mut te_a) = (Vec::new(), Vec::new());
+    if cfg.adapter_steps > 0 {
+        let o = anectx_models::finetune::FineTuneOptions {
+            steps: cfg.adapter_steps,
+            lr: cfg.adapter_lr,
+            seed: cfg.seed,
+            ..Default::default()
+        };
+        // Cross-fitting: the MLP must learn how far to trust the adapter on
+        // queries it was not tuned on (in-sample cosines are inflated), so
+        // each half of the training queries is scored by an adapter tuned on
+        // the other half; the served adapter is tuned on all of them.
+        let fold = |g: &Group| blake3::hash(g.query.as_bytes()).as_bytes()[0] & 1;
+        let halves: [Vec<&Group>; 2] = [
+            tr.iter().copied().filter(|g| fold(g) == 0).collect(),
+            tr.iter().copied().filter(|g| fold(g) == 1).collect(),
+        ];
+        let triples = adapter_triples(&tr, cfg.ips_clip);
+        let t0 = adapter_triples(&halves[0], cfg.ips_clip);
+        let t1 = adapter_triples(&halves[1], cfg.ips_clip);
+        if t0.len() >= 8 && t1.len() >= 8 {
+            let (a, out) = Adapter::train(&triples, &o)?;
+            let (a0, _) = Adapter::train(&t0, &o)?;
+            let (a1, _) = Adapter::train(&t1, &o)?;
+            tr_a = with_adapted(&halves[0], &a1)?;
+            tr_a.extend(with_adapted(&halves[1], &a0)?);
+            te_a = with_adapted(&te, &a)?;
+            adapter_report = Some(AdapterReport {
+                pairs: triples.len(),
+                steps: o.steps,
+                first_loss: out.first_loss,
+                last_loss: out.last_loss,
+            });
+            adapter = Some(Arc::new(a));
+        } else {
+            tracing::info!(
+                pairs = triples.len(),
+                "too few (query, used chunk) pairs with text for the adapter; training without it"
+            );
+        }
+    }
+    let (tr, te): (Vec<&Group>, Vec<&Group>) = match &adapter {
+        Some(_) => (tr_a.iter().collect(), te_a.iter().collect()),
+        None => (tr, te),
+    };
     let ptr = pairs_of(&tr, cfg);
     let pte = pairs_of(&te, cfg);
     let (mean, std) = mean_std(&ptr.x);
@@ -519,7 +670,10 @@ pub fn train(
             break;
         }
     }
-    let model = FeatureModel::from_file(best.2)?;
+    let mut model = FeatureModel::from_file(best.2)?;
+    if let Some(a) = adapter {
+        model = model.with_adapter(a);
+    }
     Ok((
         model,
         TrainReport {
@@ -532,6 +686,7 @@ pub fn train(
             held_out_loss: best.3,
             held_out_ips_ndcg: best.0,
             data_hash: ds.hash.clone(),
+            adapter: adapter_report,
         },
     ))
 }
@@ -555,12 +710,18 @@ pub fn evaluate(model: &dyn RelevanceModel, groups: &[&Group], clip: f32) -> Res
             .raw
             .iter()
             .enumerate()
-            .map(|(i, f)| Candidate {
-                chunk: placeholder_chunk(i as u64, f.tokens as usize),
-                features: f.clone(),
+            .map(|(i, f)| {
+                let mut chunk = placeholder_chunk(i as u64, f.tokens as usize);
+                if let Some(Some(t)) = g.texts.get(i) {
+                    chunk.text = t.to_string();
+                }
+                Candidate {
+                    chunk,
+                    features: f.clone(),
+                }
             })
             .collect();
-        let scores = model.score("", &cands)?;
+        let scores = model.score(&g.query, &cands)?;
         // Rank the whole logged pool; only used shown chunks have gains
         // (IPS-weighted), so a model that lifts unlabelled tail candidates
         // over used ones loses, as it would on real queries.

@@ -28,6 +28,7 @@ fn synthetic_log(store: &Store, n: usize) {
                 coverage: cov,
                 bigram_coverage: cov * 0.5,
                 title_coverage: 0.0,
+                adapted: None,
             };
             let shown = (c < 6).then_some(c as u32 + 1);
             cands.push(LoggedCandidate {
@@ -128,8 +129,54 @@ fn tiny_model(version: &str) -> FeatureModel {
         b1: vec![0.0; 2],
         w2: vec![1.0; 2],
         skip: vec![0.5; N_FEATURES],
+        adapter: false,
     })
     .unwrap()
+}
+
+#[test]
+fn an_adapter_is_tuned_on_logged_text_saved_checked_and_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    synthetic_log(&store, 60);
+    let ds = Dataset::from_log(&store.db, "test-v1").unwrap();
+    // Shown chunks keep their logged text; unshown ones have none here (no
+    // such chunks in the store), and score 0 with the adapter.
+    let g = &ds.groups[0];
+    assert_eq!(g.query, "query 0");
+    assert!(g.shown.iter().all(|s| g.texts[s.idx].is_some()));
+    let cfg = TrainConfig {
+        adapter_steps: 3,
+        min_interactions: 10,
+        ..TrainConfig::default()
+    };
+    let (model, report) = train(&ds, &cfg, "rel-adapter-1").unwrap();
+    let a = report.adapter.as_ref().expect("an adapter was trained");
+    assert!(a.pairs > 8 && a.steps == 3, "{a:?}");
+    assert!(model.adapter().is_some() && model.file().adapter);
+
+    let reg = Registry::open(&dir.path().join("registry")).unwrap();
+    let m = reg.add(&model, &ds.hash, serde_json::Value::Null).unwrap();
+    assert!(m.adapter_blake3.is_some());
+    let vdir = reg.version_dir("rel-adapter-1").join("adapter");
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        assert!(vdir.join(f).is_file(), "{f}");
+    }
+    // The reloaded model (fp16 adapter weights) scores like the trained one.
+    let loaded = reg.load("rel-adapter-1").unwrap();
+    let (_, _, held) = ds.split3(cfg.held_out, cfg.seed);
+    let a = evaluate(&model, &held, cfg.ips_clip).unwrap();
+    let b = evaluate(&loaded, &held, cfg.ips_clip).unwrap();
+    assert!((a - b).abs() < 0.02, "{a} vs {b}");
+    // Tampered adapter weights are refused.
+    let w = vdir.join("model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 0x55;
+    std::fs::write(&w, bytes).unwrap();
+    let err = reg.load("rel-adapter-1").unwrap_err().to_string();
+    assert!(err.contains("adapter weights checksum"), "{err}");
+    assert!(reg.promote("rel-adapter-1").is_err());
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod conv_embedder;
 pub mod default_model;
 pub mod distill;
 mod error;
+pub mod finetune;
 pub mod io;
 pub mod layers;
 pub mod metrics;

@@ -48,6 +48,12 @@ pub struct TrainArgs {
     /// Allowed held-out drop versus the current model (0: not worse).
     #[arg(long, default_value_t = 0.0)]
     tolerance: f64,
+    /// Experimental: fine-tuning steps of an adapter — a copy of the
+    /// built-in embedder tuned on (query, used chunk) pairs whose cosine
+    /// becomes a feature (0: retrieval features only). Costs minutes per
+    /// training run and an embedding of each candidate when serving.
+    #[arg(long, default_value_t = 0)]
+    adapter_steps: usize,
     #[arg(long, default_value_t = 17)]
     seed: u64,
     /// Print the report as JSON.
@@ -86,6 +92,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         min_interactions: args.min_interactions,
         held_out: args.held_out,
         seed: args.seed,
+        adapter_steps: args.adapter_steps,
         ..TrainConfig::default()
     };
     let version = registry.new_version_name(&ds.hash);
@@ -220,6 +227,12 @@ pub struct SimulateArgs {
     /// Training: hidden units of the MLP (0 = linear model).
     #[arg(long, default_value_t = TrainConfig::default().hidden)]
     hidden: usize,
+    /// Experimental: fine-tuning steps of an adapter — a copy of the
+    /// built-in embedder tuned on (query, used chunk) pairs whose cosine
+    /// becomes a feature (0: retrieval features only). Costs minutes per
+    /// training run and an embedding of each candidate when serving.
+    #[arg(long, default_value_t = 0)]
+    adapter_steps: usize,
     /// Do not gate on the judged train queries (held-out interactions only).
     #[arg(long)]
     no_eval_gate: bool,
@@ -315,6 +328,7 @@ pub fn run_simulate(args: SimulateArgs) -> Result<()> {
             ips_clip: args.ips_clip,
             unshown_weight: args.unshown_weight,
             hidden: args.hidden,
+            adapter_steps: args.adapter_steps,
             ..TrainConfig::default()
         },
         gate: GateConfig {
