@@ -181,6 +181,26 @@ fn distill_reduces_the_loss_and_resumes_from_the_checkpoint() {
         assert_eq!(a.heldout_cosine, b.heldout_cosine);
     }
     assert_eq!(r.heldout_cosine_init, m.heldout_cosine_init);
+
+    // --init: a fresh run starting from the finished model begins where it
+    // ended (its step-0 cosine is the saved one, not the PCA/SIF start).
+    let mut o = options(root.path(), 10);
+    o.out = root.path().join("out-init");
+    o.init = Some(out.clone());
+    let i = distill(&o, &mut |_| {}).unwrap();
+    assert!(
+        (i.heldout_cosine_init - r.heldout_cosine_saved).abs() < 0.02,
+        "init cosine {} vs the saved model's {}",
+        i.heldout_cosine_init,
+        r.heldout_cosine_saved
+    );
+    // A model of another configuration is refused, clearly.
+    let mut o = options(root.path(), 10);
+    o.out = root.path().join("out-bad");
+    o.embed_dim = 12;
+    o.init = Some(out.clone());
+    let e = distill(&o, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("--init") && e.contains("configuration"), "{e}");
 }
 
 #[test]
