@@ -5,11 +5,15 @@
 #     with the hypernym's gloss (general and scientific English definitions)
 #   - r-bioc-go.db: Gene Ontology terms with their textual definitions,
 #     alone and with the parent term's definition (biology and medicine)
+#   - dict-foldoc (only when N_FOLDOC > 0): the Free On-line Dictionary of
+#     Computing, definitions of computing and information-science terms
 # and mixes them with a share of the documentation corpus written by
 # scripts/distill-corpus.sh, so the student keeps its programming prose.
+# EXCLUDE=FILE leaves out every passage already in FILE (a later stage's
+# corpus holds only new text).
 # Nothing is read from the evaluation collections (../shared/data/eval).
 #
-# Usage: scripts/distill-corpus-reference.sh OUT_FILE [DOC_CORPUS] [N_DOC] [N_WORDNET] [N_GO]
+# Usage: [EXCLUDE=FILE] scripts/distill-corpus-reference.sh OUT_FILE [DOC_CORPUS] [N_DOC] [N_WORDNET] [N_GO] [N_FOLDOC]
 # Writes OUT_FILE (one passage per line, deduplicated, shuffled with a fixed
 # seed) and OUT_FILE.sources (package versions, counts, sha256).
 set -euo pipefail
@@ -19,17 +23,25 @@ DOC="${2:-/tmp/anectx-distill/corpus.txt}"
 N_DOC="${3:-12000}"
 N_WN="${4:-30000}"
 N_GO="${5:-20000}"
+N_FOLDOC="${6:-0}"
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$(dirname "$OUT")"
-(cd "$WORK" && apt-get download wordnet-base r-bioc-go.db >/dev/null 2>&1) || {
-    echo "apt-get download wordnet-base r-bioc-go.db failed (needs Debian's package index)" >&2
+PKGS="wordnet-base r-bioc-go.db"
+if [ "$N_FOLDOC" -gt 0 ]; then PKGS="$PKGS dict-foldoc"; fi
+(cd "$WORK" && apt-get download $PKGS >/dev/null 2>&1) || {
+    echo "apt-get download $PKGS failed (needs Debian's package index)" >&2
     exit 1
 }
 for deb in "$WORK"/*.deb; do dpkg-deb -x "$deb" "$WORK/x"; done
-python3 - "$OUT" "$DOC" "$N_DOC" "$N_WN" "$N_GO" "$WORK" <<'PY'
-import glob, hashlib, os, random, re, sqlite3, sys
+python3 - "$OUT" "$DOC" "$N_DOC" "$N_WN" "$N_GO" "$WORK" "$N_FOLDOC" "${EXCLUDE:-}" <<'PY'
+import glob, gzip, hashlib, os, random, re, sqlite3, sys
 out, doc, n_doc, n_wn, n_go, work = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+n_foldoc, exclude_file = int(sys.argv[7]), sys.argv[8]
+exclude = set()
+if exclude_file:
+    with open(exclude_file, encoding="utf-8") as fh:
+        exclude = {l.strip() for l in fh}
 rng = random.Random(20261128)
 
 # WordNet: "lemma, lemma: gloss; examples" (+ "; a kind of <hypernym>: gloss").
@@ -81,12 +93,36 @@ if n_doc > 0 and os.path.exists(doc):
     with open(doc, encoding="utf-8") as fh:
         docs = [l.strip() for l in fh if l.strip()]
 
+# FOLDOC: "headword: definition" from the dictd file (entries start at
+# column 0; {links} and <topics> are unwrapped; dates and notes dropped).
+foldoc_passages = []
+if n_foldoc > 0:
+    t = gzip.open(os.path.join(work, "x/usr/share/dictd/foldoc.dict.dz"), "rt", errors="replace").read()
+    for entry in re.split(r"\n(?=\S)", t):
+        lines = entry.split("\n")
+        head = lines[0].strip()
+        body = " ".join(l.strip() for l in lines[1:] if l.strip())
+        body = re.sub(r"\(\d{4}-\d{2}-\d{2}\)", " ", body)
+        body = re.sub(r"\[[^\]]*\]", " ", body)
+        body = re.sub(r"[{}]", "", body)
+        body = re.sub(r"<[^>]+>", " ", body)
+        body = re.sub(r"\(https?://[^)]*\)", " ", body)
+        words = body.split()
+        if head.startswith("00-") or len(words) < 6:
+            continue
+        for i in range(0, len(words), 60):
+            chunk = words[i:i + 60]
+            if len(chunk) >= 6:
+                foldoc_passages.append(head + ": " + " ".join(chunk))
+
 def take(xs, n):
-    xs = sorted(set(xs))
+    xs = sorted(set(xs) - exclude)
     rng.shuffle(xs)
     return xs[:n]
 
 parts = {"documentation": take(docs, n_doc), "wordnet": take(wn_passages, n_wn), "gene-ontology": take(go_passages, n_go)}
+if n_foldoc > 0:
+    parts["foldoc"] = take(foldoc_passages, n_foldoc)
 allp = [p for v in parts.values() for p in v]
 rng.shuffle(allp)
 with open(out, "w", encoding="utf-8") as fh:
@@ -97,6 +133,8 @@ with open(out + ".sources", "w") as fh:
     for deb in sorted(glob.glob(os.path.join(work, "*.deb"))):
         fh.write(f"debian-package\t{os.path.basename(deb)}\n")
     fh.write(f"documentation-corpus\t{doc}\n")
+    if exclude_file:
+        fh.write(f"excluded-passages-of\t{exclude_file}\t{len(exclude)}\n")
     for k, v in parts.items():
         fh.write(f"{k}\t{len(v)} passages\n")
     fh.write(f"written\t{len(allp)}\nsha256\t{sha}\n")

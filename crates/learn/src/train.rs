@@ -9,7 +9,9 @@
 //! 3. [`train`] fits a [`FeatureModel`] with an IPS-weighted pairwise
 //!    logistic loss (each used-over-unused pair of shown chunks weighted by
 //!    the inverse propensity of the used one, clipped) using candle and AdamW,
-//!    and early-stops on held-out interactions.
+//!    and early-stops on held-out interactions. With `adapter_steps > 0` it
+//!    first fine-tunes an [`Adapter`] on (query, used chunk) pairs,
+//!    cross-fitted over the training queries, whose cosine is a feature.
 //!
 //! [`evaluate`] scores any relevance model on held-out interactions with the
 //! IPS-weighted nDCG of its ordering of the shown chunks; the promotion gate
