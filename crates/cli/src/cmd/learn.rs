@@ -244,6 +244,31 @@ pub struct SimulateArgs {
     json: bool,
 }
 
+/// Indexes a BEIR collection's documents (one document per id, chunks of
+/// up to 512 tokens) with progress bars, as `simulate` and `quickstart` do.
+pub fn index_collection(
+    engine: &Engine,
+    embedder: Option<&dyn anectx_engine::TextEmbedder>,
+    coll: &Collection,
+) -> Result<anectx_engine::IndexReport> {
+    let bars = Bars::new();
+    let rep = index_texts(
+        engine.store(),
+        embedder,
+        &coll.docs,
+        &IndexOptions {
+            chunk: ChunkConfig {
+                max_tokens: 512,
+                overlap: 64,
+            },
+            ..IndexOptions::default()
+        },
+        &bars,
+    )?;
+    bars.finish();
+    Ok(rep)
+}
+
 /// Simulation progress drawn with the index command's bars.
 pub struct SimBars(pub Bars);
 impl SimProgress for SimBars {
@@ -282,21 +307,7 @@ pub fn run_simulate(args: SimulateArgs) -> Result<()> {
     };
     let engine = Engine::open(&store_dir, embedder.clone())
         .with_context(|| format!("opening the store in {}", store_dir.display()))?;
-    let bars = Bars::new();
-    let rep = index_texts(
-        engine.store(),
-        embedder.as_deref(),
-        &coll.docs,
-        &IndexOptions {
-            chunk: ChunkConfig {
-                max_tokens: 512,
-                overlap: 64,
-            },
-            ..IndexOptions::default()
-        },
-        &bars,
-    )?;
-    bars.finish();
+    let rep = index_collection(&engine, embedder.as_deref(), &coll)?;
     eprintln!(
         "indexed {} documents ({} chunks) in {:.1}s{}",
         rep.documents_total,

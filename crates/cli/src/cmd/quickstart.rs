@@ -4,9 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anectx_engine::eval::Collection;
-use anectx_engine::{
-    index_texts, ChunkConfig, ContextOptions, Engine, IndexOptions, ModelEmbedder,
-};
+use anectx_engine::{ContextOptions, Engine, ModelEmbedder};
 use anectx_learn::analyzer::Analyzer;
 use anectx_learn::simulate::{simulate, SimulateConfig};
 use anectx_learn::Registry;
@@ -142,21 +140,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         .clone();
     let store_dir = dir.join("store");
     let engine = Engine::open(&store_dir, Some(embedder.clone()))?;
-    let bars = Bars::new();
-    let rep = index_texts(
-        engine.store(),
-        Some(embedder.as_ref()),
-        &coll.docs,
-        &IndexOptions {
-            chunk: ChunkConfig {
-                max_tokens: 512,
-                overlap: 64,
-            },
-            ..IndexOptions::default()
-        },
-        &bars,
-    )?;
-    bars.finish();
+    let rep = super::learn::index_collection(&engine, Some(embedder.as_ref()), &coll)?;
 
     steps.next("answering three questions with selected context");
     let mut answers = Vec::new();
