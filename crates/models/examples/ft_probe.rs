@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let steps: usize = a.get(2).map_or(150, |s| s.parse().unwrap());
     let lr: f64 = a.get(3).map_or(2e-4, |s| s.parse().unwrap());
     let freeze: bool = a.get(4).is_some_and(|s| s == "1");
+    // Only relevant docs the initial model ranks in its top `shown` count as
+    // positives (what a user of the loop would see and use); 0 = all.
+    let shown: usize = a.get(5).map_or(0, |s| s.parse().unwrap());
     let cfg: ConvEmbedderConfig = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
     let mut tok = Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| e.to_string())?;
     tok.with_padding(None);
@@ -144,11 +147,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ndcg(&tr)
     );
     let mut pairs: Vec<(usize, usize)> = Vec::new();
+    let top: Vec<std::collections::HashSet<usize>> = if shown > 0 {
+        let drows: Vec<&[u32]> = docs.iter().map(|d| d.1.as_slice()).collect();
+        let de = embed_all(&drows);
+        let qrows: Vec<&[u32]> = tr.iter().map(|q| q.1.as_slice()).collect();
+        embed_all(&qrows)
+            .iter()
+            .map(|v| {
+                let mut s: Vec<(usize, f32)> = de
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (i, d.iter().zip(v).map(|(a, b)| a * b).sum()))
+                    .collect();
+                s.sort_by(|a, b| b.1.total_cmp(&a.1));
+                s[..shown].iter().map(|x| x.0).collect()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     for (qi, q) in tr.iter().enumerate() {
         for &d in qrels[&q.0].keys() {
-            pairs.push((qi, d));
+            if shown == 0 || top[qi].contains(&d) {
+                pairs.push((qi, d));
+            }
         }
     }
+    println!("positive pairs: {}", pairs.len());
     let vars: Vec<_> = varmap
         .data()
         .lock()

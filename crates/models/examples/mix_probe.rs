@@ -1,0 +1,137 @@
+//! Diagnostic: dense nDCG@10 with queries and documents embedded by two
+//! different models (student/teacher) to see which side loses quality.
+//! `mix_probe STUDENT_DIR TEACHER_DIR COLLECTION CACHE_DIR`
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anectx_models::io::{load_embedder, WeightDtype};
+
+fn embed(dir: &Path, texts: &[String], cache: &Path) -> Vec<Vec<f32>> {
+    if let Ok(b) = std::fs::read(cache) {
+        return serde_json::from_slice(&b).unwrap();
+    }
+    let (m, tok) = load_embedder(dir, WeightDtype::F32).unwrap();
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].len());
+    let mut out = vec![Vec::new(); texts.len()];
+    for c in order.chunks(16) {
+        let t: Vec<&str> = c.iter().map(|&i| texts[i].as_str()).collect();
+        let b = tok.encode_batch(&t).unwrap();
+        let e = m.embed(&b).unwrap();
+        for (k, &i) in c.iter().enumerate() {
+            out[i] = e.data[k * e.dim..(k + 1) * e.dim].to_vec();
+        }
+    }
+    std::fs::write(cache, serde_json::to_vec(&out).unwrap()).unwrap();
+    out
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().skip(1).collect();
+    let (s, t, coll, cache) = (
+        PathBuf::from(&a[0]),
+        PathBuf::from(&a[1]),
+        PathBuf::from(&a[2]),
+        PathBuf::from(&a[3]),
+    );
+    let name = coll.file_name().unwrap().to_string_lossy().to_string();
+    let mut ids = Vec::new();
+    let mut docs = Vec::new();
+    for l in std::fs::read_to_string(coll.join("corpus.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let j: serde_json::Value = serde_json::from_str(l).unwrap();
+        ids.push(j["_id"].as_str().unwrap().to_string());
+        docs.push(format!(
+            "{} {}",
+            j["title"].as_str().unwrap_or(""),
+            j["text"].as_str().unwrap_or("")
+        ));
+    }
+    let at: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i))
+        .collect();
+    let mut qrels: HashMap<String, HashMap<usize, f64>> = HashMap::new();
+    for l in std::fs::read_to_string(coll.join("qrels.tsv"))
+        .unwrap()
+        .lines()
+    {
+        let p: Vec<&str> = l.split('\t').collect();
+        if p.len() < 3 {
+            continue;
+        }
+        let Ok(g) = p[p.len() - 1].parse::<f64>() else {
+            continue;
+        };
+        if g > 0.0 {
+            if let Some(&d) = at.get(p[1]) {
+                qrels.entry(p[0].to_string()).or_default().insert(d, g);
+            }
+        }
+    }
+    let mut qids = Vec::new();
+    let mut qs = Vec::new();
+    for l in std::fs::read_to_string(coll.join("queries.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        let j: serde_json::Value = serde_json::from_str(l).unwrap();
+        let id = j["_id"].as_str().unwrap().to_string();
+        if qrels.contains_key(&id) {
+            qids.push(id);
+            qs.push(j["text"].as_str().unwrap().to_string());
+        }
+    }
+    let sd = embed(&s, &docs, &cache.join(format!("{name}-s-d.json")));
+    let sq = embed(&s, &qs, &cache.join(format!("{name}-s-q.json")));
+    let td = embed(&t, &docs, &cache.join(format!("{name}-t-d.json")));
+    let tq = embed(&t, &qs, &cache.join(format!("{name}-t-q.json")));
+    let ndcg = |qe: &[Vec<f32>], de: &[Vec<f32>]| -> f64 {
+        let mut tot = 0.0;
+        for (qi, v) in qe.iter().enumerate() {
+            let mut sc: Vec<(usize, f32)> = de
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (i, d.iter().zip(v).map(|(a, b)| a * b).sum()))
+                .collect();
+            sc.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let rel = &qrels[&qids[qi]];
+            let dcg: f64 = sc[..10]
+                .iter()
+                .enumerate()
+                .map(|(i, (d, _))| {
+                    (2f64.powf(*rel.get(d).unwrap_or(&0.0)) - 1.0) / (i as f64 + 2.0).log2()
+                })
+                .sum();
+            let mut ideal: Vec<f64> = rel.values().copied().collect();
+            ideal.sort_by(|a, b| b.total_cmp(a));
+            let idcg: f64 = ideal
+                .iter()
+                .take(10)
+                .enumerate()
+                .map(|(i, g)| (2f64.powf(*g) - 1.0) / (i as f64 + 2.0).log2())
+                .sum();
+            tot += dcg / idcg;
+        }
+        tot / qe.len() as f64
+    };
+    let cos = |a: &[Vec<f32>], b: &[Vec<f32>]| -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p * q) as f64).sum::<f64>())
+            .sum::<f64>()
+            / a.len() as f64
+    };
+    println!(
+        "{name}: SS {:.4} | Sq-Td {:.4} | Tq-Sd {:.4} | TT {:.4} | cos(s,t) docs {:.3} queries {:.3}",
+        ndcg(&sq, &sd),
+        ndcg(&sq, &td),
+        ndcg(&tq, &sd),
+        ndcg(&tq, &td),
+        cos(&sd, &td),
+        cos(&sq, &tq)
+    );
+}
