@@ -5,7 +5,7 @@
 use anectx_engine::RelevanceModel;
 use serde::{Deserialize, Serialize};
 
-use crate::train::{evaluate, Group};
+use crate::train::{evaluate, query_key, Group};
 use crate::Result;
 
 /// Settings of the gate.
@@ -17,6 +17,11 @@ pub struct GateConfig {
     pub tolerance: f64,
     /// Fewer held-out interactions than this refuses promotion.
     pub min_held_out: usize,
+    /// Fewer distinct held-out questions than this refuses promotion: a
+    /// comparison on a handful of questions is noise, and measured on the
+    /// quickstart sample (4 gate questions) it passed a candidate that was
+    /// worse on new questions.
+    pub min_questions: usize,
     /// Inverse-propensity weights are clipped at this value.
     pub ips_clip: f32,
 }
@@ -26,6 +31,7 @@ impl Default for GateConfig {
         Self {
             tolerance: 0.0,
             min_held_out: 5,
+            min_questions: 8,
             ips_clip: 2.0,
         }
     }
@@ -36,6 +42,9 @@ impl Default for GateConfig {
 pub struct GateReport {
     pub metric: String,
     pub held_out_interactions: usize,
+    /// Distinct questions among them.
+    #[serde(default)]
+    pub held_out_questions: usize,
     pub candidate: f64,
     pub current: f64,
     pub current_version: String,
@@ -54,6 +63,11 @@ pub fn gate(
 ) -> Result<GateReport> {
     let cand = evaluate(candidate, held_out, cfg.ips_clip)?;
     let cur = evaluate(current, held_out, cfg.ips_clip)?;
+    let questions = held_out
+        .iter()
+        .map(|g| query_key(&g.query))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
     let (passed, reason) = if held_out.len() < cfg.min_held_out {
         (
             false,
@@ -61,6 +75,14 @@ pub fn gate(
                 "only {} held-out interactions (need {})",
                 held_out.len(),
                 cfg.min_held_out
+            ),
+        )
+    } else if questions < cfg.min_questions {
+        (
+            false,
+            format!(
+                "only {questions} distinct held-out questions (need {}); log more questions",
+                cfg.min_questions
             ),
         )
     } else if cand + cfg.tolerance >= cur {
@@ -77,6 +99,7 @@ pub fn gate(
     Ok(GateReport {
         metric: "ips_ndcg10_pool".into(),
         held_out_interactions: held_out.len(),
+        held_out_questions: questions,
         candidate: cand,
         current: cur,
         current_version: current.version(),

@@ -187,13 +187,16 @@ impl Dataset {
         Ok(ds)
     }
 
-    /// Deterministic three-way split by interaction: `(train, validation,
-    /// gate)`; the held-out share is halved between model selection and the
-    /// promotion gate, so the gate sees interactions selection did not.
+    /// Deterministic three-way split by query: `(train, validation, gate)`;
+    /// the held-out questions are dealt alternately to model selection and
+    /// the promotion gate, so the gate sees questions selection did not.
     pub fn split3(&self, held_out: f32, seed: u64) -> (Vec<&Group>, Vec<&Group>, Vec<&Group>) {
         let (tr, te) = self.split(held_out, seed);
         let (mut val, mut gate) = (Vec::new(), Vec::new());
-        for (i, g) in te.into_iter().enumerate() {
+        let mut side: HashMap<String, usize> = HashMap::new();
+        for g in te {
+            let n = side.len();
+            let i = *side.entry(query_key(&g.query)).or_insert(n);
             if i % 2 == 0 {
                 val.push(g);
             } else {
@@ -203,12 +206,17 @@ impl Dataset {
         (tr, val, gate)
     }
 
-    /// Deterministic split by interaction: `(train, held_out)`.
+    /// Deterministic split by *query*: `(train, held_out)`. Every
+    /// interaction of one question (asked again, or in other words' case)
+    /// lands on the same side, so held-out interactions measure questions
+    /// the model did not train on — as most questions users ask will be. A
+    /// split by interaction would let a model that fits the training
+    /// questions, but ranks new ones worse, pass the gate.
     pub fn split(&self, held_out: f32, seed: u64) -> (Vec<&Group>, Vec<&Group>) {
         let mut tr = Vec::new();
         let mut te = Vec::new();
         for g in &self.groups {
-            let h = blake3::hash(format!("{seed}:{}", g.interaction_id).as_bytes());
+            let h = blake3::hash(format!("{seed}:{}", query_key(&g.query)).as_bytes());
             let u = u32::from_le_bytes(h.as_bytes()[..4].try_into().unwrap_or([0; 4])) as f32
                 / u32::MAX as f32;
             if u < held_out {
@@ -219,6 +227,14 @@ impl Dataset {
         }
         (tr, te)
     }
+}
+
+/// A question's identity for splitting: its words, lower-cased.
+pub(crate) fn query_key(q: &str) -> String {
+    q.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 fn group_of(

@@ -5,7 +5,7 @@ use anectx_engine::{Features, FusionRelevance};
 use anectx_learn::features::{FEATURE_NAMES, N_FEATURES};
 use anectx_learn::gate::{gate, GateConfig};
 use anectx_learn::model::{FeatureModel, FeatureModelFile, FORMAT};
-use anectx_learn::train::{evaluate, train, Dataset, TrainConfig};
+use anectx_learn::train::{evaluate, train, Dataset, Group, TrainConfig};
 use anectx_learn::{LearnError, Registry};
 use anectx_store::{LoggedCandidate, LoggedInteraction, Store, UsageLabelRow};
 
@@ -94,6 +94,28 @@ fn trains_a_model_that_beats_the_logging_policy_and_registry_round_trip() {
     );
     let g = gate(&model, &fusion, &held, &GateConfig::default()).unwrap();
     assert!(g.passed, "{g:?}");
+    // Held-out questions are disjoint from the training ones.
+    let (tr, val, _) = ds.split3(cfg.held_out, cfg.seed);
+    let train_q: std::collections::HashSet<&str> = tr.iter().map(|g| g.query.as_str()).collect();
+    assert!(val
+        .iter()
+        .chain(&held)
+        .all(|g| !train_q.contains(g.query.as_str())));
+    // The same comparison on too few distinct questions is refused, however
+    // many interactions ask them.
+    let few: Vec<&Group> = held
+        .iter()
+        .copied()
+        .filter(|g| g.query == held[0].query || g.query == held[1].query)
+        .collect();
+    let repeated: Vec<&Group> = few.iter().copied().cycle().take(40).collect();
+    let g = gate(&model, &fusion, &repeated, &GateConfig::default()).unwrap();
+    assert!(!g.passed && g.held_out_questions == 2, "{g:?}");
+    assert!(
+        g.reason.contains("distinct held-out questions"),
+        "{}",
+        g.reason
+    );
 
     // Registry: add, promote, load, rollback.
     let reg = Registry::open(&dir.path().join("registry")).unwrap();
