@@ -19,7 +19,7 @@ pub struct GateConfig {
     pub min_held_out: usize,
     /// Fewer distinct held-out questions than this refuses promotion: a
     /// comparison on a handful of questions is noise, and measured on the
-    /// quickstart sample (4 gate questions) it passed a candidate that was
+    /// quickstart sample (6 gate questions) it passed a candidate that was
     /// worse on new questions.
     pub min_questions: usize,
     /// Inverse-propensity weights are clipped at this value.

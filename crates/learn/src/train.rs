@@ -207,7 +207,7 @@ impl Dataset {
     }
 
     /// Deterministic split by *query*: `(train, held_out)`. Every
-    /// interaction of one question (asked again, or in other words' case)
+    /// interaction of one question (asked again, in any letter case or spacing)
     /// lands on the same side, so held-out interactions measure questions
     /// the model did not train on — as most questions users ask will be. A
     /// split by interaction would let a model that fits the training

@@ -2,6 +2,8 @@
 //! pairs of a BEIR collection; dense nDCG@10 of the other queries before/after.
 //! `ft_probe MODEL_DIR COLLECTION [steps] [lr] [freeze_emb]`
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -52,21 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             enc(j["text"].as_str().unwrap()),
         ));
     }
-    let mut qrels: HashMap<String, HashMap<usize, f64>> = HashMap::new();
-    for l in std::fs::read_to_string(coll.join("qrels.tsv"))?.lines() {
-        let p: Vec<&str> = l.split('\t').collect();
-        if p.len() < 3 {
-            continue;
-        }
-        let Ok(s) = p[p.len() - 1].parse::<f64>() else {
-            continue;
-        };
-        if s > 0.0 {
-            if let Some(&d) = doc_at.get(p[1]) {
-                qrels.entry(p[0].to_string()).or_default().insert(d, s);
-            }
-        }
-    }
+    let qrels = common::load_qrels(&coll, &doc_at)?;
     queries.retain(|q| qrels.contains_key(&q.0));
     let (mut tr, mut te) = (Vec::new(), Vec::new());
     for q in &queries {
@@ -113,29 +101,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let qe = embed_all(&qrows);
         let mut tot = 0.0;
         for (q, v) in qs.iter().zip(&qe) {
-            let mut s: Vec<(usize, f32)> = de
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (i, d.iter().zip(v).map(|(a, b)| a * b).sum()))
-                .collect();
-            s.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let rel = &qrels[&q.0];
-            let dcg: f64 = s[..10]
-                .iter()
-                .enumerate()
-                .map(|(i, (d, _))| {
-                    (2f64.powf(*rel.get(d).unwrap_or(&0.0)) - 1.0) / (i as f64 + 2.0).log2()
-                })
-                .sum();
-            let mut ideal: Vec<f64> = rel.values().copied().collect();
-            ideal.sort_by(|a, b| b.total_cmp(a));
-            let idcg: f64 = ideal
-                .iter()
-                .take(10)
-                .enumerate()
-                .map(|(i, g)| (2f64.powf(*g) - 1.0) / (i as f64 + 2.0).log2())
-                .sum();
-            tot += dcg / idcg;
+            tot += common::ndcg10(&common::rank(v, &de), &qrels[&q.0]);
         }
         tot / qs.len() as f64
     };
@@ -153,15 +119,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let qrows: Vec<&[u32]> = tr.iter().map(|q| q.1.as_slice()).collect();
         embed_all(&qrows)
             .iter()
-            .map(|v| {
-                let mut s: Vec<(usize, f32)> = de
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| (i, d.iter().zip(v).map(|(a, b)| a * b).sum()))
-                    .collect();
-                s.sort_by(|a, b| b.1.total_cmp(&a.1));
-                s[..shown].iter().map(|x| x.0).collect()
-            })
+            .map(|v| common::rank(v, &de).into_iter().take(shown).collect())
             .collect()
     } else {
         Vec::new()

@@ -1,6 +1,8 @@
 //! Diagnostic: dense nDCG@10 with queries and documents embedded by two
 //! different models (student/teacher) to see which side loses quality.
 //! `mix_probe STUDENT_DIR TEACHER_DIR COLLECTION CACHE_DIR`
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -54,24 +56,7 @@ fn main() {
         .enumerate()
         .map(|(i, d)| (d.as_str(), i))
         .collect();
-    let mut qrels: HashMap<String, HashMap<usize, f64>> = HashMap::new();
-    for l in std::fs::read_to_string(coll.join("qrels.tsv"))
-        .unwrap()
-        .lines()
-    {
-        let p: Vec<&str> = l.split('\t').collect();
-        if p.len() < 3 {
-            continue;
-        }
-        let Ok(g) = p[p.len() - 1].parse::<f64>() else {
-            continue;
-        };
-        if g > 0.0 {
-            if let Some(&d) = at.get(p[1]) {
-                qrels.entry(p[0].to_string()).or_default().insert(d, g);
-            }
-        }
-    }
+    let qrels = common::load_qrels(&coll, &at).unwrap();
     let mut qids = Vec::new();
     let mut qs = Vec::new();
     for l in std::fs::read_to_string(coll.join("queries.jsonl"))
@@ -92,29 +77,7 @@ fn main() {
     let ndcg = |qe: &[Vec<f32>], de: &[Vec<f32>]| -> f64 {
         let mut tot = 0.0;
         for (qi, v) in qe.iter().enumerate() {
-            let mut sc: Vec<(usize, f32)> = de
-                .iter()
-                .enumerate()
-                .map(|(i, d)| (i, d.iter().zip(v).map(|(a, b)| a * b).sum()))
-                .collect();
-            sc.sort_by(|a, b| b.1.total_cmp(&a.1));
-            let rel = &qrels[&qids[qi]];
-            let dcg: f64 = sc[..10]
-                .iter()
-                .enumerate()
-                .map(|(i, (d, _))| {
-                    (2f64.powf(*rel.get(d).unwrap_or(&0.0)) - 1.0) / (i as f64 + 2.0).log2()
-                })
-                .sum();
-            let mut ideal: Vec<f64> = rel.values().copied().collect();
-            ideal.sort_by(|a, b| b.total_cmp(a));
-            let idcg: f64 = ideal
-                .iter()
-                .take(10)
-                .enumerate()
-                .map(|(i, g)| (2f64.powf(*g) - 1.0) / (i as f64 + 2.0).log2())
-                .sum();
-            tot += dcg / idcg;
+            tot += common::ndcg10(&common::rank(v, de), &qrels[&qids[qi]]);
         }
         tot / qe.len() as f64
     };
