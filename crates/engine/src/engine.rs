@@ -358,6 +358,11 @@ impl Engine {
         k_dense: usize,
         opts: &ContextOptions,
     ) -> Result<(Vec<(u64, f32)>, Vec<(u64, f32)>, Timings)> {
+        if query.trim().is_empty() {
+            return Err(EngineError::Invalid(
+                "the query is empty: ask a question or give some keywords".into(),
+            ));
+        }
         let mut t = Timings::default();
         let owned;
         let qv = match query_vec {

@@ -45,38 +45,152 @@ impl DocKind {
     }
 }
 
-/// Why a file's bytes cannot be indexed as text.
+/// The character encoding a file was read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    /// UTF-16 with a byte-order mark (what Windows editors often save).
+    Utf16Le,
+    Utf16Be,
+    /// Text that is not UTF-8 and has no UTF-8 multi-byte sequence at all:
+    /// a legacy 8-bit file, read as Windows-1252 (a superset of printable
+    /// ISO-8859-1), so `café` stays `café` instead of getting U+FFFD.
+    Windows1252,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Utf8 => "UTF-8",
+            Self::Utf16Le => "UTF-16LE",
+            Self::Utf16Be => "UTF-16BE",
+            Self::Windows1252 => "Windows-1252",
+        }
+    }
+}
+
+/// What a file's bytes hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded {
-    /// Text, and whether invalid UTF-8 had to be replaced.
+    /// Text; `lossy` when undecodable sequences had to become U+FFFD.
     Text {
         text: String,
         lossy: bool,
+        encoding: Encoding,
     },
     Binary,
 }
 
-/// Decodes file bytes: NUL bytes in the first 8 KiB, or mostly invalid UTF-8,
-/// mean binary; otherwise invalid sequences become U+FFFD.
-pub fn decode(bytes: &[u8]) -> Decoded {
-    let head = &bytes[..bytes.len().min(8192)];
-    if head.contains(&0) {
-        return Decoded::Binary;
-    }
-    match std::str::from_utf8(bytes) {
-        Ok(s) => Decoded::Text {
-            text: s.to_owned(),
-            lossy: false,
+/// Windows-1252's characters for bytes 0x80–0x9F (0 where it leaves a
+/// byte undefined; those become U+FFFD). Bytes 0xA0–0xFF are ISO-8859-1.
+const CP1252_HIGH: [u16; 32] = [
+    0x20AC, 0, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160, 0x2039,
+    0x0152, 0, 0x017D, 0, 0, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022, 0x2013, 0x2014, 0x02DC,
+    0x2122, 0x0161, 0x203A, 0x0153, 0, 0x017E, 0x0178,
+];
+
+fn cp1252_char(b: u8) -> char {
+    match b {
+        0x80..=0x9F => match CP1252_HIGH[(b - 0x80) as usize] {
+            0 => char::REPLACEMENT_CHARACTER,
+            u => char::from_u32(u as u32).unwrap_or(char::REPLACEMENT_CHARACTER),
         },
-        Err(_) => {
-            let text = String::from_utf8_lossy(bytes).into_owned();
-            let bad = text.chars().filter(|&c| c == '\u{FFFD}').count();
-            if bad * 10 > text.chars().count().max(1) {
-                Decoded::Binary
-            } else {
-                Decoded::Text { text, lossy: true }
+        _ => b as char,
+    }
+}
+
+/// Whether `bytes` holds at least one well-formed UTF-8 multi-byte sequence
+/// (then invalid bytes are damage in a UTF-8 file, not another encoding).
+fn has_utf8_multibyte(bytes: &[u8]) -> bool {
+    let mut rest = bytes;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(s) => return !s.is_ascii(),
+            Err(e) => {
+                if !rest[..e.valid_up_to()].is_ascii() {
+                    return true;
+                }
+                let skip = e.error_len().unwrap_or(rest.len() - e.valid_up_to());
+                rest = &rest[e.valid_up_to() + skip..];
             }
         }
+    }
+}
+
+fn decode_utf16(body: &[u8], little: bool) -> (String, bool) {
+    let units = body.chunks_exact(2).map(|c| {
+        if little {
+            u16::from_le_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], c[1]])
+        }
+    });
+    let mut lossy = body.len() % 2 == 1;
+    let mut text: String = char::decode_utf16(units)
+        .map(|r| {
+            r.unwrap_or_else(|_| {
+                lossy = true;
+                char::REPLACEMENT_CHARACTER
+            })
+        })
+        .collect();
+    if body.len() % 2 == 1 {
+        text.push(char::REPLACEMENT_CHARACTER);
+    }
+    (text, lossy)
+}
+
+/// Whether decoded text looks like binary data: more than a tenth of its
+/// characters are U+FFFD or control characters other than whitespace.
+fn looks_binary(text: &str) -> bool {
+    let (mut n, mut bad) = (0usize, 0usize);
+    for c in text.chars() {
+        n += 1;
+        if c == char::REPLACEMENT_CHARACTER || (c.is_control() && !c.is_whitespace()) {
+            bad += 1;
+        }
+    }
+    bad * 10 > n.max(1)
+}
+
+/// Decodes file bytes. A byte-order mark picks UTF-8 (dropped) or UTF-16;
+/// otherwise NUL bytes in the first 8 KiB mean binary. Valid UTF-8 is read
+/// as is; invalid UTF-8 without any multi-byte sequence is read as
+/// Windows-1252; other invalid sequences become U+FFFD. Text that is mostly
+/// U+FFFD or control characters is called binary.
+pub fn decode(bytes: &[u8]) -> Decoded {
+    let (text, lossy, encoding) = if let Some(body) = bytes.strip_prefix(&[0xFF, 0xFE]) {
+        let (t, lossy) = decode_utf16(body, true);
+        (t, lossy, Encoding::Utf16Le)
+    } else if let Some(body) = bytes.strip_prefix(&[0xFE, 0xFF]) {
+        let (t, lossy) = decode_utf16(body, false);
+        (t, lossy, Encoding::Utf16Be)
+    } else {
+        let bytes = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(bytes);
+        if bytes[..bytes.len().min(8192)].contains(&0) {
+            return Decoded::Binary;
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(s) => (s.to_owned(), false, Encoding::Utf8),
+            Err(_) if !has_utf8_multibyte(bytes) => {
+                let t: String = bytes.iter().map(|&b| cp1252_char(b)).collect();
+                let lossy = t.contains(char::REPLACEMENT_CHARACTER);
+                (t, lossy, Encoding::Windows1252)
+            }
+            Err(_) => (
+                String::from_utf8_lossy(bytes).into_owned(),
+                true,
+                Encoding::Utf8,
+            ),
+        }
+    };
+    if (lossy || encoding != Encoding::Utf8) && looks_binary(&text) {
+        return Decoded::Binary;
+    }
+    Decoded::Text {
+        text,
+        lossy,
+        encoding,
     }
 }
 
@@ -226,17 +340,79 @@ mod tests {
             decode(b"plain"),
             Decoded::Text {
                 text: "plain".into(),
-                lossy: false
+                lossy: false,
+                encoding: Encoding::Utf8,
             }
         );
-        match decode(b"caf\xe9 au lait, with some more text") {
-            Decoded::Text { text, lossy } => {
+        // A UTF-8 file with one damaged byte stays UTF-8; the byte becomes U+FFFD.
+        let mut damaged = "naïve café and some more text ".as_bytes().to_vec();
+        damaged.push(0xff);
+        match decode(&damaged) {
+            Decoded::Text {
+                text,
+                lossy,
+                encoding,
+            } => {
                 assert!(lossy);
-                assert!(text.contains('\u{FFFD}'));
+                assert_eq!(encoding, Encoding::Utf8);
+                assert!(
+                    text.starts_with("naïve café") && text.ends_with('\u{FFFD}'),
+                    "{text}"
+                );
             }
             Decoded::Binary => panic!("mostly valid text was called binary"),
         }
-        assert_eq!(decode(&[0xff, 0xfe, 0xfd, 0xfc]), Decoded::Binary);
+        // Control bytes and undecodable sequences: binary.
+        assert_eq!(decode(&[0x01, 0x02, 0x80, 0x03, 0x04]), Decoded::Binary);
+        let mut junk = "é".as_bytes().to_vec();
+        junk.extend_from_slice(&[0xff, 0xfe, 0xfd, 0xfc, 0xc0, 0xc1]);
+        assert_eq!(decode(&junk), Decoded::Binary);
+        // A UTF-16 mark in front of binary data does not make it text.
+        assert_eq!(
+            decode(&[0xFF, 0xFE, 0x01, 0x00, 0x02, 0x00, 0x03, 0x00]),
+            Decoded::Binary
+        );
+    }
+
+    #[test]
+    fn legacy_and_utf16_text_is_read_without_loss() {
+        // Windows-1252 / Latin-1: no replacement characters.
+        assert_eq!(
+            decode(b"caf\xe9 au lait \x96 na\xefve \x80 5"),
+            Decoded::Text {
+                text: "café au lait – naïve € 5".into(),
+                lossy: false,
+                encoding: Encoding::Windows1252,
+            }
+        );
+        // UTF-16 with a byte-order mark, both byte orders: the NUL bytes
+        // inside do not make it binary.
+        let s = "Zürich notes ✓\r\n";
+        let mut le = vec![0xFF, 0xFE];
+        let mut be = vec![0xFE, 0xFF];
+        for u in s.encode_utf16() {
+            le.extend_from_slice(&u.to_le_bytes());
+            be.extend_from_slice(&u.to_be_bytes());
+        }
+        for (bytes, encoding) in [(le, Encoding::Utf16Le), (be, Encoding::Utf16Be)] {
+            assert_eq!(
+                decode(&bytes),
+                Decoded::Text {
+                    text: s.into(),
+                    lossy: false,
+                    encoding,
+                }
+            );
+        }
+        // A UTF-8 byte-order mark is dropped.
+        assert_eq!(
+            decode(b"\xEF\xBB\xBFhello"),
+            Decoded::Text {
+                text: "hello".into(),
+                lossy: false,
+                encoding: Encoding::Utf8,
+            }
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::chunk::{chunk_text, ChunkConfig};
 use crate::embed::TextEmbedder;
-use crate::extract::{decode, html_to_text, Decoded, DocKind};
+use crate::extract::{decode, html_to_text, Decoded, DocKind, Encoding};
 use crate::{EngineError, Result};
 
 /// Indexing settings.
@@ -144,12 +144,22 @@ fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> 
         return FileOutcome::Unchanged;
     }
     let kind = DocKind::from_path(path);
-    let (text, lossy) = match decode(&bytes) {
+    let (text, lossy, encoding) = match decode(&bytes) {
         Decoded::Binary => return FileOutcome::Skipped("binary file".into()),
-        Decoded::Text { text, lossy } => (text, lossy),
+        Decoded::Text {
+            text,
+            lossy,
+            encoding,
+        } => (text, lossy, encoding),
     };
     if lossy {
-        tracing::warn!(path = %path.display(), "invalid UTF-8 replaced with U+FFFD");
+        tracing::warn!(
+            path = %path.display(),
+            encoding = encoding.as_str(),
+            "undecodable bytes replaced with U+FFFD"
+        );
+    } else if encoding != Encoding::Utf8 {
+        tracing::info!(path = %path.display(), encoding = encoding.as_str(), "not UTF-8; decoded");
     }
     let text = if kind == DocKind::Html {
         html_to_text(&text)

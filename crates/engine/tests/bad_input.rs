@@ -1,5 +1,6 @@
 //! Bad input: empty, binary, invalid UTF-8, huge, unreadable files and
-//! symlink loops produce notes, not failures, and the store stays consistent.
+//! symlink loops produce notes, not failures, and the store stays consistent;
+//! legacy 8-bit and UTF-16 text is read without loss.
 
 mod common;
 
@@ -24,6 +25,18 @@ fn bad_files_are_skipped_with_notes() {
     std::fs::write(
         r.join("latin1.txt"),
         b"caf\xe9 with quokka and more plain ascii words",
+    )
+    .unwrap();
+    // UTF-16LE with a byte-order mark, as Windows editors save it.
+    let mut utf16 = vec![0xFF, 0xFE];
+    for u in "Zürich quokka notes".encode_utf16() {
+        utf16.extend_from_slice(&u.to_le_bytes());
+    }
+    std::fs::write(r.join("windows.txt"), utf16).unwrap();
+    // Damaged UTF-8: one bad byte after a valid multi-byte character.
+    std::fs::write(
+        r.join("damaged.txt"),
+        b"na\xc3\xafve quokka \xff and more words",
     )
     .unwrap();
     // A 200 MB file (sparse, so the test stays cheap).
@@ -53,18 +66,29 @@ fn bad_files_are_skipped_with_notes() {
         assert!(notes.to_lowercase().contains("loop"), "{notes}");
         assert!(notes.contains("dangling.txt"), "{notes}");
     }
-    // The lossy file is indexed with U+FFFD in place of the bad byte.
+    // The Latin-1 file reads as Windows-1252 without loss, the UTF-16 file
+    // is text, and the damaged UTF-8 file has U+FFFD in place of the bad byte.
     let hits = engine
         .context("quokka", &ContextOptions::default())
         .unwrap();
     let paths: Vec<&str> = hits.chunks.iter().map(|c| c.path.as_str()).collect();
     assert!(paths.iter().any(|p| p.ends_with("good.md")), "{paths:?}");
-    let latin = hits
-        .chunks
-        .iter()
-        .find(|c| c.path.ends_with("latin1.txt"))
-        .unwrap();
-    assert!(latin.text.contains("caf\u{FFFD}"));
+    let text_of = |name: &str| {
+        hits.chunks
+            .iter()
+            .find(|c| c.path.ends_with(name))
+            .unwrap_or_else(|| panic!("{name} not in {paths:?}"))
+            .text
+            .clone()
+    };
+    assert!(text_of("latin1.txt").contains("café with quokka"));
+    assert!(text_of("windows.txt").contains("Zürich quokka notes"));
+    assert!(text_of("damaged.txt").contains("naïve quokka \u{FFFD} and"));
+    // An empty query is a clear error, not an empty embedding.
+    for q in ["", "  \n"] {
+        let e = engine.context(q, &ContextOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("the query is empty"), "{e}");
+    }
     assert!(engine.store().check_consistency().unwrap().is_empty());
 
     // A file that turns binary is removed from the store on the next run.
