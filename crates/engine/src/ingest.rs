@@ -231,6 +231,7 @@ pub fn index_paths(
                         }
                     } else if e.file_type().is_none() {
                         // stdin or a broken link
+                        report.files_skipped += 1;
                         note(
                             &mut report,
                             format!("skipped {}: not a file", e.path().display()),
@@ -247,7 +248,10 @@ pub fn index_paths(
     }
     files.sort();
     files.dedup();
-    report.files_seen = files.len() as u64;
+    // Entries the walk could not enter (loops, unreadable directories) were
+    // counted as skipped; count them as seen too, so that
+    // seen = indexed + unchanged + skipped.
+    report.files_seen = files.len() as u64 + report.files_skipped;
 
     // 2. Read, hash, chunk; write changed documents to SQLite.
     let known: HashMap<String, String> = store

@@ -57,6 +57,11 @@ fn bad_files_are_skipped_with_notes() {
         .index(&[r.to_path_buf()], &IndexOptions::default(), &NoProgress)
         .unwrap();
     let notes = rep.notes.join("\n");
+    assert_eq!(
+        rep.files_seen,
+        rep.files_indexed + rep.files_unchanged + rep.files_skipped,
+        "{rep:?}"
+    );
     assert!(notes.contains("image.png: binary file"), "{notes}");
     assert!(notes.contains("huge.log: 200 MB exceeds"), "{notes}");
     assert!(notes.contains("empty.txt: empty"), "{notes}");
