@@ -58,6 +58,23 @@ fn read_lines(path: &Path) -> Result<Vec<String>> {
 impl Collection {
     /// Loads a BEIR-layout directory.
     pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(EngineError::Eval(format!(
+                "{}: not a directory (a BEIR-layout collection is a directory with corpus.jsonl, queries.jsonl and qrels.tsv)",
+                dir.display()
+            )));
+        }
+        let missing: Vec<&str> = ["corpus.jsonl", "queries.jsonl", "qrels.tsv"]
+            .into_iter()
+            .filter(|f| !dir.join(f).is_file())
+            .collect();
+        if !missing.is_empty() {
+            return Err(EngineError::Eval(format!(
+                "{} is not a BEIR-layout collection: {} missing (expected corpus.jsonl, queries.jsonl and qrels.tsv)",
+                dir.display(),
+                missing.join(", ")
+            )));
+        }
         let mut c = Collection::default();
         let qrels_path = dir.join("qrels.tsv");
         for (n, line) in read_lines(&qrels_path)?.iter().enumerate() {

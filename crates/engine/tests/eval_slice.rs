@@ -70,3 +70,20 @@ fn tiny_collection_evaluates() {
     .unwrap();
     assert_eq!(again.files_indexed, 0);
 }
+
+#[test]
+fn a_directory_that_is_not_a_collection_is_named_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(d, "corpus.jsonl", "{\"_id\": \"d1\", \"text\": \"x\"}\n");
+    let e = Collection::load(d).unwrap_err().to_string();
+    assert!(
+        e.contains("not a BEIR-layout collection")
+            && e.contains("queries.jsonl, qrels.tsv missing"),
+        "{e}"
+    );
+    let e = Collection::load(&d.join("corpus.jsonl"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not a directory"), "{e}");
+}
