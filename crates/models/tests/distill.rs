@@ -13,7 +13,7 @@ const I: usize = 32;
 const V: usize = 30522;
 
 fn tokenizer_json() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/default-embedder/tokenizer.json")
+    anectx_testing::manifest_dir().join("assets/default-embedder/tokenizer.json")
 }
 
 /// A 1-layer BERT with random weights and the BERT uncased tokenizer.

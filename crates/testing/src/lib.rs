@@ -6,13 +6,29 @@
 
 use std::path::{Path, PathBuf};
 
-/// The workspace root (two levels above this crate).
+/// The directory of the running test's (or bench's) own crate.
+///
+/// Cargo sets `CARGO_MANIFEST_DIR` when it runs a test or bench; that value
+/// is preferred over the one compiled in, because cargo may reuse a compiled
+/// artifact from another checkout of this workspace that shares the target
+/// directory (CI caches `$CARGO_TARGET_DIR` across clones), and the compiled-in
+/// path would then point into that other checkout.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The workspace root: the nearest directory above [`manifest_dir`] with a
+/// `Cargo.lock`.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let start = manifest_dir();
+    start
         .ancestors()
-        .nth(2)
+        .find(|d| d.join("Cargo.lock").is_file())
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or(start)
 }
 
 fn in_ci() -> bool {
@@ -77,4 +93,26 @@ pub const SENTENCES: &[&str] = &[
 /// openai), installed by scripts/fixtures.sh.
 pub fn python() -> Option<PathBuf> {
     fixture("ANECTX_FIXTURE_VENV", "venv", "bin/python").map(|d| d.join("bin/python"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roots_follow_the_running_checkout() {
+        // Under `cargo test` the runtime CARGO_MANIFEST_DIR is this crate's
+        // directory in the checkout being tested.
+        let here = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
+        assert_eq!(manifest_dir(), here);
+        let root = workspace_root();
+        assert!(root.join("Cargo.lock").is_file(), "{}", root.display());
+        assert!(
+            here.starts_with(&root),
+            "{} vs {}",
+            here.display(),
+            root.display()
+        );
+        assert!(root.join("crates/testing/Cargo.toml").is_file());
+    }
 }

@@ -87,7 +87,5 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 }
 
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(name)
+    anectx_testing::manifest_dir().join("python").join(name)
 }
