@@ -117,6 +117,12 @@ fn has_utf8_multibyte(bytes: &[u8]) -> bool {
     }
 }
 
+/// Whether at most 30 % of the bytes are above 0x7F.
+fn mostly_ascii(bytes: &[u8]) -> bool {
+    let high = bytes.iter().filter(|&&b| b >= 0x80).count();
+    high * 10 <= bytes.len() * 3
+}
+
 fn decode_utf16(body: &[u8], little: bool) -> (String, bool) {
     let units = body.chunks_exact(2).map(|c| {
         if little {
@@ -155,9 +161,9 @@ fn looks_binary(text: &str) -> bool {
 
 /// Decodes file bytes. A byte-order mark picks UTF-8 (dropped) or UTF-16;
 /// otherwise NUL bytes in the first 8 KiB mean binary. Valid UTF-8 is read
-/// as is; invalid UTF-8 without any multi-byte sequence is read as
-/// Windows-1252; other invalid sequences become U+FFFD. Text that is mostly
-/// U+FFFD or control characters is called binary.
+/// as is; invalid UTF-8 without any multi-byte sequence and with few bytes
+/// above 0x7F is read as Windows-1252; other invalid sequences become
+/// U+FFFD. Text that is mostly U+FFFD or control characters is binary.
 pub fn decode(bytes: &[u8]) -> Decoded {
     let (text, lossy, encoding) = if let Some(body) = bytes.strip_prefix(&[0xFF, 0xFE]) {
         let (t, lossy) = decode_utf16(body, true);
@@ -172,7 +178,10 @@ pub fn decode(bytes: &[u8]) -> Decoded {
         }
         match std::str::from_utf8(bytes) {
             Ok(s) => (s.to_owned(), false, Encoding::Utf8),
-            Err(_) if !has_utf8_multibyte(bytes) => {
+            // Western 8-bit text has few bytes above 0x7F; many of them
+            // suggest a multi-byte legacy encoding (Shift-JIS, GBK…) that
+            // Windows-1252 would turn into mojibake.
+            Err(_) if !has_utf8_multibyte(bytes) && mostly_ascii(bytes) => {
                 let t: String = bytes.iter().map(|&b| cp1252_char(b)).collect();
                 let lossy = t.contains(char::REPLACEMENT_CHARACTER);
                 (t, lossy, Encoding::Windows1252)
@@ -404,6 +413,16 @@ mod tests {
                 }
             );
         }
+        // Mostly high bytes (here Shift-JIS for "日本語のテキスト") are not
+        // read as Windows-1252 mojibake.
+        let sjis = b"\x93\xfa\x96\x7b\x8c\xea\x82\xcc\x83\x65\x83\x4c\x83\x58\x83\x67";
+        assert!(!matches!(
+            decode(sjis),
+            Decoded::Text {
+                encoding: Encoding::Windows1252,
+                ..
+            }
+        ));
         // A UTF-8 byte-order mark is dropped.
         assert_eq!(
             decode(b"\xEF\xBB\xBFhello"),
