@@ -3,6 +3,7 @@
 //! Each stage works off SQLite's queues (`lexed = 0`, `embedded = 0`,
 //! `pending_deletes`), so an interrupted run is finished by the next one.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -123,6 +124,32 @@ pub(crate) fn check_embedder(store: &Store, embedder: Option<&dyn TextEmbedder>)
     }
 }
 
+/// A `.gz` file that starts with the gzip magic bytes.
+fn is_gzip(path: &Path, bytes: &[u8]) -> bool {
+    bytes.starts_with(&[0x1f, 0x8b])
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
+/// Decompresses gzip data (all members), refusing more than `max` bytes of
+/// output so that a small file cannot expand without bound.
+fn gunzip(bytes: &[u8], max: u64) -> std::result::Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("corrupt gzip data: {e}"))?;
+    if out.len() as u64 > max {
+        return Err(format!(
+            "decompresses to more than the {} MB file limit (--max-file-mb)",
+            max >> 20
+        ));
+    }
+    Ok(out)
+}
+
 fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> FileOutcome {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
@@ -143,8 +170,18 @@ fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> 
     if known == Some(hash.as_str()) {
         return FileOutcome::Unchanged;
     }
-    let kind = DocKind::from_path(path);
-    let (text, lossy, encoding) = match decode(&bytes) {
+    let gz = is_gzip(path, &bytes);
+    let (kind, content) = if gz {
+        match gunzip(&bytes, max) {
+            // `notes.md.gz` is Markdown, `changelog.gz` text.
+            Ok(b) => (DocKind::from_path(&path.with_extension("")), Cow::Owned(b)),
+            Err(why) => return FileOutcome::Skipped(why),
+        }
+    } else {
+        (DocKind::from_path(path), Cow::Borrowed(&bytes[..]))
+    };
+    let (text, lossy, encoding) = match decode(&content) {
+        Decoded::Binary if gz => return FileOutcome::Skipped("binary file (inside gzip)".into()),
         Decoded::Binary => return FileOutcome::Skipped("binary file".into()),
         Decoded::Text {
             text,

@@ -119,3 +119,70 @@ fn missing_root_is_a_clear_error() {
     assert!(err.to_string().contains("/definitely/not/here"), "{err}");
     assert!(err.to_string().contains("cannot index"), "{err}");
 }
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn gzip_files_are_read_decompressed_within_the_size_limit() {
+    let root = tempfile::tempdir().unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let r = root.path();
+    // Compressed text; the kind comes from the name without `.gz`.
+    std::fs::write(
+        r.join("notes.md.gz"),
+        gzip(b"# Wombats\n\nwombat burrows are deep and cool.\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        r.join("changelog.gz"),
+        gzip(b"wombat release: faster digging\n"),
+    )
+    .unwrap();
+    // A compressed archive of binary data, a corrupt gzip file, and one that
+    // expands past the file limit.
+    std::fs::write(r.join("data.bin.gz"), gzip(&[0u8, 1, 2, 3, 0, 9])).unwrap();
+    let mut corrupt = gzip(b"wombat text that will not survive");
+    corrupt.truncate(corrupt.len() / 2);
+    std::fs::write(r.join("broken.gz"), corrupt).unwrap();
+    std::fs::write(r.join("bomb.txt.gz"), gzip(&vec![b'w'; 3 << 20])).unwrap();
+    // A `.gz` name without gzip content is read as it is.
+    write(r, "plain.gz", "wombat plain text with a misleading name");
+
+    let engine = Engine::open(store.path(), None).unwrap();
+    let opts = IndexOptions {
+        max_file_bytes: 2 << 20,
+        ..IndexOptions::default()
+    };
+    let rep = engine
+        .index(&[r.to_path_buf()], &opts, &NoProgress)
+        .unwrap();
+    let notes = rep.notes.join("\n");
+    assert_eq!(rep.files_indexed, 3, "{notes}");
+    assert!(
+        notes.contains("data.bin.gz: binary file (inside gzip)"),
+        "{notes}"
+    );
+    assert!(notes.contains("broken.gz: corrupt gzip data"), "{notes}");
+    assert!(
+        notes.contains("bomb.txt.gz: decompresses to more than the 2 MB"),
+        "{notes}"
+    );
+    let hits = engine
+        .context("wombat", &ContextOptions::default())
+        .unwrap();
+    let md = hits
+        .chunks
+        .iter()
+        .find(|c| c.path.ends_with("notes.md.gz"))
+        .expect("the compressed Markdown file is found");
+    assert!(md.text.contains("wombat burrows are deep"), "{}", md.text);
+    // Markdown-aware chunking saw the heading.
+    assert_eq!(md.heading.as_deref(), Some("Wombats"), "{md:?}");
+    assert!(hits.chunks.iter().any(|c| c.path.ends_with("changelog.gz")));
+    assert!(hits.chunks.iter().any(|c| c.path.ends_with("plain.gz")));
+}
