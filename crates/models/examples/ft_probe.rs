@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anectx_models::conv_embedder::{ConvEmbedder, ConvEmbedderConfig};
@@ -31,31 +30,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }))
     .map_err(|e| e.to_string())?;
     let enc = |t: &str| tok.encode(t, true).unwrap().get_ids().to_vec();
-    let mut docs: Vec<(String, Vec<u32>)> = Vec::new();
-    for l in std::fs::read_to_string(coll.join("corpus.jsonl"))?.lines() {
-        let j: serde_json::Value = serde_json::from_str(l)?;
-        let t = format!(
-            "{} {}",
-            j["title"].as_str().unwrap_or(""),
-            j["text"].as_str().unwrap_or("")
-        );
-        docs.push((j["_id"].as_str().unwrap().to_string(), enc(&t)));
-    }
-    let doc_at: HashMap<&str, usize> = docs
+    let texts = common::load_texts(&coll)?;
+    let qrels = texts.qrels;
+    let docs: Vec<(String, Vec<u32>)> = texts
+        .docs
         .iter()
-        .enumerate()
-        .map(|(i, d)| (d.0.as_str(), i))
+        .map(|d| (d.0.clone(), enc(&d.1)))
         .collect();
-    let mut queries = Vec::new();
-    for l in std::fs::read_to_string(coll.join("queries.jsonl"))?.lines() {
-        let j: serde_json::Value = serde_json::from_str(l)?;
-        queries.push((
-            j["_id"].as_str().unwrap().to_string(),
-            enc(j["text"].as_str().unwrap()),
-        ));
-    }
-    let qrels = common::load_qrels(&coll, &doc_at)?;
-    queries.retain(|q| qrels.contains_key(&q.0));
+    let queries: Vec<(String, Vec<u32>)> = texts
+        .queries
+        .iter()
+        .map(|q| (q.0.clone(), enc(&q.1)))
+        .collect();
     let (mut tr, mut te) = (Vec::new(), Vec::new());
     for q in &queries {
         let h = blake3::hash(format!("7:{}", q.0).as_bytes());
@@ -94,39 +80,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         out
     };
-    let ndcg = |qs: &[&(String, Vec<u32>)]| -> f64 {
+    // Test and train nDCG@10 and the train queries' rankings, with the
+    // documents embedded once per call.
+    let measure = || -> (f64, f64, Vec<Vec<usize>>) {
         let drows: Vec<&[u32]> = docs.iter().map(|d| d.1.as_slice()).collect();
         let de = embed_all(&drows);
-        let qrows: Vec<&[u32]> = qs.iter().map(|q| q.1.as_slice()).collect();
-        let qe = embed_all(&qrows);
-        let mut tot = 0.0;
-        for (q, v) in qs.iter().zip(&qe) {
-            tot += common::ndcg10(&common::rank(v, &de), &qrels[&q.0]);
-        }
-        tot / qs.len() as f64
+        let ranked = |qs: &[&(String, Vec<u32>)]| -> (f64, Vec<Vec<usize>>) {
+            let qrows: Vec<&[u32]> = qs.iter().map(|q| q.1.as_slice()).collect();
+            let ranks: Vec<Vec<usize>> = embed_all(&qrows)
+                .iter()
+                .map(|v| common::rank(v, &de))
+                .collect();
+            let tot: f64 = qs
+                .iter()
+                .zip(&ranks)
+                .map(|(q, r)| common::ndcg10(r, &qrels[&q.0]))
+                .sum();
+            (tot / qs.len() as f64, ranks)
+        };
+        let (test, _) = ranked(&te);
+        let (train, ranks) = ranked(&tr);
+        (test, train, ranks)
     };
+    let (test0, train0, train_ranks) = measure();
     println!(
-        "train {} test {} | before: test {:.4} train {:.4}",
+        "train {} test {} | before: test {test0:.4} train {train0:.4}",
         tr.len(),
-        te.len(),
-        ndcg(&te),
-        ndcg(&tr)
+        te.len()
     );
     let mut pairs: Vec<(usize, usize)> = Vec::new();
-    let top: Vec<std::collections::HashSet<usize>> = if shown > 0 {
-        let drows: Vec<&[u32]> = docs.iter().map(|d| d.1.as_slice()).collect();
-        let de = embed_all(&drows);
-        let qrows: Vec<&[u32]> = tr.iter().map(|q| q.1.as_slice()).collect();
-        embed_all(&qrows)
-            .iter()
-            .map(|v| common::rank(v, &de).into_iter().take(shown).collect())
-            .collect()
-    } else {
-        Vec::new()
-    };
     for (qi, q) in tr.iter().enumerate() {
+        let top: std::collections::HashSet<usize> =
+            train_ranks[qi].iter().take(shown).copied().collect();
         for &d in qrels[&q.0].keys() {
-            if shown == 0 || top[qi].contains(&d) {
+            if shown == 0 || top.contains(&d) {
                 pairs.push((qi, d));
             }
         }
@@ -184,10 +171,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "step {} loss {:.4} test {:.4}",
                 step + 1,
                 loss.to_scalar::<f32>()?,
-                ndcg(&te)
+                measure().0
             );
         }
     }
-    println!("after: test {:.4} train {:.4}", ndcg(&te), ndcg(&tr));
+    let (test1, train1, _) = measure();
+    println!("after: test {test1:.4} train {train1:.4}");
     Ok(())
 }

@@ -3,7 +3,6 @@
 //! `mix_probe STUDENT_DIR TEACHER_DIR COLLECTION CACHE_DIR`
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anectx_models::io::{load_embedder, WeightDtype};
@@ -37,39 +36,13 @@ fn main() {
         PathBuf::from(&a[3]),
     );
     let name = coll.file_name().unwrap().to_string_lossy().to_string();
-    let mut ids = Vec::new();
-    let mut docs = Vec::new();
-    for l in std::fs::read_to_string(coll.join("corpus.jsonl"))
-        .unwrap()
-        .lines()
-    {
-        let j: serde_json::Value = serde_json::from_str(l).unwrap();
-        ids.push(j["_id"].as_str().unwrap().to_string());
-        docs.push(format!(
-            "{} {}",
-            j["title"].as_str().unwrap_or(""),
-            j["text"].as_str().unwrap_or("")
-        ));
-    }
-    let at: HashMap<&str, usize> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, d)| (d.as_str(), i))
-        .collect();
-    let qrels = common::load_qrels(&coll, &at).unwrap();
-    let mut qids = Vec::new();
-    let mut qs = Vec::new();
-    for l in std::fs::read_to_string(coll.join("queries.jsonl"))
-        .unwrap()
-        .lines()
-    {
-        let j: serde_json::Value = serde_json::from_str(l).unwrap();
-        let id = j["_id"].as_str().unwrap().to_string();
-        if qrels.contains_key(&id) {
-            qids.push(id);
-            qs.push(j["text"].as_str().unwrap().to_string());
-        }
-    }
+    let common::Texts {
+        docs,
+        queries,
+        qrels,
+    } = common::load_texts(&coll).unwrap();
+    let (qids, qs): (Vec<String>, Vec<String>) = queries.into_iter().unzip();
+    let docs: Vec<String> = docs.into_iter().map(|d| d.1).collect();
     let sd = embed(&s, &docs, &cache.join(format!("{name}-s-d.json")));
     let sq = embed(&s, &qs, &cache.join(format!("{name}-s-q.json")));
     let td = embed(&t, &docs, &cache.join(format!("{name}-t-d.json")));
