@@ -14,16 +14,26 @@ use std::path::{Path, PathBuf};
 /// directory (CI caches `$CARGO_TARGET_DIR` across clones), and the compiled-in
 /// path would then point into that other checkout.
 pub fn manifest_dir() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
+    pick_manifest_dir(
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        Path::new(env!("CARGO_MANIFEST_DIR")),
+    )
+}
+
+/// The runtime directory when it holds a crate, else the compiled-in one.
+fn pick_manifest_dir(runtime: Option<PathBuf>, compiled: &Path) -> PathBuf {
+    runtime
         .filter(|p| p.join("Cargo.toml").is_file())
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|| compiled.to_path_buf())
 }
 
 /// The workspace root: the nearest directory above [`manifest_dir`] with a
 /// `Cargo.lock`.
 pub fn workspace_root() -> PathBuf {
-    let start = manifest_dir();
+    root_above(manifest_dir())
+}
+
+fn root_above(start: PathBuf) -> PathBuf {
     start
         .ancestors()
         .find(|d| d.join("Cargo.lock").is_file())
@@ -101,18 +111,27 @@ mod tests {
 
     #[test]
     fn roots_follow_the_running_checkout() {
-        // Under `cargo test` the runtime CARGO_MANIFEST_DIR is this crate's
-        // directory in the checkout being tested.
-        let here = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
-        assert_eq!(manifest_dir(), here);
-        let root = workspace_root();
-        assert!(root.join("Cargo.lock").is_file(), "{}", root.display());
-        assert!(
-            here.starts_with(&root),
-            "{} vs {}",
-            here.display(),
-            root.display()
+        // Another checkout (as a reused artifact would have compiled in) and
+        // the one being tested: the runtime directory wins when it is a crate.
+        let t = std::env::temp_dir().join(format!("anectx-roots-{}", std::process::id()));
+        let (this, other) = (t.join("this"), t.join("other"));
+        for ws in [&this, &other] {
+            std::fs::create_dir_all(ws.join("crates/testing")).unwrap();
+            std::fs::write(ws.join("Cargo.lock"), "").unwrap();
+            std::fs::write(ws.join("crates/testing/Cargo.toml"), "").unwrap();
+        }
+        let compiled = other.join("crates/testing");
+        let picked = pick_manifest_dir(Some(this.join("crates/testing")), &compiled);
+        assert_eq!(picked, this.join("crates/testing"));
+        assert_eq!(root_above(picked), this);
+        // No runtime value, or one that is not a crate: the compiled-in path.
+        assert_eq!(pick_manifest_dir(None, &compiled), compiled);
+        assert_eq!(
+            pick_manifest_dir(Some(t.join("nowhere")), &compiled),
+            compiled
         );
-        assert!(root.join("crates/testing/Cargo.toml").is_file());
+        std::fs::remove_dir_all(&t).unwrap();
+        // Under `cargo test`, this crate's directory in this checkout.
+        assert!(workspace_root().join("crates/testing/Cargo.toml").is_file());
     }
 }
