@@ -17,6 +17,65 @@ pub trait TextEmbedder: Send + Sync {
     fn info(&self) -> &EmbedderInfo;
     /// Row-major `(texts.len(), dim)` embeddings.
     fn embed(&self, texts: &[&str]) -> Result<Vec<f32>>;
+    /// Whether vectors recorded in a store as `stored` came from this model:
+    /// the same fingerprint and dimension, or a fingerprint this model had
+    /// under an earlier identity scheme (see [`ModelIdentity::legacy`]).
+    fn accepts(&self, stored: &EmbedderInfo) -> bool {
+        stored.dim == self.info().dim && stored.fingerprint == self.info().fingerprint
+    }
+}
+
+/// How a model is known to stores: one fingerprint from the content of its
+/// files, whether it was loaded from the binary or from a directory, plus
+/// the fingerprints earlier versions of anectx recorded for the same model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelIdentity {
+    pub fingerprint: String,
+    /// Fingerprints the same model had before identities were unified
+    /// (the built-in model was `anectx-default-embedder@<hash>:<dtype>`).
+    pub legacy: Vec<String>,
+}
+
+impl ModelIdentity {
+    /// The built-in embedder's identity at `dtype`: the same value
+    /// [`fingerprint_model_dir`] gives for a directory holding its files.
+    pub fn builtin(dtype: WeightDtype) -> Self {
+        use anectx_models::default_model as dm;
+        let dtype = format!("{dtype:?}");
+        let fingerprint = fingerprint_parts(
+            &dtype,
+            &[
+                ("config.json", dm::CONFIG_JSON),
+                ("tokenizer.json", dm::TOKENIZER_JSON),
+            ],
+            dm::WEIGHTS,
+        );
+        Self {
+            fingerprint,
+            legacy: vec![format!("{}:{dtype}", dm::id())],
+        }
+    }
+
+    /// The identity of the model in `dir`: its content fingerprint, and the
+    /// built-in model's legacy id when the directory holds the built-in model.
+    pub fn of_dir(dir: &Path, dtype: WeightDtype) -> Result<Self> {
+        let fingerprint = fingerprint_model_dir(dir, &format!("{dtype:?}"))?;
+        let builtin = Self::builtin(dtype);
+        let legacy = if builtin.fingerprint == fingerprint {
+            builtin.legacy
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            fingerprint,
+            legacy,
+        })
+    }
+
+    /// Whether `stored` (a store's record) names this model.
+    pub fn matches(&self, stored: &str) -> bool {
+        stored == self.fingerprint || self.legacy.iter().any(|l| l == stored)
+    }
 }
 
 /// A [`Backend`] plus its tokenizer. The backend runs one batch at a time.
@@ -24,6 +83,7 @@ pub struct ModelEmbedder {
     backend: Mutex<Box<dyn Backend>>,
     tokenizer: TextTokenizer,
     info: EmbedderInfo,
+    legacy: Vec<String>,
 }
 
 impl std::fmt::Debug for ModelEmbedder {
@@ -41,7 +101,15 @@ impl ModelEmbedder {
             backend: Mutex::new(backend),
             tokenizer,
             info,
+            legacy: Vec::new(),
         }
+    }
+
+    /// Also accepts stores that recorded one of `legacy` as this model's
+    /// fingerprint.
+    pub fn with_legacy(mut self, legacy: Vec<String>) -> Self {
+        self.legacy = legacy;
+        self
     }
 
     /// The embedder built into the binary (`anectx_models::default_model`),
@@ -49,14 +117,17 @@ impl ModelEmbedder {
     pub fn embedded_default(dtype: WeightDtype) -> Result<Self> {
         let (model, tokenizer) = anectx_models::default_model::load_with_tokenizer(dtype)?;
         let dim = model.dim();
-        let id = anectx_models::default_model::id();
+        let identity = ModelIdentity::builtin(dtype);
         let backend = CandleBackend::new(Some(model), None);
         let info = EmbedderInfo {
-            fingerprint: format!("{id}:{dtype:?}"),
-            description: format!("built-in {id} ({dtype:?})"),
+            fingerprint: identity.fingerprint,
+            description: format!(
+                "built-in {} ({dtype:?})",
+                anectx_models::default_model::NAME
+            ),
             dim,
         };
-        Ok(Self::new(Box::new(backend), tokenizer, info))
+        Ok(Self::new(Box::new(backend), tokenizer, info).with_legacy(identity.legacy))
     }
 
     /// Loads a model directory onto the CPU backend.
@@ -65,18 +136,25 @@ impl ModelEmbedder {
         let dim = model.dim();
         let kind = format!("{:?}", model.kind());
         let backend = CandleBackend::new(Some(model), None);
+        let identity = ModelIdentity::of_dir(dir, dtype)?;
         let info = EmbedderInfo {
-            fingerprint: fingerprint_model_dir(dir, &format!("{dtype:?}"))?,
+            fingerprint: identity.fingerprint,
             description: format!("{kind} from {} ({dtype:?})", dir.display()),
             dim,
         };
-        Ok(Self::new(Box::new(backend), tokenizer, info))
+        Ok(Self::new(Box::new(backend), tokenizer, info).with_legacy(identity.legacy))
     }
 }
 
 impl TextEmbedder for ModelEmbedder {
     fn info(&self) -> &EmbedderInfo {
         &self.info
+    }
+
+    fn accepts(&self, stored: &EmbedderInfo) -> bool {
+        stored.dim == self.info.dim
+            && (stored.fingerprint == self.info.fingerprint
+                || self.legacy.iter().any(|l| *l == stored.fingerprint))
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
@@ -107,23 +185,20 @@ impl TextEmbedder for ModelEmbedder {
     }
 }
 
+/// Bytes of the weight file hashed from each end by [`fingerprint_model_dir`].
+const SPAN: u64 = 4 << 20;
+
 /// A fingerprint of a model directory: blake3 over `config.json`,
 /// `tokenizer.json`, the pooling config, the weight file's size and its first
 /// and last 4 MiB, and the compute dtype. Cheap enough for every `context`
-/// call; it changes whenever the model does in practice.
+/// call; it changes whenever the model does in practice. The built-in model
+/// gets the same value from its embedded files ([`ModelIdentity::builtin`]).
 pub fn fingerprint_model_dir(dir: &Path, dtype: &str) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    h.update(dtype.as_bytes());
-    for name in [
-        "config.json",
-        "tokenizer.json",
-        "1_Pooling/config.json",
-        "modules.json",
-    ] {
+    let mut small = Vec::new();
+    for name in SMALL_FILES {
         let p = dir.join(name);
         if let Ok(bytes) = std::fs::read(&p) {
-            h.update(name.as_bytes());
-            h.update(&bytes);
+            small.push((name, bytes));
         }
     }
     let w = dir.join("model.safetensors");
@@ -132,8 +207,6 @@ pub fn fingerprint_model_dir(dir: &Path, dtype: &str) -> Result<String> {
         .metadata()
         .map_err(|e| EngineError::path(&w, e.to_string()))?
         .len();
-    h.update(&len.to_le_bytes());
-    const SPAN: u64 = 4 << 20;
     let mut buf = Vec::new();
     (&mut f)
         .take(SPAN)
@@ -145,6 +218,73 @@ pub fn fingerprint_model_dir(dir: &Path, dtype: &str) -> Result<String> {
         f.read_to_end(&mut buf)
             .map_err(|e| EngineError::path(&w, e.to_string()))?;
     }
-    h.update(&buf);
-    Ok(h.finalize().to_hex()[..16].to_string())
+    let small: Vec<(&str, &[u8])> = small.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+    Ok(hash_parts(dtype, &small, len, &buf))
+}
+
+/// The small files a fingerprint covers, in order, when present.
+const SMALL_FILES: [&str; 4] = [
+    "config.json",
+    "tokenizer.json",
+    "1_Pooling/config.json",
+    "modules.json",
+];
+
+/// [`fingerprint_model_dir`] over files held in memory.
+fn fingerprint_parts(dtype: &str, small: &[(&str, &[u8])], weights: &[u8]) -> String {
+    let ordered: Vec<(&str, &[u8])> = SMALL_FILES
+        .iter()
+        .filter_map(|name| small.iter().find(|(n, _)| n == name).copied())
+        .collect();
+    let len = weights.len() as u64;
+    let span = SPAN as usize;
+    let mut sample = weights[..weights.len().min(span)].to_vec();
+    if len > SPAN {
+        let from = weights.len().saturating_sub(span).max(span);
+        sample.extend_from_slice(&weights[from..]);
+    }
+    hash_parts(dtype, &ordered, len, &sample)
+}
+
+fn hash_parts(dtype: &str, small: &[(&str, &[u8])], weights_len: u64, sample: &[u8]) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(dtype.as_bytes());
+    for (name, bytes) in small {
+        h.update(name.as_bytes());
+        h.update(bytes);
+    }
+    h.update(&weights_len.to_le_bytes());
+    h.update(sample);
+    h.finalize().to_hex()[..16].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_model_has_one_identity_however_it_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        anectx_models::default_model::write_dir(dir.path()).unwrap();
+        for dtype in [WeightDtype::F32, WeightDtype::F16] {
+            let built_in = ModelIdentity::builtin(dtype);
+            let from_dir = ModelIdentity::of_dir(dir.path(), dtype).unwrap();
+            assert_eq!(built_in, from_dir, "{dtype:?}");
+            assert!(built_in.matches(&format!("{}:{dtype:?}", anectx_models::default_model::id())));
+        }
+        assert_ne!(
+            ModelIdentity::builtin(WeightDtype::F32).fingerprint,
+            ModelIdentity::builtin(WeightDtype::F16).fingerprint
+        );
+        // Another model's directory is another identity, with no legacy ids.
+        let other = tempfile::tempdir().unwrap();
+        anectx_models::default_model::write_dir(other.path()).unwrap();
+        std::fs::write(other.path().join("config.json"), b"{}").unwrap();
+        let o = ModelIdentity::of_dir(other.path(), WeightDtype::F32).unwrap();
+        assert_ne!(
+            o.fingerprint,
+            ModelIdentity::builtin(WeightDtype::F32).fingerprint
+        );
+        assert!(o.legacy.is_empty());
+    }
 }

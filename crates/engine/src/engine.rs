@@ -188,6 +188,16 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The `meta` key holding when the last indexing run finished (Unix ms).
+pub const LAST_INDEX_META: &str = "last_index_ms";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -201,9 +211,7 @@ impl Engine {
         let mut notes = Vec::new();
         let stored = store.db.embedder()?;
         let embedder = match (&stored, embedder) {
-            (Some(s), Some(e))
-                if s.fingerprint != e.info().fingerprint || s.dim != e.info().dim =>
-            {
+            (Some(s), Some(e)) if !e.accepts(s) => {
                 return Err(EngineError::EmbedderMismatch {
                     store: dir.to_path_buf(),
                     stored: format!("{} [{}]", s.description, s.fingerprint),
@@ -229,7 +237,14 @@ impl Engine {
                 }
                 e
             }
-            (Some(_), e) => e,
+            (Some(s), Some(e)) => {
+                if s.fingerprint != e.info().fingerprint {
+                    // The same model under an earlier identity: record the
+                    // current one so later checks compare like with like.
+                    store.set_embedder(e.info())?;
+                }
+                Some(e)
+            }
         };
         let pending = store.pending()?;
         if !pending.is_empty() {
@@ -283,7 +298,18 @@ impl Engine {
         opts: &IndexOptions,
         progress: &dyn Progress,
     ) -> Result<IndexReport> {
-        crate::ingest::index_paths(&self.store, self.embedder.as_deref(), roots, opts, progress)
+        let report = crate::ingest::index_paths(
+            &self.store,
+            self.embedder.as_deref(),
+            roots,
+            opts,
+            progress,
+        )?;
+        // For `anectx status`: when the store last finished an indexing run.
+        self.store
+            .db
+            .set_meta(LAST_INDEX_META, &now_ms().to_string())?;
+        Ok(report)
     }
 
     /// Picks up changes another process committed (postings and vectors).

@@ -106,20 +106,21 @@ enum FileOutcome {
 pub(crate) fn check_embedder(store: &Store, embedder: Option<&dyn TextEmbedder>) -> Result<()> {
     let stored = store.db.embedder()?;
     match (stored, embedder) {
-        (Some(s), Some(e)) if s.fingerprint != e.info().fingerprint || s.dim != e.info().dim => {
-            Err(EngineError::EmbedderMismatch {
-                store: store.dir().to_path_buf(),
-                stored: format!("{} [{}]", s.description, s.fingerprint),
-                stored_dim: s.dim,
-                requested: format!("{} [{}]", e.info().description, e.info().fingerprint),
-                requested_dim: e.info().dim,
-            })
-        }
+        (Some(s), Some(e)) if !e.accepts(&s) => Err(EngineError::EmbedderMismatch {
+            store: store.dir().to_path_buf(),
+            stored: format!("{} [{}]", s.description, s.fingerprint),
+            stored_dim: s.dim,
+            requested: format!("{} [{}]", e.info().description, e.info().fingerprint),
+            requested_dim: e.info().dim,
+        }),
         (Some(s), None) => Err(EngineError::EmbedderRequired {
             store: store.dir().to_path_buf(),
             stored: format!("{} [{}]", s.description, s.fingerprint),
         }),
         (None, Some(e)) => Ok(store.set_embedder(e.info())?),
+        (Some(s), Some(e)) if s.fingerprint != e.info().fingerprint => {
+            Ok(store.set_embedder(e.info())?)
+        }
         _ => Ok(()),
     }
 }

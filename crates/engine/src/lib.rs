@@ -23,10 +23,10 @@ pub mod select;
 
 pub use anectx_store::{Bm25Params, Store};
 pub use chunk::ChunkConfig;
-pub use embed::{ModelEmbedder, TextEmbedder};
+pub use embed::{ModelEmbedder, ModelIdentity, TextEmbedder};
 pub use engine::{
     ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, PoolCandidate, RetrievalMode,
-    Timings,
+    Timings, LAST_INDEX_META,
 };
 pub use error::EngineError;
 pub use ingest::{index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress};

@@ -24,6 +24,7 @@ pub struct BatcherEmbedder {
     batcher: Batcher,
     tokenizer: TextTokenizer,
     info: EmbedderInfo,
+    legacy: Vec<String>,
 }
 
 impl BatcherEmbedder {
@@ -34,13 +35,27 @@ impl BatcherEmbedder {
             batcher,
             tokenizer,
             info,
+            legacy: Vec::new(),
         }
+    }
+
+    /// Also accepts stores that recorded one of `legacy` as this model's
+    /// fingerprint (see `anectx_engine::ModelIdentity`).
+    pub fn with_legacy(mut self, legacy: Vec<String>) -> Self {
+        self.legacy = legacy;
+        self
     }
 }
 
 impl TextEmbedder for BatcherEmbedder {
     fn info(&self) -> &EmbedderInfo {
         &self.info
+    }
+
+    fn accepts(&self, stored: &EmbedderInfo) -> bool {
+        stored.dim == self.info.dim
+            && (stored.fingerprint == self.info.fingerprint
+                || self.legacy.iter().any(|l| *l == stored.fingerprint))
     }
 
     fn embed(&self, texts: &[&str]) -> anectx_engine::Result<Vec<f32>> {
