@@ -44,9 +44,13 @@ pub struct LlmConfig {
 pub struct ServerConfig {
     /// The name clients pass as `model` and that `/v1/models` lists.
     pub model_id: String,
-    /// Other names accepted as `model` (e.g. `text-embedding-3-small` for
-    /// unchanged clients).
+    /// Other names listed by `/v1/models` (e.g. `text-embedding-3-small`
+    /// for unchanged clients).
     pub model_aliases: Vec<String>,
+    /// Refuse (404) a `model` name that is neither the id, an alias nor the
+    /// classifier. Off by default: as TEI does, any name is answered by the
+    /// served model and the response names the real one.
+    pub strict_model: bool,
     /// The model's kind (`bert`, `conv_embedder`, …), for `/info`.
     pub model_kind: String,
     /// A content hash of the weights, for `/info` and `anectx_model_info`.
@@ -70,6 +74,7 @@ impl ServerConfig {
         Self {
             model_id: model_id.into(),
             model_aliases: Vec::new(),
+            strict_model: false,
             model_kind: String::new(),
             model_version: String::new(),
             classifier_id: None,
@@ -473,9 +478,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Checks a request's `model` name (only under `strict_model`; otherwise any
+/// name is accepted, as TEI does, and answered by the served model).
 fn check_model(state: &AppState, model: Option<&str>) -> Result<(), ApiError> {
     match model {
-        Some(m) if !m.is_empty() && !state.inner.config.serves(m) => {
+        Some(m)
+            if state.inner.config.strict_model
+                && !m.is_empty()
+                && !state.inner.config.serves(m) =>
+        {
             Err(ApiError::not_found(format!(
                 "the model `{m}` does not exist on this server; it serves `{}` (GET /v1/models)",
                 state.inner.config.model_id
@@ -721,7 +732,7 @@ async fn embeddings(
     let body = json!({
         "object": "list",
         "data": data,
-        "model": req.model.unwrap_or_else(|| state.inner.config.model_id.clone()),
+        "model": state.inner.config.model_id,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     });
     Ok((headers, Json(body)).into_response())
@@ -839,12 +850,12 @@ async fn rerank(
     let body = json!({
         "object": "rerank",
         "id": format!("rerank-{}", state.next_interaction_id()),
-        "model": req.model.unwrap_or_else(|| state
+        "model": state
             .inner
             .config
             .classifier_id
             .clone()
-            .unwrap_or_else(|| state.inner.config.model_id.clone())),
+            .unwrap_or_else(|| state.inner.config.model_id.clone()),
         "results": results,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         "meta": {"scoring": rerank_method(&state)},

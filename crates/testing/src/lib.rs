@@ -105,6 +105,43 @@ pub fn python() -> Option<PathBuf> {
     fixture("ANECTX_FIXTURE_VENV", "venv", "bin/python").map(|d| d.join("bin/python"))
 }
 
+/// One plain HTTP/1.1 request over loopback (`Connection: close`); returns
+/// the status and the body. Panics (naming the request) when the server
+/// cannot be reached or answers something that is not HTTP.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let what = format!("{method} http://{addr}{path}");
+    let mut s = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("{what}: cannot connect: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+        .unwrap();
+    let auth = bearer
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)
+        .unwrap_or_else(|e| panic!("{what}: reading the answer: {e}"));
+    let status = resp
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{what}: not an HTTP answer: {resp:?}"));
+    let payload = resp.split_once("\r\n\r\n").map_or("", |(_, p)| p);
+    (status, payload.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -151,8 +151,44 @@ async fn too_many_inputs_is_413() {
 }
 
 #[tokio::test]
-async fn unknown_model_is_404() {
+async fn any_model_name_is_answered_by_the_served_model() {
     let h = harness(Opts::default()).await;
+    for name in ["text-embedding-3-large", "text-embedding-3-small", MODEL] {
+        let r = post(
+            &h.app,
+            "/v1/embeddings",
+            json!({"input": "a", "model": name}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}");
+        // The response names the real model, not the requested name.
+        assert_eq!(r.json()["model"], MODEL, "{name}");
+    }
+    let r = post(
+        &h.app,
+        "/v1/rerank",
+        json!({"query": "q", "documents": ["a"], "model": "nope"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["model"], MODEL);
+    // /v1/models lists the real id and the aliases.
+    let ids: Vec<String> = get(&h.app, "/v1/models").await.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, [MODEL, "text-embedding-3-small"]);
+}
+
+#[tokio::test]
+async fn unknown_model_is_404_with_strict_model() {
+    let h = harness(Opts {
+        strict_model: true,
+        ..Opts::default()
+    })
+    .await;
     let r = post(
         &h.app,
         "/v1/embeddings",
@@ -166,6 +202,15 @@ async fn unknown_model_is_404() {
         "{m}"
     );
     assert_eq!(r.json()["error"]["param"], "model");
+    // An alias is still accepted, and answered by the real model.
+    let r = post(
+        &h.app,
+        "/v1/embeddings",
+        json!({"input": "a", "model": "text-embedding-3-small"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["model"], MODEL);
     let r = post(
         &h.app,
         "/v1/rerank",

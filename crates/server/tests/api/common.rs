@@ -79,6 +79,8 @@ pub struct Opts {
     pub max_client_batch: usize,
     /// Hold every embed until a token is sent on the returned gate.
     pub gated: bool,
+    /// `--strict-model`: unknown `model` names get 404.
+    pub strict_model: bool,
 }
 
 impl Default for Opts {
@@ -91,6 +93,7 @@ impl Default for Opts {
             batcher: BatcherConfig::default(),
             max_client_batch: 512,
             gated: false,
+            strict_model: false,
         }
     }
 }
@@ -130,6 +133,8 @@ fn build(opts: Opts) -> Harness {
     config.model_version = "test-0001".into();
     config.api_key = opts.api_key.clone();
     config.max_client_batch = opts.max_client_batch;
+    config.strict_model = opts.strict_model;
+    config.model_aliases = vec!["text-embedding-3-small".into()];
     config.llm = opts.llm.clone().map(|base_url| LlmConfig {
         base_url,
         api_key: None,
