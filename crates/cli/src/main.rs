@@ -53,6 +53,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Serve embeddings, rerank, context and a chat proxy over HTTP.
     Serve(cmd::serve::ServeArgs),
+    /// Show a store: documents, embedder, relevance model, log, last runs.
+    Status(cmd::status::StatusArgs),
     /// Benchmark models (ANEMLL-comparable; JSON and HTML reports).
     Bench(cmd::bench::BenchArgs),
     /// Read the interaction log (export as JSON Lines, stats).
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Status(a) => cmd::status::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Log(c) => cmd::log::run(c),
         Command::Train(a) => cmd::learn::run_train(a),

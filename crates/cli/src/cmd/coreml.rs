@@ -23,7 +23,9 @@ pub enum ExportCommand {
 
 #[derive(Debug, Args)]
 pub struct ExportCoremlArgs {
-    /// Model directory (or Hugging Face id in the local cache). Env: ANECTX_MODEL.
+    /// Model directory (or Hugging Face id in the local cache), or `default`
+    /// for the built-in embedder. Env: ANECTX_MODEL. Default: the built-in
+    /// embedder.
     #[arg(long, short)]
     model: Option<String>,
     /// Sequence length; repeat for enumerated lengths (one program, each
@@ -136,7 +138,7 @@ struct ExportSummary {
 
 pub fn run_export(cmd: ExportCommand) -> Result<()> {
     let ExportCommand::Coreml(a) = cmd;
-    let dir = super::resolve_model(a.model)?;
+    let (dir, _tmp) = super::resolve_model(a.model)?.as_dir()?;
     let opts = ExportOptions {
         seq_lengths: a.seq.iter().map(|&s| s as usize).collect(),
         ids_input: a.ids,

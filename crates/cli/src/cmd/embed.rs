@@ -11,8 +11,9 @@ use serde::Serialize;
 /// Embed texts given as arguments, or one per line on standard input.
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
-    /// Model directory (or Hugging Face id in the local cache). Env: ANECTX_MODEL.
-    /// Default: the embedder built into anectx (candle backend).
+    /// Model directory (or Hugging Face id in the local cache), `default` for
+    /// the embedder built into anectx, or a .mlpackage with --backend coreml.
+    /// Env: ANECTX_MODEL. Default: the built-in embedder.
     #[arg(long, short)]
     model: Option<String>,
     /// Compute precision: f32 or f16. Env: ANECTX_DTYPE. Default f32.
@@ -69,17 +70,11 @@ struct Output {
 }
 
 pub fn run(args: EmbedArgs) -> Result<()> {
-    // Without --model / ANECTX_MODEL / config `model`, the candle backend uses
-    // the default embedder compiled into the binary.
-    let configured = args.model.is_some() || {
-        let file =
-            anectx_core::settings::ConfigFile::discover().context("reading the config file")?;
-        anectx_core::settings::resolve(None, "ANECTX_MODEL", &file, "model", None).is_some()
-    };
-    let dir = if configured || args.backend == BackendKind::Coreml {
-        Some(super::resolve_model(args.model)?)
-    } else {
-        None
+    // Without --model / ANECTX_MODEL / config `model` (or with `default`),
+    // the candle backend uses the built-in embedder compiled into the binary.
+    let dir = match super::resolve_model(args.model)? {
+        super::embedder::ModelChoice::Dir(d) => Some(d),
+        super::embedder::ModelChoice::Builtin => None,
     };
     let dtype = super::resolve_dtype(args.dtype)?;
     let texts = if args.texts.is_empty() {
@@ -112,7 +107,9 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             (Box::new(CandleBackend::new(Some(model), None)), tok)
         }
         BackendKind::Coreml => {
-            let dir = dir.clone().context("--backend coreml needs --model")?;
+            let dir = dir
+                .clone()
+                .context("--backend coreml needs --model PACKAGE.mlpackage (export one with `anectx export coreml`)")?;
             let b = CoreMlBackend::load(CoreMlConfig::new(&dir, args.units))
                 .with_context(|| format!("loading the Core ML package {}", dir.display()))?;
             let tpath = args

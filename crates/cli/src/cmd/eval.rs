@@ -58,7 +58,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             tmp.0.clone()
         }
     };
-    let embedder = args.store.embedder()?;
+    let embedder = args.store.embedder_for(args.store.store.as_deref())?;
     let engine = Engine::open(&dir, embedder.clone())
         .with_context(|| format!("opening the store in {}", dir.display()))?;
     let opts = IndexOptions {

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use anectx_core::settings::{resolve, ConfigFile};
-use anectx_engine::{ChunkConfig, Engine, IndexOptions, ModelEmbedder, Progress, TextEmbedder};
+use anectx_engine::{ChunkConfig, Engine, IndexOptions, Progress, TextEmbedder};
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -60,28 +60,22 @@ impl StoreArgs {
         Ok(PathBuf::from(v))
     }
 
-    /// The configured embedder (--model > ANECTX_MODEL > config `model` >
-    /// the built-in one); `none` means BM25-only.
+    /// The configured embedder for the store this command works on:
+    /// --model > ANECTX_MODEL > config `model` > the store's own embedder >
+    /// the built-in one; `none` means BM25-only.
     pub fn embedder(&self) -> Result<Option<Arc<dyn TextEmbedder>>> {
-        let file = ConfigFile::discover().context("reading the config file")?;
-        let spec = resolve(self.model.clone(), "ANECTX_MODEL", &file, "model", None)
-            .map(|(s, _)| s)
-            .unwrap_or_else(|| "default".into());
-        let dtype = super::resolve_dtype(self.dtype.clone())?;
-        match spec.trim() {
-            "none" | "bm25" => Ok(None),
-            "default" | "builtin" => {
-                let e = ModelEmbedder::embedded_default(dtype)
-                    .context("loading the built-in embedder")?;
-                Ok(Some(Arc::new(e)))
-            }
-            spec => {
-                let dir = anectx_models::io::resolve_model_dir(spec)?;
-                let e = ModelEmbedder::load(&dir, dtype)
-                    .with_context(|| format!("loading the embedder from {}", dir.display()))?;
-                Ok(Some(Arc::new(e)))
-            }
-        }
+        let dir = self.store_dir()?;
+        self.embedder_for(Some(&dir))
+    }
+
+    /// As [`StoreArgs::embedder`], for the store in `store` (`None`: a
+    /// command that builds its own store, so only the settings count).
+    pub fn embedder_for(
+        &self,
+        store: Option<&std::path::Path>,
+    ) -> Result<Option<Arc<dyn TextEmbedder>>> {
+        super::embedder::resolve_for_store(self.model.clone(), self.dtype.clone(), store)?
+            .embedder()
     }
 }
 
@@ -140,7 +134,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
     let dir = args.store.store_dir()?;
     let embedder = args.store.embedder()?;
     if embedder.is_none() {
-        eprintln!("note: no embedder configured (--model / ANECTX_MODEL): indexing for BM25 only");
+        eprintln!("note: --model none: indexing for BM25 only");
     }
     let engine = Engine::open(&dir, embedder)
         .with_context(|| format!("opening the store in {}", dir.display()))?;

@@ -98,8 +98,26 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let version = registry.new_version_name(&ds.hash);
     let (model, report) = match train(&ds, &cfg, &version) {
         Ok(x) => x,
+        // Not an error: the log is young. Say so and keep the current model.
         Err(e @ LearnError::TooLittleData(_)) => {
-            anyhow::bail!("{e}\nthe current model keeps serving")
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "trained": false,
+                        "reason": e.to_string(),
+                        "interactions": stats,
+                        "promoted": false,
+                    }))?
+                );
+            } else {
+                println!(
+                    "not trained: {e}\nthe current model keeps serving; log more questions \
+                     and run `anectx train --store {}` again",
+                    super::quickstart::shell_word(&store_dir)
+                );
+            }
+            return Ok(());
         }
         Err(e) => return Err(e.into()),
     };
@@ -129,6 +147,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
+                "trained": true,
                 "version": manifest.version,
                 "registry": registry.dir(),
                 "train": report,
@@ -155,8 +174,9 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             println!("promoted: {} is current", manifest.version);
         } else if g.passed {
             println!(
-                "not promoted (run `anectx model promote {}`)",
-                manifest.version
+                "not promoted (run `anectx model promote {} --store {}`)",
+                manifest.version,
+                super::quickstart::shell_word(&store_dir)
             );
         } else {
             println!("not promoted: {} keeps serving", g.current_version);
@@ -266,6 +286,14 @@ pub fn index_collection(
         &bars,
     )?;
     bars.finish();
+    engine.store().db.set_meta(
+        anectx_engine::LAST_INDEX_META,
+        &std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+            .to_string(),
+    )?;
     Ok(rep)
 }
 

@@ -9,7 +9,8 @@ pub enum ModelCommand {
     /// Load a model directory and describe it: kind, dimensions, parameters,
     /// stored precision, tokenizer, sequence buckets.
     Info {
-        /// Model directory (or Hugging Face id in the local cache).
+        /// Model directory (or Hugging Face id in the local cache), or
+        /// `default` for the built-in embedder.
         dir: String,
         /// Print JSON.
         #[arg(long)]
@@ -35,7 +36,9 @@ pub fn run(cmd: ModelCommand) -> Result<()> {
         ModelCommand::Promote { version, opts } => super::learn::run_promote(&version, opts),
         ModelCommand::Rollback(o) => super::learn::run_rollback(o),
         ModelCommand::Info { dir, json } => {
-            let path: PathBuf = anectx_models::io::resolve_model_dir(&dir)?;
+            let (path, _tmp): (PathBuf, _) = super::embedder::parse_spec(&dir)?
+                .context("`none` is not a model")?
+                .as_dir()?;
             let info = ModelInfo::inspect(&path)
                 .with_context(|| format!("inspecting {}", path.display()))?;
             if json {

@@ -21,6 +21,23 @@ const CORPUS: &str = include_str!("../../../../samples/quickstart/corpus.jsonl")
 const QUERIES: &str = include_str!("../../../../samples/quickstart/queries.jsonl");
 const QRELS: &str = include_str!("../../../../samples/quickstart/qrels.tsv");
 
+/// A question about the sample corpus for the printed `next:` lines.
+const SAMPLE_QUESTION: &str = "how does a swept wing behave at supersonic speed";
+
+/// `path` as one shell word: unchanged when it needs no quoting, otherwise
+/// in single quotes (so every printed command runs as written).
+pub fn shell_word(path: &Path) -> String {
+    let s = path.display().to_string();
+    let safe = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%,=".contains(c));
+    if safe {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 /// Index a built-in sample corpus with the built-in embedder, answer a few
 /// questions with selected context, run one simulated learning round (log,
 /// label, train, gate, promote, hot-swap), export the Core ML packages and
@@ -281,23 +298,28 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
+        let store = shell_word(&store_dir);
+        let package = shell_word(&coreml_dir.join("embedder-ids.mlpackage"));
         println!(
             "\nanectx quickstart finished in {:.0}s\n\
-             store      {}   ({} documents, {} chunks; try `anectx context \"...\" --store {}`)\n\
-             registry   {}   (`anectx model list --store {}`)\n\
+             store      {}   ({} documents, {} chunks)\n\
+             registry   {}\n\
              relevance  {}\n\
-             coreml     {}   (`anectx coreml check <package>`)\n\
-             next: `anectx serve --store {}` and point your LLM client at it",
+             coreml     {}\n\
+             next:\n  \
+             anectx context \"{SAMPLE_QUESTION}\" --store {store}\n  \
+             anectx status --store {store}\n  \
+             anectx model list --store {store}\n  \
+             anectx coreml check {package}\n  \
+             anectx serve --store {store}\n\
+             (then point your LLM client at http://127.0.0.1:8181/v1; add --llm URL to proxy chat)",
             summary.seconds,
             store_dir.display(),
             summary.documents,
             summary.chunks,
-            store_dir.display(),
             registry.dir().display(),
-            store_dir.display(),
             summary.serving_model,
             coreml_dir.display(),
-            store_dir.display(),
         );
     }
     Ok(())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anectx_core::settings::{resolve, ConfigFile};
 use anectx_core::{Backend, BackendError};
 use anectx_engine::{ContextOptions, Engine};
-use anectx_models::{load_classifier, load_embedder, CandleBackend};
+use anectx_models::{load_classifier, CandleBackend};
 use anectx_server::{
     AppState, BatcherConfig, BatcherEmbedder, EngineContext, LlmConfig, Metrics, ServerConfig,
     SqliteRecorder,
@@ -29,7 +29,9 @@ pub struct ServeArgs {
     /// version serves and is swapped in when it changes.
     #[arg(long)]
     registry: Option<PathBuf>,
-    /// Embedder directory (or Hugging Face id in the local cache). Env: ANECTX_MODEL.
+    /// Embedder: a model directory (or Hugging Face id in the local cache)
+    /// or `default` (the built-in embedder). Env: ANECTX_MODEL; config
+    /// `model`; default: the store's own embedder, else the built-in one.
     #[arg(long, short)]
     model: Option<String>,
     /// Compute precision: f32 or f16. Env: ANECTX_DTYPE.
@@ -46,8 +48,8 @@ pub struct ServeArgs {
     /// Address to bind. Anything but loopback requires --api-key.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
-    /// Port to bind; 0 picks a free one.
-    #[arg(long, default_value_t = 8181)]
+    /// Port to bind; 0 picks a free one. Env: ANECTX_PORT.
+    #[arg(long, env = "ANECTX_PORT", default_value_t = 8181)]
     port: u16,
     /// Require `Authorization: Bearer KEY` on every route but /health.
     #[arg(long, env = "ANECTX_API_KEY", hide_env_values = true)]
@@ -62,9 +64,14 @@ pub struct ServeArgs {
     /// Name clients use as `model` (default: the model directory's name).
     #[arg(long)]
     model_id: Option<String>,
-    /// Other accepted `model` names (repeatable), e.g. text-embedding-3-small.
+    /// Other names listed by /v1/models (repeatable), e.g.
+    /// text-embedding-3-small. Any `model` name is accepted and answered by
+    /// the served model (as TEI does) unless --strict-model is given.
     #[arg(long = "model-alias")]
     model_aliases: Vec<String>,
+    /// Answer 404 to a `model` name that is neither the model id nor an alias.
+    #[arg(long)]
+    strict_model: bool,
     /// Default token budget of /v1/context and the chat proxy.
     #[arg(long, default_value_t = 1500)]
     context_budget: usize,
@@ -121,14 +128,34 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if !args.relevance_poll_secs.is_finite() || args.relevance_poll_secs < 0.0 {
         anyhow::bail!("--relevance-poll-secs must be 0 or more");
     }
-    let dir = super::resolve_model(args.model.clone())?;
-    let dtype = super::resolve_dtype(args.dtype.clone())?;
-    let (embedder, tokenizer) = load_embedder(&dir, dtype)
-        .with_context(|| format!("loading the embedder from {}", dir.display()))?;
+    // The store first: when no model is given, the store's own embedder serves.
+    let file = ConfigFile::discover().context("reading the config file")?;
+    let explicit = args.store.is_some()
+        || std::env::var_os("ANECTX_STORE").is_some()
+        || file.get("store").is_some();
+    let store_dir = resolve(
+        args.store
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
+        "ANECTX_STORE",
+        &file,
+        "store",
+        Some(".anectx"),
+    )
+    .map(|(v, _)| PathBuf::from(v))
+    .unwrap_or_else(|| PathBuf::from(".anectx"));
+    let resolved = super::embedder::resolve_for_store(
+        args.model.clone(),
+        args.dtype.clone(),
+        Some(&store_dir),
+    )?;
+    let dtype = resolved.dtype;
+    let choice = resolved
+        .model
+        .context("`anectx serve` needs an embedder (`--model none` is for BM25-only commands)")?;
+    let (embedder, tokenizer, info, legacy) = choice.load(dtype)?;
     let kind = format!("{:?}", embedder.kind());
-    let dim = embedder.dim();
-    let fingerprint = anectx_engine::embed::fingerprint_model_dir(&dir, &format!("{dtype:?}"))
-        .context("fingerprinting the model directory")?;
+    let fingerprint = info.fingerprint.clone();
     let (classifier, classifier_tok) = match &args.classifier {
         Some(spec) => {
             let cdir = anectx_models::io::resolve_model_dir(spec)?;
@@ -138,8 +165,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         None => (None, None),
     };
-    let model_id = args.model_id.clone().unwrap_or_else(|| dir_name(&dir));
-    let classifier_id = classifier.as_ref().map(|(_, d)| dir_name(d));
+    let model_id = args.model_id.clone().unwrap_or_else(|| choice.name());
+    let classifier_id = classifier
+        .as_ref()
+        .map(|(_, d)| super::embedder::ModelChoice::Dir(d.clone()).name());
 
     let metrics = Arc::new(Metrics::new());
     let classifier_model = classifier.map(|(c, _)| c);
@@ -158,28 +187,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     .map_err(|e: BackendError| anyhow::anyhow!("starting the backend: {e}"))?;
 
     // The store is optional unless named explicitly.
-    let file = ConfigFile::discover().context("reading the config file")?;
-    let explicit = args.store.is_some()
-        || std::env::var_os("ANECTX_STORE").is_some()
-        || file.get("store").is_some();
-    let store_dir = resolve(
-        args.store
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned()),
-        "ANECTX_STORE",
-        &file,
-        "store",
-        Some(".anectx"),
-    )
-    .map(|(v, _)| PathBuf::from(v))
-    .unwrap_or_else(|| PathBuf::from(".anectx"));
     let context = if anectx_engine::Store::exists(&store_dir) {
-        let info = anectx_store::EmbedderInfo {
-            fingerprint: fingerprint.clone(),
-            description: format!("{kind} from {} ({dtype:?})", dir.display()),
-            dim,
-        };
-        let emb = BatcherEmbedder::new(batcher.clone(), tokenizer.clone(), info);
+        let emb = BatcherEmbedder::new(batcher.clone(), tokenizer.clone(), info.clone())
+            .with_legacy(legacy);
         let engine = Engine::open(&store_dir, Some(Arc::new(emb)))
             .with_context(|| format!("opening the store in {}", store_dir.display()))?;
         for n in engine.notes() {
@@ -209,6 +219,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
     let mut config = ServerConfig::new(model_id);
     config.model_aliases = args.model_aliases.clone();
+    config.strict_model = args.strict_model;
     config.model_kind = kind;
     config.model_version = fingerprint.chars().take(16).collect();
     config.classifier_id = classifier_id;
@@ -267,8 +278,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         println!("anectx listening on http://{bound}");
         std::io::stdout().flush().ok();
         eprintln!(
-            "anectx: model {} · embeddings, rerank{}{}{} · Ctrl-C to stop",
-            dir.display(),
+            "anectx: model {} ({}) · embeddings, rerank{}{}{} · Ctrl-C to stop",
+            choice.display(),
+            resolved.source,
             if args.llm.is_some() {
                 ", chat proxy"
             } else {
@@ -285,10 +297,4 @@ pub fn run(args: ServeArgs) -> Result<()> {
         eprintln!("anectx: stopped");
         Ok::<(), anyhow::Error>(())
     })
-}
-
-fn dir_name(dir: &std::path::Path) -> String {
-    dir.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| dir.display().to_string())
 }

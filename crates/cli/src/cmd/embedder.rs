@@ -1,0 +1,226 @@
+//! Which embedder a command uses, resolved once: `--model` > `ANECTX_MODEL`
+//! > config `model` > the model a store was indexed with > the built-in one.
+//!
+//! `default` (or `builtin`) names the built-in model in every command, `none`
+//! (or `bm25`) asks for BM25-only retrieval where a command allows it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anectx_core::settings::{resolve, ConfigFile};
+use anectx_engine::{ModelEmbedder, ModelIdentity, TextEmbedder};
+use anectx_models::{Embedder, TextTokenizer, WeightDtype};
+use anectx_store::EmbedderInfo;
+use anyhow::{Context, Result};
+
+/// A sentence embedder to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// The model compiled into the binary (`anectx_models::default_model`).
+    Builtin,
+    /// A model directory.
+    Dir(PathBuf),
+}
+
+/// What a command resolved: the model (`None` = BM25 only) and its dtype.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub model: Option<ModelChoice>,
+    pub dtype: WeightDtype,
+    /// Where the choice came from, for messages.
+    pub source: &'static str,
+}
+
+/// Parses a model spec: `none`/`bm25`, `default`/`builtin`, or a directory
+/// (or a Hugging Face id in the local cache).
+pub fn parse_spec(spec: &str) -> Result<Option<ModelChoice>> {
+    Ok(match spec.trim() {
+        "none" | "bm25" => None,
+        "default" | "builtin" | "built-in" => Some(ModelChoice::Builtin),
+        s => Some(ModelChoice::Dir(anectx_models::io::resolve_model_dir(s)?)),
+    })
+}
+
+/// The model spec given on the command line, in the environment or in the
+/// config file, with its source.
+fn given(cli: Option<String>) -> Result<Option<(String, &'static str)>> {
+    let file = ConfigFile::discover().context("reading the config file")?;
+    Ok(
+        resolve(cli, "ANECTX_MODEL", &file, "model", None).map(|(v, src)| {
+            let s = match src {
+                anectx_core::settings::Source::Cli => "--model",
+                anectx_core::settings::Source::Env => "ANECTX_MODEL",
+                anectx_core::settings::Source::File => "the config file",
+                anectx_core::settings::Source::Default => "the default",
+            };
+            (v, s)
+        }),
+    )
+}
+
+/// The dtype given on the command line, in the environment or the config file.
+fn given_dtype(cli: Option<String>) -> Result<Option<WeightDtype>> {
+    let file = ConfigFile::discover().context("reading the config file")?;
+    match resolve(cli, "ANECTX_DTYPE", &file, "dtype", None) {
+        None => Ok(None),
+        Some((v, _)) => Ok(Some(v.parse().map_err(|e: String| anyhow::anyhow!(e))?)),
+    }
+}
+
+/// The embedder recorded by the store in `dir`, if there is a store.
+pub fn stored_embedder(dir: &Path) -> Result<Option<EmbedderInfo>> {
+    if !anectx_engine::Store::exists(dir) {
+        return Ok(None);
+    }
+    let db = anectx_store::Db::open(&anectx_engine::Store::db_path(dir))
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    Ok(db.embedder()?)
+}
+
+/// Resolves the embedder of a command that works on the store in
+/// `store_dir` (`None`: no store involved). A model given explicitly wins;
+/// otherwise the store's own embedder is used when it is the built-in
+/// model (at the dtype it was indexed with), and a store indexed with a
+/// model directory asks for `--model`.
+pub fn resolve_for_store(
+    cli_model: Option<String>,
+    cli_dtype: Option<String>,
+    store_dir: Option<&Path>,
+) -> Result<Resolved> {
+    let dtype = given_dtype(cli_dtype)?;
+    if let Some((spec, source)) = given(cli_model)? {
+        return Ok(Resolved {
+            model: parse_spec(&spec)?,
+            dtype: dtype.unwrap_or(WeightDtype::F32),
+            source,
+        });
+    }
+    let stored = match store_dir {
+        Some(d) => stored_embedder(d)?,
+        None => None,
+    };
+    if let (Some(s), Some(dir)) = (stored, store_dir) {
+        for dt in [WeightDtype::F32, WeightDtype::F16] {
+            if ModelIdentity::builtin(dt).matches(&s.fingerprint) {
+                return Ok(Resolved {
+                    model: Some(ModelChoice::Builtin),
+                    dtype: dtype.unwrap_or(dt),
+                    source: "the store",
+                });
+            }
+        }
+        anyhow::bail!(
+            "the store in {} was indexed with {}; pass that model with --model DIR \
+             (or set ANECTX_MODEL), or --model none for BM25 only",
+            dir.display(),
+            s.description
+        );
+    }
+    Ok(Resolved {
+        model: Some(ModelChoice::Builtin),
+        dtype: dtype.unwrap_or(WeightDtype::F32),
+        source: "the default",
+    })
+}
+
+/// Resolves a model for commands that need one (embed, export):
+/// --model > ANECTX_MODEL > config `model` > the built-in model.
+pub fn resolve_model(cli: Option<String>) -> Result<ModelChoice> {
+    let spec = given(cli)?.map_or_else(|| "default".to_string(), |(s, _)| s);
+    parse_spec(&spec)?
+        .context("this command needs an embedder: `none` is only for BM25-only retrieval")
+}
+
+impl ModelChoice {
+    /// A short name: `anectx-default-embedder` or the directory's name.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Builtin => anectx_models::default_model::NAME.to_string(),
+            Self::Dir(d) => d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| d.display().to_string()),
+        }
+    }
+
+    /// Where it comes from, for messages.
+    pub fn display(&self) -> String {
+        match self {
+            Self::Builtin => "the built-in embedder".into(),
+            Self::Dir(d) => d.display().to_string(),
+        }
+    }
+
+    /// Loads the model and tokenizer with the identity stores know it by.
+    pub fn load(
+        &self,
+        dtype: WeightDtype,
+    ) -> Result<(Embedder, TextTokenizer, EmbedderInfo, Vec<String>)> {
+        let (model, tok, identity, description) = match self {
+            Self::Builtin => {
+                let (m, t) = anectx_models::default_model::load_with_tokenizer(dtype)
+                    .context("loading the built-in embedder")?;
+                let d = format!(
+                    "built-in {} ({dtype:?})",
+                    anectx_models::default_model::NAME
+                );
+                (m, t, ModelIdentity::builtin(dtype), d)
+            }
+            Self::Dir(dir) => {
+                let (m, t) = anectx_models::load_embedder(dir, dtype)
+                    .with_context(|| format!("loading the embedder from {}", dir.display()))?;
+                let id = ModelIdentity::of_dir(dir, dtype)
+                    .with_context(|| format!("fingerprinting {}", dir.display()))?;
+                let d = format!("{:?} from {} ({dtype:?})", m.kind(), dir.display());
+                (m, t, id, d)
+            }
+        };
+        let info = EmbedderInfo {
+            fingerprint: identity.fingerprint,
+            description,
+            dim: model.dim(),
+        };
+        Ok((model, tok, info, identity.legacy))
+    }
+
+    /// The model as an engine embedder on the CPU backend.
+    pub fn embedder(&self, dtype: WeightDtype) -> Result<Arc<dyn TextEmbedder>> {
+        let e = match self {
+            Self::Builtin => {
+                ModelEmbedder::embedded_default(dtype).context("loading the built-in embedder")?
+            }
+            Self::Dir(dir) => ModelEmbedder::load(dir, dtype)
+                .with_context(|| format!("loading the embedder from {}", dir.display()))?,
+        };
+        Ok(Arc::new(e))
+    }
+
+    /// A directory holding the model's files: the directory itself, or the
+    /// built-in model written into a temporary directory (kept alive by the
+    /// returned guard).
+    pub fn as_dir(&self) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+        match self {
+            Self::Dir(d) => Ok((d.clone(), None)),
+            Self::Builtin => {
+                let tmp = tempfile::Builder::new()
+                    .prefix("anectx-default-embedder-")
+                    .tempdir()
+                    .context("creating a temporary directory")?;
+                let dir = tmp.path().join(anectx_models::default_model::NAME);
+                anectx_models::default_model::write_dir(&dir)
+                    .context("writing the built-in embedder")?;
+                Ok((dir, Some(tmp)))
+            }
+        }
+    }
+}
+
+impl Resolved {
+    /// The engine embedder (`None` for BM25 only).
+    pub fn embedder(&self) -> Result<Option<Arc<dyn TextEmbedder>>> {
+        self.model
+            .as_ref()
+            .map(|m| m.embedder(self.dtype))
+            .transpose()
+    }
+}

@@ -1,0 +1,184 @@
+//! `anectx status`: what a store holds and what serves it.
+
+use std::path::PathBuf;
+
+use anectx_engine::{ModelIdentity, Store};
+use anectx_models::WeightDtype;
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use super::index::StoreArgs;
+
+/// Show the store: documents and chunks, the embedder and backend, the
+/// relevance-model version, the interaction log, and when the last index and
+/// the last training ran.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    #[arg(long)]
+    store: Option<PathBuf>,
+    /// Relevance-model registry (default: <store>/registry).
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Embedder {
+    description: String,
+    fingerprint: String,
+    dim: usize,
+    builtin: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Status {
+    store: PathBuf,
+    exists: bool,
+    documents: u64,
+    chunks: u64,
+    /// The embedder that made the store's vectors (`null`: BM25 only).
+    embedder: Option<Embedder>,
+    /// The backend `serve`, `context` and `index` run it on.
+    backend: String,
+    registry: PathBuf,
+    /// The serving relevance-model version (`null`: the built-in fusion).
+    relevance_model: Option<String>,
+    relevance_versions: usize,
+    interactions: u64,
+    /// Bytes of the store's SQLite files (documents, chunks and the log).
+    db_bytes: u64,
+    last_index_ms: Option<u64>,
+    last_training_ms: Option<u64>,
+}
+
+pub fn run(args: StatusArgs) -> Result<()> {
+    let dir = StoreArgs {
+        store: args.store.clone(),
+        model: None,
+        dtype: None,
+    }
+    .store_dir()?;
+    let registry_dir = super::learn::registry_dir(&dir, args.registry.as_ref());
+    let mut st = Status {
+        store: dir.clone(),
+        exists: Store::exists(&dir),
+        documents: 0,
+        chunks: 0,
+        embedder: None,
+        backend: "candle (CPU)".into(),
+        registry: registry_dir.clone(),
+        relevance_model: None,
+        relevance_versions: 0,
+        interactions: 0,
+        db_bytes: 0,
+        last_index_ms: None,
+        last_training_ms: None,
+    };
+    if st.exists {
+        let db = anectx_store::Db::open(&Store::db_path(&dir))
+            .with_context(|| format!("opening the store in {}", dir.display()))?;
+        st.documents = db.document_count()?;
+        st.chunks = db.chunk_count()?;
+        st.interactions = db.interaction_count()?;
+        st.embedder = db.embedder()?.map(|e| Embedder {
+            builtin: [WeightDtype::F32, WeightDtype::F16]
+                .iter()
+                .any(|&d| ModelIdentity::builtin(d).matches(&e.fingerprint)),
+            description: e.description,
+            fingerprint: e.fingerprint,
+            dim: e.dim,
+        });
+        st.last_index_ms = db
+            .meta(anectx_engine::LAST_INDEX_META)?
+            .and_then(|v| v.parse().ok());
+        let db_path = Store::db_path(&dir);
+        st.db_bytes = ["", "-wal"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut p = db_path.clone().into_os_string();
+                p.push(suffix);
+                std::fs::metadata(PathBuf::from(p)).ok()
+            })
+            .map(|m| m.len())
+            .sum();
+        if registry_dir.is_dir() {
+            let reg = anectx_learn::Registry::open(&registry_dir)
+                .with_context(|| format!("opening the registry in {}", registry_dir.display()))?;
+            let versions = reg.list()?;
+            st.relevance_versions = versions.len();
+            st.last_training_ms = versions.iter().map(|v| v.manifest.created_ms).max();
+            st.relevance_model = reg.current()?;
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&st)?);
+        return Ok(());
+    }
+    if !st.exists {
+        println!(
+            "no store in {}\nnext: `anectx index PATH --store {}` (or `anectx quickstart`)",
+            dir.display(),
+            dir.display()
+        );
+        return Ok(());
+    }
+    let when = |ms: Option<u64>| ms.map_or_else(|| "never".to_string(), utc);
+    println!("store        {}", dir.display());
+    println!("documents    {} ({} chunks)", st.documents, st.chunks);
+    match &st.embedder {
+        Some(e) => println!(
+            "embedder     {} [{}], {} dimensions, on {}",
+            e.description, e.fingerprint, e.dim, st.backend
+        ),
+        None => println!("embedder     none (BM25 only)"),
+    }
+    println!(
+        "relevance    {} ({} version{} in {})",
+        st.relevance_model
+            .as_deref()
+            .unwrap_or("built-in fusion (nothing promoted)"),
+        st.relevance_versions,
+        if st.relevance_versions == 1 { "" } else { "s" },
+        registry_dir.display()
+    );
+    println!(
+        "log          {} interactions, {:.1} MB of SQLite",
+        st.interactions,
+        st.db_bytes as f64 / 1e6
+    );
+    println!("last index   {}", when(st.last_index_ms));
+    println!("last train   {}", when(st.last_training_ms));
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM UTC` for Unix milliseconds.
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02} UTC")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00 UTC");
+        assert_eq!(super::utc(1_796_556_720_000), "2026-12-06 11:32 UTC");
+    }
+}
