@@ -154,7 +154,7 @@ impl TextEmbedder for ModelEmbedder {
     fn accepts(&self, stored: &EmbedderInfo) -> bool {
         stored.dim == self.info.dim
             && (stored.fingerprint == self.info.fingerprint
-                || self.legacy.iter().any(|l| *l == stored.fingerprint))
+                || self.legacy.contains(&stored.fingerprint))
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {

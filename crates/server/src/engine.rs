@@ -55,7 +55,7 @@ impl TextEmbedder for BatcherEmbedder {
     fn accepts(&self, stored: &EmbedderInfo) -> bool {
         stored.dim == self.info.dim
             && (stored.fingerprint == self.info.fingerprint
-                || self.legacy.iter().any(|l| *l == stored.fingerprint))
+                || self.legacy.contains(&stored.fingerprint))
     }
 
     fn embed(&self, texts: &[&str]) -> anectx_engine::Result<Vec<f32>> {
