@@ -83,8 +83,12 @@ pub struct ContextOptions {
     /// questions within `memory_dup_threshold`), times the similarity
     /// (0 = off). It only acts when such a question exists.
     pub memory_dup_weight: f32,
-    /// Cosine from which a logged question counts as a near duplicate.
+    /// Similarity from which a logged question counts as a near duplicate
+    /// (see [`UsageMemory::near_duplicates`]).
     pub memory_dup_threshold: f32,
+    /// RRF weight, times the similarity, subtracted along the ranking of
+    /// chunks that near duplicates were shown and never used (0 = off).
+    pub memory_unused_weight: f32,
 }
 
 impl Default for ContextOptions {
@@ -100,10 +104,11 @@ impl Default for ContextOptions {
             min_relevance: 0.0,
             explore: 0.0,
             explore_seed: None,
-            memory_weight: 0.3,
+            memory_weight: 0.1,
             k_memory: 20,
-            memory_dup_weight: 1.0,
+            memory_dup_weight: 2.0,
             memory_dup_threshold: 0.9,
+            memory_unused_weight: 0.5,
         }
     }
 }
@@ -380,6 +385,14 @@ impl Engine {
                     .collect();
                 hits.dup
                     .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                hits.unused = hits
+                    .evidence
+                    .iter()
+                    .filter(|(_, e)| e.unused > 0.0 && e.used <= 0.0)
+                    .map(|(&c, e)| (c, e.unused))
+                    .collect();
+                hits.unused
+                    .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             }
         }
         Some(hits)
@@ -395,15 +408,29 @@ impl Engine {
     ) -> Vec<(u64, f32)> {
         match hits {
             None => rrf(&[lex, den], opts.rrf_k),
-            Some(h) => rrf_weighted(
-                &[
-                    (lex, 1.0),
-                    (den, 1.0),
-                    (&h.asked, opts.memory_weight),
-                    (&h.dup, opts.memory_dup_weight * h.dup_similarity),
-                ],
-                opts.rrf_k,
-            ),
+            Some(h) => {
+                let mut f = rrf_weighted(
+                    &[
+                        (lex, 1.0),
+                        (den, 1.0),
+                        (&h.asked, opts.memory_weight),
+                        (&h.dup, opts.memory_dup_weight * h.dup_similarity),
+                    ],
+                    opts.rrf_k,
+                );
+                let w = opts.memory_unused_weight * h.dup_similarity;
+                if w > 0.0 && !h.unused.is_empty() {
+                    let at: HashMap<u64, usize> =
+                        h.unused.iter().enumerate().map(|(r, x)| (x.0, r)).collect();
+                    for (id, s) in f.iter_mut() {
+                        if let Some(&r) = at.get(id) {
+                            *s -= w / (opts.rrf_k + r as f32 + 1.0);
+                        }
+                    }
+                    f.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                }
+                f
+            }
         }
     }
 
@@ -843,6 +870,8 @@ struct MemoryHits {
     asked: Vec<(u64, f32)>,
     /// Chunks used by near-duplicate questions, by usage evidence.
     dup: Vec<(u64, f32)>,
+    /// Chunks near duplicates were shown and never used, by that evidence.
+    unused: Vec<(u64, f32)>,
     /// Similarity of the closest near duplicate (0 when none).
     dup_similarity: f32,
     evidence: HashMap<u64, crate::memory::DupEvidence>,

@@ -125,6 +125,9 @@ pub struct UsageMemory {
     stats: MemoryStats,
 }
 
+/// Term-set cosine a near duplicate needs at least.
+const MIN_TERM_COSINE: f32 = 0.5;
+
 fn normalise(q: &str) -> String {
     q.split_whitespace()
         .map(str::to_lowercase)
@@ -132,13 +135,18 @@ fn normalise(q: &str) -> String {
         .join(" ")
 }
 
-/// Cosine of two term sets (binary weights).
-fn term_cosine(a: &HashSet<&str>, b: &[String]) -> f32 {
+/// Cosine of two term sets (binary weights), and the share of `a`'s terms
+/// found in `b` (containment).
+fn term_overlap(a: &HashSet<&str>, b: &[String]) -> (f32, f32) {
     let b: HashSet<&str> = b.iter().map(String::as_str).collect();
     if a.is_empty() || b.is_empty() {
-        return 0.0;
+        return (0.0, 0.0);
     }
-    a.intersection(&b).count() as f32 / ((a.len() * b.len()) as f32).sqrt()
+    let common = a.intersection(&b).count() as f32;
+    (
+        common / ((a.len() * b.len()) as f32).sqrt(),
+        common / a.len() as f32,
+    )
 }
 
 impl UsageMemory {
@@ -366,12 +374,14 @@ impl UsageMemory {
         out
     }
 
-    /// Logged questions within `threshold` cosine of the query, most similar
-    /// first. With embeddings, `query_vec` is compared with the questions'
-    /// embeddings and a neighbour must also share at least half its terms
-    /// with the query (term cosine ≥ 0.5), so that an embedder's bias towards
-    /// one topic cannot make unrelated questions duplicates; without
-    /// embeddings the term cosine alone is compared with `threshold`.
+    /// Logged questions within `threshold` similarity of the query, most
+    /// similar first. The similarity is the larger of the embedding cosine
+    /// (when the memory and the query are embedded) and the share of the
+    /// query's terms the logged question contains: a question asked again
+    /// with words left out or reordered is contained in the original. Either
+    /// way a neighbour must share terms with the query (term-set cosine ≥
+    /// 0.5), so that an embedder's bias towards one topic, or a one-word
+    /// query, cannot make unrelated questions duplicates.
     pub fn near_duplicates(
         &self,
         query_terms: &[String],
@@ -394,16 +404,17 @@ impl UsageMemory {
             .iter()
             .enumerate()
             .filter_map(|(i, q)| {
-                let lexical = term_cosine(&qset, &q.terms);
+                let (cosine, contained) = term_overlap(&qset, &q.terms);
+                if cosine < MIN_TERM_COSINE {
+                    return None;
+                }
                 let sim = match (&qv, &self.vectors) {
                     (Some(qv), Some((all, dim))) => {
-                        if lexical < 0.5 {
-                            return None;
-                        }
                         let row = &all[i * dim..(i + 1) * dim];
-                        row.iter().zip(qv).map(|(a, b)| a * b).sum::<f32>()
+                        let e: f32 = row.iter().zip(qv).map(|(a, b)| a * b).sum();
+                        e.max(contained)
                     }
-                    _ => lexical,
+                    _ => cosine.max(contained),
                 };
                 (sim >= threshold).then_some(Neighbor {
                     question: i,

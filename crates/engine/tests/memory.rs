@@ -33,7 +33,7 @@ fn corpus() -> Vec<(String, String)> {
         .collect();
     docs.push((
         "target".into(),
-        "Maintenance note. To reset the unit, discharge the capacitor fully, wait ten \
+        "Maintenance note. To restart the unit, discharge the capacitor fully, wait ten \
          minutes, then power it on again."
             .into(),
     ));

@@ -455,6 +455,7 @@ pub struct StreamConfig {
     pub memory_weight: f32,
     pub memory_dup_weight: f32,
     pub memory_dup_threshold: f32,
+    pub memory_unused_weight: f32,
 }
 
 impl Default for StreamConfig {
@@ -469,6 +470,7 @@ impl Default for StreamConfig {
             memory_weight: o.memory_weight,
             memory_dup_weight: o.memory_dup_weight,
             memory_dup_threshold: o.memory_dup_threshold,
+            memory_unused_weight: o.memory_unused_weight,
         }
     }
 }
@@ -749,6 +751,7 @@ pub fn simulate_stream(
         memory_weight: cfg.memory_weight,
         memory_dup_weight: cfg.memory_dup_weight,
         memory_dup_threshold: cfg.memory_dup_threshold,
+        memory_unused_weight: cfg.memory_unused_weight,
         ..ContextOptions::default()
     };
     let eval_opts = ContextOptions {

@@ -256,6 +256,12 @@ pub struct SimulateArgs {
     /// Stream: RRF weight of the near-duplicate ranking.
     #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_dup_weight)]
     memory_dup_weight: f32,
+    /// Stream: RRF weight subtracted along chunks near duplicates never used.
+    #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_unused_weight)]
+    memory_unused_weight: f32,
+    /// Stream: similarity from which a logged question is a near duplicate.
+    #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_dup_threshold)]
+    memory_dup_threshold: f32,
     /// Write the JSON report here too.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -377,6 +383,8 @@ pub fn run_simulate(args: SimulateArgs) -> Result<()> {
             repeat_share: args.repeat_share,
             memory_weight: args.memory_weight,
             memory_dup_weight: args.memory_dup_weight,
+            memory_unused_weight: args.memory_unused_weight,
+            memory_dup_threshold: args.memory_dup_threshold,
             ..StreamConfig::default()
         };
         let t0 = std::time::Instant::now();
