@@ -209,6 +209,11 @@ fn an_unrelated_new_question_is_left_alone() {
             r.chunks.iter().map(|c| c.chunk_id).collect()
         };
         assert_eq!(ids(&after_ctx), ids(&before_ctx), "dense={dense}");
+        // The whole candidate pool, in relevance order, with its scores.
+        let pool = |r: &anectx_engine::ContextResult| -> Vec<(u64, f32)> {
+            r.pool.iter().map(|p| (p.chunk_id, p.relevance)).collect()
+        };
+        assert_eq!(pool(&after_ctx), pool(&before_ctx), "dense={dense}");
         assert!(after_ctx
             .pool
             .iter()
