@@ -329,7 +329,7 @@ impl Engine {
                 None => Ok(Vec::new()),
             }
         };
-        let embed_ref: Option<&dyn Fn(&[&str]) -> Result<Vec<f32>>> = if self.dense_enabled() {
+        let embed_ref: Option<&crate::memory::EmbedFn<'_>> = if self.dense_enabled() {
             Some(&embed)
         } else {
             None

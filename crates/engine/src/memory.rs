@@ -125,6 +125,9 @@ pub struct UsageMemory {
     stats: MemoryStats,
 }
 
+/// Embeds a batch of texts, `dim` floats per text.
+pub type EmbedFn<'a> = dyn Fn(&[&str]) -> Result<Vec<f32>> + 'a;
+
 /// Term-set cosine a near duplicate needs at least.
 const MIN_TERM_COSINE: f32 = 0.5;
 
@@ -161,7 +164,7 @@ impl UsageMemory {
         analyzer_version: &str,
         cfg: &MemoryConfig,
         analyze: &dyn Fn(&str) -> Vec<String>,
-        embed: Option<&dyn Fn(&[&str]) -> Result<Vec<f32>>>,
+        embed: Option<&EmbedFn<'_>>,
         keep: &dyn Fn(&LoggedInteraction) -> bool,
     ) -> Result<Option<Self>> {
         let mut used_by: HashMap<i64, Vec<u64>> = HashMap::new();
