@@ -505,6 +505,36 @@ pub struct Strata {
     pub mix: Stratum,
 }
 
+/// Whether the memory may serve: the mix must improve (lower 95 % bound of
+/// its change > 0) and new questions must not fall (lower 95 % bound of
+/// their change ≥ `-new_tolerance`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryGate {
+    pub passed: bool,
+    pub reason: String,
+}
+
+/// The memory gate rule on a stream evaluation's strata (see [`MemoryGate`]);
+/// the tolerance for new questions is 0.005.
+pub fn memory_gate(s: &Strata, new_tolerance: f64) -> MemoryGate {
+    let mix_ok = s.mix.ci95_low > 0.0;
+    let new_ok = s.new.ci95_low >= -new_tolerance;
+    let reason = format!(
+        "mix {:+.4} (95 % low {:+.4}, must be > 0){}; new {:+.4} (95 % low {:+.4}, must be ≥ {:+.4}){}",
+        s.mix.delta,
+        s.mix.ci95_low,
+        if mix_ok { "" } else { " FAILED" },
+        s.new.delta,
+        s.new.ci95_low,
+        -new_tolerance,
+        if new_ok { "" } else { " FAILED" },
+    );
+    MemoryGate {
+        passed: mix_ok && new_ok,
+        reason,
+    }
+}
+
 /// One seed of a stream evaluation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamSeed {
@@ -532,6 +562,8 @@ pub struct StreamReport {
     pub relevance_model: String,
     pub config: StreamConfig,
     pub strata: Strata,
+    /// [`memory_gate`] with the tolerance (new ≥ −0.005).
+    pub gate: MemoryGate,
     pub seeds: Vec<StreamSeed>,
 }
 
@@ -871,17 +903,19 @@ pub fn simulate_stream(
         kinds.push(paired);
     }
     engine.set_memory(saved);
+    let strata = strata(
+        &kinds,
+        cfg.repeat_share.clamp(0.0, 1.0) as f64,
+        cfg.bootstrap,
+        b.seed,
+    );
     Ok(StreamReport {
         documents: coll.docs.len(),
         dense: engine.dense_enabled(),
         relevance_model: engine.relevance_model().version(),
         config: cfg.clone(),
-        strata: strata(
-            &kinds,
-            cfg.repeat_share.clamp(0.0, 1.0) as f64,
-            cfg.bootstrap,
-            b.seed,
-        ),
+        gate: memory_gate(&strata, 0.005),
+        strata,
         seeds,
     })
 }
@@ -933,5 +967,15 @@ mod stream_tests {
         let mix = 0.6 * s.new.delta + 0.2 * s.repeat.delta + 0.2 * s.variant.delta;
         assert!((s.mix.delta - mix).abs() < 1e-9);
         assert!(s.mix.ci95_low > 0.0 && s.variant.p_value < 0.01);
+        assert!(memory_gate(&s, 0.005).passed);
+        // New questions that fall refuse the memory, whatever the mix does.
+        let mut worse = kinds.clone();
+        worse[0][0].after = vec![0.49; 20];
+        let g = memory_gate(&strata(&worse, 0.4, 500, 1), 0.005);
+        assert!(
+            !g.passed && g.reason.contains("new -0.0100"),
+            "{}",
+            g.reason
+        );
     }
 }

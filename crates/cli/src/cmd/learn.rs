@@ -441,6 +441,11 @@ fn print_stream(coll: &Path, r: &StreamReport) {
             name, x.questions, x.before, x.after, x.delta, x.ci95_low, x.ci95_high, x.p_value
         );
     }
+    println!(
+        "memory gate: {} — {}",
+        if r.gate.passed { "passes" } else { "refuses" },
+        r.gate.reason
+    );
 }
 
 fn print_sim(coll: &Path, r: &SimulateReport) {
