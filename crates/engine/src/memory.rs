@@ -81,7 +81,10 @@ pub struct MemoryStats {
 /// One remembered question.
 #[derive(Debug, Clone)]
 struct Question {
+    /// Analysed terms, in order (the "asked as" field).
     terms: Vec<String>,
+    /// The same terms, sorted and deduplicated (near-duplicate search).
+    distinct: Vec<String>,
     /// Chunk → accumulated weight (uses and feedback; may be ≤ 0).
     used: HashMap<u64, f32>,
     /// Chunk → times shown.
@@ -140,12 +143,12 @@ fn normalise(q: &str) -> String {
 
 /// Cosine of two term sets (binary weights), and the share of `a`'s terms
 /// found in `b` (containment).
+/// `b` holds distinct terms.
 fn term_overlap(a: &HashSet<&str>, b: &[String]) -> (f32, f32) {
-    let b: HashSet<&str> = b.iter().map(String::as_str).collect();
     if a.is_empty() || b.is_empty() {
         return (0.0, 0.0);
     }
-    let common = a.intersection(&b).count() as f32;
+    let common = b.iter().filter(|t| a.contains(t.as_str())).count() as f32;
     (
         common / ((a.len() * b.len()) as f32).sqrt(),
         common / a.len() as f32,
@@ -206,8 +209,13 @@ impl UsageMemory {
                 }
                 let qi = *index.entry(key).or_insert_with(|| {
                     texts.push(it.query.clone());
+                    let terms = analyze(&it.query);
+                    let mut distinct = terms.clone();
+                    distinct.sort_unstable();
+                    distinct.dedup();
                     questions.push(Question {
-                        terms: analyze(&it.query),
+                        terms,
+                        distinct,
                         used: HashMap::new(),
                         shown: HashMap::new(),
                         asks: 0,
@@ -407,7 +415,7 @@ impl UsageMemory {
             .iter()
             .enumerate()
             .filter_map(|(i, q)| {
-                let (cosine, contained) = term_overlap(&qset, &q.terms);
+                let (cosine, contained) = term_overlap(&qset, &q.distinct);
                 if cosine < MIN_TERM_COSINE {
                     return None;
                 }
