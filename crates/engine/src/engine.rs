@@ -73,9 +73,13 @@ pub struct ContextOptions {
     pub explore: f32,
     /// Seed for exploration; `None` seeds from a per-engine counter and the clock.
     pub explore_seed: Option<u64>,
-    /// RRF weight of the usage memory's "asked as" ranking (0 = off). Small
-    /// on purpose: the field matches new questions too, and at weight 1 it
-    /// cost new questions 0.01–0.04 nDCG@10 in the project's measurements.
+    /// RRF weight of the usage memory's "asked as" ranking (0: not fused;
+    /// its score is still a candidate feature). Off by default: the field
+    /// matches new questions too. At weight 1 it cost new questions
+    /// 0.01–0.04 nDCG@10 in the project's earlier measurements, and even at
+    /// 0.1 `simulate --stream` measured new questions −0.0055 (med, BM25
+    /// only, 10 seeds) while the near-duplicate channel alone already gives
+    /// the repeat and variant gains.
     pub memory_weight: f32,
     /// Chunks taken from the "asked as" ranking.
     pub k_memory: usize,
@@ -104,7 +108,7 @@ impl Default for ContextOptions {
             min_relevance: 0.0,
             explore: 0.0,
             explore_seed: None,
-            memory_weight: 0.1,
+            memory_weight: 0.0,
             k_memory: 20,
             memory_dup_weight: 2.0,
             memory_dup_threshold: 0.9,
@@ -363,11 +367,8 @@ impl Engine {
         opts: &ContextOptions,
     ) -> Option<MemoryHits> {
         let mem = self.memory.load_full()?;
-        let asked = if opts.memory_weight > 0.0 && opts.k_memory > 0 {
-            mem.asked_as(qterms, opts.k_memory)
-        } else {
-            Vec::new()
-        };
+        // Computed even when not fused: its score is a candidate feature.
+        let asked = mem.asked_as(qterms, opts.k_memory);
         let mut hits = MemoryHits {
             asked,
             ..MemoryHits::default()
