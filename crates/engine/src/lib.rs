@@ -18,6 +18,7 @@ mod error;
 pub mod eval;
 pub mod extract;
 pub mod ingest;
+pub mod memory;
 pub mod relevance;
 pub mod select;
 
@@ -30,6 +31,7 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use ingest::{index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress};
+pub use memory::{MemoryConfig, MemoryStats, UsageMemory};
 pub use relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
 
 /// Result alias for this crate.

@@ -38,6 +38,24 @@ pub struct Features {
     /// embedder, when it computed one (the engine leaves it empty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapted: Option<f32>,
+    /// BM25 score of the usage memory's "asked as" field (the logged
+    /// questions whose answers used this chunk); absent without a memory or
+    /// a match. Models trained before the memory existed never read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<f32>,
+    /// 1-based rank in the "asked as" list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_rank: Option<u32>,
+    /// Near-duplicate logged questions: Σ similarity × use weight per ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dup_used: Option<f32>,
+    /// Highest similarity of a near-duplicate question that used the chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dup_similarity: Option<f32>,
+    /// Near-duplicate questions that were shown this chunk and never used it
+    /// (Σ similarity × share of their asks): negative evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dup_unused: Option<f32>,
 }
 
 /// A candidate chunk with its features.

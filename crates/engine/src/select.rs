@@ -5,10 +5,21 @@ use std::collections::HashMap;
 /// Reciprocal rank fusion: `Σ 1 / (k + rank)` over the lists (ranks from 1).
 /// Returns `(id, score)` best first, ties broken by id.
 pub fn rrf(lists: &[&[(u64, f32)]], k: f32) -> Vec<(u64, f32)> {
+    let weighted: Vec<(&[(u64, f32)], f32)> = lists.iter().map(|l| (*l, 1.0)).collect();
+    rrf_weighted(&weighted, k)
+}
+
+/// Weighted reciprocal rank fusion: `Σ w / (k + rank)` over the lists;
+/// lists with weight ≤ 0 are skipped. Returns `(id, score)` best first, ties
+/// broken by id.
+pub fn rrf_weighted(lists: &[(&[(u64, f32)], f32)], k: f32) -> Vec<(u64, f32)> {
     let mut acc: HashMap<u64, f32> = HashMap::new();
-    for list in lists {
+    for &(list, w) in lists {
+        if w <= 0.0 || w.is_nan() {
+            continue;
+        }
         for (r, (id, _)) in list.iter().enumerate() {
-            *acc.entry(*id).or_default() += 1.0 / (k + r as f32 + 1.0);
+            *acc.entry(*id).or_default() += w / (k + r as f32 + 1.0);
         }
     }
     let mut v: Vec<(u64, f32)> = acc.into_iter().collect();

@@ -107,6 +107,7 @@ mod tests {
             bigram_coverage: 0.5,
             title_coverage: 0.0,
             adapted: None,
+            ..Features::default()
         };
         let b = Features {
             rrf: 0.015,
@@ -119,6 +120,7 @@ mod tests {
             bigram_coverage: 0.0,
             title_coverage: 1.0,
             adapted: Some(0.9),
+            ..Features::default()
         };
         let f = features(&[&a, &b]);
         assert_eq!(f.len(), 2);

@@ -161,10 +161,26 @@ pub fn test_ndcg(
     if queries.is_empty() {
         return Ok(0.0);
     }
+    let v = query_ndcgs(engine, coll, queries, qvecs, opts, k)?;
+    Ok(v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// nDCG@10 of each of `queries`, in order (see [`test_ndcg`]).
+pub fn query_ndcgs(
+    engine: &Engine,
+    coll: &Collection,
+    queries: &[(String, String)],
+    qvecs: Option<&[f32]>,
+    opts: &ContextOptions,
+    k: usize,
+) -> Result<Vec<f64>> {
+    if queries.is_empty() {
+        return Ok(Vec::new());
+    }
     let paths = engine.store().db.chunk_paths()?;
     let dim = qvecs.map(|v| v.len() / queries.len()).unwrap_or(0);
     let empty = HashMap::new();
-    let mut total = 0.0;
+    let mut out = Vec::with_capacity(queries.len());
     for (i, (qid, text)) in queries.iter().enumerate() {
         let qv = qvecs.map(|v| &v[i * dim..(i + 1) * dim]);
         let ranked = engine.rank(text, qv, RetrievalMode::Full, k, opts)?;
@@ -175,9 +191,96 @@ pub fn test_ndcg(
             .filter(|p| seen.insert(p.as_str()))
             .cloned()
             .collect();
-        total += score_ranking(qid, &ranking, coll.qrels.get(qid).unwrap_or(&empty)).ndcg_10;
+        out.push(score_ranking(qid, &ranking, coll.qrels.get(qid).unwrap_or(&empty)).ndcg_10);
     }
-    Ok(total / queries.len() as f64)
+    Ok(out)
+}
+
+/// Asks `text` once through the loop: context, simulated answer, logged
+/// interaction (uid `uid`), analyzer quality against the judgments and the
+/// simulator. Returns whether the call explored.
+#[allow(clippy::too_many_arguments)]
+fn ask_once(
+    engine: &Engine,
+    coll: &Collection,
+    paths: &HashMap<u64, String>,
+    sim: &mut SimLlm,
+    analyzer: &Analyzer,
+    (qid, text): (&str, &str),
+    opts: &ContextOptions,
+    uid: String,
+    meta: serde_json::Value,
+    vs_judg: &mut Prf,
+    vs_sim: &mut Prf,
+) -> Result<bool> {
+    let res = engine.context(text, opts)?;
+    let rel = coll.qrels.get(qid);
+    let relevant = |id: u64| {
+        paths
+            .get(&id)
+            .and_then(|p| rel.and_then(|r| r.get(p)))
+            .is_some_and(|&s| s > 0)
+    };
+    let chunks: Vec<SimChunk<'_>> = res
+        .chunks
+        .iter()
+        .map(|c| SimChunk {
+            marker: c.marker,
+            text: &c.text,
+            relevant: relevant(c.chunk_id),
+        })
+        .collect();
+    let answer = sim.answer(text, &chunks);
+    let shown_text: HashMap<u64, &str> = res
+        .chunks
+        .iter()
+        .map(|c| (c.chunk_id, c.text.as_str()))
+        .collect();
+    let it = LoggedInteraction {
+        uid,
+        ts_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        kind: "simulated".into(),
+        query: text.to_string(),
+        model_version: res.relevance_model.clone(),
+        explored: res.explored,
+        response: Some(answer.text.clone()),
+        complete: true,
+        meta,
+        candidates: res
+            .pool
+            .iter()
+            .map(|p| LoggedCandidate {
+                chunk_id: p.chunk_id,
+                position: p.shown,
+                score: p.relevance,
+                propensity: p.propensity,
+                features: serde_json::to_value(&p.features).unwrap_or_default(),
+                text: p
+                    .shown
+                    .and_then(|_| shown_text.get(&p.chunk_id))
+                    .map(|t| t.to_string()),
+            })
+            .collect(),
+    };
+    engine.store().db.append_interaction(&it)?;
+    // Analyzer quality on this answer (labels from the text only).
+    let shown: Vec<crate::analyzer::ShownChunk<'_>> = res
+        .chunks
+        .iter()
+        .map(|c| crate::analyzer::ShownChunk {
+            marker: c.marker,
+            text: &c.text,
+        })
+        .collect();
+    let labels = analyzer.analyze(&answer.text, &shown)?;
+    for (l, c) in labels.iter().zip(&res.chunks) {
+        vs_judg.add(l.used, relevant(c.chunk_id));
+        vs_sim.add(l.used, answer.used.contains(&c.marker));
+    }
+    Ok(res.explored)
 }
 
 /// Runs the loop. `engine` must have the collection's documents indexed
@@ -245,75 +348,20 @@ pub fn simulate(
                     explore_seed: Some(cfg.seed ^ ((round * 1000 + ask) as u64)),
                     ..opts.clone()
                 };
-                let res = engine.context(text, &o)?;
-                explored += res.explored as usize;
-                let rel = coll.qrels.get(qid);
-                let relevant = |id: u64| {
-                    paths
-                        .get(&id)
-                        .and_then(|p| rel.and_then(|r| r.get(p)))
-                        .is_some_and(|&s| s > 0)
-                };
-                let chunks: Vec<SimChunk<'_>> = res
-                    .chunks
-                    .iter()
-                    .map(|c| SimChunk {
-                        marker: c.marker,
-                        text: &c.text,
-                        relevant: relevant(c.chunk_id),
-                    })
-                    .collect();
-                let answer = sim.answer(text, &chunks);
-                let shown_text: HashMap<u64, &str> = res
-                    .chunks
-                    .iter()
-                    .map(|c| (c.chunk_id, c.text.as_str()))
-                    .collect();
-                let it = LoggedInteraction {
-                    uid: format!("sim-{}-{round}-{ask}-{qid}", cfg.seed),
-                    ts_ms: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_millis() as i64)
-                        .unwrap_or(0),
-                    kind: "simulated".into(),
-                    query: text.clone(),
-                    model_version: res.relevance_model.clone(),
-                    explored: res.explored,
-                    response: Some(answer.text.clone()),
-                    complete: true,
-                    meta: serde_json::json!({ "query_id": qid, "round": round }),
-                    candidates: res
-                        .pool
-                        .iter()
-                        .map(|p| LoggedCandidate {
-                            chunk_id: p.chunk_id,
-                            position: p.shown,
-                            score: p.relevance,
-                            propensity: p.propensity,
-                            features: serde_json::to_value(&p.features).unwrap_or_default(),
-                            text: p
-                                .shown
-                                .and_then(|_| shown_text.get(&p.chunk_id))
-                                .map(|t| t.to_string()),
-                        })
-                        .collect(),
-                };
-                engine.store().db.append_interaction(&it)?;
+                explored += ask_once(
+                    engine,
+                    coll,
+                    &paths,
+                    &mut sim,
+                    analyzer,
+                    (qid.as_str(), text.as_str()),
+                    &o,
+                    format!("sim-{}-{round}-{ask}-{qid}", cfg.seed),
+                    serde_json::json!({ "query_id": qid, "round": round }),
+                    &mut vs_judg,
+                    &mut vs_sim,
+                )? as usize;
                 logged += 1;
-                // Analyzer quality on this answer (labels from the text only).
-                let shown: Vec<crate::analyzer::ShownChunk<'_>> = res
-                    .chunks
-                    .iter()
-                    .map(|c| crate::analyzer::ShownChunk {
-                        marker: c.marker,
-                        text: &c.text,
-                    })
-                    .collect();
-                let labels = analyzer.analyze(&answer.text, &shown)?;
-                for (l, c) in labels.iter().zip(&res.chunks) {
-                    vs_judg.add(l.used, relevant(c.chunk_id));
-                    vs_sim.add(l.used, answer.used.contains(&c.marker));
-                }
                 progress.inc();
             }
         }
@@ -380,4 +428,554 @@ pub fn simulate(
         config: cfg.clone(),
         rounds,
     })
+}
+
+// ---------------------------------------------------------------------------
+// Stream evaluation: new, repeated and reworded questions.
+
+/// Settings of a stream evaluation ([`simulate_stream`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StreamConfig {
+    /// Split, exploration, budget, simulated LLM and asks per train question
+    /// (rounds, training and the gate are not used). Seed `i` of the run is
+    /// `base.seed + i`.
+    pub base: SimulateConfig,
+    /// Number of seeds (each: a new split, new asks, new variants).
+    pub seeds: usize,
+    /// Share of the evaluation stream that was asked before, half verbatim
+    /// (repeat) and half reworded (variant); the rest is new.
+    pub repeat_share: f32,
+    /// Share of a question's content words a variant drops (at least one
+    /// word is dropped and at least one kept).
+    pub variant_drop: f32,
+    /// Bootstrap resamples for the 95 % intervals.
+    pub bootstrap: usize,
+    /// Memory settings of the "after" engine (see [`ContextOptions`]).
+    pub memory_weight: f32,
+    pub memory_dup_weight: f32,
+    pub memory_dup_threshold: f32,
+    pub memory_unused_weight: f32,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        let o = ContextOptions::default();
+        Self {
+            base: SimulateConfig::default(),
+            seeds: 10,
+            repeat_share: 0.35,
+            variant_drop: 0.4,
+            bootstrap: 2000,
+            memory_weight: o.memory_weight,
+            memory_dup_weight: o.memory_dup_weight,
+            memory_dup_threshold: o.memory_dup_threshold,
+            memory_unused_weight: o.memory_unused_weight,
+        }
+    }
+}
+
+/// nDCG@10 of one kind of question, before (no memory) and after (memory
+/// built from the log), as the mean over seeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stratum {
+    /// Questions evaluated, summed over seeds.
+    pub questions: usize,
+    pub before: f64,
+    pub after: f64,
+    pub delta: f64,
+    /// 95 % paired bootstrap interval of `delta` (questions resampled
+    /// within each seed and kind).
+    pub ci95_low: f64,
+    pub ci95_high: f64,
+    /// Two-sided paired bootstrap p-value of `delta` ≠ 0.
+    pub p_value: f64,
+    /// Questions whose nDCG@10 rose / fell (summed over seeds).
+    pub improved: usize,
+    pub worsened: usize,
+}
+
+/// The strata of a stream evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Strata {
+    pub new: Stratum,
+    pub repeat: Stratum,
+    pub variant: Stratum,
+    /// `(1 − repeat_share)·new + repeat_share/2·(repeat + variant)`.
+    pub mix: Stratum,
+}
+
+/// Whether the memory may serve: the mix must improve (lower 95 % bound of
+/// its change > 0) and new questions must not fall (lower 95 % bound of
+/// their change ≥ `-new_tolerance`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryGate {
+    pub passed: bool,
+    pub reason: String,
+}
+
+/// The memory gate rule on a stream evaluation's strata (see [`MemoryGate`]);
+/// the issue's tolerance for new questions is 0.005.
+pub fn memory_gate(s: &Strata, new_tolerance: f64) -> MemoryGate {
+    let mix_ok = s.mix.ci95_low > 0.0;
+    let new_ok = s.new.ci95_low >= -new_tolerance;
+    let reason = format!(
+        "mix {:+.4} (95 % low {:+.4}, must be > 0){}; new {:+.4} (95 % low {:+.4}, must be ≥ {:+.4}){}",
+        s.mix.delta,
+        s.mix.ci95_low,
+        if mix_ok { "" } else { " FAILED" },
+        s.new.delta,
+        s.new.ci95_low,
+        -new_tolerance,
+        if new_ok { "" } else { " FAILED" },
+    );
+    MemoryGate {
+        passed: mix_ok && new_ok,
+        reason,
+    }
+}
+
+/// One seed of a stream evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamSeed {
+    pub seed: u64,
+    pub train_queries: usize,
+    pub test_queries: usize,
+    /// Train questions long enough to reword (two or more content words).
+    pub variant_queries: usize,
+    pub interactions_logged: usize,
+    pub analyzer_vs_judgments: Prf,
+    pub memory: Option<anectx_engine::MemoryStats>,
+    /// Per-seed means (intervals are those of the run, not per seed).
+    pub new: (f64, f64),
+    pub repeat: (f64, f64),
+    pub variant: (f64, f64),
+    /// Up to three example variants `(question, variant)`.
+    pub examples: Vec<(String, String)>,
+}
+
+/// The result of [`simulate_stream`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamReport {
+    pub documents: usize,
+    pub dense: bool,
+    pub relevance_model: String,
+    pub config: StreamConfig,
+    pub strata: Strata,
+    /// [`memory_gate`] with the issue's tolerance (new ≥ −0.005).
+    pub gate: MemoryGate,
+    pub seeds: Vec<StreamSeed>,
+}
+
+/// Words a variant never keeps (they carry no content).
+const STOP_WORDS: &[&str] = &[
+    "a", "about", "also", "an", "and", "any", "are", "as", "at", "be", "been", "between", "by",
+    "can", "could", "did", "do", "does", "for", "from", "had", "has", "have", "how", "i", "if",
+    "in", "into", "is", "it", "its", "may", "my", "no", "not", "of", "on", "or", "our", "should",
+    "so", "some", "such", "than", "that", "the", "their", "them", "then", "there", "these", "they",
+    "this", "those", "to", "was", "we", "were", "what", "when", "where", "which", "who", "whom",
+    "why", "will", "with", "would", "you",
+];
+
+/// The content words of a question (lower-cased, stop words removed).
+fn content_words(query: &str) -> Vec<String> {
+    query
+        .split(|c: char| !c.is_alphanumeric() && c != '-')
+        .map(|w| w.trim_matches('-').to_lowercase())
+        .filter(|w| !w.is_empty() && w.chars().any(char::is_alphabetic))
+        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
+        .collect()
+}
+
+/// A reworded question by a fixed seeded rule: the content words, with
+/// `ceil(drop · n)` of them dropped (at least one dropped, at least one
+/// kept) and the rest shuffled. `None` for questions with fewer than two
+/// content words, which cannot be reworded this way.
+pub fn variant(query: &str, seed: u64, drop: f32) -> Option<String> {
+    let words = content_words(query);
+    let n = words.len();
+    if n < 2 {
+        return None;
+    }
+    let k = ((n as f64 * drop.clamp(0.0, 1.0) as f64).ceil() as usize).clamp(1, n - 1);
+    let key = |tag: &str, i: usize| unit(seed, &format!("{tag}:{query}:{i}"));
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.sort_by(|&a, &b| key("drop", a).total_cmp(&key("drop", b)));
+    let mut kept: Vec<usize> = idx[k..].to_vec();
+    kept.sort_by(|&a, &b| key("order", a).total_cmp(&key("order", b)));
+    // A shuffle that leaves the order unchanged is reversed, so the variant
+    // is always reordered when it can be.
+    if kept.len() > 1 && kept.windows(2).all(|w| w[0] < w[1]) {
+        kept.reverse();
+    }
+    Some(
+        kept.iter()
+            .map(|&i| words[i].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// splitmix64 for bootstrap draws.
+struct Mix64(u64);
+impl Mix64 {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
+    }
+}
+
+/// Paired per-question scores of one kind in one seed.
+#[derive(Debug, Clone, Default)]
+struct Paired {
+    before: Vec<f64>,
+    after: Vec<f64>,
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Strata with bootstrap intervals from per-seed paired scores
+/// (`kinds[seed][kind]`, kinds new, repeat, variant).
+fn strata(kinds: &[[Paired; 3]], repeat_share: f64, resamples: usize, seed: u64) -> Strata {
+    let w = [1.0 - repeat_share, repeat_share / 2.0, repeat_share / 2.0];
+    let seeds = kinds.len().max(1) as f64;
+    let point =
+        |k: usize, f: &dyn Fn(&Paired) -> f64| kinds.iter().map(|s| f(&s[k])).sum::<f64>() / seeds;
+    let deltas: Vec<[Vec<f64>; 3]> = kinds
+        .iter()
+        .map(|s| {
+            std::array::from_fn(|k| {
+                s[k].after
+                    .iter()
+                    .zip(&s[k].before)
+                    .map(|(a, b)| a - b)
+                    .collect()
+            })
+        })
+        .collect();
+    let mut rng = Mix64(seed ^ 0xB007_57A9);
+    let mut boot: [Vec<f64>; 4] = Default::default();
+    for _ in 0..resamples {
+        let mut m = [0f64; 3];
+        for s in &deltas {
+            for k in 0..3 {
+                let d = &s[k];
+                if d.is_empty() {
+                    continue;
+                }
+                let mut acc = 0.0;
+                for _ in 0..d.len() {
+                    acc += d[rng.below(d.len())];
+                }
+                m[k] += acc / d.len() as f64 / seeds;
+            }
+        }
+        for k in 0..3 {
+            boot[k].push(m[k]);
+        }
+        boot[3].push((0..3).map(|k| w[k] * m[k]).sum());
+    }
+    let make = |k: usize, before: f64, after: f64, n: usize, up: usize, down: usize| {
+        let b = &mut boot[k].clone();
+        b.sort_by(f64::total_cmp);
+        let q = |p: f64| {
+            if b.is_empty() {
+                after - before
+            } else {
+                b[((p * (b.len() - 1) as f64).round() as usize).min(b.len() - 1)]
+            }
+        };
+        let (le, ge) = (
+            b.iter().filter(|&&x| x <= 0.0).count() as f64,
+            b.iter().filter(|&&x| x >= 0.0).count() as f64,
+        );
+        Stratum {
+            questions: n,
+            before,
+            after,
+            delta: after - before,
+            ci95_low: q(0.025),
+            ci95_high: q(0.975),
+            p_value: if b.is_empty() {
+                1.0
+            } else {
+                (2.0 * le.min(ge) / b.len() as f64).min(1.0)
+            },
+            improved: up,
+            worsened: down,
+        }
+    };
+    let count = |k: usize, f: &dyn Fn(f64) -> bool| -> usize {
+        deltas
+            .iter()
+            .map(|s| s[k].iter().filter(|&&d| f(d)).count())
+            .sum()
+    };
+    let mut out = [Stratum::default(); 4];
+    let mut mix_b = 0.0;
+    let mut mix_a = 0.0;
+    for k in 0..3 {
+        let before = point(k, &|p| mean(&p.before));
+        let after = point(k, &|p| mean(&p.after));
+        mix_b += w[k] * before;
+        mix_a += w[k] * after;
+        let n: usize = kinds.iter().map(|s| s[k].before.len()).sum();
+        out[k] = make(
+            k,
+            before,
+            after,
+            n,
+            count(k, &|d| d > 1e-9),
+            count(k, &|d| d < -1e-9),
+        );
+    }
+    let n_all = out[0].questions + out[1].questions + out[2].questions;
+    out[3] = make(
+        3,
+        mix_b,
+        mix_a,
+        n_all,
+        out[0].improved + out[1].improved + out[2].improved,
+        out[0].worsened + out[1].worsened + out[2].worsened,
+    );
+    Strata {
+        new: out[0],
+        repeat: out[1],
+        variant: out[2],
+        mix: out[3],
+    }
+}
+
+/// The stream evaluation. For each seed: split the judged queries into
+/// train and test; ask every train question `asks_per_query` times through
+/// the loop (context with exploration, simulated LLM answer, logged, labelled
+/// by the analyzer from the answer text only); then measure nDCG@10 on three
+/// kinds of questions with no memory (before) and with the usage memory
+/// built from this seed's interactions (after): **new** (the test questions,
+/// never asked), **repeat** (the train questions verbatim) and **variant**
+/// (the train questions reworded by [`variant`]). The relevance model is the
+/// engine's current one throughout; judgments are only used by the simulated
+/// LLM (as the user's information need) and for scoring.
+pub fn simulate_stream(
+    engine: &Engine,
+    coll: &Collection,
+    analyzer: &Analyzer,
+    cfg: &StreamConfig,
+    progress: &dyn SimProgress,
+) -> Result<StreamReport> {
+    let b = &cfg.base;
+    let paths = engine.store().db.chunk_paths()?;
+    let opts = ContextOptions {
+        budget: b.budget,
+        k_lexical: b.k,
+        k_dense: b.k,
+        explore: b.explore,
+        mmr_lambda: b.mmr_lambda,
+        memory_weight: cfg.memory_weight,
+        memory_dup_weight: cfg.memory_dup_weight,
+        memory_dup_threshold: cfg.memory_dup_threshold,
+        memory_unused_weight: cfg.memory_unused_weight,
+        ..ContextOptions::default()
+    };
+    let eval_opts = ContextOptions {
+        explore: 0.0,
+        ..opts.clone()
+    };
+    let saved = engine.memory();
+    let mut kinds: Vec<[Paired; 3]> = Vec::new();
+    let mut seeds = Vec::new();
+    for s in 0..cfg.seeds.max(1) {
+        let seed = b.seed.wrapping_add(s as u64);
+        let (mut train_q, mut test_q) = (Vec::new(), Vec::new());
+        for q in &coll.queries {
+            if unit(seed, &q.0) < b.train_share as f64 {
+                train_q.push(q.clone());
+            } else {
+                test_q.push(q.clone());
+            }
+        }
+        if train_q.is_empty() || test_q.is_empty() {
+            return Err(LearnError::TooLittleData(format!(
+                "{} judged queries split into {} train and {} test; need both",
+                coll.queries.len(),
+                train_q.len(),
+                test_q.len()
+            )));
+        }
+        let variants: Vec<(String, String)> = train_q
+            .iter()
+            .filter_map(|(id, t)| Some((id.clone(), variant(t, seed, cfg.variant_drop)?)))
+            .collect();
+        engine.set_memory(None);
+        let mut sim = SimLlm::new(SimLlmConfig {
+            seed: b.sim.seed ^ seed,
+            ..b.sim.clone()
+        });
+        progress.stage(
+            &format!("seed {seed}: asking train questions"),
+            (train_q.len() * b.asks_per_query) as u64,
+        );
+        let (mut vs_judg, mut vs_sim) = (Prf::default(), Prf::default());
+        let prefix = format!("stream-{seed}-");
+        let mut logged = 0;
+        for ask in 0..b.asks_per_query {
+            for (qid, text) in &train_q {
+                let o = ContextOptions {
+                    explore_seed: Some(seed ^ ((1000 + ask) as u64)),
+                    ..opts.clone()
+                };
+                ask_once(
+                    engine,
+                    coll,
+                    &paths,
+                    &mut sim,
+                    analyzer,
+                    (qid.as_str(), text.as_str()),
+                    &o,
+                    format!("{prefix}{ask}-{qid}"),
+                    serde_json::json!({ "query_id": qid, "stream_seed": seed }),
+                    &mut vs_judg,
+                    &mut vs_sim,
+                )?;
+                logged += 1;
+                progress.inc();
+            }
+        }
+        progress.stage(&format!("seed {seed}: labelling, memory, evaluation"), 7);
+        label_log(&engine.store().db, analyzer)?;
+        progress.inc();
+        let embed = |qs: &[(String, String)]| -> Result<Option<Vec<f32>>> {
+            let texts: Vec<&str> = qs.iter().map(|q| q.1.as_str()).collect();
+            Ok(engine.embed_queries(&texts)?)
+        };
+        let sets = [&test_q, &train_q, &variants];
+        let vecs: Vec<Option<Vec<f32>>> = sets
+            .iter()
+            .map(|q| embed(q.as_slice()))
+            .collect::<Result<_>>()?;
+        let mut paired: [Paired; 3] = Default::default();
+        for (k, qs) in sets.iter().enumerate() {
+            paired[k].before = query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k)?;
+            progress.inc();
+        }
+        let memory = engine.build_memory(
+            ANALYZER_VERSION,
+            &anectx_engine::MemoryConfig::default(),
+            &|it| it.uid.starts_with(&prefix),
+        )?;
+        let mstats = memory.as_ref().map(|m| m.stats().clone());
+        engine.set_memory(memory.map(Arc::new));
+        for (k, qs) in sets.iter().enumerate() {
+            paired[k].after = query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k)?;
+            progress.inc();
+        }
+        engine.set_memory(None);
+        let ex: HashMap<&str, &str> = train_q
+            .iter()
+            .map(|(i, t)| (i.as_str(), t.as_str()))
+            .collect();
+        seeds.push(StreamSeed {
+            seed,
+            train_queries: train_q.len(),
+            test_queries: test_q.len(),
+            variant_queries: variants.len(),
+            interactions_logged: logged,
+            analyzer_vs_judgments: vs_judg.finish(),
+            memory: mstats,
+            new: (mean(&paired[0].before), mean(&paired[0].after)),
+            repeat: (mean(&paired[1].before), mean(&paired[1].after)),
+            variant: (mean(&paired[2].before), mean(&paired[2].after)),
+            examples: variants
+                .iter()
+                .take(3)
+                .map(|(id, v)| (ex.get(id.as_str()).unwrap_or(&"").to_string(), v.clone()))
+                .collect(),
+        });
+        kinds.push(paired);
+    }
+    engine.set_memory(saved);
+    let strata = strata(
+        &kinds,
+        cfg.repeat_share.clamp(0.0, 1.0) as f64,
+        cfg.bootstrap,
+        b.seed,
+    );
+    Ok(StreamReport {
+        documents: coll.docs.len(),
+        dense: engine.dense_enabled(),
+        relevance_model: engine.relevance_model().version(),
+        config: cfg.clone(),
+        gate: memory_gate(&strata, 0.005),
+        strata,
+        seeds,
+    })
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+
+    #[test]
+    fn variants_drop_at_least_thirty_percent_and_reorder() {
+        let q = "what are the structural and aeroelastic problems associated with flight \
+                 of high speed aircraft";
+        let words = content_words(q);
+        let v = variant(q, 3, 0.4).unwrap();
+        let kept: Vec<&str> = v.split(' ').collect();
+        assert!(kept.len() as f64 <= 0.7 * words.len() as f64, "{v}");
+        assert!(kept.iter().all(|w| words.iter().any(|x| x == w)));
+        let order: Vec<usize> = kept
+            .iter()
+            .map(|w| words.iter().position(|x| x == w).unwrap())
+            .collect();
+        assert!(order.windows(2).any(|w| w[0] > w[1]), "not reordered: {v}");
+        assert_eq!(variant(q, 3, 0.4), Some(v.clone()), "seeded");
+        assert_eq!(variant("the aircraft", 3, 0.4), None);
+        assert_eq!(
+            variant("wing flutter", 3, 0.4).unwrap().split(' ').count(),
+            1
+        );
+    }
+
+    #[test]
+    fn strata_mix_weights_and_interval_cover_the_delta() {
+        let p = |b: Vec<f64>, a: Vec<f64>| Paired {
+            before: b,
+            after: a,
+        };
+        let kinds = vec![[
+            p(vec![0.5; 20], vec![0.5; 20]),
+            p(
+                vec![0.4; 10],
+                (0..10).map(|i| 0.4 + 0.02 * i as f64).collect(),
+            ),
+            p(vec![0.2; 10], vec![0.3; 10]),
+        ]];
+        let s = strata(&kinds, 0.4, 500, 1);
+        assert!(s.new.delta.abs() < 1e-12 && s.new.ci95_low.abs() < 1e-12);
+        assert!((s.variant.delta - 0.1).abs() < 1e-9);
+        assert!(s.repeat.ci95_low < s.repeat.delta && s.repeat.delta < s.repeat.ci95_high);
+        let mix = 0.6 * s.new.delta + 0.2 * s.repeat.delta + 0.2 * s.variant.delta;
+        assert!((s.mix.delta - mix).abs() < 1e-9);
+        assert!(s.mix.ci95_low > 0.0 && s.variant.p_value < 0.01);
+        assert!(memory_gate(&s, 0.005).passed);
+        // New questions that fall refuse the memory, whatever the mix does.
+        let mut worse = kinds.clone();
+        worse[0][0].after = vec![0.49; 20];
+        let g = memory_gate(&strata(&worse, 0.4, 500, 1), 0.005);
+        assert!(
+            !g.passed && g.reason.contains("new -0.0100"),
+            "{}",
+            g.reason
+        );
+    }
 }

@@ -34,6 +34,7 @@ fn synthetic_log_asking(store: &Store, n: usize, question: &dyn Fn(usize) -> Str
                 bigram_coverage: cov * 0.5,
                 title_coverage: 0.0,
                 adapted: None,
+                ..Features::default()
             };
             let shown = (c < 6).then_some(c as u32 + 1);
             cands.push(LoggedCandidate {

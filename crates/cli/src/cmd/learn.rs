@@ -7,7 +7,10 @@ use anectx_engine::eval::Collection;
 use anectx_engine::{index_texts, ChunkConfig, Engine, IndexOptions, Progress};
 use anectx_learn::analyzer::{Analyzer, ANALYZER_VERSION};
 use anectx_learn::gate::{gate, GateConfig};
-use anectx_learn::simulate::{simulate, SimProgress, SimulateConfig, SimulateReport};
+use anectx_learn::simulate::{
+    simulate, simulate_stream, SimProgress, SimulateConfig, SimulateReport, StreamConfig,
+    StreamReport,
+};
 use anectx_learn::train::{label_log, train, Dataset, TrainConfig};
 use anectx_learn::{LearnError, Registry};
 use anectx_store::Store;
@@ -256,6 +259,29 @@ pub struct SimulateArgs {
     /// Do not gate on the judged train queries (held-out interactions only).
     #[arg(long)]
     no_eval_gate: bool,
+    /// Stream evaluation instead of training rounds: ask the train questions,
+    /// build the usage memory from the log, and report nDCG@10 before → after
+    /// on new, repeated and reworded questions (see `--seeds`, `--repeat-share`).
+    #[arg(long)]
+    stream: bool,
+    /// Stream: number of seeds (each a new split, asks and rewordings).
+    #[arg(long, default_value_t = 10)]
+    seeds: usize,
+    /// Stream: share of the evaluation mix asked before (half verbatim, half reworded).
+    #[arg(long, default_value_t = 0.35)]
+    repeat_share: f32,
+    /// Stream: RRF weight of the memory's "asked as" ranking.
+    #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_weight)]
+    memory_weight: f32,
+    /// Stream: RRF weight of the near-duplicate ranking.
+    #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_dup_weight)]
+    memory_dup_weight: f32,
+    /// Stream: RRF weight subtracted along chunks near duplicates never used.
+    #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_unused_weight)]
+    memory_unused_weight: f32,
+    /// Stream: similarity from which a logged question is a near duplicate.
+    #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_dup_threshold)]
+    memory_dup_threshold: f32,
     /// Write the JSON report here too.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -378,6 +404,32 @@ pub fn run_simulate(args: SimulateArgs) -> Result<()> {
     };
     let analyzer = Analyzer::default();
     let progress = SimBars(Bars::new());
+    if args.stream {
+        let scfg = StreamConfig {
+            base: cfg,
+            seeds: args.seeds,
+            repeat_share: args.repeat_share,
+            memory_weight: args.memory_weight,
+            memory_dup_weight: args.memory_dup_weight,
+            memory_unused_weight: args.memory_unused_weight,
+            memory_dup_threshold: args.memory_dup_threshold,
+            ..StreamConfig::default()
+        };
+        let t0 = std::time::Instant::now();
+        let report = simulate_stream(&engine, &coll, &analyzer, &scfg, &progress)?;
+        progress.0.finish();
+        eprintln!("stream evaluation took {:.0}s", t0.elapsed().as_secs_f64());
+        if let Some(out) = &args.out {
+            std::fs::write(out, serde_json::to_vec_pretty(&report)?)
+                .with_context(|| format!("writing {}", out.display()))?;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_stream(&args.collection, &report);
+        }
+        return Ok(());
+    }
     let report = simulate(&engine, &coll, &registry, &analyzer, &cfg, &progress)?;
     progress.0.finish();
     if let Some(out) = &args.out {
@@ -390,6 +442,38 @@ pub fn run_simulate(args: SimulateArgs) -> Result<()> {
         print_sim(&args.collection, &report);
     }
     Ok(())
+}
+
+fn print_stream(coll: &Path, r: &StreamReport) {
+    println!(
+        "{} — {} documents, {}, {} seed(s), {:.0} % of the mix asked before",
+        coll.display(),
+        r.documents,
+        if r.dense { "hybrid" } else { "BM25 only" },
+        r.seeds.len(),
+        100.0 * r.config.repeat_share
+    );
+    println!(
+        "{:>8} {:>6} {:>8} {:>8} {:>8}  {:>19} {:>7}",
+        "kind", "n", "before", "after", "Δ", "95 % interval", "p"
+    );
+    let s = &r.strata;
+    for (name, x) in [
+        ("new", &s.new),
+        ("repeat", &s.repeat),
+        ("variant", &s.variant),
+        ("mix", &s.mix),
+    ] {
+        println!(
+            "{:>8} {:>6} {:>8.4} {:>8.4} {:>+8.4}  [{:>+8.4}, {:>+8.4}] {:>7.4}",
+            name, x.questions, x.before, x.after, x.delta, x.ci95_low, x.ci95_high, x.p_value
+        );
+    }
+    println!(
+        "memory gate: {} — {}",
+        if r.gate.passed { "passes" } else { "refuses" },
+        r.gate.reason
+    );
 }
 
 fn print_sim(coll: &Path, r: &SimulateReport) {

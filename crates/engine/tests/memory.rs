@@ -1,0 +1,279 @@
+//! The usage memory: built from the interaction log, it raises what a
+//! repeated question used, leaves unrelated questions alone, and is off
+//! for an empty log.
+
+mod common;
+
+use std::sync::Arc;
+
+use anectx_engine::{
+    index_texts, ContextOptions, Engine, IndexOptions, NoProgress, RetrievalMode, TextEmbedder,
+};
+use anectx_store::{Feedback, LoggedCandidate, LoggedInteraction, UsageLabelRow};
+use common::HashEmbedder;
+
+const VERSION: &str = "test-analyzer-v1";
+const QUESTION: &str = "how do I reset the flux capacitor";
+const UNRELATED: &str = "pancake batter with eggs and milk";
+
+/// Twenty documents that mention the flux capacitor often and say nothing
+/// about resetting it, one short note that does, and some cooking.
+fn corpus() -> Vec<(String, String)> {
+    let mut docs: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("distractor-{i:02}"),
+                format!(
+                    "Flux capacitor history {i}. The flux capacitor is the flux core of the \
+                     machine; flux capacitor designs number {i} and flux capacitor drawings \
+                     {i} are archived."
+                ),
+            )
+        })
+        .collect();
+    docs.push((
+        "target".into(),
+        "Maintenance note. To restart the unit, discharge the capacitor fully, wait ten \
+         minutes, then power it on again."
+            .into(),
+    ));
+    for (i, t) in [
+        "Pancakes: whisk flour, eggs and milk into a smooth batter and rest it.",
+        "Fry the pancake batter in butter until golden on both sides.",
+        "Crepes need a thinner batter with more milk and fewer eggs.",
+        "Waffles use a batter with melted butter and beaten egg whites.",
+    ]
+    .iter()
+    .enumerate()
+    {
+        docs.push((format!("cooking-{i}"), t.to_string()));
+    }
+    docs
+}
+
+fn engine(dense: bool) -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let emb: Option<Arc<dyn TextEmbedder>> = if dense {
+        Some(Arc::new(HashEmbedder::new(64, "m")))
+    } else {
+        None
+    };
+    let engine = Engine::open(dir.path(), emb.clone()).unwrap();
+    index_texts(
+        engine.store(),
+        emb.as_deref(),
+        &corpus(),
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    (dir, engine)
+}
+
+fn id_of(engine: &Engine, path: &str) -> u64 {
+    let paths = engine.store().db.chunk_paths().unwrap();
+    *paths.iter().find(|(_, p)| p.as_str() == path).unwrap().0
+}
+
+fn ranking(engine: &Engine, q: &str) -> Vec<(u64, f32)> {
+    engine
+        .rank(q, None, RetrievalMode::Full, 30, &ContextOptions::default())
+        .unwrap()
+}
+
+fn rank_of(r: &[(u64, f32)], id: u64) -> usize {
+    r.iter()
+        .position(|x| x.0 == id)
+        .map(|p| p + 1)
+        .unwrap_or(usize::MAX)
+}
+
+/// Logs `query` with `shown` chunks shown and labels `used` of them used.
+fn log(engine: &Engine, uid: &str, query: &str, shown: &[u64], used: &[u64]) {
+    let db = &engine.store().db;
+    let id = db
+        .append_interaction(&LoggedInteraction {
+            uid: uid.into(),
+            ts_ms: 0,
+            kind: "test".into(),
+            query: query.into(),
+            model_version: "fusion".into(),
+            explored: false,
+            response: Some("an answer".into()),
+            complete: true,
+            meta: serde_json::json!({}),
+            candidates: shown
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| LoggedCandidate {
+                    chunk_id: c,
+                    position: Some(i as u32 + 1),
+                    score: 1.0,
+                    propensity: 1.0,
+                    features: serde_json::json!({}),
+                    text: Some("shown".into()),
+                })
+                .collect(),
+        })
+        .unwrap();
+    let rows: Vec<UsageLabelRow> = shown
+        .iter()
+        .map(|&c| UsageLabelRow {
+            interaction_id: id,
+            chunk_id: c,
+            analyzer_version: VERSION.into(),
+            score: used.contains(&c) as u8 as f32,
+            used: used.contains(&c),
+            evidence: serde_json::json!(null),
+        })
+        .collect();
+    db.put_labels(&rows).unwrap();
+}
+
+/// The question was asked, shown the top distractors and the note, and the
+/// answer used the note.
+fn log_question(engine: &Engine) -> u64 {
+    let target = id_of(engine, "target");
+    let before = ranking(engine, QUESTION);
+    let mut shown: Vec<u64> = before.iter().take(4).map(|x| x.0).collect();
+    shown.push(target);
+    log(engine, "q1", QUESTION, &shown, &[target]);
+    target
+}
+
+#[test]
+fn the_memory_raises_what_a_repeated_question_used() {
+    for dense in [true, false] {
+        let (_d, engine) = engine(dense);
+        let target = log_question(&engine);
+        let before = ranking(&engine, QUESTION);
+        let rb = rank_of(&before, target);
+        assert!(rb > 5, "dense={dense}: the note starts low ({rb})");
+        let stats = engine.rebuild_memory(VERSION).unwrap().expect("a memory");
+        assert_eq!((stats.questions, stats.chunks, stats.pairs), (1, 1, 1));
+        let after = ranking(&engine, QUESTION);
+        let ra = rank_of(&after, target);
+        assert_eq!(
+            ra, 1,
+            "dense={dense}: the repeated question's used chunk: {rb} → {ra}"
+        );
+        // Reworded (terms dropped and reordered): the "asked as" field still
+        // knows the note.
+        let reworded = "capacitor reset";
+        let rb = rank_of(
+            &{
+                let m = engine.memory();
+                engine.set_memory(None);
+                let r = ranking(&engine, reworded);
+                engine.set_memory(m);
+                r
+            },
+            target,
+        );
+        let ra = rank_of(&ranking(&engine, reworded), target);
+        assert!(ra < rb, "dense={dense}: reworded {rb} → {ra}");
+        // The memory's evidence is in the features the loop logs.
+        let res = engine
+            .context(QUESTION, &ContextOptions::default())
+            .unwrap();
+        let p = res.pool.iter().find(|p| p.chunk_id == target).unwrap();
+        assert!(p.features.memory.is_some() && p.features.memory_rank == Some(1));
+        assert!(p.features.dup_used.unwrap() > 0.0 && p.features.dup_similarity.unwrap() > 0.99);
+        let unused = res
+            .pool
+            .iter()
+            .filter(|p| p.features.dup_unused.unwrap_or(0.0) > 0.0)
+            .count();
+        assert_eq!(
+            unused, 4,
+            "the four shown and unused chunks carry negative evidence"
+        );
+    }
+}
+
+#[test]
+fn an_unrelated_new_question_is_left_alone() {
+    for dense in [true, false] {
+        let (_d, engine) = engine(dense);
+        log_question(&engine);
+        let before = ranking(&engine, UNRELATED);
+        let before_ctx = engine
+            .context(UNRELATED, &ContextOptions::default())
+            .unwrap();
+        assert!(engine.rebuild_memory(VERSION).unwrap().is_some());
+        assert_eq!(ranking(&engine, UNRELATED), before, "dense={dense}");
+        let after_ctx = engine
+            .context(UNRELATED, &ContextOptions::default())
+            .unwrap();
+        let ids = |r: &anectx_engine::ContextResult| -> Vec<u64> {
+            r.chunks.iter().map(|c| c.chunk_id).collect()
+        };
+        assert_eq!(ids(&after_ctx), ids(&before_ctx), "dense={dense}");
+        // The whole candidate pool, in relevance order, with its scores.
+        let pool = |r: &anectx_engine::ContextResult| -> Vec<(u64, f32)> {
+            r.pool.iter().map(|p| (p.chunk_id, p.relevance)).collect()
+        };
+        assert_eq!(pool(&after_ctx), pool(&before_ctx), "dense={dense}");
+        assert!(after_ctx
+            .pool
+            .iter()
+            .all(|p| p.features.memory.is_none() && p.features.dup_used.is_none()));
+    }
+}
+
+#[test]
+fn an_empty_log_gives_no_memory_and_changes_nothing() {
+    for dense in [true, false] {
+        let (_d, engine) = engine(dense);
+        let queries = [QUESTION, UNRELATED, "capacitor reset"];
+        let before: Vec<_> = queries.iter().map(|q| ranking(&engine, q)).collect();
+        assert_eq!(engine.rebuild_memory(VERSION).unwrap(), None);
+        assert!(engine.memory().is_none());
+        let after: Vec<_> = queries.iter().map(|q| ranking(&engine, q)).collect();
+        assert_eq!(after, before, "dense={dense}");
+        // Logged but never labelled used (or labelled by another analyzer
+        // version): still nothing to remember.
+        let target = id_of(&engine, "target");
+        log(&engine, "q0", QUESTION, &[target], &[]);
+        assert_eq!(engine.rebuild_memory(VERSION).unwrap(), None);
+        log(&engine, "q1", QUESTION, &[target], &[target]);
+        assert_eq!(engine.rebuild_memory("another-version").unwrap(), None);
+        let after: Vec<_> = queries.iter().map(|q| ranking(&engine, q)).collect();
+        assert_eq!(after, before, "dense={dense}");
+    }
+}
+
+#[test]
+fn negative_feedback_removes_a_chunk_from_the_memory() {
+    let (_d, engine) = engine(true);
+    let target = log_question(&engine);
+    engine
+        .store()
+        .db
+        .add_feedback(&Feedback {
+            interaction_uid: "q1".into(),
+            ts_ms: 1,
+            rating: Some(-1),
+            chunk_ids: vec![target],
+            comment: None,
+        })
+        .unwrap();
+    // The only use was cancelled: nothing left to remember.
+    assert_eq!(engine.rebuild_memory(VERSION).unwrap(), None);
+    // A +1 on another chunk counts as a use, with more weight.
+    let other = id_of(&engine, "distractor-03");
+    engine
+        .store()
+        .db
+        .add_feedback(&Feedback {
+            interaction_uid: "q1".into(),
+            ts_ms: 2,
+            rating: Some(1),
+            chunk_ids: vec![other],
+            comment: None,
+        })
+        .unwrap();
+    let s = engine.rebuild_memory(VERSION).unwrap().unwrap();
+    assert_eq!((s.chunks, s.feedback), (1, 2));
+    assert_eq!(rank_of(&ranking(&engine, QUESTION), other), 1);
+}

@@ -1,0 +1,84 @@
+//! The stream evaluation on a synthetic collection where every question's
+//! relevant document ranks below distractors: asked questions come
+//! back better (verbatim and reworded), never-asked ones stay as they were.
+
+use std::collections::HashMap;
+
+use anectx_engine::eval::Collection;
+use anectx_engine::{index_texts, Engine, IndexOptions, NoProgress};
+use anectx_learn::analyzer::Analyzer;
+use anectx_learn::simulate::{simulate_stream, NoSimProgress, SimulateConfig, StreamConfig};
+
+const SYL: [&str; 20] = [
+    "ba", "ce", "di", "fo", "gu", "ha", "ji", "ko", "lu", "ma", "ne", "pi", "qo", "ru", "sa", "te",
+    "vi", "wo", "xu", "ze",
+];
+
+/// A made-up word, distinct for every `n` < 8000.
+fn word(n: usize) -> String {
+    format!("{}{}{}x", SYL[n % 20], SYL[(n / 20) % 20], SYL[n / 400])
+}
+
+fn collection(topics: usize) -> Collection {
+    let mut c = Collection::default();
+    for t in 0..topics {
+        let (a, b, z) = (word(3 * t), word(3 * t + 1), word(3 * t + 2));
+        for d in 0..3 {
+            c.docs.push((
+                format!("t{t}-distractor{d}"),
+                format!(
+                    "Notes {d} on {a} and {b}. The {a} of the {b} is listed in table {d} \
+                     without any measurement."
+                ),
+            ));
+        }
+        c.docs.push((
+            format!("t{t}-relevant"),
+            format!(
+                "Measured {z} values. The laboratory repeated every {z} measurement twice \
+                 and reports the mean with its error."
+            ),
+        ));
+        let qid = format!("q{t}");
+        c.queries
+            .push((qid.clone(), format!("what is known about {a} {b} {z}")));
+        c.qrels
+            .insert(qid, HashMap::from([(format!("t{t}-relevant"), 1)]));
+    }
+    c
+}
+
+#[test]
+fn asked_questions_come_back_better_and_new_ones_do_not_move() {
+    let coll = collection(40);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), None).unwrap();
+    index_texts(
+        engine.store(),
+        None,
+        &coll.docs,
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let cfg = StreamConfig {
+        base: SimulateConfig::default(),
+        seeds: 2,
+        bootstrap: 300,
+        ..StreamConfig::default()
+    };
+    let r = simulate_stream(&engine, &coll, &Analyzer::default(), &cfg, &NoSimProgress).unwrap();
+    let s = &r.strata;
+    assert_eq!(r.seeds.len(), 2);
+    assert!(r.seeds.iter().all(|x| x.memory.is_some()), "{:?}", r.seeds);
+    // Before the memory the relevant document sits under distractors.
+    assert!(s.repeat.before < 0.7, "{s:?}");
+    assert!(s.repeat.delta > 0.1 && s.repeat.ci95_low > 0.05, "{s:?}");
+    assert!(s.variant.delta > 0.1 && s.variant.ci95_low > 0.0, "{s:?}");
+    // New questions share no words with asked ones: nothing may change.
+    assert!(s.new.delta.abs() < 1e-12 && s.new.worsened == 0, "{s:?}");
+    assert!(s.mix.delta > 0.05, "{s:?}");
+    assert!(r.gate.passed, "{}", r.gate.reason);
+    // The engine is left as it was found: no memory.
+    assert!(engine.memory().is_none());
+}
