@@ -6,7 +6,7 @@ use std::time::Instant;
 use anectx_engine::eval::Collection;
 use anectx_engine::{ContextOptions, Engine, ModelEmbedder};
 use anectx_learn::analyzer::Analyzer;
-use anectx_learn::simulate::{simulate, SimulateConfig};
+use anectx_learn::simulate::{simulate, simulate_stream, SimulateConfig, StreamConfig, Strata};
 use anectx_learn::Registry;
 use anectx_models::WeightDtype;
 use anyhow::{Context, Result};
@@ -76,8 +76,32 @@ struct Summary {
     serving_model: String,
     test_ndcg_before: f64,
     test_ndcg_after: f64,
+    memory: MemorySummary,
     packages: Vec<PackageSummary>,
     seconds: f64,
+}
+
+/// The usage memory's round: questions asked, then asked again (word for
+/// word and reworded), nDCG@10 before and after per kind.
+#[derive(Debug, Serialize)]
+struct MemorySummary {
+    strata: Strata,
+    gate_passed: bool,
+    gate: String,
+    /// Whether the memory serves now (only when the gate passed).
+    on: bool,
+    /// Remembered (question, chunk) pairs.
+    pairs: u64,
+    /// A logged question asked again: its top documents without and with
+    /// the memory (`*` = judged relevant).
+    example: Option<MemoryExample>,
+}
+
+#[derive(Debug, Serialize)]
+struct MemoryExample {
+    question: String,
+    without: Vec<String>,
+    with: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -117,6 +141,109 @@ fn write_sample(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs the stream evaluation of the usage memory (one seed), turns the
+/// memory on when its gate passes and asks a logged question again.
+fn memory_round(engine: &Engine, coll: &Collection, quiet: bool) -> Result<MemorySummary> {
+    use anectx_learn::analyzer::ANALYZER_VERSION;
+    let analyzer = Analyzer::default();
+    let cfg = StreamConfig {
+        seeds: 1,
+        bootstrap: 1000,
+        ..StreamConfig::default()
+    };
+    let progress = SimBars(Bars::new());
+    let rep = simulate_stream(engine, coll, &analyzer, &cfg, &progress)?;
+    progress.0.finish();
+    let s = &rep.strata;
+    if !quiet {
+        for (name, st) in [
+            ("new", &s.new),
+            ("repeat", &s.repeat),
+            ("variant", &s.variant),
+            ("mix", &s.mix),
+        ] {
+            eprintln!(
+                "  {name:<8} nDCG@10 {:.4} → {:.4} ({:+.4}, 95 % [{:+.4}, {:+.4}], {} questions)",
+                st.before, st.after, st.delta, st.ci95_low, st.ci95_high, st.questions
+            );
+        }
+        eprintln!(
+            "  memory gate {}: {}",
+            if rep.gate.passed { "passed" } else { "refused" },
+            rep.gate.reason
+        );
+    }
+    let mut on = false;
+    let mut pairs = 0;
+    let mut example = None;
+    if rep.gate.passed {
+        anectx_learn::train::label_log(&engine.store().db, &analyzer)?;
+        if let Some(stats) = engine.rebuild_memory(ANALYZER_VERSION)? {
+            on = true;
+            pairs = stats.pairs;
+        }
+    }
+    if on {
+        example = repeated_question(engine, coll)?;
+        if let (Some(e), false) = (&example, quiet) {
+            eprintln!("  the memory is on ({pairs} question–chunk pairs); asked again: {}", e.question);
+            eprintln!("     without: {}", e.without.join("  "));
+            eprintln!("     with:    {}", e.with.join("  "));
+        }
+    } else if !quiet {
+        eprintln!("  the memory stays off");
+    }
+    Ok(MemorySummary {
+        strata: rep.strata.clone(),
+        gate_passed: rep.gate.passed,
+        gate: rep.gate.reason.clone(),
+        on,
+        pairs,
+        example,
+    })
+}
+
+/// The first logged question whose top documents the memory changes,
+/// asked again with and without the memory.
+fn repeated_question(engine: &Engine, coll: &Collection) -> Result<Option<MemoryExample>> {
+    let memory = engine.memory();
+    let top = |q: &str| -> Result<Vec<String>> {
+        let r = engine.context(q, &ContextOptions::default())?;
+        let judged = coll
+            .queries
+            .iter()
+            .find(|(_, t)| t == q)
+            .and_then(|(id, _)| coll.qrels.get(id));
+        Ok(r.chunks
+            .iter()
+            .take(3)
+            .map(|c| {
+                let rel = judged.and_then(|j| j.get(&c.path)).is_some_and(|&g| g > 0);
+                format!("doc {}{}", c.path, if rel { "*" } else { "" })
+            })
+            .collect())
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (_, it) in engine.store().db.interactions(0, 500)? {
+        if !seen.insert(it.query.clone()) {
+            continue;
+        }
+        engine.set_memory(None);
+        let without = top(&it.query);
+        engine.set_memory(memory.clone());
+        let without = without?;
+        let with = top(&it.query)?;
+        if with != without {
+            return Ok(Some(MemoryExample {
+                question: it.query,
+                without,
+                with,
+            }));
+        }
+    }
+    Ok(None)
+}
+
 pub fn run(args: QuickstartArgs) -> Result<()> {
     let t0 = Instant::now();
     let dir = args.dir.clone();
@@ -140,7 +267,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
     std::fs::write(dir.join(".anectx-quickstart"), "")?;
     let mut steps = Steps {
         n: 0,
-        total: 5,
+        total: 6,
         quiet: args.json,
     };
 
@@ -238,6 +365,11 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         }
     }
 
+    steps.next(
+        "usage memory: ask questions, then ask some again, word for word and reworded",
+    );
+    let memory = memory_round(&engine, &coll, args.json)?;
+
     steps.next("exporting Core ML packages and checking Neural Engine residency (M4 rules)");
     let coreml_dir = dir.join("coreml");
     let model_dir = coreml_dir.join("default-embedder");
@@ -292,6 +424,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         serving_model: engine.relevance_model().version(),
         test_ndcg_before: round.test_ndcg_before,
         test_ndcg_after: round.test_ndcg_after,
+        memory,
         packages,
         seconds: t0.elapsed().as_secs_f64(),
     };
