@@ -698,25 +698,38 @@ impl Target {
 /// The message Core ML rows carry where Core ML cannot run.
 pub const COREML_SKIP: &str = "skipped: Core ML needs macOS";
 
-/// Loads `spec` for Core ML on `units`: exports the model to a temporary
-/// `.mlpackage` (ids input, the given sequence lengths), compiles and loads
-/// it. Returns the instance and the package's weight bytes (ANEMLL counts
-/// the weight files of the package).
-pub fn load_coreml(
-    spec: &ModelSpec,
-    units: ComputeUnits,
-    seq_lengths: &[usize],
-) -> Result<(LoadedModel, u64)> {
-    if !cfg!(target_vendor = "apple") {
-        return Err(BenchError::Other(COREML_SKIP.into()));
+/// An exported package in the temporary folder, removed on drop. Its name is
+/// unique per process, thread and call ([`anectx_coreml_runtime::unique_suffix`]),
+/// so the concurrency runs' threads never write, compile or delete each
+/// other's package.
+#[derive(Debug)]
+pub struct TempPackage {
+    pub path: PathBuf,
+    /// Bytes of the package's weight files (ANEMLL counts these).
+    pub weight_bytes: u64,
+    /// The exported model's description (from its candle load).
+    pub meta: ModelMeta,
+}
+
+impl Drop for TempPackage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// Exports `spec` (an embedder) to a temporary `.mlpackage` with ids input
+/// and the given sequence lengths, as [`load_coreml`] loads it. At the
+/// exporter's default spec 7, several lengths give one enumerated input
+/// (`input_ids`; the mask is computed in the graph), as Core ML requires
+/// before macOS 15.
+pub fn export_temp_package(spec: &ModelSpec, seq_lengths: &[usize]) -> Result<TempPackage> {
     if spec.source.is_reference() {
         return Err(BenchError::Other(
             "skipped: the reference runs on candle only".into(),
         ));
     }
-    let start = Instant::now();
     let cpu = spec.load(WeightDtype::F32)?;
+    let meta = cpu.meta;
     let exportable = match cpu.net {
         Net::Embedder(Embedder::Bert(m)) => anectx_coreml::export::Exportable::Bert(m),
         Net::Embedder(Embedder::Conv(m)) => anectx_coreml::export::Exportable::ConvEmbedder(m),
@@ -732,26 +745,46 @@ pub fn load_coreml(
     };
     let exported = anectx_coreml::export::export_model(&exportable, &opts)
         .map_err(|e| BenchError::Other(format!("Core ML export: {e}")))?;
-    let pkg = std::env::temp_dir().join(format!(
-        "anectx-bench-{}-{}-{}.mlpackage",
-        std::process::id(),
+    let path = std::env::temp_dir().join(format!(
+        "anectx-bench-{}-{}.mlpackage",
         spec.id,
-        units.short_name()
+        anectx_coreml_runtime::unique_suffix()
     ));
-    anectx_coreml::export::write_exported(&exported, &pkg, true)
-        .map_err(|e| BenchError::Other(format!("writing {}: {e}", pkg.display())))?;
-    let weight_bytes = dir_bytes(&pkg.join("Data/com.apple.CoreML/weights"));
-    let cfg = anectx_coreml_runtime::CoreMlConfig::new(&pkg, units);
+    let mut pkg = TempPackage {
+        path,
+        weight_bytes: 0,
+        meta,
+    };
+    anectx_coreml::export::write_exported(&exported, &pkg.path, false)
+        .map_err(|e| BenchError::Other(format!("writing {}: {e}", pkg.path.display())))?;
+    pkg.weight_bytes = dir_bytes(&pkg.path.join("Data/com.apple.CoreML/weights"));
+    Ok(pkg)
+}
+
+/// Loads `spec` for Core ML on `units`: exports the model to a temporary
+/// `.mlpackage` ([`export_temp_package`]), compiles and loads it. Returns the
+/// instance and the package's weight bytes (ANEMLL counts the weight files
+/// of the package).
+pub fn load_coreml(
+    spec: &ModelSpec,
+    units: ComputeUnits,
+    seq_lengths: &[usize],
+) -> Result<(LoadedModel, u64)> {
+    if !cfg!(target_vendor = "apple") {
+        return Err(BenchError::Other(COREML_SKIP.into()));
+    }
+    let start = Instant::now();
+    let pkg = export_temp_package(spec, seq_lengths)?;
+    let cfg = anectx_coreml_runtime::CoreMlConfig::new(&pkg.path, units);
     let backend = anectx_coreml_runtime::CoreMlBackend::load(cfg)
-        .map_err(|e| BenchError::Other(format!("Core ML: {e}")));
-    let _ = std::fs::remove_dir_all(&pkg);
+        .map_err(|e| BenchError::Other(format!("Core ML: {e}")))?;
     Ok((
         LoadedModel {
-            net: Net::CoreMl(Box::new(backend?)),
-            meta: cpu.meta,
+            net: Net::CoreMl(Box::new(backend)),
+            meta: pkg.meta.clone(),
             load_ms: start.elapsed().as_secs_f64() * 1e3,
         },
-        weight_bytes,
+        pkg.weight_bytes,
     ))
 }
 
@@ -806,6 +839,54 @@ mod tests {
         assert!(!is_lookup_table(
             "encoder.layer.0.attention.self.query.weight"
         ));
+    }
+
+    #[test]
+    fn concurrent_exports_use_their_own_temporary_packages() {
+        // The concurrency runs load one instance per thread; on a Mac each
+        // exports, compiles and deletes its package. Two at once must not
+        // share a path, and each package has one enumerated input (spec 7).
+        let cfg = BertConfig {
+            vocab_size: 50,
+            hidden_size: 16,
+            num_hidden_layers: 1,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            ..minilm_config()
+        };
+        let spec = ModelSpec::new("t", "t", ModelSource::RandomAneBert(cfg));
+        let barrier = std::sync::Barrier::new(2);
+        let pkgs: Vec<TempPackage> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        export_temp_package(&spec, &[32, 16]).unwrap()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_ne!(pkgs[0].path, pkgs[1].path);
+        for p in &pkgs {
+            let m = anectx_coreml::read_package(&p.path).unwrap();
+            let enumerated = m
+                .description
+                .inputs
+                .iter()
+                .filter(|f| {
+                    matches!(&f.ty, anectx_coreml::program::FeatureType::MultiArray(a)
+                        if a.flexibility.is_some())
+                })
+                .count();
+            assert_eq!(enumerated, 1, "{}", p.path.display());
+            let r = anectx_coreml::check::check_model(&m, anectx_coreml::check::Chip::M4);
+            assert!(r.passed(), "{:#?}", r.findings);
+            assert!(p.weight_bytes > 0);
+        }
+        let paths: Vec<PathBuf> = pkgs.iter().map(|p| p.path.clone()).collect();
+        drop(pkgs);
+        assert!(paths.iter().all(|p| !p.exists()), "removed on drop");
     }
 
     #[test]

@@ -11,18 +11,21 @@ use std::time::Duration;
 
 use anectx_core::placement::Device;
 use block2::RcBlock;
-use objc2::rc::Retained;
+use objc2::rc::{autoreleasepool, Retained};
 use objc2::runtime::{AnyObject, NSObjectProtocol, ProtocolObject};
-use objc2::{AllocAnyThread, ClassType};
+use objc2::{available, AllocAnyThread, ClassType};
 use objc2_core_ml::{
     MLCPUComputeDevice, MLComputeDeviceProtocol, MLComputePlan, MLComputeUnits,
     MLDictionaryFeatureProvider, MLFeatureProvider, MLFeatureValue, MLGPUComputeDevice, MLModel,
     MLModelConfiguration, MLMultiArray, MLMultiArrayDataType, MLNeuralEngineComputeDevice,
 };
-use objc2_foundation::{NSArray, NSDictionary, NSError, NSInteger, NSNumber, NSString, NSURL};
+use objc2_foundation::{
+    NSArray, NSDictionary, NSError, NSInteger, NSNumber, NSProcessInfo, NSString,
+    NSUnderlyingErrorKey, NSURL,
+};
 
 use crate::{
-    compiled_cache_path, default_cache_root, ml_compute_units, package_digest, strided_to_dense,
+    compile_cached, default_cache_root, ml_compute_units, strided_to_dense, unique_suffix,
     CoreMlConfig, CoreMlError, HostArray, OpPlacement,
 };
 
@@ -36,8 +39,60 @@ pub(crate) struct Model {
 // shares the Objective-C objects between threads concurrently.
 unsafe impl Send for Model {}
 
+/// An NSError with its cause: domain and code, the localized description,
+/// the failure reason and the chain of underlying errors (Core ML puts the
+/// compiler's or the ANE service's reason there).
 fn ns_err(e: &NSError) -> String {
-    e.to_string()
+    let mut parts = Vec::new();
+    let mut cur: Option<Retained<NSError>> = None;
+    for depth in 0..4 {
+        let err: &NSError = match &cur {
+            Some(c) => c,
+            None if depth == 0 => e,
+            None => break,
+        };
+        let mut s = format!(
+            "{} ({} {})",
+            err.localizedDescription(),
+            err.domain(),
+            err.code()
+        );
+        if let Some(r) = err.localizedFailureReason() {
+            s.push_str(&format!(": {r}"));
+        }
+        parts.push(s);
+        // SAFETY: NSUnderlyingErrorKey is a valid key; the value, when
+        // present, is documented to be an NSError (checked by the downcast).
+        let next = unsafe { err.userInfo().objectForKey(NSUnderlyingErrorKey) }
+            .and_then(|o| o.downcast::<NSError>().ok());
+        match next {
+            Some(n) => cur = Some(n),
+            None => break,
+        }
+    }
+    parts.join("; caused by: ")
+}
+
+/// The OS build, for the compile cache key.
+pub(crate) fn os_build() -> String {
+    autoreleasepool(|_| {
+        NSProcessInfo::processInfo()
+            .operatingSystemVersionString()
+            .to_string()
+    })
+}
+
+/// `MLComputePlan` and the asynchronous compile call exist from macOS 14.4
+/// (iOS / tvOS 17.4, watchOS 10.4, visionOS 1.1); objc2 panics on a missing
+/// class, so every use is gated on this.
+fn has_compute_plan() -> bool {
+    available!(
+        macos = 14.4,
+        ios = 17.4,
+        tvos = 17.4,
+        watchos = 10.4,
+        visionos = 1.1
+    )
 }
 
 fn path_str(p: &Path) -> Result<Retained<NSString>, CoreMlError> {
@@ -58,58 +113,73 @@ fn configuration(units: anectx_core::ComputeUnits) -> Retained<MLModelConfigurat
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(to)?;
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let dst = to.join(e.file_name());
-        if e.file_type()?.is_dir() {
-            copy_dir(&e.path(), &dst)?;
-        } else {
-            std::fs::copy(e.path(), dst)?;
-        }
-    }
-    Ok(())
+fn url_path(u: &NSURL) -> Option<PathBuf> {
+    u.path().map(|s| PathBuf::from(s.to_string()))
 }
 
-/// Compiles the package unless a compilation of the same content is cached.
-fn compile(package: &Path, cache_root: &Path) -> Result<PathBuf, CoreMlError> {
-    let digest = package_digest(package)?;
-    let dst = compiled_cache_path(cache_root, &digest);
-    if dst.is_dir() {
-        tracing::debug!(path = %dst.display(), "reusing compiled model");
-        return Ok(dst);
+/// Moves Core ML's compiled folder to `own` (same file system), or leaves
+/// it where it is for [`compile_cached`] to copy.
+fn take_compiled(from: &Path, own: &Path) -> PathBuf {
+    if std::fs::rename(from, own).is_ok() {
+        own.to_path_buf()
+    } else {
+        from.to_path_buf()
     }
-    let io = |p: &Path, e: std::io::Error| CoreMlError::Io {
-        path: p.to_path_buf(),
-        message: e.to_string(),
+}
+
+/// Compiles the package to Core ML's temporary location and moves the result
+/// to a folder of ours under `cache_root`, then [`compile_cached`] installs
+/// it. Uses the asynchronous call where it exists (macOS 14.4+), the
+/// deprecated synchronous one before.
+fn compile_to_temp(package: &Path, cache_root: &Path) -> Result<PathBuf, CoreMlError> {
+    let cerr = |message: String| CoreMlError::Compile {
+        path: package.to_path_buf(),
+        message,
     };
-    std::fs::create_dir_all(cache_root).map_err(|e| io(cache_root, e))?;
     let s = path_str(package)?;
     let url = NSURL::fileURLWithPath(&s);
-    // SAFETY: `url` is a valid file URL; the call returns a new URL or an error.
-    #[allow(deprecated)]
-    let tmp =
-        unsafe { MLModel::compileModelAtURL_error(&url) }.map_err(|e| CoreMlError::Compile {
-            path: package.to_path_buf(),
-            message: ns_err(&e),
-        })?;
-    let tmp_path = tmp
-        .path()
-        .map(|s| PathBuf::from(s.to_string()))
-        .ok_or_else(|| CoreMlError::Compile {
-            path: package.to_path_buf(),
-            message: "compiler returned a URL without a path".into(),
-        })?;
-    // Move into the cache atomically (rename within a file system, copy otherwise).
-    let staging = cache_root.join(format!("{digest}.partial"));
-    let _ = std::fs::remove_dir_all(&staging);
-    if std::fs::rename(&tmp_path, &staging).is_err() {
-        copy_dir(&tmp_path, &staging).map_err(|e| io(&staging, e))?;
-        let _ = std::fs::remove_dir_all(&tmp_path);
+    let own = cache_root.join(format!(".compiled.{}", unique_suffix()));
+    if !has_compute_plan() {
+        // SAFETY: `url` is a valid file URL; the call returns a new URL or an error.
+        #[allow(deprecated)]
+        let tmp =
+            unsafe { MLModel::compileModelAtURL_error(&url) }.map_err(|e| cerr(ns_err(&e)))?;
+        let p =
+            url_path(&tmp).ok_or_else(|| cerr("compiler returned a URL without a path".into()))?;
+        return Ok(take_compiled(&p, &own));
     }
-    std::fs::rename(&staging, &dst).map_err(|e| io(&dst, e))?;
-    Ok(dst)
+    let (tx, rx) = std::sync::mpsc::channel::<Result<PathBuf, String>>();
+    let handler = RcBlock::new(move |out: *mut NSURL, err: *mut NSError| {
+        let r = if let Some(u) = NonNull::new(out) {
+            // SAFETY: Core ML passes a valid URL for the handler's duration.
+            match url_path(unsafe { u.as_ref() }) {
+                // Moved out before the handler returns, in case Core ML
+                // removes its temporary folder afterwards.
+                Some(p) => Ok(take_compiled(&p, &own)),
+                None => Err("compiler returned a URL without a path".into()),
+            }
+        } else if let Some(e) = NonNull::new(err) {
+            // SAFETY: likewise for the error.
+            Err(ns_err(unsafe { e.as_ref() }))
+        } else {
+            Err("the compiler returned neither a model nor an error".into())
+        };
+        let _ = tx.send(r);
+    });
+    // SAFETY: valid URL; the handler is retained by Core ML until it runs.
+    unsafe { MLModel::compileModelAtURL_completionHandler(&url, &handler) };
+    rx.recv_timeout(Duration::from_secs(600))
+        .map_err(|_| cerr("the compiler did not answer within 10 minutes".into()))?
+        .map_err(cerr)
+}
+
+/// Compiles the package unless a compilation of the same content on this OS
+/// build is cached.
+fn compile(package: &Path, cache_root: &Path) -> Result<PathBuf, CoreMlError> {
+    let build = os_build();
+    compile_cached(package, cache_root, &build, |p| {
+        autoreleasepool(|_| compile_to_temp(p, cache_root))
+    })
 }
 
 fn dims(arr: &NSArray<NSNumber>) -> Vec<usize> {
@@ -285,21 +355,42 @@ fn plan_ops(plan: &MLComputePlan) -> Result<Vec<OpPlacement>, String> {
 
 impl Model {
     pub(crate) fn load(config: &CoreMlConfig) -> Result<Self, CoreMlError> {
-        let root = config.cache_dir.clone().unwrap_or_else(default_cache_root);
+        let root = match &config.cache_dir {
+            Some(d) => d.clone(),
+            None => default_cache_root()?,
+        };
         let compiled = compile(&config.package, &root)?;
-        let s = path_str(&compiled)?;
-        let url = NSURL::fileURLWithPath(&s);
-        let cfg = configuration(config.units);
-        // SAFETY: valid compiled-model URL and configuration.
-        let model = unsafe { MLModel::modelWithContentsOfURL_configuration_error(&url, &cfg) }
-            .map_err(|e| CoreMlError::Load {
-                path: compiled.clone(),
-                message: ns_err(&e),
-            })?;
-        Ok(Self { model, compiled })
+        autoreleasepool(|_| {
+            let s = path_str(&compiled)?;
+            let url = NSURL::fileURLWithPath(&s);
+            let cfg = configuration(config.units);
+            // SAFETY: valid compiled-model URL and configuration.
+            let model = unsafe { MLModel::modelWithContentsOfURL_configuration_error(&url, &cfg) }
+                .map_err(|e| CoreMlError::Load {
+                    path: compiled.clone(),
+                    message: ns_err(&e),
+                })?;
+            Ok(Self { model, compiled })
+        })
+    }
+
+    pub(crate) fn output_shape(&self, name: &str) -> Option<Vec<usize>> {
+        autoreleasepool(|_| {
+            // SAFETY: read-only accessors of the model description.
+            unsafe {
+                let outputs = self.model.modelDescription().outputDescriptionsByName();
+                let desc = outputs.objectForKey(&NSString::from_str(name))?;
+                let shape = dims(&desc.multiArrayConstraint()?.shape());
+                (!shape.is_empty()).then_some(shape)
+            }
+        })
     }
 
     pub(crate) fn input_shapes(&self) -> Result<BTreeMap<String, Vec<Vec<usize>>>, CoreMlError> {
+        autoreleasepool(|_| self.input_shapes_in_pool())
+    }
+
+    fn input_shapes_in_pool(&self) -> Result<BTreeMap<String, Vec<Vec<usize>>>, CoreMlError> {
         let mut out = BTreeMap::new();
         // SAFETY: read-only accessors of the model description.
         unsafe {
@@ -327,7 +418,17 @@ impl Model {
         Ok(out)
     }
 
+    /// One prediction inside its own autorelease pool: the feature values,
+    /// providers and result arrays Core ML autoreleases are freed per call,
+    /// not when a long-lived thread (the server's backend, the bench) ends.
     pub(crate) fn predict(
+        &self,
+        inputs: &[(&str, HostArray)],
+    ) -> Result<BTreeMap<String, HostArray>, CoreMlError> {
+        autoreleasepool(|_| self.predict_in_pool(inputs))
+    }
+
+    fn predict_in_pool(
         &self,
         inputs: &[(&str, HostArray)],
     ) -> Result<BTreeMap<String, HostArray>, CoreMlError> {
@@ -379,6 +480,15 @@ impl Model {
     }
 
     pub(crate) fn placement(&self, config: &CoreMlConfig) -> Result<Vec<OpPlacement>, CoreMlError> {
+        if !has_compute_plan() {
+            return Err(CoreMlError::Unsupported(
+                "placement needs MLComputePlan, which macOS 14.4 (iOS 17.4) introduced".into(),
+            ));
+        }
+        autoreleasepool(|_| self.placement_in_pool(config))
+    }
+
+    fn placement_in_pool(&self, config: &CoreMlConfig) -> Result<Vec<OpPlacement>, CoreMlError> {
         let s = path_str(&self.compiled)?;
         let url = NSURL::fileURLWithPath(&s);
         let cfg = configuration(config.units);
@@ -386,7 +496,7 @@ impl Model {
         let handler = RcBlock::new(move |plan: *mut MLComputePlan, err: *mut NSError| {
             let r = if let Some(plan) = NonNull::new(plan) {
                 // SAFETY: Core ML passes a valid plan for the handler's duration.
-                plan_ops(unsafe { plan.as_ref() })
+                autoreleasepool(|_| plan_ops(unsafe { plan.as_ref() }))
             } else if let Some(e) = NonNull::new(err) {
                 // SAFETY: likewise for the error.
                 Err(ns_err(unsafe { e.as_ref() }))
@@ -401,7 +511,7 @@ impl Model {
         };
         rx.recv_timeout(Duration::from_secs(120))
             .map_err(|_| {
-                CoreMlError::Unsupported("MLComputePlan did not answer (needs macOS 14.4+)".into())
+                CoreMlError::Unsupported("MLComputePlan did not answer within 120 s".into())
             })?
             .map_err(CoreMlError::Predict)
     }

@@ -152,6 +152,8 @@ impl Default for IoNames {
 
 /// Where `anectx export coreml` stores the tokenizer inside a package.
 pub const PACKAGE_TOKENIZER: &str = "Data/com.anectx/tokenizer.json";
+/// Where `anectx export coreml` stores its side information (`SideInfo`).
+pub const PACKAGE_SIDE_INFO: &str = "Data/com.anectx/anectx.json";
 
 /// How to load a package.
 #[derive(Debug, Clone)]
@@ -214,24 +216,160 @@ pub fn package_digest(package: &Path) -> Result<String, CoreMlError> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// The cache location of a compiled model.
-pub fn compiled_cache_path(cache_root: &Path, digest: &str) -> PathBuf {
-    cache_root.join(format!("{digest}.mlmodelc"))
+/// The cache location of a compiled model: the package's content hash and
+/// the OS build (`os_build`, see [`os_build`]), since a model compiled by one
+/// Core ML version is not guaranteed to load on another.
+pub fn compiled_cache_path(cache_root: &Path, digest: &str, os_build: &str) -> PathBuf {
+    let build: String = os_build
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cache_root.join(format!("{digest}-{build}.mlmodelc"))
+}
+
+/// The OS build compiled models are keyed by: NSProcessInfo's
+/// `operatingSystemVersionString` (e.g. "Version 14.4 (Build 23E214)") on
+/// Apple platforms, the OS name elsewhere.
+pub fn os_build() -> String {
+    imp::os_build()
+}
+
+/// A name part no other process or thread uses at the same time: the
+/// process id, a per-process counter and 64 random bits (from std's
+/// randomly seeded hasher), e.g. for temporary packages and staging folders.
+pub fn unique_suffix() -> String {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let random = std::collections::hash_map::RandomState::new().hash_one((nanos, n));
+    format!("{}-{n}-{random:016x}", std::process::id())
 }
 
 /// The default cache root: `$ANECTX_CACHE/coreml`, else
 /// `~/Library/Caches/anectx/coreml` on macOS, else `~/.cache/anectx/coreml`.
-pub fn default_cache_root() -> PathBuf {
-    if let Some(p) = std::env::var_os("ANECTX_CACHE") {
-        return PathBuf::from(p).join("coreml");
+/// Without `ANECTX_CACHE` or an absolute `HOME` it is an error (never a
+/// folder relative to the working directory).
+pub fn default_cache_root() -> Result<PathBuf, CoreMlError> {
+    cache_root_from(
+        std::env::var_os("ANECTX_CACHE").map(PathBuf::from),
+        std::env::var_os("HOME").map(PathBuf::from),
+    )
+}
+
+fn cache_root_from(
+    anectx_cache: Option<PathBuf>,
+    home: Option<PathBuf>,
+) -> Result<PathBuf, CoreMlError> {
+    if let Some(p) = anectx_cache.filter(|p| !p.as_os_str().is_empty()) {
+        return Ok(p.join("coreml"));
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    if cfg!(target_vendor = "apple") {
+    let home = home
+        .filter(|h| h.is_absolute())
+        .ok_or_else(|| CoreMlError::Io {
+            path: PathBuf::from("$HOME"),
+            message: "no cache folder for compiled Core ML models: HOME is unset or not absolute; \
+                  set ANECTX_CACHE (or HOME)"
+                .into(),
+        })?;
+    Ok(if cfg!(target_vendor = "apple") {
         home.join("Library/Caches/anectx/coreml")
     } else {
         home.join(".cache/anectx/coreml")
+    })
+}
+
+fn io_error(p: &Path, e: std::io::Error) -> CoreMlError {
+    CoreMlError::Io {
+        path: p.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let dst = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &dst)?;
+        } else {
+            std::fs::copy(e.path(), dst)?;
+        }
+    }
+    Ok(())
+}
+
+/// Compiles `package` with `compile` unless a compilation of the same
+/// content on the same OS build is cached under `cache_root`, and returns
+/// the cached `.mlmodelc`. `compile` returns a folder (Core ML's temporary
+/// compiled model) that is moved into the cache: first to a staging name no
+/// other thread or process uses ([`unique_suffix`]), then renamed into place
+/// in one step, so concurrent loads of one package never see a partial
+/// model; when another load won the race its copy is kept and ours removed.
+pub fn compile_cached(
+    package: &Path,
+    cache_root: &Path,
+    os_build: &str,
+    compile: impl FnOnce(&Path) -> Result<PathBuf, CoreMlError>,
+) -> Result<PathBuf, CoreMlError> {
+    let digest = package_digest(package)?;
+    let dst = compiled_cache_path(cache_root, &digest, os_build);
+    if dst.is_dir() {
+        tracing::debug!(path = %dst.display(), "reusing compiled model");
+        return Ok(dst);
+    }
+    std::fs::create_dir_all(cache_root).map_err(|e| io_error(cache_root, e))?;
+    let tmp = compile(package)?;
+    let staging = cache_root.join(format!(".{digest}.{}.partial", unique_suffix()));
+    if std::fs::rename(&tmp, &staging).is_err() {
+        // Another file system: copy, then drop Core ML's temporary folder.
+        if let Err(e) = copy_dir(&tmp, &staging) {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(io_error(&staging, e));
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    match std::fs::rename(&staging, &dst) {
+        Ok(()) => Ok(dst),
+        Err(_) if dst.is_dir() => {
+            // A concurrent load installed the same content first.
+            let _ = std::fs::remove_dir_all(&staging);
+            Ok(dst)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            Err(io_error(&dst, e))
+        }
+    }
+}
+
+/// Checks that `package` names an `.mlpackage` (Core ML compiles only those
+/// from a path; a compiled `.mlmodelc` or a lone `.mlmodel` is refused here
+/// with a clear message rather than by Core ML).
+pub fn check_package_path(package: &Path) -> Result<(), CoreMlError> {
+    let ok = package
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("mlpackage"));
+    if ok {
+        Ok(())
+    } else {
+        Err(CoreMlError::Input(format!(
+            "{} is not an .mlpackage: Core ML models load from an ML Program package \
+             (anectx export coreml writes one)",
+            package.display()
+        )))
     }
 }
 
@@ -310,6 +448,7 @@ impl std::fmt::Debug for CoreMlModel {
 impl CoreMlModel {
     /// Compiles (or reuses the cached compilation of) and loads a package.
     pub fn load(config: CoreMlConfig) -> Result<Self, CoreMlError> {
+        check_package_path(&config.package)?;
         let inner = imp::Model::load(&config)?;
         Ok(Self { inner, config })
     }
@@ -335,13 +474,31 @@ impl CoreMlModel {
         self.inner.predict(inputs)
     }
 
-    /// Per-op placement from `MLComputePlan` (macOS 14.4+).
+    /// The declared shape of output `name` (from the model description),
+    /// when the package declares one.
+    pub fn output_shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner.output_shape(name)
+    }
+
+    /// Per-op placement from `MLComputePlan` (macOS 14.4+; older systems
+    /// answer [`CoreMlError::Unsupported`]).
     pub fn placement(&self) -> Result<PlacementReport, CoreMlError> {
         Ok(PlacementReport::from_ops(
             self.config.units,
             self.inner.placement(&self.config)?,
         ))
     }
+}
+
+/// The padding id recorded in an anectx package's side data
+/// (`Data/com.anectx/anectx.json`), 0 when absent.
+fn package_pad_id(package: &Path) -> i32 {
+    std::fs::read(package.join(PACKAGE_SIDE_INFO))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("pad_token_id").and_then(|p| p.as_i64()))
+        .map(|p| p as i32)
+        .unwrap_or(0)
 }
 
 /// The [`Backend`] over a Core ML embedder package exported with in-graph
@@ -351,8 +508,12 @@ impl CoreMlModel {
 pub struct CoreMlBackend {
     model: CoreMlModel,
     seq_lengths: Vec<usize>,
-    mask_rank: usize,
+    /// Rank of the mask input; None when the package computes the mask from
+    /// the ids (one enumerated input below spec 9).
+    mask_rank: Option<usize>,
     has_type_ids: bool,
+    /// The id padded positions carry (what an in-graph mask compares with).
+    pad_id: i32,
     dim: Option<usize>,
     name: String,
 }
@@ -373,20 +534,21 @@ impl CoreMlBackend {
         let mut seq_lengths: Vec<usize> = ids.iter().filter_map(|s| s.last().copied()).collect();
         seq_lengths.sort_unstable();
         seq_lengths.dedup();
-        let mask_rank = shapes
-            .get(&io.mask)
-            .and_then(|s| s.first())
-            .map(Vec::len)
-            .ok_or_else(|| {
-                CoreMlError::Input(format!("the package has no input named {:?}", io.mask))
-            })?;
+        let mask_rank = shapes.get(&io.mask).and_then(|s| s.first()).map(Vec::len);
         let has_type_ids = shapes.contains_key(&io.token_type_ids);
+        let pad_id = package_pad_id(&model.config().package);
+        // (1, D, 1, 1) or (1, D): the product of the declared output shape.
+        let dim = model
+            .output_shape(&io.output)
+            .map(|s| s.iter().product::<usize>())
+            .filter(|&d| d > 0);
         Ok(Self {
             model,
             seq_lengths,
             mask_rank,
             has_type_ids,
-            dim: None,
+            pad_id,
+            dim,
             name,
         })
     }
@@ -436,35 +598,40 @@ impl Backend for CoreMlBackend {
         let mut data = Vec::new();
         let mut dim = 0;
         for row in 0..batch.batch {
-            let mut ids = vec![0i32; seq];
+            // Padded positions carry the padding id, so a mask computed in
+            // the graph from the ids agrees with the batch's mask.
+            let mut ids = vec![self.pad_id; seq];
             let mut types = vec![0i32; seq];
             let mut mask = vec![0f32; seq];
             for j in 0..batch.seq {
-                ids[j] = batch.ids[row * batch.seq + j] as i32;
+                let m = batch.mask[row * batch.seq + j];
+                if m != 0 {
+                    ids[j] = batch.ids[row * batch.seq + j] as i32;
+                }
                 types[j] = batch.type_ids[row * batch.seq + j] as i32;
-                mask[j] = batch.mask[row * batch.seq + j] as f32;
-            }
-            let mut mask_shape = vec![1; self.mask_rank.max(1)];
-            if let Some(last) = mask_shape.last_mut() {
-                *last = seq;
+                mask[j] = m as f32;
             }
             let ids_shape = vec![1, seq];
-            let mut inputs = vec![
-                (
-                    io.input_ids.as_str(),
-                    HostArray::I32 {
-                        shape: ids_shape.clone(),
-                        data: ids,
-                    },
-                ),
-                (
+            let mut inputs = vec![(
+                io.input_ids.as_str(),
+                HostArray::I32 {
+                    shape: ids_shape.clone(),
+                    data: ids,
+                },
+            )];
+            if let Some(rank) = self.mask_rank {
+                let mut mask_shape = vec![1; rank.max(1)];
+                if let Some(last) = mask_shape.last_mut() {
+                    *last = seq;
+                }
+                inputs.push((
                     io.mask.as_str(),
                     HostArray::F32 {
                         shape: mask_shape,
                         data: mask,
                     },
-                ),
-            ];
+                ));
+            }
             if self.has_type_ids {
                 inputs.push((
                     io.token_type_ids.as_str(),
@@ -543,10 +710,157 @@ mod tests {
         std::fs::write(pkg.join("Data/com.apple.CoreML/model.mlmodel"), b"abd").unwrap();
         let b = package_digest(&pkg).unwrap();
         assert_ne!(a, b);
-        assert!(compiled_cache_path(Path::new("/c"), &b).ends_with(format!("{b}.mlmodelc")));
+        assert!(
+            compiled_cache_path(Path::new("/c"), &b, "Version 14.4 (Build 23E214)")
+                .ends_with(format!("{b}-Version_14.4__Build_23E214_.mlmodelc"))
+        );
+        assert_ne!(
+            compiled_cache_path(Path::new("/c"), &b, "Version 14.4 (Build 23E214)"),
+            compiled_cache_path(Path::new("/c"), &b, "Version 14.5 (Build 23F79)"),
+            "another OS build compiles again"
+        );
         std::fs::create_dir_all(d.path().join("empty")).unwrap();
         assert!(package_digest(&d.path().join("empty")).is_err());
         assert!(package_digest(&d.path().join("missing")).is_err());
+    }
+
+    fn tiny_package(dir: &Path) -> PathBuf {
+        let pkg = dir.join("m.mlpackage");
+        std::fs::create_dir_all(pkg.join("Data/com.apple.CoreML")).unwrap();
+        std::fs::write(pkg.join("Manifest.json"), "{}").unwrap();
+        std::fs::write(pkg.join("Data/com.apple.CoreML/model.mlmodel"), b"abc").unwrap();
+        pkg
+    }
+
+    const FAKE_PARTS: usize = 200;
+
+    /// A stand-in for Core ML's compiler: a fresh temporary `.mlmodelc`
+    /// folder holding a copy of the model file, written slowly.
+    fn fake_compile(pkg: &Path, tmp: &Path) -> Result<PathBuf, CoreMlError> {
+        let out = tmp.join(format!("compiled-{}.mlmodelc", unique_suffix()));
+        std::fs::create_dir_all(out.join("weights")).unwrap();
+        for i in 0..FAKE_PARTS {
+            std::fs::write(out.join(format!("weights/part{i}.bin")), [i as u8; 64]).unwrap();
+        }
+        std::fs::copy(
+            pkg.join("Data/com.apple.CoreML/model.mlmodel"),
+            out.join("model.mil"),
+        )
+        .unwrap();
+        Ok(out)
+    }
+
+    #[test]
+    fn concurrent_loads_of_one_package_share_the_cache_safely() {
+        // Two loads of the same package compile at the same moment (the
+        // barrier) and install into one cache: both get the complete model,
+        // and no staging folder is left behind.
+        let d = tempfile::tempdir().unwrap();
+        let pkg = tiny_package(d.path());
+        let root = d.path().join("cache");
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        for round in 0..20 {
+            let _ = std::fs::remove_dir_all(&root);
+            let barrier = std::sync::Barrier::new(2);
+            let results: Vec<Result<PathBuf, CoreMlError>> = std::thread::scope(|s| {
+                let hs: Vec<_> = (0..2)
+                    .map(|_| {
+                        s.spawn(|| {
+                            compile_cached(&pkg, &root, "test-build", |p| {
+                                let out = fake_compile(p, &tmp);
+                                barrier.wait();
+                                out
+                            })
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let paths: Vec<PathBuf> = results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|e| panic!("round {round}: {e}")))
+                .collect();
+            assert_eq!(paths[0], paths[1]);
+            let dst = &paths[0];
+            assert_eq!(std::fs::read(dst.join("model.mil")).unwrap(), b"abc");
+            assert_eq!(
+                std::fs::read_dir(dst.join("weights")).unwrap().count(),
+                FAKE_PARTS,
+                "round {round}: a partial model was installed"
+            );
+            let left: Vec<_> = std::fs::read_dir(&root)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(left.len(), 1, "round {round}: {left:?}");
+        }
+        // A third load reuses the cache without compiling.
+        let again = compile_cached(&pkg, &root, "test-build", |_| {
+            panic!("the cached model must be reused")
+        })
+        .unwrap();
+        assert!(again.is_dir());
+    }
+
+    #[test]
+    fn another_loaders_staging_folder_is_left_alone() {
+        // Another process is halfway through installing the same package
+        // (its staging folder exists, here under the name a fixed scheme
+        // would give it). Our load must neither delete nor reuse it.
+        let d = tempfile::tempdir().unwrap();
+        let pkg = tiny_package(d.path());
+        let root = d.path().join("cache");
+        let tmp = d.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let digest = package_digest(&pkg).unwrap();
+        let theirs = root.join(format!("{digest}.partial"));
+        std::fs::create_dir_all(&theirs).unwrap();
+        std::fs::write(theirs.join("half-written.bin"), b"x").unwrap();
+        let dst = compile_cached(&pkg, &root, "b", |p| fake_compile(p, &tmp)).unwrap();
+        assert!(theirs.join("half-written.bin").is_file(), "deleted");
+        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 1, "reused");
+        assert!(!dst.join("half-written.bin").exists());
+        assert_eq!(std::fs::read(dst.join("model.mil")).unwrap(), b"abc");
+    }
+
+    #[test]
+    fn unique_suffixes_differ_across_threads() {
+        let all: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..100).map(|_| unique_suffix()).collect::<Vec<_>>()))
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        let set: std::collections::HashSet<&String> = all.iter().collect();
+        assert_eq!(set.len(), all.len());
+        assert!(all[0].starts_with(&format!("{}-", std::process::id())));
+    }
+
+    #[test]
+    fn cache_root_needs_an_absolute_home_or_anectx_cache() {
+        let r = cache_root_from(None, None).unwrap_err();
+        assert!(r.to_string().contains("ANECTX_CACHE"), "{r}");
+        assert!(cache_root_from(None, Some(PathBuf::from(""))).is_err());
+        assert!(cache_root_from(None, Some(PathBuf::from("rel/home"))).is_err());
+        let h = cache_root_from(None, Some(PathBuf::from("/home/u"))).unwrap();
+        assert!(h.starts_with("/home/u") && h.ends_with("anectx/coreml"));
+        assert_eq!(
+            cache_root_from(Some(PathBuf::from("/c")), None).unwrap(),
+            PathBuf::from("/c/coreml")
+        );
+    }
+
+    #[test]
+    fn only_mlpackages_load() {
+        for bad in ["m.mlmodel", "m.mlmodelc", "m", "m.mlpackage/x"] {
+            let e = CoreMlModel::load(CoreMlConfig::new(bad, ComputeUnits::All)).unwrap_err();
+            assert!(
+                matches!(e, CoreMlError::Input(_)) && e.to_string().contains(".mlpackage"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(check_package_path(Path::new("a/M.MLPACKAGE")).is_ok());
     }
 
     #[test]

@@ -26,10 +26,18 @@ impl Model {
         unsupported()
     }
 
+    pub(crate) fn output_shape(&self, _name: &str) -> Option<Vec<usize>> {
+        None
+    }
+
     pub(crate) fn placement(
         &self,
         _config: &CoreMlConfig,
     ) -> Result<Vec<OpPlacement>, CoreMlError> {
         unsupported()
     }
+}
+
+pub(crate) fn os_build() -> String {
+    std::env::consts::OS.to_string()
 }

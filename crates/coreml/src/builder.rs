@@ -282,6 +282,38 @@ impl MilBuilder {
         )
     }
 
+    /// Element-wise binary op whose result has type `dtype` (comparisons:
+    /// `not_equal`, `equal`, `less`, … give `bool`).
+    pub fn binary_to(
+        &mut self,
+        op: &str,
+        name: &str,
+        x: &Var,
+        y: &Var,
+        dtype: DataType,
+    ) -> Result<Var> {
+        let v = self.binary(op, name, x, y)?;
+        let last = self
+            .ops
+            .last_mut()
+            .and_then(|o| o.outputs.first_mut())
+            .ok_or_else(|| err(format!("{op} {name}: no output")))?;
+        let ty = TensorType::new(dtype, v.ty.shape.clone());
+        *last = NamedType::tensor(&v.name, ty.clone());
+        Ok(Var { name: v.name, ty })
+    }
+
+    /// `cast` to `dtype` (fp16, fp32, int32 or bool).
+    pub fn cast(&mut self, name: &str, x: &Var, dtype: DataType) -> Result<Var> {
+        let d = self.c_str(&format!("{name}_dtype"), dtype.mil_name())?;
+        self.push1(
+            "cast",
+            name,
+            vec![("x", vec![x]), ("dtype", vec![&d])],
+            TensorType::new(dtype, x.shape().to_vec()),
+        )
+    }
+
     /// Element-wise unary op with only `x` (`relu`, `sigmoid`, `sqrt`, …).
     pub fn unary(&mut self, op: &str, name: &str, x: &Var) -> Result<Var> {
         self.push1(op, name, vec![("x", vec![x])], x.ty.clone())

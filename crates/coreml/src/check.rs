@@ -96,13 +96,137 @@ pub struct CheckReport {
     pub warnings: usize,
     /// Share of non-const ops predicted on the Neural Engine.
     pub predicted_ane_share: f64,
+    /// Cost-weighted share predicted on the Neural Engine: each op weighs
+    /// its estimated work (multiply-adds for conv / matmul / linear, output
+    /// elements otherwise; unknown sequence axes at the largest enumerated
+    /// length), as `MLComputePlan`'s cost weights do on a Mac.
+    pub predicted_ane_residency: f64,
     pub weight_bytes: u64,
 }
 
+/// The default `--min-residency`: 90 % of the estimated cost on the ANE.
+pub const DEFAULT_MIN_RESIDENCY: f64 = 0.9;
+
+/// The answer to "will it stay on the Neural Engine?".
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    pub passed: bool,
+    /// Predicted cost-weighted residency (0..=1).
+    pub residency: f64,
+    /// The threshold it was held to (0..=1).
+    pub min_residency: f64,
+    pub errors: usize,
+    /// One line: what was decided and why.
+    pub summary: String,
+}
+
 impl CheckReport {
+    /// No rule failed with an error (residency not considered; see [`Self::verdict`]).
     pub fn passed(&self) -> bool {
         self.errors == 0
     }
+
+    /// Passes when no rule fails with an error and the predicted
+    /// cost-weighted residency is at least `min_residency` (0..=1).
+    pub fn verdict(&self, min_residency: f64) -> Verdict {
+        let low = self.predicted_ane_residency + 1e-12 < min_residency;
+        let pct = |x: f64| format!("{:.0}%", x * 100.0);
+        let summary = match (self.errors, low) {
+            (0, false) => format!(
+                "PASS: predicted to stay on the Neural Engine ({} of the estimated cost on the ANE, \
+                 at least {}; 0 errors)",
+                pct(self.predicted_ane_residency),
+                pct(min_residency)
+            ),
+            (0, true) => format!(
+                "FAIL: predicted not to stay on the Neural Engine: {} of the estimated cost on the \
+                 ANE, below the minimum of {} (--min-residency), although no rule failed",
+                pct(self.predicted_ane_residency),
+                pct(min_residency)
+            ),
+            (e, false) => format!(
+                "FAIL: {e} error(s) (see above); {} of the estimated cost predicted on the ANE",
+                pct(self.predicted_ane_residency)
+            ),
+            (e, true) => format!(
+                "FAIL: {e} error(s) (see above), and {} of the estimated cost on the ANE is below \
+                 the minimum of {} (--min-residency)",
+                pct(self.predicted_ane_residency),
+                pct(min_residency)
+            ),
+        };
+        Verdict {
+            passed: self.errors == 0 && !low,
+            residency: self.predicted_ane_residency,
+            min_residency,
+            errors: self.errors,
+            summary,
+        }
+    }
+}
+
+/// Estimated work of one op: multiply-adds for conv, matmul and linear,
+/// output elements for the rest (at least 1). `types` maps value names to
+/// their types; `unknown` stands for a dimension the program leaves open.
+fn op_cost(
+    op: &Operation,
+    types: &BTreeMap<&str, &crate::program::TensorType>,
+    consts: &BTreeMap<&str, &Operation>,
+    unknown: u64,
+) -> f64 {
+    let dims = |t: &crate::program::TensorType| -> Vec<u64> {
+        t.shape
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => *n,
+                _ => unknown,
+            })
+            .collect()
+    };
+    let out: f64 = op
+        .outputs
+        .iter()
+        .filter_map(|o| o.ty.as_tensor())
+        .map(|t| dims(t).iter().product::<u64>() as f64)
+        .sum();
+    let weight_dims = |param: &str| -> Option<Vec<u64>> {
+        let name = op.input_var(param)?;
+        let t = consts
+            .get(name)
+            .and_then(|c| c.const_value())
+            .and_then(|v| v.as_tensor())
+            .map(|v| &v.ty)
+            .or_else(|| types.get(name).copied())?;
+        Some(dims(t))
+    };
+    let factor = match op.op_type.as_str() {
+        // weight (C_out, C_in / groups, kh, kw)
+        "conv" => weight_dims("weight").map(|d| d.iter().skip(1).product::<u64>()),
+        // weight (out, in)
+        "linear" => weight_dims("weight").and_then(|d| d.get(1).copied()),
+        "matmul" => {
+            let tx = op
+                .input_var("transpose_x")
+                .and_then(|n| consts.get(n))
+                .and_then(|c| c.const_value())
+                .and_then(|v| v.as_tensor())
+                .and_then(|t| t.to_i64_vec())
+                .and_then(|v| v.first().copied())
+                .is_some_and(|v| v != 0);
+            weight_dims("x").and_then(|d| {
+                let n = d.len();
+                if n == 0 {
+                    None
+                } else if tx && n >= 2 {
+                    Some(d[n - 2])
+                } else {
+                    Some(d[n - 1])
+                }
+            })
+        }
+        _ => None,
+    };
+    (out * factor.unwrap_or(1).max(1) as f64).max(1.0)
 }
 
 struct Rule {
@@ -130,6 +254,14 @@ const SHAPES: Rule = Rule {
     id: "static-shapes",
     reason: "with range flexibility only the default shape runs on the ANE; use fixed or enumerated shapes",
     source: "developer.apple.com/forums/thread/724930; coremltools Flexible Input Shapes",
+};
+const ENUMERATED: Rule = Rule {
+    id: "enumerated-inputs",
+    reason:
+        "before spec 9 (iOS 18 / macOS 15) Core ML allows enumerated shapes on one input only; \
+             compute the mask in the graph, or export one static package per length",
+    source: "coremltools Flexible Input Shapes guide (ct.convert refuses several EnumeratedShapes \
+             inputs below iOS 18)",
 };
 const DIMCAP: Rule = Rule {
     id: "dim-cap",
@@ -292,6 +424,33 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
                 ));
             }
         }
+    }
+
+    // Rule: one enumerated input below spec 9.
+    let enumerated: Vec<&str> = model
+        .description
+        .inputs
+        .iter()
+        .filter(|f| {
+            matches!(&f.ty, FeatureType::MultiArray(a)
+                if matches!(a.flexibility, Some(ShapeFlexibility::Enumerated(_))))
+        })
+        .map(|f| f.name.as_str())
+        .collect();
+    if enumerated.len() > 1 && model.spec_version < crate::export::MULTI_ENUMERATED_SPEC {
+        findings.push(finding(
+            &ENUMERATED,
+            Severity::Error,
+            None,
+            format!(
+                "{} inputs have enumerated shapes ({}) at specification version {}; \
+                 one is allowed below {}",
+                enumerated.len(),
+                enumerated.join(", "),
+                model.spec_version,
+                crate::export::MULTI_ENUMERATED_SPEC
+            ),
+        ));
     }
 
     let mut devices = Vec::with_capacity(ops.len());
@@ -475,7 +634,9 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
                     off_ane = true;
                     fp32_ops.push(i);
                 }
-                DataType::I32 | DataType::I64 => {
+                // Integer and bool tensors (token ids, a mask compared from
+                // them) are not ANE data types.
+                DataType::I32 | DataType::I64 | DataType::Bool => {
                     off_ane = true;
                     int32_ops.push(i);
                 }
@@ -532,7 +693,7 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
                 &INT32,
                 Severity::Error,
                 Some((i, &ops[i])),
-                "int32 tensor after the leading CPU island".into(),
+                "int32 or bool tensor after the leading CPU island".into(),
             ));
         }
     }
@@ -568,6 +729,50 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
             .cmp(&a.severity)
             .then(a.op_index.cmp(&b.op_index))
     });
+    // Cost-weighted residency.
+    let mut types: BTreeMap<&str, &crate::program::TensorType> = BTreeMap::new();
+    if let Some((_, f)) = model.main_function() {
+        for i in &f.inputs {
+            if let Some(t) = i.ty.as_tensor() {
+                types.insert(i.name.as_str(), t);
+            }
+        }
+    }
+    for op in ops {
+        for o in &op.outputs {
+            if let Some(t) = o.ty.as_tensor() {
+                types.insert(o.name.as_str(), t);
+            }
+        }
+    }
+    let unknown = model
+        .description
+        .inputs
+        .iter()
+        .filter_map(|f| match &f.ty {
+            FeatureType::MultiArray(a) => match &a.flexibility {
+                Some(ShapeFlexibility::Enumerated(shapes)) => shapes
+                    .iter()
+                    .filter_map(|s| s.last().copied())
+                    .max()
+                    .map(|v| v.max(1) as u64),
+                _ => a.shape.last().map(|&v| v.max(1) as u64),
+            },
+            _ => None,
+        })
+        .max()
+        .unwrap_or(128);
+    let (mut cost_all, mut cost_ane) = (0f64, 0f64);
+    for (op, p) in ops.iter().zip(&preds) {
+        if p.device == Device::None {
+            continue;
+        }
+        let c = op_cost(op, &types, &consts, unknown);
+        cost_all += c;
+        if p.device == Device::NeuralEngine {
+            cost_ane += c;
+        }
+    }
     let real = preds.iter().filter(|p| p.device != Device::None).count();
     let on_ane = preds
         .iter()
@@ -588,6 +793,11 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
         } else {
             on_ane as f64 / real as f64
         },
+        predicted_ane_residency: if cost_all > 0.0 {
+            cost_ane / cost_all
+        } else {
+            0.0
+        },
         ops: preds,
         islands: isl,
         findings,
@@ -595,8 +805,8 @@ pub fn check_model(model: &Model, chip: Chip) -> CheckReport {
     }
 }
 
-/// Human-readable report.
-pub fn render(report: &CheckReport, package: &str) -> String {
+/// Human-readable report ending in the verdict line for `min_residency`.
+pub fn render(report: &CheckReport, package: &str, min_residency: f64) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let real = report
@@ -606,9 +816,11 @@ pub fn render(report: &CheckReport, package: &str) -> String {
         .count();
     let _ = writeln!(
         s,
-        "{package}: {} ops ({} const), predicted {:.0}% on the Neural Engine ({:?})",
+        "{package}: {} ops ({} const), predicted on the Neural Engine: {:.0}% of the estimated \
+         cost, {:.0}% of the ops ({:?})",
         report.ops.len(),
         report.ops.len() - real,
+        report.predicted_ane_residency * 100.0,
         report.predicted_ane_share * 100.0,
         report.chip
     );
@@ -643,10 +855,9 @@ pub fn render(report: &CheckReport, package: &str) -> String {
     }
     let _ = writeln!(
         s,
-        "{} error(s), {} warning(s): {}",
-        report.errors,
-        report.warnings,
-        if report.passed() { "PASS" } else { "FAIL" }
+        "{} error(s), {} warning(s)",
+        report.errors, report.warnings
     );
+    let _ = writeln!(s, "verdict: {}", report.verdict(min_residency).summary);
     s
 }

@@ -305,6 +305,28 @@ fn exec_op(cx: &Ctx<'_>) -> Result<Vec<Val>> {
                 _ => x.broadcast_pow(&y)?,
             })
         }
+        "equal" | "not_equal" | "less" | "less_equal" | "greater" | "greater_equal" => {
+            let (x, y) = (cx.t("x")?, cx.t("y")?);
+            let (x, y) = if x.dtype() != y.dtype() {
+                (x.to_dtype(DType::F32)?, y.to_dtype(DType::F32)?)
+            } else {
+                (x, y)
+            };
+            one(match op.op_type.as_str() {
+                "equal" => x.broadcast_eq(&y)?,
+                "not_equal" => x.broadcast_ne(&y)?,
+                "less" => x.broadcast_lt(&y)?,
+                "less_equal" => x.broadcast_le(&y)?,
+                "greater" => x.broadcast_gt(&y)?,
+                _ => x.broadcast_ge(&y)?,
+            })
+        }
+        "sign" => {
+            let x = cx.t("x")?.to_dtype(DType::F32)?;
+            let pos = x.gt(0f64)?.to_dtype(DType::F32)?;
+            let neg = x.lt(0f64)?.to_dtype(DType::F32)?;
+            one((pos - neg)?)
+        }
         "relu" => one(cx.t("x")?.relu()?),
         "sigmoid" => one(sigmoid(&cx.t("x")?)?),
         "tanh" => one(cx.t("x")?.tanh()?),

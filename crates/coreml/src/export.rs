@@ -24,7 +24,17 @@
 //!
 //! **Shapes**: one sequence length gives static shapes; several give
 //! enumerated shapes (each can be planned on the ANE) with `S` unknown in
-//! the program.
+//! the program. Below specification 9 (iOS 18 / macOS 15) Core ML allows
+//! only one input with enumerated shapes, so with several lengths the
+//! exporter writes one: the token input (`input_ids` or `embeddings`), and
+//! computes the mask in the graph instead of taking it as an input: from the
+//! ids (`input_ids != pad_token_id`), or from the embeddings, whose padding
+//! positions the host must then zero (a position is real when any channel is
+//! non-zero). BERT's `token_type_ids` are then all 0 (one segment, as every
+//! embedder call uses) and folded into a constant; the relevance classifier
+//! needs segment ids, so its ids-input export with several lengths needs
+//! spec 9 (or the embeddings input, or one length). From spec 9 on, every
+//! input is enumerated as before. [`SideInfo::mask`] records which it is.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -77,6 +87,43 @@ pub struct SideInfo {
     pub max_seq: usize,
     pub pad_token_id: u32,
     pub outputs: Vec<String>,
+    /// Where the mask comes from: `"input"` (the `mask` input), `"ids"`
+    /// (computed in the graph as `input_ids != pad_token_id`) or
+    /// `"embeddings"` (computed in the graph: a position is real when any of
+    /// its embedding channels is non-zero; the host zeroes padding).
+    #[serde(default = "mask_input")]
+    pub mask: String,
+}
+
+fn mask_input() -> String {
+    MASK_FROM_INPUT.into()
+}
+
+/// [`SideInfo::mask`] values.
+pub const MASK_FROM_INPUT: &str = "input";
+pub const MASK_FROM_IDS: &str = "ids";
+pub const MASK_FROM_EMBEDDINGS: &str = "embeddings";
+
+/// The first specification version that allows several inputs with
+/// enumerated shapes (iOS 18 / macOS 15); below it Core ML (and coremltools'
+/// `ct.convert`) allows one.
+pub const MULTI_ENUMERATED_SPEC: i32 = 9;
+
+impl ExportOptions {
+    /// Whether only one input may carry enumerated shapes: several lengths
+    /// below [`MULTI_ENUMERATED_SPEC`]. The mask is then computed in the graph.
+    pub fn single_enumerated_input(&self) -> bool {
+        self.seq_lengths.len() > 1 && self.spec_version < MULTI_ENUMERATED_SPEC
+    }
+
+    /// [`SideInfo::mask`] for these options.
+    pub fn mask_source(&self) -> &'static str {
+        match (self.single_enumerated_input(), self.ids_input) {
+            (false, _) => MASK_FROM_INPUT,
+            (true, true) => MASK_FROM_IDS,
+            (true, false) => MASK_FROM_EMBEDDINGS,
+        }
+    }
 }
 
 /// An exported model, ready to write.
@@ -166,6 +213,8 @@ fn array_input(
     prefix: &[i64],
     opts: &ExportOptions,
 ) -> Feature {
+    // Every input the exporters declare has the sequence as its last axis;
+    // below spec 9 with several lengths `front` declares only one of them.
     let shape_for = |s: usize| {
         let mut v = prefix.to_vec();
         v.push(s as i64);
@@ -207,6 +256,9 @@ fn array_output(name: &str, doc: &str, v: &Var) -> Feature {
 }
 
 const EMB_DOC: &str = "token embeddings looked up outside the model, ANE layout (1, E, 1, S), fp16";
+const EMB_ZERO_DOC: &str =
+    "token embeddings looked up outside the model, ANE layout (1, E, 1, S), fp16; \
+     padding positions must be all zeros (the mask is computed from them)";
 const MASK_DOC: &str = "1 for real tokens, 0 for padding, (1, 1, 1, S), fp16";
 const IDS_DOC: &str = "token ids, (1, S), int32";
 const TYPES_DOC: &str = "token type (segment) ids, (1, S), int32";
@@ -226,6 +278,11 @@ struct Tables<'a> {
     position: Option<&'a str>,
     /// Optional (T, E) token-type / segment table.
     types: Option<&'a str>,
+    /// Whether the model needs real segment ids (the pair classifier); when
+    /// false and only one input may be enumerated, segment 0 is folded in.
+    types_required: bool,
+    /// The padding id, for a mask computed from the ids.
+    pad_id: u32,
 }
 
 fn front(
@@ -237,29 +294,47 @@ fn front(
 ) -> Result<Front> {
     let s = seq_dim(opts)?;
     let f16t = |shape: Vec<Dim>| TensorType::new(DataType::F16, shape);
+    let mask_t = f16t(vec![Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1), s]);
+    // Below spec 9 with several lengths only one input may be enumerated:
+    // the mask is computed in the graph (see the module docs).
+    let single = opts.single_enumerated_input();
     if !opts.ids_input {
         let x = b.input(
             "embeddings",
             f16t(vec![Dim::Fixed(1), Dim::Fixed(embed_dim), Dim::Fixed(1), s]),
         )?;
-        let mask = b.input(
-            "mask",
-            f16t(vec![Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1), s]),
-        )?;
-        return Ok(Front {
-            x,
-            mask,
-            features: vec![
-                array_input(
-                    "embeddings",
-                    EMB_DOC,
-                    ArrayDataType::F16,
-                    &[1, embed_dim as i64, 1],
-                    opts,
-                ),
-                array_input("mask", MASK_DOC, ArrayDataType::F16, &[1, 1, 1], opts),
-            ],
-        });
+        let mut features = vec![array_input(
+            "embeddings",
+            if single { EMB_ZERO_DOC } else { EMB_DOC },
+            ArrayDataType::F16,
+            &[1, embed_dim as i64, 1],
+            opts,
+        )];
+        let mask = if single {
+            // sign(max_c |x|): 1 where any channel is non-zero, 0 for the
+            // zeroed padding; fp16 throughout, so it stays on the ANE.
+            let a = b.unary("abs", "mask_abs", &x)?;
+            let m = b.reduce("reduce_max", "mask_max", &a, &[1], true)?; // (1, 1, 1, S)
+            b.unary("sign", "mask", &m)?
+        } else {
+            features.push(array_input(
+                "mask",
+                MASK_DOC,
+                ArrayDataType::F16,
+                &[1, 1, 1],
+                opts,
+            ));
+            b.input("mask", mask_t)?
+        };
+        return Ok(Front { x, mask, features });
+    }
+    if single && tables.types.is_some() && tables.types_required {
+        return Err(err(format!(
+            "this model takes token_type_ids as well as input_ids, and several sequence lengths \
+             would make both inputs enumerated, which Core ML allows only from spec \
+             {MULTI_ENUMERATED_SPEC} (iOS 18 / macOS 15) on: pass --spec-version \
+             {MULTI_ENUMERATED_SPEC}, one --seq, or leave out --ids (the embeddings input)"
+        )));
     }
     let i32t = TensorType::new(DataType::I32, vec![Dim::Fixed(1), s]);
     let ids = b.input("input_ids", i32t.clone())?;
@@ -270,7 +345,7 @@ fn front(
         &[1],
         opts,
     )];
-    let type_ids = if tables.types.is_some() {
+    let type_ids = if tables.types.is_some() && !single {
         features.push(array_input(
             "token_type_ids",
             TYPES_DOC,
@@ -282,29 +357,45 @@ fn front(
     } else {
         None
     };
-    let mask = b.input(
-        "mask",
-        f16t(vec![Dim::Fixed(1), Dim::Fixed(1), Dim::Fixed(1), s]),
-    )?;
-    features.push(array_input(
-        "mask",
-        MASK_DOC,
-        ArrayDataType::F16,
-        &[1, 1, 1],
-        opts,
-    ));
+    let mask_in = if single {
+        None
+    } else {
+        let m = b.input("mask", mask_t)?;
+        features.push(array_input(
+            "mask",
+            MASK_DOC,
+            ArrayDataType::F16,
+            &[1, 1, 1],
+            opts,
+        ));
+        Some(m)
+    };
 
     let wt = w.constant(b, tables.word, &w.dims(tables.word)?)?;
-    // Every int32 op (gathers, the position slice's shape arithmetic) comes
-    // before the first fp16 add, so they form one leading CPU island
-    // (`anectx coreml check`'s int32-island and mid-graph-island rules).
+    // Every int32 op (gathers, the position slice's shape arithmetic, the
+    // mask comparison) comes before the first fp16 op, so they form one
+    // leading CPU island (`anectx coreml check`'s int32-island and
+    // mid-graph-island rules).
     let mut sum = b.gather("word_embed", &wt, &ids, 0)?; // (1, S, E)
     let types_embed = match (tables.types, &type_ids) {
         (Some(tn), Some(tids)) => {
             let tt = w.constant(b, tn, &w.dims(tn)?)?;
             Some(b.gather("type_embed", &tt, tids, 0)?)
         }
+        (Some(tn), None) => {
+            // One segment: every token has type 0, so add row 0 of the table.
+            let tdims = w.dims(tn)?;
+            let row: Vec<f16> = w.f16(tn)?[..tdims[1] as usize].to_vec();
+            Some(b.constant("type_embed", TensorValue::f16(&[1, 1, tdims[1]], row))?)
+        }
         _ => None,
+    };
+    let not_pad = if mask_in.is_none() {
+        let pad = b.constant("pad_id", TensorValue::i32_scalar(tables.pad_id as i32))?;
+        Some(b.binary_to("not_equal", "mask_not_pad", &ids, &pad, DataType::Bool)?)
+    // (1, S)
+    } else {
+        None
     };
     let mut positions = None;
     if let Some(pn) = tables.position {
@@ -348,6 +439,15 @@ fn front(
     }
     let t = b.transpose("embed_channels_first", &sum, &[0, 2, 1])?; // (1, E, S)
     let x = b.expand_dims("embed_ane", &t, &[2])?; // (1, E, 1, S)
+    let mask = match (mask_in, not_pad) {
+        (Some(m), _) => m,
+        (None, np) => {
+            let np =
+                np.ok_or_else(|| err("internal: the mask is neither an input nor computed"))?;
+            let m = b.cast("mask_fp16", &np, DataType::F16)?;
+            b.expand_dims("mask", &m, &[1, 2])? // (1, 1, 1, S)
+        }
+    };
     Ok(Front { x, mask, features })
 }
 
@@ -529,6 +629,8 @@ pub fn export_conv_embedder(m: &ConvEmbedder, opts: &ExportOptions) -> Result<Ex
         word: "embeddings.weight",
         position: None,
         types: None,
+        types_required: false,
+        pad_id: cfg.pad_token_id,
     };
     let (f, pooled) = conv_trunk(
         &mut b,
@@ -561,6 +663,7 @@ pub fn export_conv_embedder(m: &ConvEmbedder, opts: &ExportOptions) -> Result<Ex
             embed_dim: cfg.embed_dim,
             max_seq: cfg.max_seq,
             pad_token_id: cfg.pad_token_id,
+            mask: opts.mask_source().into(),
             outputs: vec!["embedding".into()],
         },
         tables: host_tables(&w, &[("embeddings.weight", "word")], opts)?,
@@ -578,6 +681,8 @@ pub fn export_conv_classifier(m: &ConvClassifier, opts: &ExportOptions) -> Resul
         word: "embeddings.weight",
         position: None,
         types: Some("segment_embeddings.weight"),
+        types_required: true,
+        pad_id: cfg.pad_token_id,
     };
     let (f, pooled) = conv_trunk(
         &mut b,
@@ -615,6 +720,7 @@ pub fn export_conv_classifier(m: &ConvClassifier, opts: &ExportOptions) -> Resul
             embed_dim: cfg.embed_dim,
             max_seq: cfg.max_seq,
             pad_token_id: cfg.pad_token_id,
+            mask: opts.mask_source().into(),
             outputs: vec!["logit".into(), "score".into()],
         },
         tables: host_tables(
@@ -642,6 +748,8 @@ pub fn export_bert(m: &AneBert, opts: &ExportOptions) -> Result<Exported> {
         word: "embeddings.word_embeddings.weight",
         position: Some("embeddings.position_embeddings.weight"),
         types: Some("embeddings.token_type_embeddings.weight"),
+        types_required: false,
+        pad_id: cfg.pad_token_id,
     };
     let f = front(&mut b, &w, &tables, c, opts)?;
     let eps = cfg.layer_norm_eps;
@@ -769,6 +877,7 @@ pub fn export_bert(m: &AneBert, opts: &ExportOptions) -> Result<Exported> {
             embed_dim: cfg.hidden_size,
             max_seq: cfg.max_position_embeddings,
             pad_token_id: cfg.pad_token_id,
+            mask: opts.mask_source().into(),
             outputs: vec!["embedding".into(), "hidden_states".into()],
         },
         tables: host_tables(

@@ -98,9 +98,31 @@ impl PackageRunner {
 
     /// Builds the program inputs for row `r` of `batch`.
     pub fn inputs_for(&self, batch: &TokenBatch, r: usize) -> Result<HashMap<String, Tensor>> {
+        let mut inputs = self.all_inputs_for(batch, r)?;
+        // Packages exported with one enumerated input below spec 9 compute
+        // the mask in the graph: send only what the program declares.
+        let declared: Vec<&str> = self
+            .model
+            .description
+            .inputs
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect();
+        inputs.retain(|k, _| declared.contains(&k.as_str()));
+        Ok(inputs)
+    }
+
+    fn all_inputs_for(&self, batch: &TokenBatch, r: usize) -> Result<HashMap<String, Tensor>> {
         let s = batch.seq;
         let dev = &Device::Cpu;
-        let ids = &batch.ids[r * s..(r + 1) * s];
+        let row_mask = &batch.mask[r * s..(r + 1) * s];
+        // A mask computed from the ids needs the padding id at every padded position.
+        let ids: Vec<u32> = batch.ids[r * s..(r + 1) * s]
+            .iter()
+            .zip(row_mask)
+            .map(|(&i, &m)| if m == 0 { self.side.pad_token_id } else { i })
+            .collect();
+        let ids = ids.as_slice();
         let types = &batch.type_ids[r * s..(r + 1) * s];
         let mask: Vec<f32> = batch.mask[r * s..(r + 1) * s]
             .iter()
@@ -140,6 +162,11 @@ impl PackageRunner {
                 .table("token_type")?
                 .index_select(&tt, 0)?
                 .to_dtype(DType::F32)?)?;
+        }
+        if self.side.mask == crate::export::MASK_FROM_EMBEDDINGS {
+            // The mask is computed from non-zero positions: zero the padding.
+            let keep: Vec<f32> = row_mask.iter().map(|&m| (m != 0) as u8 as f32).collect();
+            x = x.broadcast_mul(&Tensor::from_vec(keep, (s, 1), dev)?)?;
         }
         let e = x.dims()[1];
         let x = x.t()?.contiguous()?.reshape((1, e, 1, s))?;

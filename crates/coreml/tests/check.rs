@@ -4,7 +4,9 @@
 mod common;
 
 use anectx_coreml::check::{check_model, Chip, Severity};
-use anectx_coreml::export::{export_bert, export_conv_classifier, export_conv_embedder};
+use anectx_coreml::export::{
+    export_bert, export_conv_classifier, export_conv_embedder, ExportOptions,
+};
 use anectx_coreml::program::{
     DataType, Dim, FeatureType, Model, Operation, ShapeFlexibility, TensorData, TensorType,
     TensorValue, Value, ValueType,
@@ -57,6 +59,13 @@ fn has_error(m: &Model, chip: Chip, rule: &str) -> bool {
         .any(|(r, s)| *r == rule && *s == Severity::Error)
 }
 
+fn spec(seq: &[usize], ids: bool, spec_version: i32) -> ExportOptions {
+    ExportOptions {
+        spec_version,
+        ..common::opts(seq, ids)
+    }
+}
+
 #[test]
 fn exported_anectx_models_pass() {
     let opts = common::opts(&[64, 128], true);
@@ -68,8 +77,20 @@ fn exported_anectx_models_pass() {
                 .model,
         ),
         (
-            "classifier",
-            export_conv_classifier(&common::default_classifier(), &opts)
+            "embedder-embeddings-enumerated",
+            export_conv_embedder(&common::default_embedder(), &spec(&[64, 128], false, 7))
+                .unwrap()
+                .model,
+        ),
+        (
+            "classifier-spec9",
+            export_conv_classifier(&common::default_classifier(), &spec(&[64, 128], true, 9))
+                .unwrap()
+                .model,
+        ),
+        (
+            "classifier-embeddings",
+            export_conv_classifier(&common::default_classifier(), &spec(&[64, 128], false, 7))
                 .unwrap()
                 .model,
         ),
@@ -77,6 +98,12 @@ fn exported_anectx_models_pass() {
     ];
     if let Some(bert) = common::minilm() {
         models.push(("minilm", export_bert(&bert, &opts).unwrap().model));
+        models.push((
+            "minilm-embeddings",
+            export_bert(&bert, &spec(&[64, 128], false, 7))
+                .unwrap()
+                .model,
+        ));
     }
     for (name, m) in &models {
         for chip in [Chip::M1, Chip::M3, Chip::M4, Chip::M5] {
@@ -218,7 +245,7 @@ fn kernel_width_and_report_survive_a_package_round_trip() {
         .findings
         .iter()
         .any(|f| f.rule == "size-floor" && f.severity == Severity::Info));
-    let text = anectx_coreml::check::render(&r, "m.mlpackage");
+    let text = anectx_coreml::check::render(&r, "m.mlpackage", 0.9);
     assert!(text.contains("PASS") && text.contains("islands:"), "{text}");
     let json = serde_json::to_value(&r).unwrap();
     assert_eq!(json["errors"], 0);
@@ -251,4 +278,216 @@ fn package_written_by_coremltools_is_checked() {
     );
     assert!(r.passed(), "{:#?}", r.findings);
     assert!(r.predicted_ane_share > 0.5);
+}
+
+fn enumerated_inputs(m: &Model) -> Vec<String> {
+    m.description
+        .inputs
+        .iter()
+        .filter(|f| {
+            matches!(&f.ty, FeatureType::MultiArray(a)
+                if matches!(a.flexibility, Some(ShapeFlexibility::Enumerated(_))))
+        })
+        .map(|f| f.name.clone())
+        .collect()
+}
+
+#[test]
+fn several_enumerated_inputs_below_spec_9_fail_the_check() {
+    // Spec 9 allows enumerated shapes on several inputs (embeddings and mask).
+    let e = export_conv_embedder(&common::default_embedder(), &spec(&[32, 64], false, 9)).unwrap();
+    assert_eq!(enumerated_inputs(&e.model), ["embeddings", "mask"]);
+    assert!(!has_error(&e.model, Chip::M4, "enumerated-inputs"));
+    // The same package declared as spec 7 (what the exporter wrote before):
+    // an error, also after a write and read back.
+    let mut m = e.model.clone();
+    m.spec_version = 7;
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("two-enumerated.mlpackage");
+    write_package(&m, &pkg, &WriteOptions::default()).unwrap();
+    let back = read_package(&pkg).unwrap();
+    assert_eq!(back.spec_version, 7);
+    let r = check_model(&back, Chip::M4);
+    assert!(!r.passed());
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.rule == "enumerated-inputs")
+        .expect("an enumerated-inputs finding");
+    assert_eq!(f.severity, Severity::Error);
+    assert!(f.message.contains("embeddings, mask"), "{}", f.message);
+}
+
+#[test]
+fn exporter_writes_one_enumerated_input_below_spec_9() {
+    let emb = common::default_embedder();
+    let clf = common::default_classifier();
+    for spec_version in [7, 8] {
+        let mut cases = vec![
+            (
+                "embedder ids",
+                export_conv_embedder(&emb, &spec(&[32, 64], true, spec_version)).unwrap(),
+                "input_ids",
+            ),
+            (
+                "embedder embeddings",
+                export_conv_embedder(&emb, &spec(&[32, 64], false, spec_version)).unwrap(),
+                "embeddings",
+            ),
+            (
+                "classifier embeddings",
+                export_conv_classifier(&clf, &spec(&[32, 64], false, spec_version)).unwrap(),
+                "embeddings",
+            ),
+        ];
+        if let Some(bert) = common::minilm() {
+            cases.push((
+                "bert ids",
+                export_bert(&bert, &spec(&[32, 64], true, spec_version)).unwrap(),
+                "input_ids",
+            ));
+            cases.push((
+                "bert embeddings",
+                export_bert(&bert, &spec(&[32, 64], false, spec_version)).unwrap(),
+                "embeddings",
+            ));
+        }
+        for (name, e, only) in &cases {
+            assert_eq!(
+                enumerated_inputs(&e.model),
+                [*only],
+                "{name} spec {spec_version}"
+            );
+            // The mask is computed in the graph, and the side data says how.
+            let inputs: Vec<&str> = e
+                .model
+                .description
+                .inputs
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect();
+            assert_eq!(inputs, [*only], "{name}: no other input");
+            let from = if *only == "input_ids" {
+                "ids"
+            } else {
+                "embeddings"
+            };
+            assert_eq!(e.side.mask, from, "{name}");
+            let r = check_model(&e.model, Chip::M4);
+            assert!(r.passed(), "{name}: {:#?}", r.findings);
+        }
+        // The pair classifier needs token_type_ids as well: refused, with the way out.
+        let err = export_conv_classifier(&clf, &spec(&[32, 64], true, spec_version)).unwrap_err();
+        assert!(err.to_string().contains("--spec-version 9"), "{err}");
+    }
+    // One length: static shapes, the mask stays an input.
+    let e = export_conv_embedder(&emb, &spec(&[64], true, 7)).unwrap();
+    assert!(enumerated_inputs(&e.model).is_empty());
+    assert_eq!(e.side.mask, "input");
+    // Spec 9: every input enumerated, as before.
+    let e = export_conv_classifier(&clf, &spec(&[32, 64], true, 9)).unwrap();
+    assert_eq!(
+        enumerated_inputs(&e.model),
+        ["input_ids", "token_type_ids", "mask"]
+    );
+}
+
+/// The exporter's embedder with every op's result typed fp32: one CPU
+/// island, so no rule fails with an error, yet nothing runs on the ANE.
+fn all_fp32() -> Model {
+    let mut m = base();
+    for op in ops_mut(&mut m) {
+        if op.op_type != "const" {
+            for o in &mut op.outputs {
+                if let ValueType::Tensor(t) = &mut o.ty {
+                    t.dtype = DataType::F32;
+                }
+            }
+        }
+    }
+    m
+}
+
+#[test]
+fn residency_verdict_fails_a_package_that_leaves_the_ane() {
+    let ok = check_model(&base(), Chip::M4);
+    let v = ok.verdict(anectx_coreml::check::DEFAULT_MIN_RESIDENCY);
+    assert!(v.passed, "{}", v.summary);
+    assert!(
+        ok.predicted_ane_residency > 0.99,
+        "{}",
+        ok.predicted_ane_residency
+    );
+    assert!(v.summary.starts_with("PASS"), "{}", v.summary);
+
+    let bad = check_model(&all_fp32(), Chip::M4);
+    assert_eq!(bad.errors, 0, "{:#?}", bad.findings);
+    assert!(bad.passed(), "no rule fails");
+    assert_eq!(bad.predicted_ane_residency, 0.0);
+    let v = bad.verdict(0.9);
+    assert!(!v.passed);
+    assert!(
+        v.summary.contains("below the minimum of 90%"),
+        "{}",
+        v.summary
+    );
+    assert!(
+        bad.verdict(0.0).passed,
+        "--min-residency 0 keeps the old answer"
+    );
+    let text = anectx_coreml::check::render(&bad, "fp32.mlpackage", 0.9);
+    assert!(
+        text.trim_end()
+            .ends_with(&format!("verdict: {}", v.summary)),
+        "{text}"
+    );
+    let json = serde_json::to_value(&v).unwrap();
+    assert_eq!(json["passed"], false);
+}
+
+#[test]
+fn residency_is_weighted_by_cost() {
+    // Moving the most expensive op (a conv) off the ANE costs far more
+    // residency than its share of the ops.
+    let mut m = base();
+    let ops = ops_mut(&mut m);
+    let conv = ops.iter().position(|o| o.op_type == "conv").unwrap();
+    out_ty(&mut ops[conv]).dtype = DataType::F32;
+    let r = check_model(&m, Chip::M4);
+    let op_loss = 1.0 - r.predicted_ane_share;
+    let cost_loss = 1.0 - r.predicted_ane_residency;
+    assert!(
+        cost_loss > 2.0 * op_loss && cost_loss > 0.1,
+        "cost share lost {cost_loss}, op share lost {op_loss}"
+    );
+}
+
+#[test]
+fn fp32_conv_written_by_coremltools_fails_the_residency_verdict() {
+    let Some(py) = anectx_testing::python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = tmp.path().join("fp32.mlpackage");
+    let out = std::process::Command::new(&py)
+        .arg(common::script("make_fp32_conv.py"))
+        .arg(&pkg)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = read_package(&pkg).unwrap();
+    let r = check_model(&m, Chip::M4);
+    // Before: "0 errors: PASS". The verdict now says it will not stay on the ANE.
+    assert!(r.passed(), "{:#?}", r.findings);
+    assert!(
+        r.predicted_ane_residency < 0.1,
+        "{}",
+        r.predicted_ane_residency
+    );
+    let v = r.verdict(0.9);
+    assert!(!v.passed, "{}", v.summary);
 }

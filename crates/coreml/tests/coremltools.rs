@@ -51,8 +51,21 @@ fn exported_packages_pass_coremltools() {
             export::export_conv_classifier(&default_classifier(), &opts(&[64], false)).unwrap(),
         ),
         (
-            "classifier_enum_ids",
-            export::export_conv_classifier(&default_classifier(), &opts(&[32, 128], true)).unwrap(),
+            "classifier_enum_embeddings",
+            export::export_conv_classifier(&default_classifier(), &opts(&[32, 128], false))
+                .unwrap(),
+        ),
+        (
+            // Spec 9: several enumerated inputs (ids, segment ids, mask).
+            "classifier_ios18_enum_ids",
+            export::export_conv_classifier(
+                &default_classifier(),
+                &ExportOptions {
+                    spec_version: 9,
+                    ..opts(&[32, 128], true)
+                },
+            )
+            .unwrap(),
         ),
     ];
     if let Some(bert) = minilm() {

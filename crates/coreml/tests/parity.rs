@@ -71,6 +71,48 @@ fn inputs(x16: &Tensor, mask: &Tensor) -> HashMap<String, Tensor> {
     .collect()
 }
 
+/// Spec 9: enumerated shapes on both inputs (embeddings and mask), the
+/// graph the parity checks were written for.
+fn opts9(seq: &[usize]) -> export::ExportOptions {
+    export::ExportOptions {
+        spec_version: 9,
+        ..opts(seq, false)
+    }
+}
+
+/// Runs the spec-7 export of several lengths: one enumerated input, the
+/// mask computed in the graph from the zeroed padding, as the host sends it.
+fn run_single_input(model: &Model, x16: &Tensor, mask: &Tensor) -> HashMap<String, Tensor> {
+    assert_eq!(model.description.inputs.len(), 1, "only embeddings");
+    let s = mask.dims()[1];
+    let keep = mask
+        .to_dtype(DType::F32)
+        .unwrap()
+        .reshape((1, 1, 1, s))
+        .unwrap();
+    let x = x16.broadcast_mul(&keep).unwrap();
+    exec::run(
+        model,
+        &[("embeddings".to_string(), x)].into_iter().collect(),
+    )
+    .unwrap()
+    .into_iter()
+    .collect()
+}
+
+/// The single-input graph gives what the two-input graph gives.
+fn same_output(label: &str, two_inputs: &[f32], single: &[f32]) {
+    let max = two_inputs
+        .iter()
+        .zip(single)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        two_inputs.len() == single.len() && max <= 1e-3,
+        "{label}: the mask computed in the graph changes the output by {max}"
+    );
+}
+
 /// Collected outputs of one model at one length.
 #[derive(Default)]
 struct Tally {
@@ -127,8 +169,10 @@ fn bert_minilm_parity() {
         orig.pooling,
     )
     .unwrap();
-    let e = export::export_bert(&orig, &opts(&LENGTHS, false)).unwrap();
+    let e = export::export_bert(&orig, &opts9(&LENGTHS)).unwrap();
     let (_tmp, model) = written(&e);
+    let e7 = export::export_bert(&orig, &opts(&LENGTHS, false)).unwrap();
+    let (_tmp7, model7) = written(&e7);
     for seq in LENGTHS {
         let tok = tokenizer(seq).unwrap();
         let mut t = Tally::new();
@@ -141,6 +185,8 @@ fn bert_minilm_parity() {
             let emb16 = l2_normalize(&r16.pool(&hidden, &mask).unwrap()).unwrap();
             let out = exec::run(&model, &inputs(&x16, &mask)).unwrap();
             let ex = flat(&out["embedding"]);
+            let single = run_single_input(&model7, &x16, &mask);
+            same_output("bert spec 7", &ex, &flat(&single["embedding"]));
             t.exec.extend(&ex);
             t.reference16.extend(flat(&emb16));
             t.extra_exec.extend(flat(&out["hidden_states"]));
@@ -159,8 +205,10 @@ fn conv_embedder_parity() {
     }
     let orig = default_embedder();
     let r16 = ConvEmbedder::load(vb(rounded(orig.named_tensors())), orig.config.clone()).unwrap();
-    let e = export::export_conv_embedder(&orig, &opts(&LENGTHS, false)).unwrap();
+    let e = export::export_conv_embedder(&orig, &opts9(&LENGTHS)).unwrap();
     let (_tmp, model) = written(&e);
+    let e7 = export::export_conv_embedder(&orig, &opts(&LENGTHS, false)).unwrap();
+    let (_tmp7, model7) = written(&e7);
     for seq in LENGTHS {
         let tok = tokenizer(seq).unwrap();
         let mut t = Tally::new();
@@ -171,6 +219,8 @@ fn conv_embedder_parity() {
             let r = r16.encode(&x16, &mask).unwrap();
             let out = exec::run(&model, &inputs(&x16, &mask)).unwrap();
             let ex = flat(&out["embedding"]);
+            let single = run_single_input(&model7, &x16, &mask);
+            same_output("conv embedder spec 7", &ex, &flat(&single["embedding"]));
             t.exec.extend(&ex);
             t.reference16.extend(flat(&r));
             let o = flat(&orig.forward(&ids, &mask).unwrap());
@@ -187,8 +237,10 @@ fn conv_classifier_parity() {
     }
     let orig = default_classifier();
     let r16 = ConvClassifier::load(vb(rounded(orig.named_tensors())), orig.config.clone()).unwrap();
-    let e = export::export_conv_classifier(&orig, &opts(&LENGTHS, false)).unwrap();
+    let e = export::export_conv_classifier(&orig, &opts9(&LENGTHS)).unwrap();
     let (_tmp, model) = written(&e);
+    let e7 = export::export_conv_classifier(&orig, &opts(&LENGTHS, false)).unwrap();
+    let (_tmp7, model7) = written(&e7);
     for seq in LENGTHS {
         let tok = tokenizer(seq).unwrap();
         let mut t = Tally::new();
@@ -201,6 +253,8 @@ fn conv_classifier_parity() {
             let r = r16.logits_from_embeddings(&x16, &mask).unwrap();
             let out = exec::run(&model, &inputs(&x16, &mask)).unwrap();
             let ex = flat(&out["logit"]);
+            let single = run_single_input(&model7, &x16, &mask);
+            same_output("classifier spec 7", &ex, &flat(&single["logit"]));
             let sc = flat(&out["score"]);
             assert!(
                 (sc[0] - 1.0 / (1.0 + (-ex[0]).exp())).abs() < 2e-3,

@@ -56,7 +56,8 @@ pub enum CoremlCommand {
     Run(RunArgs),
     /// Predict whether a package stays on the Neural Engine: a static
     /// check of any ML Program package (anectx's or coremltools') against
-    /// the ANE residency rules. Exits non-zero when a rule fails with an error.
+    /// the ANE residency rules. Exits non-zero when a rule fails with an
+    /// error or the predicted cost-weighted residency is below --min-residency.
     Check(CheckArgs),
 }
 
@@ -67,9 +68,27 @@ pub struct CheckArgs {
     /// Apple silicon generation whose limits apply: m1, m2, m3, m4, m5.
     #[arg(long, default_value = "m4", value_parser = parse_chip)]
     chip: anectx_coreml::check::Chip,
-    /// Print the full report as JSON (findings, per-op prediction, islands).
+    /// Fail when less than this share (percent) of the estimated cost is
+    /// predicted on the Neural Engine, even with no rule failing.
+    #[arg(long, default_value_t = 90.0, value_parser = parse_percent)]
+    min_residency: f64,
+    /// Print the full report as JSON (findings, per-op prediction, islands,
+    /// and the verdict).
     #[arg(long)]
     json: bool,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is outside 0..=100"))
+    }
 }
 
 fn parse_chip(s: &str) -> Result<anectx_coreml::check::Chip, String> {
@@ -81,16 +100,21 @@ fn run_check(a: CheckArgs) -> Result<()> {
     let model = anectx_coreml::read_package(&a.package)
         .with_context(|| format!("reading {}", a.package.display()))?;
     let report = anectx_coreml::check::check_model(&model, a.chip);
+    let min = a.min_residency / 100.0;
+    let verdict = report.verdict(min);
     if a.json {
-        emit(&serde_json::to_string_pretty(&report)?)?;
+        let mut v = serde_json::to_value(&report)?;
+        v["verdict"] = serde_json::to_value(&verdict)?;
+        emit(&serde_json::to_string_pretty(&v)?)?;
     } else {
-        emit(anectx_coreml::check::render(&report, &a.package.display().to_string()).trim_end())?;
+        let name = a.package.display().to_string();
+        emit(anectx_coreml::check::render(&report, &name, min).trim_end())?;
     }
-    if !report.passed() {
+    if !verdict.passed {
         anyhow::bail!(
-            "{} error(s): {} would not stay on the Neural Engine",
-            report.errors,
-            a.package.display()
+            "{} would not stay on the Neural Engine: {}",
+            a.package.display(),
+            verdict.summary
         );
     }
     Ok(())
