@@ -46,6 +46,27 @@ fn quickstart_runs_end_to_end_offline() {
         Some(p) => assert_eq!(serving, p),
         None => assert!(serving.starts_with("fusion-v1"), "{serving}"),
     }
+    // The usage memory: asked-again questions gain, new ones do not lose,
+    // the gate passes and the memory serves; a logged question asked again
+    // shows more judged-relevant documents with it.
+    let m = &v["memory"];
+    let delta = |k: &str, f: &str| m["strata"][k][f].as_f64().unwrap();
+    assert!(delta("repeat", "delta") > 0.0, "{m}");
+    assert!(delta("variant", "delta") > 0.0, "{m}");
+    assert!(delta("mix", "ci95_low") > 0.0, "{m}");
+    assert!(delta("new", "ci95_low") >= -0.005, "{m}");
+    assert_eq!(m["gate_passed"], true, "{m}");
+    assert_eq!(m["on"], true, "{m}");
+    assert!(m["pairs"].as_u64().unwrap() > 0, "{m}");
+    let stars = |w: &str| {
+        m["example"][w]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d.as_str().unwrap().ends_with('*'))
+            .count()
+    };
+    assert!(stars("with") > stars("without"), "{m}");
     let pkgs = v["packages"].as_array().unwrap();
     assert_eq!(pkgs.len(), 2);
     for p in pkgs {

@@ -599,16 +599,41 @@ pub fn run_rollback(opts: RegistryOpts) -> Result<()> {
 
 /// The server's relevance source over a registry: the stamp is the current
 /// version, loading checks and loads it.
-pub struct RegistrySource(pub Registry);
+pub struct RegistrySource {
+    pub registry: Registry,
+    /// Rebuild this engine's usage memory from its log at every load
+    /// (startup, promotion, rollback, `POST /admin/reload`).
+    pub memory: Option<std::sync::Arc<Engine>>,
+}
 
 impl anectx_server::RelevanceSource for RegistrySource {
     fn stamp(&self) -> std::result::Result<String, String> {
-        self.0.stamp().map_err(|e| e.to_string())
+        self.registry.stamp().map_err(|e| e.to_string())
     }
 
     fn load(
         &self,
     ) -> std::result::Result<std::sync::Arc<dyn anectx_engine::RelevanceModel>, String> {
-        self.0.load_current().map_err(|e| e.to_string())
+        let model = self.registry.load_current().map_err(|e| e.to_string())?;
+        if let Some(engine) = &self.memory {
+            // A failure here keeps the memory that serves; the model swap goes on.
+            let rebuilt = label_log(&engine.store().db, &Analyzer::default())
+                .map_err(|e| e.to_string())
+                .and_then(|_| {
+                    engine
+                        .rebuild_memory(anectx_learn::analyzer::ANALYZER_VERSION)
+                        .map_err(|e| e.to_string())
+                });
+            match rebuilt {
+                Ok(Some(s)) => tracing::info!(
+                    questions = s.questions,
+                    pairs = s.pairs,
+                    "usage memory rebuilt from the interaction log"
+                ),
+                Ok(None) => tracing::info!("usage memory off: nothing used in the log yet"),
+                Err(e) => tracing::warn!("usage memory not rebuilt: {e}"),
+            }
+        }
+        Ok(model)
     }
 }

@@ -186,7 +186,11 @@ fn memory_round(engine: &Engine, coll: &Collection, quiet: bool) -> Result<Memor
     if on {
         example = repeated_question(engine, coll)?;
         if let (Some(e), false) = (&example, quiet) {
-            eprintln!("  the memory is on ({pairs} question–chunk pairs); asked again: {}", e.question);
+            eprintln!(
+                "  the memory is on ({pairs} question–chunk pairs); the first logged question \
+                 it lifts a relevant document for (* = judged relevant), asked again:\n     {}",
+                e.question
+            );
             eprintln!("     without: {}", e.without.join("  "));
             eprintln!("     with:    {}", e.with.join("  "));
         }
@@ -203,8 +207,8 @@ fn memory_round(engine: &Engine, coll: &Collection, quiet: bool) -> Result<Memor
     })
 }
 
-/// The first logged question whose top documents the memory changes,
-/// asked again with and without the memory.
+/// The first logged question for which the memory brings a judged-relevant
+/// document into the top 3, asked again with and without the memory.
 fn repeated_question(engine: &Engine, coll: &Collection) -> Result<Option<MemoryExample>> {
     let memory = engine.memory();
     let top = |q: &str| -> Result<Vec<String>> {
@@ -233,7 +237,8 @@ fn repeated_question(engine: &Engine, coll: &Collection) -> Result<Option<Memory
         engine.set_memory(memory.clone());
         let without = without?;
         let with = top(&it.query)?;
-        if with != without {
+        let relevant = |v: &[String]| v.iter().filter(|d| d.ends_with('*')).count();
+        if relevant(&with) > relevant(&without) {
             return Ok(Some(MemoryExample {
                 question: it.query,
                 without,

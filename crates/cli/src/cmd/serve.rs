@@ -107,6 +107,11 @@ pub struct ServeArgs {
     /// model ranks low.
     #[arg(long, default_value_t = 0.0)]
     explore: f32,
+    /// Do not use the usage memory (by default it is rebuilt from the
+    /// interaction log at start and at every relevance-model reload, so
+    /// questions asked again get the chunks their earlier answers used).
+    #[arg(long)]
+    no_memory: bool,
     /// Seconds between polls of the relevance-model source (0 = never; POST
     /// /admin/reload still reloads).
     #[arg(long, default_value_t = 2.0)]
@@ -251,6 +256,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         builder = builder.classifier_tokenizer(t);
     }
     if let Some(c) = context {
+        let c_engine = c.engine().clone();
         builder = builder.engine_context(c);
         // The relevance model comes from the store's model registry: loaded
         // now, and hot-swapped on promotion, rollback or POST /admin/reload.
@@ -259,7 +265,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             args.registry.as_ref(),
         ))
         .context("opening the model registry")?;
-        builder = builder.relevance_source(Arc::new(super::learn::RegistrySource(registry)));
+        builder = builder.relevance_source(Arc::new(super::learn::RegistrySource {
+            registry,
+            memory: (!args.no_memory).then(|| c_engine.clone()),
+        }));
     }
     if let Some(r) = recorder {
         builder = builder.recorder(r);
