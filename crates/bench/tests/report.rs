@@ -166,7 +166,11 @@ fn tiny_run_round_trips_and_renders() {
         assert_eq!(p.texts, 4);
         assert!(p.cosine_min > 0.99, "{}: {}", p.model, p.cosine_min);
         assert!(p.cosine_mean + 1e-9 >= p.cosine_min, "{p:?}");
-        assert!(p.psnr_db.unwrap_or(f64::INFINITY) > 20.0);
+        // fp16 differs from fp32 (the PSNR is finite), by rounding only.
+        let psnr = p
+            .psnr_db
+            .unwrap_or_else(|| panic!("{}: no PSNR (fp16 identical to fp32?)", p.model));
+        assert!(psnr >= 50.0, "{}: PSNR {psnr:.1} dB < 50 dB", p.model);
     }
 
     // Headlines carry ratios against the reference and utilization factors.

@@ -1,6 +1,68 @@
 //! `anectx quickstart` end to end: offline, on the built-in sample and model.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::process::Command;
+
+use anectx_engine::eval::Collection;
+use anectx_learn::analyzer::ANALYZER_VERSION;
+use anectx_store::Db;
+
+/// `(tp, fp, fn)` → F1.
+fn f1((tp, fp, fn_): (u64, u64, u64)) -> f64 {
+    let (tp, fp, fn_) = (tp as f64, fp as f64, fn_ as f64);
+    if tp == 0.0 {
+        return 0.0;
+    }
+    let (p, r) = (tp / (tp + fp), tp / (tp + fn_));
+    2.0 * p * r / (p + r)
+}
+
+/// From the quickstart's own log of round `round`: the analyzer's usage
+/// labels and the "every shown chunk was used" baseline, each scored
+/// against the sample's judgments as `(tp, fp, fn)`; and the number of
+/// shown chunks.
+fn analyzer_and_baseline(dir: &Path, round: u64) -> ((u64, u64, u64), (u64, u64, u64), u64) {
+    let coll = Collection::load(&dir.join("sample")).unwrap();
+    let db = Db::open(&dir.join("store").join("anectx.sqlite")).unwrap();
+    let paths = db.chunk_paths().unwrap();
+    let labels: HashMap<(i64, u64), bool> = db
+        .labels(ANALYZER_VERSION)
+        .unwrap()
+        .into_iter()
+        .map(|l| ((l.interaction_id, l.chunk_id), l.used))
+        .collect();
+    let (mut analyzer, mut baseline, mut shown) = ((0, 0, 0), (0, 0, 0), 0);
+    let add = |c: &mut (u64, u64, u64), predicted: bool, truth: bool| match (predicted, truth) {
+        (true, true) => c.0 += 1,
+        (true, false) => c.1 += 1,
+        (false, true) => c.2 += 1,
+        _ => {}
+    };
+    let mut after = 0;
+    loop {
+        let page = db.interactions(after, 500).unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.0;
+        for (id, it) in &page {
+            if it.meta["round"].as_u64() != Some(round) {
+                continue;
+            }
+            let qid = it.meta["query_id"].as_str().expect("a simulated query id");
+            let rel = &coll.qrels[qid];
+            for c in it.candidates.iter().filter(|c| c.position.is_some()) {
+                let truth = rel.get(&paths[&c.chunk_id]).is_some_and(|&g| g > 0);
+                let used = *labels
+                    .get(&(*id, c.chunk_id))
+                    .unwrap_or_else(|| panic!("shown chunk {} of {id} unlabelled", c.chunk_id));
+                add(&mut analyzer, used, truth);
+                add(&mut baseline, true, truth);
+                shown += 1;
+            }
+        }
+    }
+    (analyzer, baseline, shown)
+}
 
 #[test]
 fn quickstart_runs_end_to_end_offline() {
@@ -37,7 +99,23 @@ fn quickstart_runs_end_to_end_offline() {
         .iter()
         .all(|a| !a["chunks"].as_array().unwrap().is_empty()));
     assert!(v["interactions_logged"].as_u64().unwrap() >= 100);
-    assert!(v["analyzer_f1_vs_judgments"].as_f64().unwrap() > 0.5);
+    // The analyzer against the judgments, recomputed from the log and its
+    // labels, is the figure reported; and it beats the analyzer that calls
+    // every shown chunk used (0.635 against 0.830 when this was written) by
+    // a clear margin.
+    let reported = v["analyzer_f1_vs_judgments"].as_f64().unwrap();
+    let (analyzer, baseline, shown) = analyzer_and_baseline(&dir, 1);
+    assert!(shown >= 100, "{shown} shown chunks");
+    assert!(
+        (f1(analyzer) - reported).abs() < 1e-9,
+        "recomputed analyzer F1 {} vs reported {reported}",
+        f1(analyzer)
+    );
+    assert!(
+        reported >= f1(baseline) + 0.1,
+        "analyzer F1 {reported:.3} vs {:.3} for \"every shown chunk used\"",
+        f1(baseline)
+    );
     assert!(!v["gate"].as_str().unwrap().is_empty());
     // Whatever the gate decided, the serving model is the promoted one or the
     // built-in one, never a refused candidate.

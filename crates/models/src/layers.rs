@@ -591,13 +591,55 @@ mod tests {
             bias: bias.clone(),
             eps: 1e-12,
         };
-        assert_eq!(ln.eps, 1e-12, "the struct keeps what it is given");
         let y = ln.forward(&x).unwrap();
         // Reference: candle's last-axis layer norm on (B, S, C).
         let xt = x.transpose(1, 2).unwrap().contiguous().unwrap();
         let r = candle_nn::ops::layer_norm(&xt, &w, &bias, 1e-12).unwrap();
         let r = r.transpose(1, 2).unwrap();
         assert!(max_abs_diff(&y, &r) < 1e-4);
+    }
+
+    /// `LayerNormChannels::load` from weight 1, bias 0.
+    fn loaded_norm(c: usize, eps: f64) -> LayerNormChannels {
+        let mut m = std::collections::HashMap::new();
+        m.insert(
+            "ln.weight".to_string(),
+            Tensor::ones(c, DType::F32, &Device::Cpu).unwrap(),
+        );
+        m.insert(
+            "ln.bias".to_string(),
+            Tensor::zeros(c, DType::F32, &Device::Cpu).unwrap(),
+        );
+        let vb = VarBuilder::from_tensors(m, DType::F32, &Device::Cpu);
+        LayerNormChannels::load(vb.pp("ln"), c, eps).unwrap()
+    }
+
+    #[test]
+    fn load_raises_a_tiny_eps_and_both_forms_apply_it() {
+        // One position whose four channels are ±1e-4 around 0: variance 1e-8,
+        // of the order of the epsilons, so the output shows which one was used.
+        let x = Tensor::new(&[[[-1e-4f32], [-1e-4], [1e-4], [1e-4]]], &Device::Cpu).unwrap();
+        // y = x / sqrt(var + eps), by hand.
+        let expect = |eps: f64| 1e-4 / (1e-8 + eps).sqrt();
+        for (given, used) in [(1e-12, MIN_FP16_EPS), (1e-5, 1e-5)] {
+            let ln = loaded_norm(4, given);
+            let want = expect(used);
+            // Had `given` been used instead, the output would be this far off.
+            assert!((want - expect(given)).abs() > 0.02 || given == used);
+            for (form, y) in [
+                ("kernel", ln.forward(&x).unwrap()),
+                ("composite", ln.forward_composite(&x).unwrap()),
+            ] {
+                let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
+                for (k, v) in y.iter().enumerate() {
+                    let w = if k < 2 { -want } else { want };
+                    assert!(
+                        (f64::from(*v) - w).abs() < 1e-3,
+                        "{form}, eps {given}: channel {k} is {v}, want {w} (eps {used})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -21,8 +21,11 @@ pub enum ModelCommand {
     /// Make a relevance-model version current (it is checked first; a running
     /// `anectx serve` swaps to it within seconds).
     Promote {
-        /// Version name, as `anectx model list` shows it.
-        version: String,
+        /// Version name, as `anectx model list` shows it. (Not named
+        /// `version`: that id is clap's `--version` flag, and the clash
+        /// panicked in debug builds.)
+        #[arg(value_name = "VERSION")]
+        name: String,
         #[command(flatten)]
         opts: super::learn::RegistryOpts,
     },
@@ -33,7 +36,7 @@ pub enum ModelCommand {
 pub fn run(cmd: ModelCommand) -> Result<()> {
     match cmd {
         ModelCommand::List(o) => super::learn::run_list(o),
-        ModelCommand::Promote { version, opts } => super::learn::run_promote(&version, opts),
+        ModelCommand::Promote { name, opts } => super::learn::run_promote(&name, opts),
         ModelCommand::Rollback(o) => super::learn::run_rollback(o),
         ModelCommand::Info { dir, json } => {
             let (path, _tmp): (PathBuf, _) = super::embedder::parse_spec(&dir)?

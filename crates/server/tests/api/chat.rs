@@ -7,14 +7,9 @@ use serde_json::json;
 use crate::common::*;
 
 async fn recorded(h: &Harness) -> Interaction {
-    loop {
-        let mut r = h.recorder.take();
-        if let Some(i) = r.pop() {
-            assert!(r.is_empty(), "one interaction per request");
-            return i;
-        }
-        tokio::task::yield_now().await;
-    }
+    let mut r = recorded_by(h, "the chat request").await;
+    assert_eq!(r.len(), 1, "one interaction per request");
+    r.pop().unwrap()
 }
 
 async fn proxied() -> (Harness, fake_llm::FakeLlmLog) {

@@ -2,6 +2,7 @@
 //! context, a recording recorder, and `oneshot` calls on the router.
 
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anectx_core::{Backend, BackendError, BackendHealth, Embeddings, SupportedShapes, TokenBatch};
 use anectx_server::memory::tiny;
@@ -24,6 +25,36 @@ pub const PASSAGES: &[(&str, &str)] = &[
     ("fox.md", "the quick brown fox jumps over the lazy dog ."),
 ];
 
+/// The bound on every wait in these tests: far longer than any wait takes
+/// (they end in milliseconds), so it never decides a pass, but a lost
+/// interaction or a stuck batcher fails the test instead of hanging CI.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Yields until `done()` holds; panics naming `what` after [`WAIT`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "gave up after {} s waiting for {what}",
+            WAIT.as_secs()
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Waits (bounded, see [`wait_until`]) until the recorder holds at least one
+/// interaction, and takes them all; `what` names the request that records.
+pub async fn recorded_by(h: &Harness, what: &str) -> Vec<Interaction> {
+    let mut got = Vec::new();
+    wait_until(&format!("the interaction recorded by {what}"), || {
+        got = h.recorder.take();
+        !got.is_empty()
+    })
+    .await;
+    got
+}
+
 #[derive(Default)]
 pub struct MemRecorder(pub Mutex<Vec<Interaction>>);
 
@@ -41,7 +72,9 @@ impl MemRecorder {
 }
 
 /// A backend that waits for a token on `gate` before every embed, so tests
-/// can hold the backend busy without timing.
+/// can hold the backend busy without timing. The wait is bounded by
+/// [`WAIT`]: a test that never sends the token gets a failed embed, not a
+/// hung batcher.
 pub struct GatedBackend {
     pub inner: anectx_models::CandleBackend,
     pub gate: Mutex<mpsc::Receiver<()>>,
@@ -61,8 +94,15 @@ impl Backend for GatedBackend {
         self.inner.embedding_dim()
     }
     fn embed(&self, batch: &TokenBatch) -> Result<Embeddings, BackendError> {
-        let _ = self.gate.lock().unwrap().recv();
-        self.inner.embed(batch)
+        match self.gate.lock().unwrap().recv_timeout(WAIT) {
+            Ok(()) => self.inner.embed(batch),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(BackendError::Inference(format!(
+                "gated backend: gave up after {} s waiting for the test's gate token",
+                WAIT.as_secs()
+            ))),
+            // The harness was dropped: the test is over.
+            Err(mpsc::RecvTimeoutError::Disconnected) => self.inner.embed(batch),
+        }
     }
     fn score(&self, pairs: &TokenBatch) -> Result<Vec<f32>, BackendError> {
         self.inner.score(pairs)

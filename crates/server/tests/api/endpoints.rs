@@ -179,19 +179,8 @@ async fn context_returns_marked_chunks_within_budget_and_is_recorded() {
             c["source"].as_str().unwrap()
         )));
     }
-    let rec = h.recorder.take();
-    // The recorder runs on the blocking pool; wait for it without a deadline.
-    let rec = if rec.is_empty() {
-        loop {
-            tokio::task::yield_now().await;
-            let r = h.recorder.take();
-            if !r.is_empty() {
-                break r;
-            }
-        }
-    } else {
-        rec
-    };
+    // The recorder runs on the blocking pool; wait for it (bounded).
+    let rec = recorded_by(&h, "POST /v1/context").await;
     assert_eq!(rec.len(), 1);
     assert_eq!(rec[0].query, "what is the capital of france ?");
     assert_eq!(rec[0].chunks.len(), chunks.len());

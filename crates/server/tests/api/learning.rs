@@ -65,6 +65,8 @@ struct TestSource {
     /// load (a corrupt file), 3 = loads but scores NaN.
     kind: AtomicU64,
     loads: AtomicU64,
+    /// Reads of the stamp: one per poll.
+    stamps: AtomicU64,
 }
 
 fn weights(kind: u64) -> FusionRelevance {
@@ -103,6 +105,7 @@ impl TestSource {
 
 impl RelevanceSource for TestSource {
     fn stamp(&self) -> Result<String, String> {
+        self.stamps.fetch_add(1, Ordering::SeqCst);
         Ok(format!("v{}", self.stamp.load(Ordering::SeqCst)))
     }
     fn load(&self) -> Result<Arc<dyn RelevanceModel>, String> {
@@ -532,11 +535,28 @@ async fn polling_swaps_on_a_stamp_change_and_does_not_retry_a_failed_version() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(r.status().reloads_failed, 1);
-    // Several more polls of the same broken stamp: not retried.
-    let polls_before = s.source.loads.load(Ordering::SeqCst);
-    assert_eq!(polls_before, loads + 1);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(s.source.loads.load(Ordering::SeqCst), polls_before);
+    // Several more polls of the same broken stamp: not retried. Counted,
+    // not timed: wait for five more reads of the stamp (one per poll), then
+    // for the reload in progress to finish (`status` takes the lock that a
+    // reload holds from its stamp read to its load), and count the loads.
+    let loads_before = s.source.loads.load(Ordering::SeqCst);
+    assert_eq!(loads_before, loads + 1);
+    let stamps = s.source.stamps.load(Ordering::SeqCst);
+    let mut polled = false;
+    for _ in 0..3000 {
+        if s.source.stamps.load(Ordering::SeqCst) >= stamps + 5 {
+            polled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(polled, "the poller read the stamp fewer than 5 more times");
+    let _ = r.status();
+    assert_eq!(
+        s.source.loads.load(Ordering::SeqCst),
+        loads_before,
+        "a poll retried the version that failed"
+    );
     assert_eq!(s.engine.relevance_model().version(), weights(1).version());
     s.source.set(0);
     assert!(wait_for(weights(0).version()).await);
