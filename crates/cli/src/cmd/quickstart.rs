@@ -6,7 +6,7 @@ use std::time::Instant;
 use anectx_engine::eval::Collection;
 use anectx_engine::{ContextOptions, Engine, ModelEmbedder};
 use anectx_learn::analyzer::Analyzer;
-use anectx_learn::simulate::{simulate, simulate_stream, SimulateConfig, StreamConfig, Strata};
+use anectx_learn::simulate::{simulate, simulate_stream, SimulateConfig, Strata, StreamConfig};
 use anectx_learn::Registry;
 use anectx_models::WeightDtype;
 use anyhow::{Context, Result};
@@ -370,9 +370,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         }
     }
 
-    steps.next(
-        "usage memory: ask questions, then ask some again, word for word and reworded",
-    );
+    steps.next("usage memory: ask questions, then ask some again, word for word and reworded");
     let memory = memory_round(&engine, &coll, args.json)?;
 
     steps.next("exporting Core ML packages and checking Neural Engine residency (M4 rules)");
