@@ -409,6 +409,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            local_only,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
@@ -443,6 +447,77 @@ async fn track(State(state): State<AppState>, req: Request, next: Next) -> Respo
         .metrics
         .record_request(&route, resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// Without an API key the server answers only requests addressed to a
+/// loopback name: a `Host` other than `localhost`, `127.0.0.1` or `[::1]`
+/// (any port) gets 421, and a browser `Origin` that is not one of them gets
+/// 403. This stops a web page from using DNS rebinding (or a plain
+/// cross-origin request) to read the user's documents through
+/// `/v1/context`, spend the configured LLM key or write to the training log.
+async fn local_only(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.inner.config.api_key.is_none() {
+        if let Some(e) = foreign_request(&req) {
+            return e.into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Why a request must be refused by [`local_only`], if it must.
+fn foreign_request(req: &Request) -> Option<ApiError> {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").to_string())
+    };
+    if let Some(host) = header("host") {
+        if !is_loopback_authority(&host) {
+            return Some(ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "invalid_request_error",
+                format!(
+                    "this server answers only requests for localhost, 127.0.0.1 or [::1], not \
+                     Host {host:?}; start it with --api-key to serve other names"
+                ),
+            ));
+        }
+    }
+    if let Some(origin) = header("origin") {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if !authority.is_some_and(is_loopback_authority) {
+            return Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                format!(
+                    "requests from the web origin {origin:?} are refused; only pages served \
+                     from localhost may call this server without --api-key"
+                ),
+            ));
+        }
+    }
+    None
+}
+
+/// `host[:port]` names a loopback address.
+fn is_loopback_authority(authority: &str) -> bool {
+    let a = authority.trim().trim_end_matches('/');
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((h, port)) if port.is_empty() || port.starts_with(':') => h,
+            _ => return false,
+        }
+    } else {
+        match a.rsplit_once(':') {
+            Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+            Some(_) => return false,
+            None => a,
+        }
+    };
+    let host = host.to_ascii_lowercase();
+    host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
 
 /// Bearer auth on every route except `/health`, when an API key is set.
@@ -1183,6 +1258,32 @@ async fn metrics(State(state): State<AppState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_authorities() {
+        for ok in [
+            "localhost",
+            "LOCALHOST:8181",
+            "127.0.0.1",
+            "127.0.0.1:8181",
+            "[::1]",
+            "[::1]:8181",
+        ] {
+            assert!(is_loopback_authority(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8181",
+            "127.0.0.1.evil.example",
+            "localhost.evil.example:80",
+            "[::1]evil",
+            "127.0.0.2",
+            "localhost:80x",
+            "",
+        ] {
+            assert!(!is_loopback_authority(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn parse_input_rejects_token_arrays_and_wrong_types() {

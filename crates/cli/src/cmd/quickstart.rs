@@ -198,7 +198,7 @@ fn memory_round(engine: &Engine, coll: &Collection, quiet: bool) -> Result<Memor
         eprintln!("  the memory stays off");
     }
     Ok(MemorySummary {
-        strata: rep.strata.clone(),
+        strata: rep.strata,
         gate_passed: rep.gate.passed,
         gate: rep.gate.reason.clone(),
         on,

@@ -272,3 +272,46 @@ async fn missing_or_wrong_api_key_is_401() {
     assert_eq!(get(&h.app, "/health").await.status, 200);
     still_serves(&h, Some("s3cret")).await;
 }
+
+/// Without an API key only loopback names are served: a DNS-rebinding page
+/// (foreign Host) gets 421, a cross-origin page (foreign Origin) 403.
+#[tokio::test]
+async fn foreign_host_and_origin_are_refused_without_an_api_key() {
+    let h = harness(Opts::default()).await;
+    let req = |host: &str, origin: Option<&str>| {
+        let mut b = Request::post("/v1/context")
+            .header("content-type", "application/json")
+            .header("host", host);
+        if let Some(o) = origin {
+            b = b.header("origin", o);
+        }
+        b.body(Body::from(
+            json!({"query": "capital of France"}).to_string(),
+        ))
+        .unwrap()
+    };
+    let r = send(&h.app, req("attacker.example:8181", None)).await;
+    assert_eq!(r.status, 421, "{}", r.error_message());
+    assert!(r.error_message().contains("attacker.example"));
+    let r = send(
+        &h.app,
+        req("127.0.0.1:8181", Some("http://attacker.example")),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.error_message());
+    let r = send(&h.app, req("127.0.0.1:8181", Some("null"))).await;
+    assert_eq!(r.status, 403);
+    let r = send(&h.app, req("localhost:8181", Some("http://localhost:3000"))).await;
+    assert_eq!(r.status, 200, "{}", r.error_message());
+    let r = send(&h.app, req("[::1]:8181", None)).await;
+    assert_eq!(r.status, 200, "{}", r.error_message());
+
+    // With a key, any name may be served; the key is what is checked.
+    let h = harness(Opts {
+        api_key: Some("k".into()),
+        ..Opts::default()
+    })
+    .await;
+    let r = send(&h.app, req("anectx.internal:8181", None)).await;
+    assert_eq!(r.status, 401, "{}", r.error_message());
+}
