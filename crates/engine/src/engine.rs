@@ -188,6 +188,30 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Longest query, in characters, that the engine answers: longer ones are a
+/// [`EngineError::QueryTooLong`] (HTTP 422 from the server).
+pub const MAX_QUERY_CHARS: usize = 4096;
+
+/// Refuses empty queries and queries over [`MAX_QUERY_CHARS`] characters.
+fn check_query(query: &str) -> Result<()> {
+    if query.trim().is_empty() {
+        return Err(EngineError::Invalid(
+            "the query is empty: ask a question or give some keywords".into(),
+        ));
+    }
+    // Bytes bound characters from above: count only when it can matter.
+    if query.len() > MAX_QUERY_CHARS {
+        let chars = query.chars().count();
+        if chars > MAX_QUERY_CHARS {
+            return Err(EngineError::QueryTooLong {
+                chars,
+                max: MAX_QUERY_CHARS,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -358,11 +382,7 @@ impl Engine {
         k_dense: usize,
         opts: &ContextOptions,
     ) -> Result<(Vec<(u64, f32)>, Vec<(u64, f32)>, Timings)> {
-        if query.trim().is_empty() {
-            return Err(EngineError::Invalid(
-                "the query is empty: ask a question or give some keywords".into(),
-            ));
-        }
+        check_query(query)?;
         let mut t = Timings::default();
         let owned;
         let qv = match query_vec {

@@ -26,7 +26,7 @@ pub use chunk::ChunkConfig;
 pub use embed::{ModelEmbedder, TextEmbedder};
 pub use engine::{
     ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, PoolCandidate, RetrievalMode,
-    Timings,
+    Timings, MAX_QUERY_CHARS,
 };
 pub use error::EngineError;
 pub use ingest::{index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress};
