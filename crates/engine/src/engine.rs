@@ -563,10 +563,21 @@ impl Engine {
             .into_iter()
             .filter(|&i| rel[i] >= opts.min_relevance)
             .collect();
+        // Sources are shown relative to the indexed roots.
+        let roots: Vec<std::path::PathBuf> = match self.store.db.meta(crate::source::ROOTS_KEY)? {
+            Some(s) => serde_json::from_str::<Vec<String>>(&s)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            None => Vec::new(),
+        };
         let header = |c: &Candidate| {
             format!(
                 "[00] {}:{}-{}",
-                c.chunk.path, c.chunk.line_start, c.chunk.line_end
+                crate::source::display_path(&c.chunk.path, &roots),
+                c.chunk.line_start,
+                c.chunk.line_end
             )
         };
         let costs: Vec<usize> = eligible
@@ -641,11 +652,14 @@ impl Engine {
                 .chunk
                 .heading
                 .as_deref()
-                .map(|h| format!(" ({h})"))
+                .map(|h| format!(" ({})", crate::source::one_line(h)))
                 .unwrap_or_default();
             text.push_str(&format!(
                 "[{marker}] {}:{}-{}{head}\n{}\n\n",
-                c.chunk.path, c.chunk.line_start, c.chunk.line_end, c.chunk.text
+                crate::source::display_path(&c.chunk.path, &roots),
+                c.chunk.line_start,
+                c.chunk.line_end,
+                crate::source::neutralize_markers(&c.chunk.text)
             ));
             chunks.push(ContextChunk {
                 marker,

@@ -275,6 +275,28 @@ fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> 
     })
 }
 
+/// Adds `roots` to the store's list of indexed roots (what context paths
+/// are shown relative to).
+fn record_roots(store: &Store, roots: &[PathBuf]) -> Result<()> {
+    let mut all: Vec<String> = match store.db.meta(crate::source::ROOTS_KEY)? {
+        Some(s) => serde_json::from_str(&s).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let before = all.len();
+    for r in roots {
+        let r = r.to_string_lossy().into_owned();
+        if !all.contains(&r) {
+            all.push(r);
+        }
+    }
+    if all.len() != before {
+        let s = serde_json::to_string(&all)
+            .map_err(|e| EngineError::Invalid(format!("indexed roots: {e}")))?;
+        store.db.set_meta(crate::source::ROOTS_KEY, &s)?;
+    }
+    Ok(())
+}
+
 /// Why the walk must not take `e` (a symbolic link), or `None` to take it.
 /// Without `follow`, no link is taken; with it, a link is taken only when
 /// its canonicalized target lies inside one of `roots` (canonical too).
@@ -440,6 +462,7 @@ pub fn index_paths(
     }
     files.sort();
     files.dedup();
+    record_roots(store, &canon_roots)?;
     // Entries the walk could not enter (loops, unreadable directories) were
     // counted as skipped; count them as seen too, so that
     // seen = indexed + unchanged + skipped.

@@ -20,6 +20,7 @@ pub mod extract;
 pub mod ingest;
 pub mod relevance;
 pub mod select;
+pub mod source;
 
 pub use anectx_store::{Bm25Params, Store};
 pub use chunk::ChunkConfig;
