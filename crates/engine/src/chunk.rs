@@ -69,6 +69,27 @@ pub fn count_tokens(text: &str) -> usize {
     pretokens(text, 0).len()
 }
 
+/// Longest heading path, in characters, recorded with a chunk (and longest
+/// title kept per heading level): a 1 MB heading line must not be copied
+/// into every chunk of its section. Longer ones end in `…`.
+pub const MAX_HEADING_CHARS: usize = 200;
+
+/// `s` cut to at most `max` characters, ending in `…` when cut.
+fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some(_) => {
+            let keep = s
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(0, |(i, _)| i);
+            let mut t = s[..keep].to_string();
+            t.push('…');
+            t
+        }
+    }
+}
+
 /// Splits Markdown into `(byte_start, byte_end, heading path)` sections.
 fn markdown_sections(text: &str) -> Vec<(usize, usize, Option<String>)> {
     let mut sections = Vec::new();
@@ -91,16 +112,18 @@ fn markdown_sections(text: &str) -> Vec<(usize, usize, Option<String>)> {
             if pos > start {
                 sections.push((start, pos, heading.clone()));
             }
-            let title = t[level..].trim().trim_end_matches('#').trim().to_string();
+            let title = truncate_chars(
+                t[level..].trim().trim_end_matches('#').trim(),
+                MAX_HEADING_CHARS,
+            );
             stack.retain(|(l, _)| *l < level);
             stack.push((level, title));
-            heading = Some(
-                stack
-                    .iter()
-                    .map(|(_, t)| t.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" > "),
-            );
+            let path = stack
+                .iter()
+                .map(|(_, t)| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" > ");
+            heading = Some(truncate_chars(&path, MAX_HEADING_CHARS));
             start = pos;
         }
         pos += line.len();
@@ -206,6 +229,31 @@ mod tests {
         assert!(chunks[1].text.contains("# not a heading"));
         assert_eq!(chunks[2].line_start, 7);
         assert_eq!(chunks[3].line_end, 10);
+    }
+
+    #[test]
+    fn a_huge_heading_is_capped_in_every_chunk() {
+        // A 1 MB heading line (multi-byte characters, so the cut must fall
+        // on a character boundary), then a body of several chunks.
+        let big = "é".repeat(1 << 19);
+        let body: String = (0..2000).map(|i| format!("w{i} ")).collect();
+        let md = format!("# {big}\n{body}\n## Sub\nsub text\n");
+        let chunks = chunk_text(&md, DocKind::Markdown, ChunkConfig::default());
+        assert!(chunks.len() > 10, "{}", chunks.len());
+        for c in &chunks {
+            let h = c.heading.as_deref().unwrap();
+            assert!(h.chars().count() <= MAX_HEADING_CHARS, "{}", h.len());
+            assert!(h.starts_with("éé"), "{h}");
+        }
+        assert!(chunks
+            .last()
+            .unwrap()
+            .heading
+            .as_deref()
+            .unwrap()
+            .ends_with('…'));
+        assert_eq!(truncate_chars("abc", 3), "abc");
+        assert_eq!(truncate_chars("abcd", 3), "ab…");
     }
 
     #[test]

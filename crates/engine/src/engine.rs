@@ -225,6 +225,30 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Longest query, in characters, that the engine answers: longer ones are a
+/// [`EngineError::QueryTooLong`] (HTTP 422 from the server).
+pub const MAX_QUERY_CHARS: usize = 4096;
+
+/// Refuses empty queries and queries over [`MAX_QUERY_CHARS`] characters.
+fn check_query(query: &str) -> Result<()> {
+    if query.trim().is_empty() {
+        return Err(EngineError::Invalid(
+            "the query is empty: ask a question or give some keywords".into(),
+        ));
+    }
+    // Bytes bound characters from above: count only when it can matter.
+    if query.len() > MAX_QUERY_CHARS {
+        let chars = query.chars().count();
+        if chars > MAX_QUERY_CHARS {
+            return Err(EngineError::QueryTooLong {
+                chars,
+                max: MAX_QUERY_CHARS,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -545,11 +569,7 @@ impl Engine {
         k_dense: usize,
         opts: &ContextOptions,
     ) -> Result<(Vec<(u64, f32)>, Vec<(u64, f32)>, Option<Vec<f32>>, Timings)> {
-        if query.trim().is_empty() {
-            return Err(EngineError::Invalid(
-                "the query is empty: ask a question or give some keywords".into(),
-            ));
-        }
+        check_query(query)?;
         let mut t = Timings::default();
         let qv_owned = match query_vec {
             Some(q) => Some(q.to_vec()),
@@ -747,10 +767,21 @@ impl Engine {
             .into_iter()
             .filter(|&i| rel[i] >= opts.min_relevance)
             .collect();
+        // Sources are shown relative to the indexed roots.
+        let roots: Vec<std::path::PathBuf> = match self.store.db.meta(crate::source::ROOTS_KEY)? {
+            Some(s) => serde_json::from_str::<Vec<String>>(&s)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            None => Vec::new(),
+        };
         let header = |c: &Candidate| {
             format!(
                 "[00] {}:{}-{}",
-                c.chunk.path, c.chunk.line_start, c.chunk.line_end
+                crate::source::display_path(&c.chunk.path, &roots),
+                c.chunk.line_start,
+                c.chunk.line_end
             )
         };
         let costs: Vec<usize> = eligible
@@ -825,11 +856,14 @@ impl Engine {
                 .chunk
                 .heading
                 .as_deref()
-                .map(|h| format!(" ({h})"))
+                .map(|h| format!(" ({})", crate::source::one_line(h)))
                 .unwrap_or_default();
             text.push_str(&format!(
                 "[{marker}] {}:{}-{}{head}\n{}\n\n",
-                c.chunk.path, c.chunk.line_start, c.chunk.line_end, c.chunk.text
+                crate::source::display_path(&c.chunk.path, &roots),
+                c.chunk.line_start,
+                c.chunk.line_end,
+                crate::source::neutralize_markers(&c.chunk.text)
             ));
             chunks.push(ContextChunk {
                 marker,

@@ -34,6 +34,11 @@ pub enum EngineError {
     Relevance { version: String, message: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "the query is {chars} characters long, more than the {max} allowed: ask a shorter \
+         question"
+    )]
+    QueryTooLong { chars: usize, max: usize },
 }
 
 impl EngineError {

@@ -237,6 +237,10 @@ const BLOCK_TAGS: &[&str] = &[
     "figcaption",
 ];
 
+/// How far past a `&` the closing `;` of an entity is looked for (`&#x10FFFF;`
+/// is the longest entity decoded).
+const MAX_ENTITY_SCAN: usize = 11;
+
 /// Converts HTML to plain text: drops `script`, `style`, comments and tags,
 /// turns block elements into line breaks and decodes common entities.
 pub fn html_to_text(html: &str) -> String {
@@ -250,8 +254,12 @@ pub fn html_to_text(html: &str) -> String {
                 i = lower[i..].find("-->").map_or(b.len(), |j| i + j + 3);
                 continue;
             }
-            let end = lower[i..].find('>').map_or(b.len(), |j| i + j + 1);
-            let tag = &lower[i + 1..end.saturating_sub(1).max(i + 1)];
+            // `tag` ends before the `>`, or at the end of the text when
+            // there is none (never inside a character: `<é` at the end).
+            let (tag_end, end) = lower[i..]
+                .find('>')
+                .map_or((b.len(), b.len()), |j| (i + j, i + j + 1));
+            let tag = &lower[i + 1..tag_end];
             let name: String = tag
                 .trim_start_matches('/')
                 .chars()
@@ -270,7 +278,10 @@ pub fn html_to_text(html: &str) -> String {
             }
             i = end;
         } else if b[i] == b'&' {
-            let semi = html[i..].find(';').filter(|&j| j <= 10);
+            // Look for the `;` in the next few bytes only: scanning the whole
+            // rest of the text for every `&` is quadratic (4 MB of `&`).
+            let window = &b[i..b.len().min(i + MAX_ENTITY_SCAN)];
+            let semi = window.iter().position(|&c| c == b';');
             let decoded = semi.and_then(|j| decode_entity(&html[i + 1..i + j]));
             match (semi, decoded) {
                 (Some(j), Some(c)) => {
@@ -340,6 +351,24 @@ mod tests {
         assert!(t.contains("A b AB &bogus; x"), "{t}");
         assert!(!t.contains("var x"), "{t}");
         assert!(!t.contains("p{}"), "{t}");
+    }
+
+    #[test]
+    fn html_ending_inside_a_tag_with_a_multibyte_char_does_not_panic() {
+        assert_eq!(html_to_text("x <é"), "x");
+        assert_eq!(html_to_text("<é"), "");
+        assert_eq!(html_to_text("a <p>b <é"), "a\nb");
+        assert_eq!(html_to_text("a &é"), "a &é");
+    }
+
+    #[test]
+    fn entity_scanning_is_linear() {
+        // Quadratic scanning (each `&` searching the rest of the text for a
+        // `;`) takes minutes on this; linear scanning, milliseconds.
+        let amps = "&".repeat(4 << 20);
+        assert_eq!(html_to_text(&amps).len(), 4 << 20);
+        // Entities still decode next to runs of `&`.
+        assert_eq!(html_to_text("&&amp;&#65;&;&"), "&&A&;&");
     }
 
     #[test]

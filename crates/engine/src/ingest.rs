@@ -25,6 +25,15 @@ pub struct IndexOptions {
     pub max_file_bytes: u64,
     /// Texts per embedding call.
     pub embed_batch: usize,
+    /// Most text bytes per embedding call (a batch closes at `embed_batch`
+    /// texts or at this many bytes, whichever comes first).
+    pub embed_batch_bytes: usize,
+    /// Most file bytes read (and held in memory) per read batch; a batch
+    /// also closes at 256 files.
+    pub read_batch_bytes: u64,
+    /// Follow symbolic links whose target (canonicalized) stays inside one
+    /// of the indexed roots. Off: links are skipped with a note.
+    pub follow_links: bool,
 }
 
 impl Default for IndexOptions {
@@ -33,6 +42,9 @@ impl Default for IndexOptions {
             chunk: ChunkConfig::default(),
             max_file_bytes: 32 << 20,
             embed_batch: 32,
+            embed_batch_bytes: 1 << 20,
+            read_batch_bytes: 64 << 20,
+            follow_links: false,
         }
     }
 }
@@ -151,20 +163,67 @@ fn gunzip(bytes: &[u8], max: u64) -> std::result::Result<Vec<u8>, String> {
     Ok(out)
 }
 
-fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> FileOutcome {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(e) => return FileOutcome::Unreadable(format!("cannot read: {e}")),
-    };
-    if meta.len() > max {
-        return FileOutcome::Skipped(format!(
-            "{} MB exceeds the {} MB file limit (--max-file-mb)",
-            meta.len() >> 20,
-            max >> 20
-        ));
+/// Reads at most `max + 1` bytes of `path`: `Ok(Err(size))` when the file
+/// holds more than `max` bytes (at open time, or after growing while read).
+fn read_bounded(path: &Path, max: u64) -> std::io::Result<std::result::Result<Vec<u8>, u64>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    if len > max {
+        return Ok(Err(len));
     }
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    let mut bytes = Vec::with_capacity(len as usize);
+    f.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Ok(Err(bytes.len() as u64));
+    }
+    Ok(Ok(bytes))
+}
+
+/// Reads one file, catching a panic anywhere in reading, decoding or
+/// chunking: the file is skipped with a note (any old version is kept) and
+/// the run goes on.
+fn read_file_caught(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> FileOutcome {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_file(path, max, chunk, known)
+    }))
+    .unwrap_or_else(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        FileOutcome::Unreadable(format!("the reader panicked ({msg}); please report it"))
+    })
+}
+
+/// A file name that makes the reader panic, to test that a panic in one
+/// file is caught (unit tests only).
+#[cfg(test)]
+const PANIC_FILE: &str = "anectx-test-panic.txt";
+
+/// Panics on [`PANIC_FILE`] (unit tests only).
+#[cfg(test)]
+fn test_failpoint(path: &Path) {
+    if path.file_name().is_some_and(|n| n == PANIC_FILE) {
+        panic!("deliberate test panic");
+    }
+}
+
+#[cfg(not(test))]
+fn test_failpoint(_path: &Path) {}
+
+fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> FileOutcome {
+    test_failpoint(path);
+    let bytes = match read_bounded(path, max) {
+        Ok(Ok(b)) => b,
+        Ok(Err(len)) => {
+            return FileOutcome::Skipped(format!(
+                "{} MB exceeds the {} MB file limit (--max-file-mb)",
+                len >> 20,
+                max >> 20
+            ))
+        }
         Err(e) => return FileOutcome::Unreadable(format!("cannot read: {e}")),
     };
     let hash = blake3::hash(&bytes).to_hex().to_string();
@@ -217,6 +276,95 @@ fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> 
     })
 }
 
+/// Adds `roots` to the store's list of indexed roots (what context paths
+/// are shown relative to).
+fn record_roots(store: &Store, roots: &[PathBuf]) -> Result<()> {
+    let mut all: Vec<String> = match store.db.meta(crate::source::ROOTS_KEY)? {
+        Some(s) => serde_json::from_str(&s).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let before = all.len();
+    for r in roots {
+        let r = r.to_string_lossy().into_owned();
+        if !all.contains(&r) {
+            all.push(r);
+        }
+    }
+    if all.len() != before {
+        let s = serde_json::to_string(&all)
+            .map_err(|e| EngineError::Invalid(format!("indexed roots: {e}")))?;
+        store.db.set_meta(crate::source::ROOTS_KEY, &s)?;
+    }
+    Ok(())
+}
+
+/// Why the walk must not take `e` (a symbolic link), or `None` to take it.
+/// Without `follow`, no link is taken; with it, a link is taken only when
+/// its canonicalized target lies inside one of `roots` (canonical too).
+fn link_verdict(e: &ignore::DirEntry, follow: bool, roots: &[PathBuf]) -> Option<String> {
+    if !e.path_is_symlink() {
+        return None;
+    }
+    if !follow {
+        return Some(
+            "symbolic link not followed (--follow-links follows links inside the indexed folders)"
+                .into(),
+        );
+    }
+    match std::fs::canonicalize(e.path()) {
+        Ok(t) if roots.iter().any(|r| t.starts_with(r)) => None,
+        Ok(t) => Some(format!(
+            "symbolic link to {}, outside the indexed folders",
+            t.display()
+        )),
+        Err(err) => Some(format!("broken symbolic link: {err}")),
+    }
+}
+
+/// Splits `files` into batches of at most `max_files` files and about
+/// `max_bytes` bytes (a batch holds at least one file), so that reading a
+/// batch in parallel holds a bounded amount of file data in memory.
+fn byte_batches(files: &[PathBuf], max_bytes: u64, max_files: usize) -> Vec<&[PathBuf]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, p) in files.iter().enumerate() {
+        let len = std::fs::metadata(p).map_or(0, |m| m.len());
+        if i > start && (bytes.saturating_add(len) > max_bytes || i - start >= max_files) {
+            out.push(&files[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(len);
+    }
+    if start < files.len() {
+        out.push(&files[start..]);
+    }
+    out
+}
+
+/// Splits a window of texts into embedding batches of at most `max_texts`
+/// texts and about `max_bytes` bytes (a batch holds at least one text).
+fn embed_batches<T>(
+    items: &[T],
+    len: impl Fn(&T) -> usize,
+    max_texts: usize,
+    max_bytes: usize,
+) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, it) in items.iter().enumerate() {
+        let n = len(it);
+        if i > start && (bytes.saturating_add(n) > max_bytes || i - start >= max_texts) {
+            out.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(n);
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
 fn write_prepared(store: &Store, docs: &[Prepared]) -> Result<u64> {
     Ok(store.db.transaction(|tx| {
         let mut n = 0;
@@ -251,19 +399,44 @@ pub fn index_paths(
     // 1. Walk.
     progress.stage("scanning", None);
     let mut files: Vec<PathBuf> = Vec::new();
-    let mut canon_roots = Vec::new();
-    for root in roots {
-        let root = std::fs::canonicalize(root)
-            .map_err(|e| EngineError::path(root, format!("cannot index: {e}")))?;
-        let walk = ignore::WalkBuilder::new(&root)
-            .follow_links(true)
+    let canon_roots = roots
+        .iter()
+        .map(|root| {
+            std::fs::canonicalize(root)
+                .map_err(|e| EngineError::path(root, format!("cannot index: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // Links the walk did not take, with why (the filter runs inside the walk).
+    let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(PathBuf, String)>::new()));
+    for root in &canon_roots {
+        let walk = ignore::WalkBuilder::new(root)
+            .follow_links(opts.follow_links)
             .require_git(false)
+            .filter_entry({
+                let links = links.clone();
+                let roots = canon_roots.clone();
+                let follow = opts.follow_links;
+                move |e| match link_verdict(e, follow, &roots) {
+                    None => true,
+                    Some(why) => {
+                        links
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((e.path().to_path_buf(), why));
+                        false
+                    }
+                }
+            })
             .build();
         for entry in walk {
             match entry {
                 Ok(e) => {
                     if e.file_type().is_some_and(|t| t.is_file()) {
-                        let p = e.into_path();
+                        let mut p = e.into_path();
+                        if opts.follow_links {
+                            // One key per file, however many links lead to it.
+                            p = std::fs::canonicalize(&p).unwrap_or(p);
+                        }
                         if !p.starts_with(&store_dir) {
                             files.push(p);
                         }
@@ -282,10 +455,15 @@ pub fn index_paths(
                 }
             }
         }
-        canon_roots.push(root);
+    }
+    let links = std::mem::take(&mut *links.lock().unwrap_or_else(|p| p.into_inner()));
+    for (path, why) in links {
+        report.files_skipped += 1;
+        note(&mut report, format!("skipped {}: {why}", path.display()));
     }
     files.sort();
     files.dedup();
+    record_roots(store, &canon_roots)?;
     // Entries the walk could not enter (loops, unreadable directories) were
     // counted as skipped; count them as seen too, so that
     // seen = indexed + unchanged + skipped.
@@ -300,12 +478,12 @@ pub fn index_paths(
         .collect();
     let mut keep: HashSet<String> = HashSet::new();
     progress.stage("reading", Some(files.len() as u64));
-    for batch in files.chunks(256) {
+    for batch in byte_batches(&files, opts.read_batch_bytes, 256) {
         let outcomes: Vec<(&PathBuf, FileOutcome)> = batch
             .par_iter()
             .map(|p| {
                 let key = p.to_string_lossy();
-                let o = read_file(
+                let o = read_file_caught(
                     p,
                     opts.max_file_bytes,
                     opts.chunk,
@@ -479,7 +657,12 @@ fn finish_pending(
                 let Some(last) = window.last() else { break };
                 after = last.0;
                 window.sort_by_key(|c| c.1.len());
-                for b in window.chunks(batch_size) {
+                for b in embed_batches(
+                    &window,
+                    |c| c.1.len(),
+                    batch_size,
+                    opts.embed_batch_bytes.max(1),
+                ) {
                     let texts: Vec<&str> = b.iter().map(|c| c.1.as_str()).collect();
                     let vecs = e.embed(&texts)?;
                     let ids: Vec<u64> = b.iter().map(|c| c.0).collect();
@@ -497,4 +680,77 @@ fn finish_pending(
     report.chunks_total = store.db.chunk_count()?;
     report.documents_total = store.db.document_count()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_one_file_is_caught_noted_and_skipped() {
+        let root = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("good.txt"), "quokka facts").unwrap();
+        std::fs::write(root.path().join(PANIC_FILE), "anything").unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let r = index_paths(
+            &store,
+            None,
+            &[root.path().to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(r.files_indexed, 1, "{r:?}");
+        assert_eq!(r.files_skipped, 1, "{r:?}");
+        assert_eq!(
+            r.files_seen,
+            r.files_indexed + r.files_unchanged + r.files_skipped
+        );
+        let notes = r.notes.join("\n");
+        assert!(
+            notes.contains(PANIC_FILE) && notes.contains("deliberate test panic"),
+            "{notes}"
+        );
+        assert_eq!(store.db.document_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn batches_are_bounded_by_bytes_and_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..10)
+            .map(|i| {
+                let p = dir.path().join(format!("{i}.txt"));
+                std::fs::write(&p, vec![b'a'; 100]).unwrap();
+                p
+            })
+            .collect();
+        let sizes: Vec<usize> = byte_batches(&files, 250, 256)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, vec![2, 2, 2, 2, 2]);
+        let sizes: Vec<usize> = byte_batches(&files, 1 << 20, 3)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, vec![3, 3, 3, 1]);
+        // A file larger than the byte cap is a batch of its own.
+        let sizes: Vec<usize> = byte_batches(&files, 10, 256)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, vec![1; 10]);
+        let texts = ["aaaa", "bb", "cccccc", "d"];
+        let b: Vec<usize> = embed_batches(&texts, |t| t.len(), 32, 6)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(b, vec![2, 1, 1]);
+        let b: Vec<usize> = embed_batches(&texts, |t| t.len(), 2, 1 << 20)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(b, vec![2, 2]);
+    }
 }

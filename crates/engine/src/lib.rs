@@ -21,13 +21,14 @@ pub mod ingest;
 pub mod memory;
 pub mod relevance;
 pub mod select;
+pub mod source;
 
 pub use anectx_store::{Bm25Params, Store};
 pub use chunk::ChunkConfig;
 pub use embed::{ModelEmbedder, ModelIdentity, TextEmbedder};
 pub use engine::{
     ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, PoolCandidate, RetrievalMode,
-    Timings, LAST_INDEX_META,
+    Timings, LAST_INDEX_META, MAX_QUERY_CHARS,
 };
 pub use error::EngineError;
 pub use ingest::{index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress};

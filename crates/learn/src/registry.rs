@@ -9,10 +9,18 @@
 //! <registry>/history.jsonl                      every promotion and rollback
 //! ```
 //!
-//! `CURRENT` is replaced atomically (write + rename), so a server polling
-//! [`Registry::stamp`] sees either the old or the new version. A version is
-//! checked (checksum, shapes, finite weights) before it is promoted, and
-//! again when a server loads it; a version that fails is refused.
+//! `CURRENT` is replaced atomically (a uniquely named temporary file,
+//! fsynced, renamed over it, then the directory fsynced), so a server
+//! polling [`Registry::stamp`] sees either the old or the new version, and
+//! a crash leaves one of them. A version is checked (checksum, shapes,
+//! finite weights) before it is promoted, and again when a server loads it;
+//! a version that fails is refused. An empty or unreadable `CURRENT` is an
+//! error, never a silent fallback to the built-in model.
+//!
+//! Version names are checked everywhere a name comes in (add, load,
+//! promote, rollback, `CURRENT`, the history): 1 to 128 of `A-Z a-z 0-9 . _
+//! -`, not starting with `.`, so no name can leave `versions/`. On Unix the
+//! registry's directories are 0700 and its files 0600.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -88,19 +96,91 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| LearnError::io(&tmp, e))?;
-    if let Ok(f) = std::fs::File::open(&tmp) {
-        let _ = f.sync_all();
+/// Longest version name.
+pub const MAX_VERSION_LEN: usize = 128;
+
+/// Checks a version name: 1 to [`MAX_VERSION_LEN`] ASCII letters, digits,
+/// `.`, `_` or `-`, not starting with `.` (so not `.`, `..` or hidden), and
+/// thus never a path (no `/`, `\\`, drive or root).
+pub fn validate_version(version: &str) -> Result<()> {
+    let ok = !version.is_empty()
+        && version.len() <= MAX_VERSION_LEN
+        && !version.starts_with('.')
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LearnError::Registry(format!(
+            "bad version name {version:?}: use 1 to {MAX_VERSION_LEN} letters, digits, `.`, `_` \
+             or `-`, not starting with `.`"
+        )))
     }
-    std::fs::rename(&tmp, path).map_err(|e| LearnError::io(path, e))
+}
+
+/// Fsyncs a directory so that a rename or removal in it is durable
+/// (a no-op where directories cannot be opened, as on Windows).
+fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let d = std::fs::File::open(dir).map_err(|e| LearnError::io(dir, e))?;
+        d.sync_all().map_err(|e| LearnError::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// A temporary name beside `path` that no other writer uses: process id,
+/// a per-process counter and the time.
+fn temp_path(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    path.with_file_name(format!(
+        ".{name}.{}.{}.{nanos}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Writes `bytes` to `path` atomically: a new uniquely named file (0600 on
+/// Unix), fsynced, renamed over `path`, then the directory fsynced. Every
+/// error is returned; the temporary file is removed on failure.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = temp_path(path);
+    let write = || -> Result<()> {
+        let mut f = anectx_store::private::private_file_options()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| LearnError::io(&tmp, e))?;
+        f.write_all(bytes).map_err(|e| LearnError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| LearnError::io(&tmp, e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| LearnError::io(path, e))
+    };
+    if let Err(e) = write() {
+        // Best effort: the write already failed, and that error is returned.
+        std::fs::remove_file(&tmp).ok();
+        return Err(e);
+    }
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 impl Registry {
     /// Opens (creating when missing) a registry directory.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir.join("versions")).map_err(|e| LearnError::io(dir, e))?;
+        anectx_store::private::create_private_dir(dir)?;
+        anectx_store::private::create_private_dir(&dir.join("versions"))?;
         Ok(Self {
             dir: dir.to_path_buf(),
         })
@@ -116,7 +196,12 @@ impl Registry {
 
     /// A new, unused version name for a model trained on `data_hash`.
     pub fn new_version_name(&self, data_hash: &str) -> String {
-        let base = format!("rel-{}-{}", now_ms(), &data_hash[..data_hash.len().min(8)]);
+        let tag: String = data_hash
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(8)
+            .collect();
+        let base = format!("rel-{}-{tag}", now_ms());
         let mut name = base.clone();
         let mut n = 1;
         while self.version_dir(&name).exists() {
@@ -134,11 +219,7 @@ impl Registry {
         metrics: serde_json::Value,
     ) -> Result<Manifest> {
         let version = model.file().version.clone();
-        if version.is_empty() || version.contains(['/', '\\']) || version.starts_with('.') {
-            return Err(LearnError::Registry(format!(
-                "bad version name {version:?}"
-            )));
-        }
+        validate_version(&version)?;
         let dir = self.version_dir(&version);
         if dir.exists() {
             return Err(LearnError::Registry(format!(
@@ -146,7 +227,7 @@ impl Registry {
                 self.dir.display()
             )));
         }
-        std::fs::create_dir_all(&dir).map_err(|e| LearnError::io(&dir, e))?;
+        anectx_store::private::create_private_dir(&dir)?;
         let bytes = serde_json::to_vec_pretty(model.file())
             .map_err(|e| LearnError::Invalid(e.to_string()))?;
         write_atomic(&dir.join(MODEL), &bytes)?;
@@ -182,16 +263,20 @@ impl Registry {
             coreml: Some(COREML_PACKAGE.into()),
             adapter_blake3,
         };
+        // The adapter and the Core ML package are written by other code.
+        anectx_store::private::tighten(&dir)?;
         self.write_manifest(&manifest)?;
         Ok(manifest)
     }
 
     pub fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        validate_version(&m.version)?;
         let bytes = serde_json::to_vec_pretty(m).map_err(|e| LearnError::Invalid(e.to_string()))?;
         write_atomic(&self.version_dir(&m.version).join(MANIFEST), &bytes)
     }
 
     pub fn manifest(&self, version: &str) -> Result<Manifest> {
+        validate_version(version)?;
         let path = self.version_dir(version).join(MANIFEST);
         let bytes = std::fs::read(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -230,11 +315,25 @@ impl Registry {
     /// The current version (`None`: the built-in fusion model serves).
     pub fn current(&self) -> Result<Option<String>> {
         let path = self.dir.join(CURRENT);
-        match std::fs::read_to_string(&path) {
-            Ok(s) => Ok(Some(s.trim().to_string()).filter(|s| !s.is_empty())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LearnError::io(&path, e)),
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(LearnError::io(&path, e)),
+        };
+        let corrupt = |why: &str| {
+            LearnError::Registry(format!(
+                "{} is {why}; it should name one version (or be absent for the built-in \
+                 model): promote a version again, or delete the file",
+                path.display()
+            ))
+        };
+        let text = std::str::from_utf8(&bytes).map_err(|_| corrupt("not text"))?;
+        let v = text.trim();
+        if v.is_empty() {
+            return Err(corrupt("empty"));
         }
+        validate_version(v).map_err(|e| corrupt(&format!("corrupt ({e})")))?;
+        Ok(Some(v.to_string()))
     }
 
     /// Changes whenever the current version changes (servers poll it).
@@ -244,6 +343,7 @@ impl Registry {
 
     /// Loads and checks one version.
     pub fn load(&self, version: &str) -> Result<FeatureModel> {
+        validate_version(version)?;
         let m = self.manifest(version)?;
         let path = self.version_dir(version).join(MODEL);
         let bytes = std::fs::read(&path).map_err(|e| LearnError::io(&path, e))?;
@@ -287,6 +387,7 @@ impl Registry {
 
     /// Makes `version` current after checking that it loads.
     pub fn promote(&self, version: &str) -> Result<()> {
+        validate_version(version)?;
         self.load(version)?;
         let from = self.current()?;
         write_atomic(&self.dir.join(CURRENT), version.as_bytes())?;
@@ -311,12 +412,14 @@ impl Registry {
             .and_then(|h| h.from.clone());
         match &prev {
             Some(p) => {
+                validate_version(p)?;
                 self.load(p)?;
                 write_atomic(&self.dir.join(CURRENT), p.as_bytes())?;
             }
             None => {
                 let path = self.dir.join(CURRENT);
                 std::fs::remove_file(&path).map_err(|e| LearnError::io(&path, e))?;
+                sync_dir(&self.dir)?;
             }
         }
         self.append_history("rollback", cur, prev.clone())?;
@@ -345,7 +448,7 @@ impl Registry {
             from,
             to,
         };
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = anectx_store::private::private_file_options()
             .create(true)
             .append(true)
             .open(&path)
@@ -353,5 +456,170 @@ impl Registry {
         let line = serde_json::to_string(&entry).map_err(|e| LearnError::Invalid(e.to_string()))?;
         writeln!(f, "{line}").map_err(|e| LearnError::io(&path, e))?;
         f.sync_all().map_err(|e| LearnError::io(&path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::{FEATURE_NAMES, N_FEATURES};
+    use crate::model::{FeatureModelFile, FORMAT};
+
+    fn tiny(version: &str) -> FeatureModel {
+        FeatureModel::from_file(FeatureModelFile {
+            format: FORMAT.into(),
+            version: version.into(),
+            feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+            mean: vec![0.0; N_FEATURES],
+            std: vec![1.0; N_FEATURES],
+            w1: vec![0.1; 2 * N_FEATURES],
+            b1: vec![0.0; 2],
+            w2: vec![1.0; 2],
+            skip: vec![0.5; N_FEATURES],
+            adapter: false,
+        })
+        .unwrap()
+    }
+
+    const BAD: &[&str] = &[
+        "",
+        ".",
+        "..",
+        "../x",
+        "../../etc",
+        "a/b",
+        "a\\b",
+        "/abs",
+        "/tmp/evil",
+        "C:evil",
+        ".hidden",
+        "a b",
+        "é",
+        "a\n",
+    ];
+
+    #[test]
+    fn bad_version_names_are_refused_everywhere() {
+        let t = tempfile::tempdir().unwrap();
+        let reg = Registry::open(&t.path().join("reg")).unwrap();
+        // A version directory outside `versions/` that a `..` name would reach.
+        let outside = Registry::open(&t.path().join("other")).unwrap();
+        outside
+            .add(&tiny("v1"), "h", serde_json::Value::Null)
+            .unwrap();
+        let escape = "../../other/versions/v1";
+        assert!(reg.load(escape).is_err());
+        assert!(reg.promote(escape).is_err());
+        assert!(!reg.dir().join(CURRENT).exists());
+        for bad in BAD.iter().chain([&escape]) {
+            let e = reg
+                .add(&tiny(bad), "h", serde_json::Value::Null)
+                .unwrap_err();
+            assert!(e.to_string().contains("bad version name"), "{bad:?}: {e}");
+            let e = reg.load(bad).unwrap_err();
+            assert!(e.to_string().contains("bad version name"), "{bad:?}: {e}");
+            let e = reg.promote(bad).unwrap_err();
+            assert!(e.to_string().contains("bad version name"), "{bad:?}: {e}");
+            let e = reg.manifest(bad).unwrap_err();
+            assert!(e.to_string().contains("bad version name"), "{bad:?}: {e}");
+        }
+        let long = "v".repeat(MAX_VERSION_LEN + 1);
+        assert!(validate_version(&long).is_err());
+        for good in ["v1", "rel-1764000000000-1a2b3c4d", "a.b_c-D"] {
+            validate_version(good).unwrap();
+        }
+        // Only `v1` of the other registry exists, and nothing was written here.
+        assert_eq!(
+            std::fs::read_dir(reg.dir().join("versions"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn rollback_refuses_a_forged_history_entry() {
+        let t = tempfile::tempdir().unwrap();
+        let reg = Registry::open(t.path()).unwrap();
+        reg.add(&tiny("v1"), "h", serde_json::Value::Null).unwrap();
+        reg.promote("v1").unwrap();
+        // A history line claiming v1 replaced a version outside the registry.
+        let forged = HistoryEntry {
+            ts_ms: 1,
+            action: "promote".into(),
+            from: Some("../../../tmp/evil".into()),
+            to: Some("v1".into()),
+        };
+        let mut h = std::fs::read_to_string(t.path().join(HISTORY)).unwrap();
+        h.push_str(&serde_json::to_string(&forged).unwrap());
+        h.push('\n');
+        std::fs::write(t.path().join(HISTORY), h).unwrap();
+        let e = reg.rollback().unwrap_err();
+        assert!(e.to_string().contains("bad version name"), "{e}");
+        assert_eq!(reg.current().unwrap().as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn an_empty_or_corrupt_current_is_an_error() {
+        let t = tempfile::tempdir().unwrap();
+        let reg = Registry::open(t.path()).unwrap();
+        assert_eq!(reg.current().unwrap(), None);
+        assert_eq!(
+            reg.load_current().unwrap().version(),
+            FusionRelevance::default().version()
+        );
+        let cur = t.path().join(CURRENT);
+        for (bytes, why) in [
+            (&b""[..], "is empty"),
+            (b"  \n", "is empty"),
+            (b"../../etc/passwd", "corrupt"),
+            (b"\xff\xfe", "not text"),
+        ] {
+            std::fs::write(&cur, bytes).unwrap();
+            let e = reg.current().unwrap_err().to_string();
+            assert!(e.contains(why), "{bytes:?}: {e}");
+            assert!(reg.stamp().is_err());
+            assert!(reg.load_current().is_err());
+        }
+        // A valid name with a trailing newline (as `echo v1 > CURRENT` writes) reads back.
+        std::fs::write(&cur, "v1\n").unwrap();
+        assert_eq!(reg.current().unwrap().as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn writes_are_atomic_unique_and_propagate_errors() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("CURRENT");
+        // Two temporary names for one target never collide.
+        assert_ne!(temp_path(&target), temp_path(&target));
+        write_atomic(&target, b"v1").unwrap();
+        write_atomic(&target, b"v2").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"v2");
+        // No temporary file is left behind.
+        let names: Vec<String> = std::fs::read_dir(t.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["CURRENT"]);
+        // An unwritable destination is an error, not a silent success.
+        let e = write_atomic(&t.path().join("missing-dir/CURRENT"), b"v1").unwrap_err();
+        assert!(e.to_string().contains("missing-dir"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            let reg = Registry::open(&t.path().join("reg")).unwrap();
+            reg.add(&tiny("v1"), "h", serde_json::Value::Null).unwrap();
+            reg.promote("v1").unwrap();
+            let mut stack = vec![reg.dir().to_path_buf()];
+            while let Some(p) = stack.pop() {
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                assert_eq!(m.permissions().mode() & 0o077, 0, "{}", p.display());
+                if m.is_dir() {
+                    stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                }
+            }
+        }
     }
 }

@@ -63,10 +63,14 @@ impl ContextResult {
         chunks
             .iter()
             .map(|c| {
+                // Chunk text cannot start a line like a source line, and a
+                // source name cannot break its line.
+                let text = anectx_engine::source::neutralize_markers(c.text.trim());
                 if c.source.is_empty() {
-                    format!("[{}]\n{}", c.marker, c.text.trim())
+                    format!("[{}]\n{text}", c.marker)
                 } else {
-                    format!("[{}] ({})\n{}", c.marker, c.source, c.text.trim())
+                    let source = anectx_engine::source::one_line(&c.source);
+                    format!("[{}] ({source})\n{text}", c.marker)
                 }
             })
             .collect::<Vec<_>>()

@@ -139,6 +139,7 @@ impl ContextProvider for EngineContext {
                     ContextError::Overloaded(m[BUSY.len()..].to_string())
                 }
                 EngineError::Backend(BackendError::Input(m)) => ContextError::InvalidQuery(m),
+                e @ EngineError::QueryTooLong { .. } => ContextError::InvalidQuery(e.to_string()),
                 EngineError::Model(anectx_models::ModelError::Input(m)) => {
                     ContextError::InvalidQuery(m)
                 }

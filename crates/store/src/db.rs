@@ -171,7 +171,17 @@ fn now_secs() -> i64 {
 
 impl Db {
     /// Opens the database, enables WAL and applies pending migrations.
+    /// A missing database file is created 0600 on Unix (SQLite gives its
+    /// WAL and shared-memory files the database file's mode).
     pub fn open(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            crate::private::private_file_options()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| StoreError::io(path, e))?;
+        }
         let mut conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;

@@ -8,7 +8,7 @@
 //! lower-case, drop tokens over 40 bytes): no stemming, no stop words.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,7 @@ impl Default for Bm25Params {
 
 /// The tantivy index of chunk texts.
 pub struct LexicalIndex {
+    dir: PathBuf,
     index: Index,
     reader: IndexReader,
     writer: Mutex<Option<IndexWriter>>,
@@ -56,7 +57,7 @@ pub struct LexicalIndex {
 impl LexicalIndex {
     /// Opens or creates the index in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        crate::private::create_private_dir(dir)?;
         let mut sb = Schema::builder();
         let chunk_id = sb.add_u64_field(CHUNK_ID, INDEXED | FAST);
         let text_opts = TextOptions::default().set_indexing_options(
@@ -85,6 +86,7 @@ impl LexicalIndex {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         Ok(Self {
+            dir: dir.to_path_buf(),
             index,
             reader,
             writer: Mutex::new(None),
@@ -156,6 +158,8 @@ impl LexicalIndex {
             w.commit()?;
             Ok(())
         })?;
+        // New segment files get the process umask: make them owner-only.
+        crate::private::tighten(&self.dir)?;
         self.reload()
     }
 

@@ -20,6 +20,7 @@ pub mod db;
 mod error;
 pub mod lexical;
 pub mod log;
+pub mod private;
 pub mod vectors;
 
 use std::path::{Path, PathBuf};
@@ -28,7 +29,10 @@ use std::sync::{Mutex, RwLock};
 pub use db::{ChunkRecord, Db, DocumentRecord, EmbedderInfo, NewChunk, Pending};
 pub use error::StoreError;
 pub use lexical::{Bm25Params, LexicalIndex};
-pub use log::{Durability, Feedback, LogStats, LoggedCandidate, LoggedInteraction, UsageLabelRow};
+pub use log::{
+    Durability, Feedback, LogStats, LoggedCandidate, LoggedInteraction, PruneReport, Retention,
+    UsageLabelRow,
+};
 pub use vectors::{FlatVectors, VectorIndex};
 
 /// Result alias for this crate.
@@ -37,6 +41,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 const DB_FILE: &str = "anectx.sqlite";
 const LEXICAL_DIR: &str = "lexical";
 const VECTORS_FILE: &str = "vectors.f16";
+/// Everything the store keeps in its directory.
+const OWN_FILES: [&str; 6] = [
+    DB_FILE,
+    "anectx.sqlite-wal",
+    "anectx.sqlite-shm",
+    LEXICAL_DIR,
+    VECTORS_FILE,
+    "vectors.f16.tmp",
+];
 
 /// A store directory: SQLite metadata, tantivy postings and vectors.
 pub struct Store {
@@ -55,11 +68,19 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (creating when missing) the store in `dir`.
+    /// Opens (creating when missing) the store in `dir`. On Unix a store
+    /// directory created here is 0700 and every file the store writes 0600;
+    /// the files of a store made by an older version are tightened here
+    /// (not the directory itself, which may be the user's own).
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        private::create_private_dir(dir)?;
+        for name in OWN_FILES {
+            private::tighten(&dir.join(name))?;
+        }
         let db = Db::open(&dir.join(DB_FILE))?;
         let lexical = LexicalIndex::open(&dir.join(LEXICAL_DIR))?;
+        // tantivy's files are created with the process umask.
+        private::tighten(&dir.join(LEXICAL_DIR))?;
         let live = db.embedded_chunk_ids()?;
         let dim = db.embedder()?.map(|e| e.dim);
         let vectors = FlatVectors::load(&dir.join(VECTORS_FILE), dim, &live)?;

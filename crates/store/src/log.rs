@@ -120,6 +120,160 @@ pub enum Durability {
     Full,
 }
 
+/// How much of the interaction log is kept. Stored in the store (so every
+/// process that appends applies the same settings) and applied on every
+/// append; [`Db::prune_log`] applies it at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Interactions older than this many days are dropped (`None`: no age
+    /// limit).
+    pub max_age_days: Option<u32>,
+    /// At most this many interactions are kept, the oldest dropped first
+    /// (`None`: no limit). Feedback rows are capped at the same count.
+    pub max_interactions: Option<u64>,
+}
+
+/// The interaction cap when none was set: a million interactions (about
+/// 1 GB with 50-candidate pools).
+pub const DEFAULT_MAX_INTERACTIONS: u64 = 1_000_000;
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            max_age_days: None,
+            max_interactions: Some(DEFAULT_MAX_INTERACTIONS),
+        }
+    }
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub interactions: u64,
+    pub candidates: u64,
+    pub labels: u64,
+    pub feedback: u64,
+}
+
+/// Longest feedback comment, in bytes.
+pub const MAX_FEEDBACK_COMMENT_BYTES: usize = 4096;
+/// Most chunk ids in one feedback.
+pub const MAX_FEEDBACK_CHUNKS: usize = 256;
+/// Most feedback rows kept per interaction; more are refused.
+pub const MAX_FEEDBACK_PER_INTERACTION: u64 = 32;
+
+const RETENTION_KEY: &str = "log_retention";
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Deletes interactions with id <= `last` and everything hanging off them.
+fn delete_through(tx: &Transaction<'_>, last: i64, r: &mut PruneReport) -> Result<()> {
+    r.feedback += tx.execute(
+        "DELETE FROM feedback WHERE interaction_uid IN \
+         (SELECT uid FROM interactions WHERE id <= ?1)",
+        [last],
+    )? as u64;
+    r.candidates += tx.execute(
+        "DELETE FROM interaction_candidates WHERE interaction_id <= ?1",
+        [last],
+    )? as u64;
+    r.labels += tx.execute(
+        "DELETE FROM usage_labels WHERE interaction_id <= ?1",
+        [last],
+    )? as u64;
+    r.interactions += tx.execute("DELETE FROM interactions WHERE id <= ?1", [last])? as u64;
+    Ok(())
+}
+
+/// Applies `ret` at time `now_ms`. `exact`: find every expired row (a full
+/// scan); otherwise (on append) drop the expired prefix in id order, which
+/// costs the number of rows dropped.
+fn apply_retention(
+    tx: &Transaction<'_>,
+    ret: &Retention,
+    now_ms: i64,
+    exact: bool,
+) -> Result<PruneReport> {
+    let mut r = PruneReport::default();
+    if let Some(days) = ret.max_age_days {
+        let cutoff = now_ms.saturating_sub(i64::from(days).saturating_mul(86_400_000));
+        if exact {
+            r.feedback += tx.execute(
+                "DELETE FROM feedback WHERE interaction_uid IN \
+                 (SELECT uid FROM interactions WHERE ts_ms < ?1)",
+                [cutoff],
+            )? as u64;
+            r.candidates += tx.execute(
+                "DELETE FROM interaction_candidates WHERE interaction_id IN \
+                 (SELECT id FROM interactions WHERE ts_ms < ?1)",
+                [cutoff],
+            )? as u64;
+            r.labels += tx.execute(
+                "DELETE FROM usage_labels WHERE interaction_id IN \
+                 (SELECT id FROM interactions WHERE ts_ms < ?1)",
+                [cutoff],
+            )? as u64;
+            r.interactions +=
+                tx.execute("DELETE FROM interactions WHERE ts_ms < ?1", [cutoff])? as u64;
+        } else {
+            // The first interaction young enough to keep, in id order.
+            let keep: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM interactions WHERE ts_ms >= ?1 ORDER BY id LIMIT 1",
+                    [cutoff],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let last = match keep {
+                Some(k) => k - 1,
+                None => i64::MAX,
+            };
+            delete_through(tx, last, &mut r)?;
+        }
+        r.feedback += tx.execute("DELETE FROM feedback WHERE ts_ms < ?1", [cutoff])? as u64;
+    }
+    if let Some(max) = ret.max_interactions {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        // Ids only grow, so ids <= max_id - max are the oldest beyond the
+        // cap (at most `max` ids fit above them).
+        let top: Option<i64> =
+            tx.query_row("SELECT MAX(id) FROM interactions", [], |row| row.get(0))?;
+        if let Some(top) = top {
+            if top.saturating_sub(max) > 0 {
+                delete_through(tx, top - max, &mut r)?;
+            }
+        }
+        let top: Option<i64> =
+            tx.query_row("SELECT MAX(id) FROM feedback", [], |row| row.get(0))?;
+        if let Some(top) = top {
+            if top.saturating_sub(max) > 0 {
+                r.feedback +=
+                    tx.execute("DELETE FROM feedback WHERE id <= ?1", [top - max])? as u64;
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn retention_in(tx: &Transaction<'_>) -> Result<Retention> {
+    let s: Option<String> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [RETENTION_KEY],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match s {
+        None => Ok(Retention::default()),
+        Some(s) => from_json(&s, "retention settings"),
+    }
+}
+
 pub(crate) const MIGRATION_V2: &str = r#"
     CREATE TABLE interactions (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -312,13 +466,51 @@ impl Db {
     /// committed (see the module docs for what survives what). A uid that is
     /// already logged, an empty uid or a non-finite score is refused.
     pub fn append_interaction(&self, i: &LoggedInteraction) -> Result<i64> {
-        self.transaction(|tx| insert_interaction(tx, i))
+        self.transaction(|tx| {
+            let id = insert_interaction(tx, i)?;
+            apply_retention(tx, &retention_in(tx)?, now_ms(), false)?;
+            Ok(id)
+        })
     }
 
     /// Appends several interactions in one transaction (group commit): all
     /// are written or none is. Returns their row ids in order.
     pub fn append_interactions(&self, items: &[LoggedInteraction]) -> Result<Vec<i64>> {
-        self.transaction(|tx| items.iter().map(|i| insert_interaction(tx, i)).collect())
+        self.transaction(|tx| {
+            let ids = items
+                .iter()
+                .map(|i| insert_interaction(tx, i))
+                .collect::<Result<Vec<_>>>()?;
+            apply_retention(tx, &retention_in(tx)?, now_ms(), false)?;
+            Ok(ids)
+        })
+    }
+
+    /// The log's retention settings (the defaults when none were set).
+    pub fn retention(&self) -> Result<Retention> {
+        self.transaction(retention_in)
+    }
+
+    /// Stores retention settings; they apply from the next append (or
+    /// [`Db::prune_log`]) on, in every process using this store.
+    pub fn set_retention(&self, r: &Retention) -> Result<()> {
+        if r.max_interactions == Some(0) {
+            return Err(StoreError::Invalid(
+                "a log that keeps 0 interactions: pass no limit instead".into(),
+            ));
+        }
+        self.set_meta(RETENTION_KEY, &to_json(r, "retention settings")?)
+    }
+
+    /// Applies the stored retention now (every expired row, not just the
+    /// oldest ones) and reports what was removed.
+    pub fn prune_log(&self) -> Result<PruneReport> {
+        self.prune_log_at(now_ms())
+    }
+
+    /// [`Db::prune_log`] as if the time were `now_ms`.
+    pub fn prune_log_at(&self, now_ms: i64) -> Result<PruneReport> {
+        self.transaction(|tx| apply_retention(tx, &retention_in(tx)?, now_ms, true))
     }
 
     /// Up to `limit` interactions with row id > `after_id`, in id order, with
@@ -500,15 +692,42 @@ impl Db {
                 )));
             }
         }
+        if let Some(c) = &f.comment {
+            if c.len() > MAX_FEEDBACK_COMMENT_BYTES {
+                return Err(StoreError::Invalid(format!(
+                    "the feedback comment is {} bytes, more than the {MAX_FEEDBACK_COMMENT_BYTES} allowed",
+                    c.len()
+                )));
+            }
+        }
+        if f.chunk_ids.len() > MAX_FEEDBACK_CHUNKS {
+            return Err(StoreError::Invalid(format!(
+                "the feedback names {} chunks, more than the {MAX_FEEDBACK_CHUNKS} allowed",
+                f.chunk_ids.len()
+            )));
+        }
         let ids: Vec<i64> = f.chunk_ids.iter().map(|&c| c as i64).collect();
         let ids = to_json(&ids, "feedback chunk ids")?;
         self.transaction(|tx| {
+            let n: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM feedback WHERE interaction_uid = ?1",
+                [&f.interaction_uid],
+                |r| r.get(0),
+            )?;
+            if n as u64 >= MAX_FEEDBACK_PER_INTERACTION {
+                return Err(StoreError::Invalid(format!(
+                    "interaction `{}` already has {n} feedback entries, the most kept",
+                    f.interaction_uid
+                )));
+            }
             tx.execute(
                 "INSERT INTO feedback(interaction_uid, ts_ms, rating, chunk_ids, comment) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![f.interaction_uid, f.ts_ms, f.rating, ids, f.comment],
             )?;
-            Ok(tx.last_insert_rowid())
+            let id = tx.last_insert_rowid();
+            apply_retention(tx, &retention_in(tx)?, now_ms(), false)?;
+            Ok(id)
         })
     }
 
@@ -612,6 +831,123 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn the_log_stays_bounded_under_a_write_loop() {
+        let (_d, db) = db();
+        assert_eq!(db.retention().unwrap(), Retention::default());
+        db.set_retention(&Retention {
+            max_age_days: None,
+            max_interactions: Some(500),
+        })
+        .unwrap();
+        for k in 0..2000 {
+            let mut i = interaction(&format!("u{k}"), 3);
+            i.ts_ms = now_ms();
+            let id = db.append_interaction(&i).unwrap();
+            db.put_labels(&[UsageLabelRow {
+                interaction_id: id,
+                chunk_id: 10,
+                analyzer_version: "a1".into(),
+                score: 1.0,
+                used: true,
+                evidence: json!(null),
+            }])
+            .unwrap();
+            db.add_feedback(&Feedback {
+                interaction_uid: format!("u{k}"),
+                ts_ms: now_ms(),
+                rating: Some(1),
+                chunk_ids: vec![10],
+                comment: None,
+            })
+            .unwrap();
+            assert!(db.interaction_count().unwrap() <= 500);
+        }
+        let s = db.log_stats().unwrap();
+        assert_eq!(s.interactions, 500, "{s:?}");
+        assert_eq!(s.candidates, 500 * 3, "{s:?}");
+        assert!(s.feedback <= 500, "{s:?}");
+        assert_eq!(s.labels, vec![("a1".to_string(), 500)], "{s:?}");
+        // The oldest were dropped: the first kept is u1500.
+        let first = db.interactions(0, 1).unwrap();
+        assert_eq!(first[0].1.uid, "u1500");
+        assert!(db.feedback_for("u1499").unwrap().is_empty());
+        assert_eq!(db.feedback_for("u1500").unwrap().len(), 1);
+        assert!(db
+            .set_retention(&Retention {
+                max_age_days: None,
+                max_interactions: Some(0),
+            })
+            .is_err());
+    }
+
+    #[test]
+    fn old_interactions_are_dropped_by_age() {
+        let (_d, db) = db();
+        let day = 86_400_000;
+        let now = now_ms();
+        // Out of time order on purpose: the prune command finds them all.
+        for (k, age_days) in [40, 10, 35, 1, 0].into_iter().enumerate() {
+            let mut i = interaction(&format!("a{k}"), 2);
+            i.ts_ms = now - age_days * day;
+            db.append_interaction(&i).unwrap();
+        }
+        assert_eq!(db.interaction_count().unwrap(), 5);
+        db.set_retention(&Retention {
+            max_age_days: Some(30),
+            max_interactions: None,
+        })
+        .unwrap();
+        // On append only the expired prefix (a0) goes.
+        let mut i = interaction("a5", 2);
+        i.ts_ms = now;
+        db.append_interaction(&i).unwrap();
+        assert_eq!(db.interaction_count().unwrap(), 5);
+        assert!(db.interaction_id("a0").unwrap().is_none());
+        // The prune finds a2 as well.
+        let r = db.prune_log_at(now).unwrap();
+        assert_eq!(r.interactions, 1, "{r:?}");
+        assert_eq!(r.candidates, 2, "{r:?}");
+        assert!(db.interaction_id("a2").unwrap().is_none());
+        let left: Vec<String> = db
+            .interactions(0, 100)
+            .unwrap()
+            .into_iter()
+            .map(|(_, i)| i.uid)
+            .collect();
+        assert_eq!(left, ["a1", "a3", "a4", "a5"]);
+    }
+
+    #[test]
+    fn feedback_size_is_capped() {
+        let (_d, db) = db();
+        let fb = |comment: usize, chunks: usize| Feedback {
+            interaction_uid: "x".into(),
+            ts_ms: now_ms(),
+            rating: Some(-1),
+            chunk_ids: (0..chunks as u64).collect(),
+            comment: Some("c".repeat(comment)),
+        };
+        let e = db
+            .add_feedback(&fb(MAX_FEEDBACK_COMMENT_BYTES + 1, 1))
+            .unwrap_err();
+        assert!(e.to_string().contains("bytes, more than"), "{e}");
+        let e = db
+            .add_feedback(&fb(1, MAX_FEEDBACK_CHUNKS + 1))
+            .unwrap_err();
+        assert!(e.to_string().contains("chunks, more than"), "{e}");
+        for _ in 0..MAX_FEEDBACK_PER_INTERACTION {
+            db.add_feedback(&fb(MAX_FEEDBACK_COMMENT_BYTES, MAX_FEEDBACK_CHUNKS))
+                .unwrap();
+        }
+        let e = db.add_feedback(&fb(1, 1)).unwrap_err();
+        assert!(e.to_string().contains("the most kept"), "{e}");
+        assert_eq!(
+            db.feedback_for("x").unwrap().len() as u64,
+            MAX_FEEDBACK_PER_INTERACTION
+        );
     }
 
     #[test]

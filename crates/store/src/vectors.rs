@@ -196,7 +196,7 @@ impl FlatVectors {
             self.upsert_mem(*id, &rounded);
         }
         if !self.path.as_os_str().is_empty() {
-            let mut f = std::fs::OpenOptions::new()
+            let mut f = crate::private::private_file_options()
                 .create(true)
                 .append(true)
                 .open(&self.path)
@@ -242,7 +242,12 @@ impl FlatVectors {
                 buf.extend_from_slice(&f16::from_f32(*x).to_bits().to_le_bytes());
             }
         }
-        let mut f = std::fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        let mut f = crate::private::private_file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(|e| StoreError::io(&tmp, e))?;
         f.write_all(&buf).map_err(|e| StoreError::io(&tmp, e))?;
         f.sync_all().map_err(|e| StoreError::io(&tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| StoreError::io(&self.path, e))?;

@@ -25,6 +25,10 @@ pub struct IndexArgs {
     /// Skip files larger than this many MB.
     #[arg(long, default_value_t = 32)]
     max_file_mb: u64,
+    /// Follow symbolic links whose target stays inside the indexed folders
+    /// (after resolving every link). Without it, links are skipped with a note.
+    #[arg(long)]
+    follow_links: bool,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -143,7 +147,8 @@ pub fn run(args: IndexArgs) -> Result<()> {
             max_tokens: args.chunk_tokens,
             overlap: args.overlap,
         },
-        max_file_bytes: args.max_file_mb << 20,
+        max_file_bytes: args.max_file_mb.saturating_mul(1 << 20),
+        follow_links: args.follow_links,
         ..IndexOptions::default()
     };
     let report = engine.index(&args.paths, &opts, &Bars::new())?;

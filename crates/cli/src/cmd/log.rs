@@ -17,6 +17,10 @@ pub enum LogCommand {
     /// Counts: interactions by kind and model version, exploration, labels,
     /// feedback.
     Stats(StatsArgs),
+    /// Drop old interactions by the store's retention settings, after
+    /// changing them when --max-age-days or --max-interactions is given.
+    /// The settings are kept in the store and applied on every append.
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +46,21 @@ pub struct ExportArgs {
 pub struct StatsArgs {
     #[command(flatten)]
     store: StoreArg,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Keep interactions at most this many days old (0: no age limit).
+    #[arg(long)]
+    max_age_days: Option<u32>,
+    /// Keep at most this many interactions, dropping the oldest (0: no limit).
+    #[arg(long)]
+    max_interactions: Option<u64>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -82,6 +101,7 @@ pub fn run(cmd: LogCommand) -> Result<()> {
     match cmd {
         LogCommand::Export(a) => export(a),
         LogCommand::Stats(a) => stats(a),
+        LogCommand::Prune(a) => prune(a),
     }
 }
 
@@ -145,6 +165,47 @@ fn write_all(db: &Db, w: &mut impl Write) -> Result<u64> {
         }
     }
     Ok(n)
+}
+
+fn prune(a: PruneArgs) -> Result<()> {
+    let (dir, db) = open(&a.store)?;
+    let mut ret = db.retention()?;
+    if let Some(d) = a.max_age_days {
+        ret.max_age_days = (d > 0).then_some(d);
+    }
+    if let Some(n) = a.max_interactions {
+        ret.max_interactions = (n > 0).then_some(n);
+    }
+    if a.max_age_days.is_some() || a.max_interactions.is_some() {
+        db.set_retention(&ret)?;
+    }
+    let removed = db.prune_log()?;
+    let left = db.interaction_count()?;
+    if a.json {
+        let out = serde_json::json!({
+            "retention": ret,
+            "removed": removed,
+            "interactions": left,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let age = ret
+        .max_age_days
+        .map_or("no age limit".into(), |d| format!("at most {d} days old"));
+    let count = ret.max_interactions.map_or("no count limit".into(), |n| {
+        format!("at most {n} interactions")
+    });
+    println!(
+        "interaction log of {}: keeps {age}, {count}; removed {} interactions ({} candidates, \
+         {} labels, {} feedback); {left} left",
+        dir.display(),
+        removed.interactions,
+        removed.candidates,
+        removed.labels,
+        removed.feedback
+    );
+    Ok(())
 }
 
 fn stats(a: StatsArgs) -> Result<()> {
