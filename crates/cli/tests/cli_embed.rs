@@ -144,7 +144,10 @@ fn clear_errors_for_missing_model_and_core_ml_off_macos() {
     assert!(!out.status.success());
 
     if cfg!(not(target_vendor = "apple")) {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .suffix(".mlpackage")
+            .tempdir()
+            .unwrap();
         let out = anectx()
             .args(["embed", "--backend", "coreml", "--units", "ane", "--model"])
             .arg(tmp.path())

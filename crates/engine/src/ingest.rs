@@ -213,9 +213,31 @@ fn test_failpoint(path: &Path) {
 #[cfg(not(test))]
 fn test_failpoint(_path: &Path) {}
 
+/// While set, reading a file named [`EIO_FILE`] fails as an I/O error would
+/// (unit tests only: no file is unreadable to root, who runs CI).
+#[cfg(test)]
+static FAIL_READS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+#[cfg(test)]
+const EIO_FILE: &str = "anectx-test-eio.md";
+
+#[cfg(test)]
+fn read_bounded_checked(path: &Path, max: u64) -> std::io::Result<Result<Vec<u8>, u64>> {
+    if FAIL_READS.load(std::sync::atomic::Ordering::SeqCst)
+        && path.file_name().is_some_and(|n| n == EIO_FILE)
+    {
+        return Err(std::io::Error::other("deliberate test I/O error"));
+    }
+    read_bounded(path, max)
+}
+
+#[cfg(not(test))]
+fn read_bounded_checked(path: &Path, max: u64) -> std::io::Result<Result<Vec<u8>, u64>> {
+    read_bounded(path, max)
+}
+
 fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> FileOutcome {
     test_failpoint(path);
-    let bytes = match read_bounded(path, max) {
+    let bytes = match read_bounded_checked(path, max) {
         Ok(Ok(b)) => b,
         Ok(Err(len)) => {
             return FileOutcome::Skipped(format!(
@@ -713,6 +735,52 @@ mod tests {
             "{notes}"
         );
         assert_eq!(store.db.document_count().unwrap(), 1);
+    }
+
+    /// A file that cannot be read is noted and its indexed version kept (a
+    /// skipped file would be removed).
+    #[test]
+    fn an_unreadable_file_keeps_its_old_version() {
+        let root = tempfile::tempdir().unwrap();
+        let store_dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            root.path().join("good.md"),
+            "# Good\n\nnumbats eat termites.\n",
+        )
+        .unwrap();
+        std::fs::write(
+            root.path().join(EIO_FILE),
+            "# Flaky\n\nquolls hunt at night.\n",
+        )
+        .unwrap();
+        let store = Store::open(store_dir.path()).unwrap();
+        let roots = [root.path().to_path_buf()];
+        let run = || index_paths(&store, None, &roots, &IndexOptions::default(), &NoProgress);
+        assert_eq!(run().unwrap().files_indexed, 2);
+        // Changed on disk, then unreadable: the old version must stay.
+        std::fs::write(root.path().join(EIO_FILE), "# Flaky\n\nsomething new.\n").unwrap();
+        FAIL_READS.store(true, std::sync::atomic::Ordering::SeqCst);
+        let rep = run();
+        FAIL_READS.store(false, std::sync::atomic::Ordering::SeqCst);
+        let rep = rep.unwrap();
+        let notes = rep.notes.join("\n");
+        assert!(notes.contains("cannot read"), "{notes}");
+        assert_eq!(
+            (
+                rep.files_seen,
+                rep.files_unchanged,
+                rep.files_skipped,
+                rep.files_removed
+            ),
+            (2, 1, 1, 0),
+            "{rep:?}"
+        );
+        assert_eq!(store.db.document_count().unwrap(), 2);
+        let hits = store
+            .lexical
+            .search("quolls hunt at night", 5, Default::default())
+            .unwrap();
+        assert!(!hits.is_empty(), "the old version no longer answers");
     }
 
     #[test]

@@ -115,56 +115,6 @@ fn bad_files_are_skipped_with_notes() {
     assert!(engine.store().check_consistency().unwrap().is_empty());
 }
 
-/// A file that cannot be read is noted and its indexed version kept (a
-/// skipped file is removed). The unreadable file is a link to
-/// `/proc/self/mem`: a regular file of size 0 whose read at offset 0 fails
-/// with EIO for every user, root included, unlike a mode-000 file.
-#[cfg(target_os = "linux")]
-#[test]
-fn an_unreadable_file_keeps_its_old_version() {
-    let root = tempfile::tempdir().unwrap();
-    let store = tempfile::tempdir().unwrap();
-    let r = root.path();
-    write(r, "good.md", "# Good\n\nnumbats eat termites.\n");
-    write(r, "flaky.md", "# Flaky\n\nquolls hunt at night.\n");
-    let engine = Engine::open(store.path(), Some(Arc::new(HashEmbedder::new(32, "a")))).unwrap();
-    let rep = engine
-        .index(&[r.to_path_buf()], &IndexOptions::default(), &NoProgress)
-        .unwrap();
-    assert_eq!(rep.files_indexed, 2, "{rep:?}");
-
-    // The premise: this process cannot read the link's target.
-    let mem = std::path::Path::new("/proc/self/mem");
-    assert!(std::fs::metadata(mem).unwrap().is_file());
-    assert!(std::fs::read(mem).is_err(), "/proc/self/mem was readable");
-    std::fs::remove_file(r.join("flaky.md")).unwrap();
-    std::os::unix::fs::symlink(mem, r.join("flaky.md")).unwrap();
-
-    let rep = engine
-        .index(&[r.to_path_buf()], &IndexOptions::default(), &NoProgress)
-        .unwrap();
-    let notes = rep.notes.join("\n");
-    assert!(notes.contains("flaky.md: cannot read"), "{notes}");
-    assert_eq!(
-        (rep.files_seen, rep.files_unchanged, rep.files_skipped),
-        (2, 1, 1),
-        "{rep:?}"
-    );
-    assert_eq!(rep.files_removed, 0, "{rep:?}");
-    // The old version still answers.
-    let hits = engine
-        .context("quolls hunt at night", &ContextOptions::default())
-        .unwrap();
-    assert!(
-        hits.chunks
-            .iter()
-            .any(|c| c.path.ends_with("flaky.md") && c.text.contains("quolls hunt")),
-        "{:?}",
-        hits.chunks.iter().map(|c| &c.path).collect::<Vec<_>>()
-    );
-    assert!(engine.store().check_consistency().unwrap().is_empty());
-}
-
 #[test]
 fn missing_root_is_a_clear_error() {
     let store = tempfile::tempdir().unwrap();
