@@ -155,30 +155,17 @@ pub fn run(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM UTC` for Unix milliseconds.
+/// `YYYY-MM-DDTHH:MM:SSZ` for Unix milliseconds.
 fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let (h, m) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{m:02} UTC")
+    anectx_bench::run::utc_string(ms / 1000)
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn formats_utc_dates() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00 UTC");
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00 UTC");
-        assert_eq!(super::utc(1_796_556_720_000), "2026-12-06 11:32 UTC");
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(super::utc(1_796_556_720_999), "2026-12-06T11:32:00Z");
     }
 }
