@@ -1079,14 +1079,26 @@ async fn feedback(
         }
     };
     let chunk_ids = parse_chunk_ids(o.remove("chunk_ids"))?;
+    if chunk_ids.len() > anectx_store::log::MAX_FEEDBACK_CHUNKS {
+        return Err(ApiError::invalid(format!(
+            "`chunk_ids` names {} chunks; at most {} per feedback",
+            chunk_ids.len(),
+            anectx_store::log::MAX_FEEDBACK_CHUNKS
+        ))
+        .with_param("chunk_ids"));
+    }
     let comment = match o.remove("comment") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.chars().count() <= 10_000 => Some(s),
-        Some(Value::String(_)) => {
-            return Err(
-                ApiError::invalid("`comment` is longer than 10000 characters")
-                    .with_param("comment"),
-            )
+        Some(Value::String(s)) if s.len() <= anectx_store::log::MAX_FEEDBACK_COMMENT_BYTES => {
+            Some(s)
+        }
+        Some(Value::String(s)) => {
+            return Err(ApiError::invalid(format!(
+                "`comment` is {} bytes; at most {} are kept",
+                s.len(),
+                anectx_store::log::MAX_FEEDBACK_COMMENT_BYTES
+            ))
+            .with_param("comment"))
         }
         Some(other) => {
             return Err(ApiError::invalid(format!(

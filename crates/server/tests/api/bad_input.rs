@@ -315,3 +315,28 @@ async fn foreign_host_and_origin_are_refused_without_an_api_key() {
     let r = send(&h.app, req("anectx.internal:8181", None)).await;
     assert_eq!(r.status, 401, "{}", r.error_message());
 }
+
+/// Feedback over the store's caps is refused as invalid input (422) while
+/// parsing, not as a server error from the log.
+#[tokio::test]
+async fn oversized_feedback_is_422() {
+    let h = harness(Opts::default()).await;
+    let long = "x".repeat(anectx_store::log::MAX_FEEDBACK_COMMENT_BYTES + 1);
+    let r = post(
+        &h.app,
+        "/v1/feedback",
+        json!({"interaction_id": "i-1", "rating": 1, "comment": long}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.error_message());
+    assert_eq!(r.json()["error"]["param"], "comment");
+    let ids: Vec<u64> = (0..=anectx_store::log::MAX_FEEDBACK_CHUNKS as u64).collect();
+    let r = post(
+        &h.app,
+        "/v1/feedback",
+        json!({"interaction_id": "i-1", "chunk_ids": ids}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.error_message());
+    assert_eq!(r.json()["error"]["param"], "chunk_ids");
+}
