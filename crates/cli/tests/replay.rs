@@ -134,6 +134,13 @@ impl Env {
         assert_eq!(status, 200, "`{line}`: /v1/embeddings answered {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["data"][0]["embedding"].as_array().unwrap().len(), 384);
+        // Admin routes need the token serve printed, even on loopback.
+        let (status, body) =
+            anectx_testing::http(&server.addr, "POST", "/admin/reload", None, "{}");
+        assert_eq!(
+            status, 401,
+            "`{line}`: /admin/reload without a token: {body}"
+        );
         if line.contains("--store") {
             // The store's own (built-in) embedder serves it.
             assert_eq!(v["model"], "anectx-default-embedder", "{body}");

@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub classifier_id: Option<String>,
     /// Bearer key required on every route except `/health`.
     pub api_key: Option<String>,
+    /// Token required on `/admin/*` in the `x-anectx-admin-token` header,
+    /// even on loopback (`None`: the admin routes are open).
+    pub admin_token: Option<String>,
     /// Largest request body in bytes (413 above).
     pub payload_limit: usize,
     /// Most inputs in one embeddings request or documents in one rerank (413 above).
@@ -79,6 +82,7 @@ impl ServerConfig {
             model_version: String::new(),
             classifier_id: None,
             api_key: None,
+            admin_token: None,
             payload_limit: 2 * 1024 * 1024,
             max_client_batch: 512,
             context_budget: 1500,
@@ -520,8 +524,36 @@ fn is_loopback_authority(authority: &str) -> bool {
     host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
 
+/// The header that carries the admin token.
+pub const ADMIN_TOKEN_HEADER: &str = "x-anectx-admin-token";
+
+/// `/admin/*` needs the admin token, when one is configured, whatever the
+/// API key: a page on another site must not be able to reload models.
+fn admin_refusal(state: &AppState, req: &Request) -> Option<ApiError> {
+    let token = state.inner.config.admin_token.as_deref()?;
+    if !req.uri().path().starts_with("/admin/") {
+        return None;
+    }
+    let given = req
+        .headers()
+        .get(ADMIN_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => None,
+        Some(_) => Some(ApiError::unauthorized("the admin token is not valid")),
+        None => Some(ApiError::unauthorized(format!(
+            "admin routes need the `{ADMIN_TOKEN_HEADER}` header; `anectx serve` printed \
+             where its admin token is stored"
+        ))),
+    }
+}
+
 /// Bearer auth on every route except `/health`, when an API key is set.
 async fn auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(e) = admin_refusal(&state, &req) {
+        return e.into_response();
+    }
     let Some(key) = state.inner.config.api_key.as_deref() else {
         return next.run(req).await;
     };

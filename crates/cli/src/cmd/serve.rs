@@ -229,6 +229,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.model_version = fingerprint.chars().take(16).collect();
     config.classifier_id = classifier_id;
     config.api_key = args.api_key.clone().filter(|k| !k.trim().is_empty());
+    let token_path = if anectx_engine::Store::exists(&store_dir) {
+        store_dir.join(ADMIN_TOKEN_FILE)
+    } else {
+        user_config_dir()
+            .context("no HOME or XDG_CONFIG_HOME to keep the admin token in")?
+            .join(ADMIN_TOKEN_FILE)
+    };
+    config.admin_token = Some(
+        admin_token(&token_path)
+            .with_context(|| format!("reading or creating {}", token_path.display()))?,
+    );
     config.payload_limit = args.payload_limit_mb.max(1) * 1024 * 1024;
     config.max_client_batch = args.max_client_batch.max(1);
     config.context_budget = args.context_budget.max(1);
@@ -302,8 +313,85 @@ pub fn run(args: ServeArgs) -> Result<()> {
             },
             if log_on { ", interaction log" } else { "" },
         );
+        eprintln!(
+            "anectx: admin routes need the token in {} (header x-anectx-admin-token)",
+            token_path.display()
+        );
         anectx_server::serve(listener, state, anectx_server::shutdown_signal()).await?;
         eprintln!("anectx: stopped");
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// The admin token's file name (in the served store, else in the user's
+/// config directory).
+const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+fn user_config_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .map(|h| h.join(".config"))
+        })
+        .map(|d| d.join("anectx"))
+}
+
+/// Reads the admin token from `path`, or creates one there at first start:
+/// 256 random bits as hex, in a file only its owner can read.
+fn admin_token(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_string();
+        if t.len() >= 32 {
+            return Ok(t);
+        }
+        anyhow::bail!(
+            "{} holds no valid admin token (delete it to make a new one)",
+            path.display()
+        );
+    }
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(token.as_bytes())?;
+    f.sync_all()?;
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_admin_token_is_created_once_private_and_reread() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub").join(super::ADMIN_TOKEN_FILE);
+        let a = super::admin_token(&p).unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(super::admin_token(&p).unwrap(), a);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let other = tempfile::tempdir().unwrap();
+        let q = other.path().join(super::ADMIN_TOKEN_FILE);
+        assert_ne!(super::admin_token(&q).unwrap(), a);
+        std::fs::write(&q, "short").unwrap();
+        assert!(super::admin_token(&q).is_err());
+    }
 }

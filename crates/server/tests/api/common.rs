@@ -121,6 +121,8 @@ pub struct Opts {
     pub gated: bool,
     /// `--strict-model`: unknown `model` names get 404.
     pub strict_model: bool,
+    /// Token required on `/admin/*`.
+    pub admin_token: Option<String>,
 }
 
 impl Default for Opts {
@@ -134,6 +136,7 @@ impl Default for Opts {
             max_client_batch: 512,
             gated: false,
             strict_model: false,
+            admin_token: None,
         }
     }
 }
@@ -174,6 +177,7 @@ fn build(opts: Opts) -> Harness {
     config.api_key = opts.api_key.clone();
     config.max_client_batch = opts.max_client_batch;
     config.strict_model = opts.strict_model;
+    config.admin_token = opts.admin_token.clone();
     config.model_aliases = vec!["text-embedding-3-small".into()];
     config.llm = opts.llm.clone().map(|base_url| LlmConfig {
         base_url,
