@@ -37,6 +37,23 @@ pub struct LlmConfig {
     /// Bearer key for the upstream. Without it, the client's own
     /// `Authorization` header is forwarded only when anectx has no API key.
     pub api_key: Option<String>,
+    /// Longest wait for the upstream's response headers (504 after it).
+    pub first_byte_timeout: Duration,
+    /// Longest wait for a whole non-streamed answer (504 after it).
+    pub total_timeout: Duration,
+}
+
+impl LlmConfig {
+    /// An upstream at `base_url` with the default timeouts (first byte
+    /// 120 s, whole answer 600 s).
+    pub fn new(base_url: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            first_byte_timeout: Duration::from_secs(120),
+            total_timeout: Duration::from_secs(600),
+        }
+    }
 }
 
 /// Everything the HTTP layer needs to know, resolved by the caller.

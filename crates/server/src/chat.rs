@@ -220,9 +220,14 @@ pub(crate) async fn chat_completions(
     if stream {
         req = req.header("accept", "text/event-stream");
     }
-    let upstream = req
-        .send()
+    let upstream = tokio::time::timeout(llm.first_byte_timeout, req.send())
         .await
+        .map_err(|_| {
+            ApiError::upstream_timeout(format!(
+                "the LLM at {url} sent no answer within {:.0} s (--llm-first-byte-secs)",
+                llm.first_byte_timeout.as_secs_f64()
+            ))
+        })?
         .map_err(|e| ApiError::upstream(format!("could not reach the LLM at {url}: {e}")))?;
     let status =
         StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
@@ -274,9 +279,15 @@ pub(crate) async fn chat_completions(
         return Ok((status, out_headers, body).into_response());
     }
 
-    let bytes = upstream
-        .bytes()
+    let left = llm.total_timeout.saturating_sub(start.elapsed());
+    let bytes = tokio::time::timeout(left, upstream.bytes())
         .await
+        .map_err(|_| {
+            ApiError::upstream_timeout(format!(
+                "the LLM at {url} did not finish its answer within {:.0} s (--llm-total-secs)",
+                llm.total_timeout.as_secs_f64()
+            ))
+        })?
         .map_err(|e| ApiError::upstream(format!("the LLM at {url} failed mid-answer: {e}")))?;
     let mut interaction = interaction;
     interaction.latency_ms = start.elapsed().as_millis() as u64;

@@ -97,6 +97,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_GATEWAY, "upstream_error", message)
     }
 
+    /// 504: the upstream LLM did not answer in time.
+    pub fn upstream_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "timeout_error", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }

@@ -58,6 +58,12 @@ pub struct ServeArgs {
     /// e.g. http://127.0.0.1:11434/v1 (requests go to URL/chat/completions).
     #[arg(long, env = "ANECTX_LLM_URL")]
     llm: Option<String>,
+    /// Seconds to wait for the upstream LLM's first response byte (504 after).
+    #[arg(long, default_value_t = 120.0)]
+    llm_first_byte_secs: f64,
+    /// Seconds to wait for a whole non-streamed upstream answer (504 after).
+    #[arg(long, default_value_t = 600.0)]
+    llm_total_secs: f64,
     /// Bearer key sent to the upstream LLM.
     #[arg(long, env = "ANECTX_LLM_API_KEY", hide_env_values = true)]
     llm_api_key: Option<String>,
@@ -129,6 +135,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     if !(0.0..=1.0).contains(&args.explore) {
         anyhow::bail!("--explore must be between 0 and 1, got {}", args.explore);
+    }
+    for (name, v) in [
+        ("--llm-first-byte-secs", args.llm_first_byte_secs),
+        ("--llm-total-secs", args.llm_total_secs),
+    ] {
+        if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
+            anyhow::bail!("{name} must be a number of seconds between 0 and 86400, got {v}");
+        }
     }
     if !args.relevance_poll_secs.is_finite() || args.relevance_poll_secs < 0.0 {
         anyhow::bail!("--relevance-poll-secs must be 0 or more");
@@ -244,8 +258,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.max_client_batch = args.max_client_batch.max(1);
     config.context_budget = args.context_budget.max(1);
     config.llm = args.llm.clone().map(|base_url| LlmConfig {
-        base_url,
         api_key: args.llm_api_key.clone(),
+        first_byte_timeout: std::time::Duration::from_secs_f64(args.llm_first_byte_secs),
+        total_timeout: std::time::Duration::from_secs_f64(args.llm_total_secs),
+        ..LlmConfig::new(base_url)
     });
     let recorder = match (&context, args.no_log) {
         (Some(_), false) => {

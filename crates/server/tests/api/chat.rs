@@ -176,3 +176,42 @@ async fn without_llm_the_proxy_is_503() {
     assert_eq!(r.status, 503);
     assert!(r.error_message().contains("--llm"));
 }
+
+/// An upstream that accepts the connection and never answers gets 504 with
+/// the OpenAI error shape after the first-byte timeout, instead of hanging.
+#[tokio::test]
+async fn a_hung_upstream_is_a_504_after_the_first_byte_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accept and hold connections, never writing a byte.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let h = harness(Opts {
+        llm: Some(format!("http://{addr}/v1")),
+        llm_timeout: std::time::Duration::from_millis(300),
+        ..Opts::default()
+    })
+    .await;
+    let r = tokio::time::timeout(
+        WAIT,
+        post(
+            &h.app,
+            "/v1/chat/completions",
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hello?"}]}),
+        ),
+    )
+    .await
+    .expect("the chat request still hangs on an upstream that never answers");
+    assert_eq!(r.status, 504, "{}", r.error_message());
+    assert_eq!(r.json()["error"]["type"], "timeout_error");
+    assert!(
+        r.error_message().contains("sent no answer"),
+        "{}",
+        r.error_message()
+    );
+    holder.abort();
+}

@@ -123,6 +123,8 @@ pub struct Opts {
     pub strict_model: bool,
     /// Token required on `/admin/*`.
     pub admin_token: Option<String>,
+    /// The upstream LLM's first-byte timeout.
+    pub llm_timeout: Duration,
 }
 
 impl Default for Opts {
@@ -137,6 +139,7 @@ impl Default for Opts {
             gated: false,
             strict_model: false,
             admin_token: None,
+            llm_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -180,8 +183,8 @@ fn build(opts: Opts) -> Harness {
     config.admin_token = opts.admin_token.clone();
     config.model_aliases = vec!["text-embedding-3-small".into()];
     config.llm = opts.llm.clone().map(|base_url| LlmConfig {
-        base_url,
-        api_key: None,
+        first_byte_timeout: opts.llm_timeout,
+        ..LlmConfig::new(base_url)
     });
     if opts.classifier {
         config.classifier_id = Some("tiny-classifier".into());

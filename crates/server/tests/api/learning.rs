@@ -163,10 +163,7 @@ fn build_with(log: Option<Durability>, source: bool, poll: Duration, llm: Option
         "test store".into(),
     ));
     let mut config = ServerConfig::new("tiny");
-    config.llm = llm.map(|base_url| anectx_server::LlmConfig {
-        base_url,
-        api_key: None,
-    });
+    config.llm = llm.map(anectx_server::LlmConfig::new);
     let mut b = AppState::builder(
         config,
         batcher,
