@@ -283,6 +283,28 @@ fn ask_once(
     Ok(res.explored)
 }
 
+/// `(query id, text)` pairs.
+type Queries = Vec<(String, String)>;
+
+/// Splits the judged queries into train and test by a seeded hash of their
+/// ids (`share` of them train); both sides must be non-empty.
+fn split_queries(coll: &Collection, seed: u64, share: f32) -> Result<(Queries, Queries)> {
+    let (train, test): (Vec<_>, Vec<_>) = coll
+        .queries
+        .iter()
+        .cloned()
+        .partition(|q| unit(seed, &q.0) < share as f64);
+    if train.is_empty() || test.is_empty() {
+        return Err(LearnError::TooLittleData(format!(
+            "{} judged queries split into {} train and {} test; need both",
+            coll.queries.len(),
+            train.len(),
+            test.len()
+        )));
+    }
+    Ok((train, test))
+}
+
 /// Runs the loop. `engine` must have the collection's documents indexed
 /// (document id = chunk path, as `index_texts` does).
 pub fn simulate(
@@ -293,22 +315,7 @@ pub fn simulate(
     cfg: &SimulateConfig,
     progress: &dyn SimProgress,
 ) -> Result<SimulateReport> {
-    let (mut train_q, mut test_q) = (Vec::new(), Vec::new());
-    for q in &coll.queries {
-        if unit(cfg.seed, &q.0) < cfg.train_share as f64 {
-            train_q.push(q.clone());
-        } else {
-            test_q.push(q.clone());
-        }
-    }
-    if train_q.is_empty() || test_q.is_empty() {
-        return Err(LearnError::TooLittleData(format!(
-            "{} judged queries split into {} train and {} test; need both",
-            coll.queries.len(),
-            train_q.len(),
-            test_q.len()
-        )));
-    }
+    let (train_q, test_q) = split_queries(coll, cfg.seed, cfg.train_share)?;
     let paths = engine.store().db.chunk_paths()?;
     let opts = ContextOptions {
         budget: cfg.budget,
@@ -795,22 +802,7 @@ pub fn simulate_stream(
     let mut seeds = Vec::new();
     for s in 0..cfg.seeds.max(1) {
         let seed = b.seed.wrapping_add(s as u64);
-        let (mut train_q, mut test_q) = (Vec::new(), Vec::new());
-        for q in &coll.queries {
-            if unit(seed, &q.0) < b.train_share as f64 {
-                train_q.push(q.clone());
-            } else {
-                test_q.push(q.clone());
-            }
-        }
-        if train_q.is_empty() || test_q.is_empty() {
-            return Err(LearnError::TooLittleData(format!(
-                "{} judged queries split into {} train and {} test; need both",
-                coll.queries.len(),
-                train_q.len(),
-                test_q.len()
-            )));
-        }
+        let (train_q, test_q) = split_queries(coll, seed, b.train_share)?;
         let variants: Vec<(String, String)> = train_q
             .iter()
             .filter_map(|(id, t)| Some((id.clone(), variant(t, seed, cfg.variant_drop)?)))
