@@ -231,6 +231,14 @@ fn to_declared(t: &Tensor, dtype: DataType) -> Result<Tensor> {
     })
 }
 
+/// The operands of a binary op, both f32 when their element types differ.
+fn same_dtype(x: Tensor, y: Tensor) -> Result<(Tensor, Tensor)> {
+    if x.dtype() == y.dtype() {
+        return Ok((x, y));
+    }
+    Ok((x.to_dtype(DType::F32)?, y.to_dtype(DType::F32)?))
+}
+
 fn softmax(x: &Tensor, axis: usize) -> Result<Tensor> {
     let m = x.max_keepdim(axis)?;
     let e = x.broadcast_sub(&m)?.exp()?;
@@ -287,12 +295,7 @@ fn exec_op(cx: &Ctx<'_>) -> Result<Vec<Val>> {
             .opt("x")?
             .ok_or_else(|| cx.fail("x is not bound"))?]),
         "add" | "sub" | "mul" | "real_div" | "maximum" | "minimum" | "pow" => {
-            let (x, y) = (cx.t("x")?, cx.t("y")?);
-            let (x, y) = if x.dtype() != y.dtype() {
-                (x.to_dtype(DType::F32)?, y.to_dtype(DType::F32)?)
-            } else {
-                (x, y)
-            };
+            let (x, y) = same_dtype(cx.t("x")?, cx.t("y")?)?;
             one(match op.op_type.as_str() {
                 "add" => x.broadcast_add(&y)?,
                 "sub" => x.broadcast_sub(&y)?,
@@ -306,12 +309,7 @@ fn exec_op(cx: &Ctx<'_>) -> Result<Vec<Val>> {
             })
         }
         "equal" | "not_equal" | "less" | "less_equal" | "greater" | "greater_equal" => {
-            let (x, y) = (cx.t("x")?, cx.t("y")?);
-            let (x, y) = if x.dtype() != y.dtype() {
-                (x.to_dtype(DType::F32)?, y.to_dtype(DType::F32)?)
-            } else {
-                (x, y)
-            };
+            let (x, y) = same_dtype(cx.t("x")?, cx.t("y")?)?;
             one(match op.op_type.as_str() {
                 "equal" => x.broadcast_eq(&y)?,
                 "not_equal" => x.broadcast_ne(&y)?,

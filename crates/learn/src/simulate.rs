@@ -69,6 +69,21 @@ impl Default for SimulateConfig {
     }
 }
 
+impl SimulateConfig {
+    /// The engine options the simulated asks use (budget, depth,
+    /// exploration, MMR); evaluation turns exploration off.
+    pub fn context_options(&self) -> ContextOptions {
+        ContextOptions {
+            budget: self.budget,
+            k_lexical: self.k,
+            k_dense: self.k,
+            explore: self.explore,
+            mmr_lambda: self.mmr_lambda,
+            ..ContextOptions::default()
+        }
+    }
+}
+
 /// Precision, recall and F1 of usage labels against a truth.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Prf {
@@ -317,14 +332,7 @@ pub fn simulate(
 ) -> Result<SimulateReport> {
     let (train_q, test_q) = split_queries(coll, cfg.seed, cfg.train_share)?;
     let paths = engine.store().db.chunk_paths()?;
-    let opts = ContextOptions {
-        budget: cfg.budget,
-        k_lexical: cfg.k,
-        k_dense: cfg.k,
-        explore: cfg.explore,
-        mmr_lambda: cfg.mmr_lambda,
-        ..ContextOptions::default()
-    };
+    let opts = cfg.context_options();
     let eval_opts = ContextOptions {
         explore: 0.0,
         ..opts.clone()
@@ -782,16 +790,11 @@ pub fn simulate_stream(
     let b = &cfg.base;
     let paths = engine.store().db.chunk_paths()?;
     let opts = ContextOptions {
-        budget: b.budget,
-        k_lexical: b.k,
-        k_dense: b.k,
-        explore: b.explore,
-        mmr_lambda: b.mmr_lambda,
         memory_weight: cfg.memory_weight,
         memory_dup_weight: cfg.memory_dup_weight,
         memory_dup_threshold: cfg.memory_dup_threshold,
         memory_unused_weight: cfg.memory_unused_weight,
-        ..ContextOptions::default()
+        ..b.context_options()
     };
     let eval_opts = ContextOptions {
         explore: 0.0,
