@@ -285,7 +285,7 @@ fn synthetic_store(dir: &Path, n: usize) {
                 explored: false,
                 response: Some("an answer".into()),
                 complete: true,
-                meta: Value::Null,
+                meta: Default::default(),
                 candidates: cands,
             })
             .unwrap();

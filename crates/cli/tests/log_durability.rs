@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anectx_models::io::save_model_dir;
 use anectx_models::{ConvEmbedder, ConvEmbedderConfig, WeightDtype};
-use anectx_server::memory::tiny;
 use anectx_store::{Db, Store};
+use anectx_testing::tiny;
 use candle_core::DType;
 use serde_json::Value;
 

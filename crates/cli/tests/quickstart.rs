@@ -45,10 +45,10 @@ fn analyzer_and_baseline(dir: &Path, round: u64) -> ((u64, u64, u64), (u64, u64,
         let Some(last) = page.last() else { break };
         after = last.0;
         for (id, it) in &page {
-            if it.meta["round"].as_u64() != Some(round) {
+            if it.meta.round.map(u64::from) != Some(round) {
                 continue;
             }
-            let qid = it.meta["query_id"].as_str().expect("a simulated query id");
+            let qid = it.meta.query_id.as_deref().expect("a simulated query id");
             let rel = &coll.qrels[qid];
             for c in it.candidates.iter().filter(|c| c.position.is_some()) {
                 let truth = rel.get(&paths[&c.chunk_id]).is_some_and(|&g| g > 0);

@@ -269,7 +269,7 @@ fn every_printed_and_documented_command_runs_as_written() {
         .unwrap()
         .to_path_buf();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (llm, _log) = rt.block_on(anectx_server::fake_llm::spawn()).unwrap();
+    let (llm, _log) = rt.block_on(anectx_testing::fake_llm::spawn()).unwrap();
     let env = Env {
         home,
         work,

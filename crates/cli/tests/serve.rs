@@ -132,7 +132,7 @@ fn openai_client_embeds_and_chats_through_the_proxy_and_rerank_works() {
 
     // The fake upstream LLM.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (llm, log) = rt.block_on(anectx_server::fake_llm::spawn()).unwrap();
+    let (llm, log) = rt.block_on(anectx_testing::fake_llm::spawn()).unwrap();
 
     let mut child = anectx(dir)
         .arg("serve")
@@ -208,12 +208,12 @@ fn openai_client_embeds_and_chats_through_the_proxy_and_rerank_works() {
     // Chat: the fake LLM saw our injected sources and its answer came back unchanged.
     let seen = log.requests();
     assert_eq!(seen.len(), 2, "one non-streaming and one streaming request");
-    let expected = anectx_server::fake_llm::answer_for(&seen[0]);
+    let expected = anectx_testing::fake_llm::answer_for(&seen[0]);
     assert!(expected.starts_with("I saw sources [1]"), "{expected}");
     assert_eq!(v["chat"], expected.as_str());
     assert_eq!(
         v["stream"],
-        anectx_server::fake_llm::answer_for(&seen[1]).as_str()
+        anectx_testing::fake_llm::answer_for(&seen[1]).as_str()
     );
     let sys = seen[0]["messages"][0]["content"].as_str().unwrap();
     assert!(sys.contains("france.md"), "{sys}");

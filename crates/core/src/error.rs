@@ -19,6 +19,9 @@ pub enum BackendError {
     /// The operation is not provided by this backend/model (e.g. scoring with an embedder).
     #[error("not supported by this model: {0}")]
     NotSupported(String),
+    /// The backend's queue is full; the caller may retry later (HTTP 429).
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// Errors from core helpers (settings, token batches).

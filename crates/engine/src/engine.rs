@@ -118,7 +118,7 @@ impl Default for ContextOptions {
 }
 
 /// Per-chunk scores in an answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChunkScores {
     pub relevance: f32,
     /// Rank by relevance among the candidates (1 = best).
@@ -150,7 +150,7 @@ pub struct ContextChunk {
 }
 
 /// One scored candidate of a `context` call, shown or not (for the log).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolCandidate {
     pub chunk_id: u64,
     pub relevance: f32,

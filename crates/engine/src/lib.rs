@@ -19,6 +19,7 @@ pub mod eval;
 pub mod extract;
 pub mod ingest;
 pub mod memory;
+pub mod record;
 pub mod relevance;
 pub mod select;
 pub mod source;
@@ -33,6 +34,7 @@ pub use engine::{
 pub use error::EngineError;
 pub use ingest::{index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress};
 pub use memory::{MemoryConfig, MemoryStats, UsageMemory};
+pub use record::{record, Answer, SelectionTrace, ShownChunk};
 pub use relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
 
 /// Result alias for this crate.

@@ -101,7 +101,7 @@ fn log(engine: &Engine, uid: &str, query: &str, shown: &[u64], used: &[u64]) {
             explored: false,
             response: Some("an answer".into()),
             complete: true,
-            meta: serde_json::json!({}),
+            meta: Default::default(),
             candidates: shown
                 .iter()
                 .enumerate()

@@ -7,6 +7,7 @@
 //! - [`train`]: labels the log, builds an IPS-weighted pairwise dataset, trains.
 //! - [`gate`]: promotes a candidate only if it is not worse than the current model.
 //! - [`registry`]: versions on disk, `CURRENT`, promote and rollback.
+//! - [`round`]: one learning round (label → train → gate → register → promote).
 //! - [`simulate`]: the whole loop offline on a BEIR-layout collection.
 
 pub mod adapter;
@@ -16,6 +17,7 @@ pub mod features;
 pub mod gate;
 pub mod model;
 pub mod registry;
+pub mod round;
 pub mod simllm;
 pub mod simulate;
 pub mod train;
@@ -23,6 +25,7 @@ pub mod train;
 pub use error::LearnError;
 pub use model::FeatureModel;
 pub use registry::Registry;
+pub use round::{round, RoundConfig, RoundOutcome, Trained};
 
 /// Result alias for this crate.
 pub type Result<T, E = LearnError> = std::result::Result<T, E>;

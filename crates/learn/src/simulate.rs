@@ -14,14 +14,16 @@ use std::sync::Arc;
 
 use anectx_engine::eval::{score_ranking, Collection};
 use anectx_engine::{ContextOptions, Engine, RelevanceModel, RetrievalMode};
-use anectx_store::{LoggedCandidate, LoggedInteraction};
+use anectx_engine::{SelectionTrace, ShownChunk};
+use anectx_store::{InteractionKind, InteractionMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::analyzer::{Analyzer, ANALYZER_VERSION};
-use crate::gate::{gate, GateConfig, GateReport};
+use crate::gate::{GateConfig, GateReport};
+use crate::model::FeatureModel;
 use crate::registry::Registry;
 use crate::simllm::{SimChunk, SimLlm, SimLlmConfig};
-use crate::train::{label_log, train, Dataset, TrainConfig, TrainReport};
+use crate::train::{label_log, TrainConfig, TrainReport};
 use crate::{LearnError, Result};
 
 /// Settings of a simulation.
@@ -224,7 +226,7 @@ fn ask_once(
     (qid, text): (&str, &str),
     opts: &ContextOptions,
     uid: String,
-    meta: serde_json::Value,
+    meta: InteractionMeta,
     vs_judg: &mut Prf,
     vs_sim: &mut Prf,
 ) -> Result<bool> {
@@ -246,40 +248,22 @@ fn ask_once(
         })
         .collect();
     let answer = sim.answer(text, &chunks);
-    let shown_text: HashMap<u64, &str> = res
-        .chunks
-        .iter()
-        .map(|c| (c.chunk_id, c.text.as_str()))
-        .collect();
-    let it = LoggedInteraction {
-        uid,
-        ts_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-        kind: "simulated".into(),
-        query: text.to_string(),
-        model_version: res.relevance_model.clone(),
-        explored: res.explored,
-        response: Some(answer.text.clone()),
-        complete: true,
-        meta,
-        candidates: res
-            .pool
-            .iter()
-            .map(|p| LoggedCandidate {
-                chunk_id: p.chunk_id,
-                position: p.shown,
-                score: p.relevance,
-                propensity: p.propensity,
-                features: serde_json::to_value(&p.features).unwrap_or_default(),
-                text: p
-                    .shown
-                    .and_then(|_| shown_text.get(&p.chunk_id))
-                    .map(|t| t.to_string()),
-            })
-            .collect(),
-    };
+    let it = anectx_engine::record(
+        anectx_engine::Answer {
+            uid,
+            kind: InteractionKind::Simulated,
+            ts_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            query: text.to_string(),
+            response: Some(answer.text.clone()),
+            complete: true,
+            meta,
+        },
+        &ShownChunk::of(&res),
+        Some(&SelectionTrace::of(&res)),
+    );
     engine.store().db.append_interaction(&it)?;
     // Analyzer quality on this answer (labels from the text only).
     let shown: Vec<crate::analyzer::ShownChunk<'_>> = res
@@ -372,7 +356,11 @@ pub fn simulate(
                     (qid.as_str(), text.as_str()),
                     &o,
                     format!("sim-{}-{round}-{ask}-{qid}", cfg.seed),
-                    serde_json::json!({ "query_id": qid, "round": round }),
+                    InteractionMeta {
+                        query_id: Some(qid.clone()),
+                        round: Some(round as u32),
+                        ..InteractionMeta::default()
+                    },
                     &mut vs_judg,
                     &mut vs_sim,
                 )? as usize;
@@ -381,9 +369,6 @@ pub fn simulate(
             }
         }
         progress.stage(&format!("round {round}: labelling and training"), 1);
-        label_log(&engine.store().db, analyzer)?;
-        let ds = Dataset::from_log(&engine.store().db, ANALYZER_VERSION)?;
-        let version = registry.new_version_name(&ds.hash);
         let mut report = RoundReport {
             round,
             interactions_logged: logged,
@@ -398,38 +383,44 @@ pub fn simulate(
             test_ndcg_before: before,
             test_ndcg_after: before,
         };
-        match train(&ds, &cfg.train, &version) {
-            Err(e @ LearnError::TooLittleData(_)) => report.train_error = Some(e.to_string()),
-            Err(e) => return Err(e),
-            Ok((model, tr)) => {
-                let (_, _, held) = ds.split3(cfg.train.held_out, cfg.train.seed);
-                let current = engine.relevance_model();
-                let mut g = gate(&model, current.as_ref(), &held, &cfg.gate)?;
-                if cfg.eval_gate && g.passed {
-                    let tq = &train_q;
-                    let cur = test_ndcg(engine, coll, tq, None, &eval_opts, cfg.k)?;
-                    engine.set_relevance_model(Arc::new(model.clone()));
-                    let cand = test_ndcg(engine, coll, tq, None, &eval_opts, cfg.k);
-                    engine.set_relevance_model(current.clone());
-                    g = g.with_eval(cand?, cur, cfg.gate.tolerance);
-                }
-                let manifest = registry.add(
-                    &model,
-                    &ds.hash,
-                    serde_json::json!({ "train": tr, "gate": g }),
-                )?;
-                if g.passed {
-                    registry.promote(&manifest.version)?;
-                    // Hot swap from the registry, as a server would.
-                    let m: Arc<dyn RelevanceModel> = registry.load_current()?;
-                    engine.set_relevance_model(m);
-                    report.promoted = Some(manifest.version.clone());
-                    report.test_ndcg_after =
-                        test_ndcg(engine, coll, &test_q, qvecs.as_deref(), &eval_opts, cfg.k)?;
-                }
-                report.train = Some(tr);
-                report.gate = Some(g);
+        let current = engine.relevance_model();
+        // The held-out gate's second opinion: nDCG on the judged train queries.
+        let mut eval_gate = |model: &FeatureModel, g: GateReport| -> Result<GateReport> {
+            let tq = &train_q;
+            let cur = test_ndcg(engine, coll, tq, None, &eval_opts, cfg.k)?;
+            engine.set_relevance_model(Arc::new(model.clone()));
+            let cand = test_ndcg(engine, coll, tq, None, &eval_opts, cfg.k);
+            engine.set_relevance_model(current.clone());
+            Ok(g.with_eval(cand?, cur, cfg.gate.tolerance))
+        };
+        let outcome = crate::round::round(
+            &engine.store().db,
+            registry,
+            current.as_ref(),
+            analyzer,
+            &crate::round::RoundConfig {
+                train: cfg.train.clone(),
+                gate: cfg.gate.clone(),
+                promote: true,
+            },
+            if cfg.eval_gate {
+                Some(&mut eval_gate)
+            } else {
+                None
+            },
+        )?;
+        report.train_error = outcome.not_trained;
+        if let Some(t) = outcome.trained {
+            if t.promoted {
+                // Hot swap from the registry, as a server would.
+                let m: Arc<dyn RelevanceModel> = registry.load_current()?;
+                engine.set_relevance_model(m);
+                report.promoted = Some(t.version.clone());
+                report.test_ndcg_after =
+                    test_ndcg(engine, coll, &test_q, qvecs.as_deref(), &eval_opts, cfg.k)?;
             }
+            report.train = Some(t.train);
+            report.gate = Some(t.gate);
         }
         progress.inc();
         before = report.test_ndcg_after;
@@ -837,7 +828,11 @@ pub fn simulate_stream(
                     (qid.as_str(), text.as_str()),
                     &o,
                     format!("{prefix}{ask}-{qid}"),
-                    serde_json::json!({ "query_id": qid, "stream_seed": seed }),
+                    InteractionMeta {
+                        query_id: Some(qid.clone()),
+                        stream_seed: Some(seed),
+                        ..InteractionMeta::default()
+                    },
                     &mut vs_judg,
                     &mut vs_sim,
                 )?;

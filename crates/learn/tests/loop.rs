@@ -58,7 +58,7 @@ fn synthetic_log_asking(store: &Store, n: usize, question: &dyn Fn(usize) -> Str
                 explored: false,
                 response: Some("an answer".into()),
                 complete: true,
-                meta: serde_json::Value::Null,
+                meta: Default::default(),
                 candidates: cands,
             })
             .unwrap();

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use anectx_core::{Backend, BackendError};
 use anectx_engine::{index_texts, ContextOptions, Engine, IndexOptions, NoProgress};
 use anectx_models::{load_embedder, CandleBackend, TextTokenizer, WeightDtype};
-use anectx_server::memory::tiny;
 use anectx_server::{
     AppState, Batcher, BatcherConfig, BatcherEmbedder, EngineContext, Metrics, ServerConfig,
 };
 use anectx_store::{EmbedderInfo, Store};
+use anectx_testing::tiny;
 use serde_json::json;
 
 struct Args {
@@ -231,8 +231,7 @@ fn main() {
         dim,
     };
     let emb = Arc::new(BatcherEmbedder::new(
-        batcher.clone(),
-        tokenizer.clone(),
+        anectx_server::EmbedService::new(batcher.clone(), Arc::new(tokenizer.clone())),
         info,
     ));
     let t = Instant::now();

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anectx_core::{Embeddings, TokenBatch};
+use anectx_core::Embeddings;
 use anectx_models::TextTokenizer;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -17,15 +17,17 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::batcher::{BatchError, Batcher, JobTimings};
+use anectx_serve::{CallTimings, EmbedService, ServeError};
+
+use crate::batcher::Batcher;
 use crate::context::{
-    ContextError, ContextProvider, ContextRequest, ContextResult, Interaction, InteractionKind,
+    ContextProvider, ContextRequest, ContextResult, Interaction, InteractionKind,
     InteractionRecorder, NoopRecorder,
 };
-use crate::engine::EngineContext;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::reload::{RelevanceReloader, RelevanceSource};
+use anectx_serve::EngineContext;
 
 /// Where the chat proxy sends requests.
 #[derive(Debug, Clone)]
@@ -122,9 +124,7 @@ pub struct AppState {
 
 pub(crate) struct Inner {
     pub config: ServerConfig,
-    pub batcher: Batcher,
-    pub tokenizer: Arc<TextTokenizer>,
-    pub score_tokenizer: Option<Arc<TextTokenizer>>,
+    pub embed: EmbedService,
     pub context: Option<Arc<dyn ContextProvider>>,
     pub recorder: Arc<dyn InteractionRecorder>,
     pub metrics: Arc<Metrics>,
@@ -239,12 +239,13 @@ impl AppStateBuilder {
                 Some(r)
             }
         };
+        let embed = EmbedService::new(self.batcher, self.tokenizer)
+            .with_score_tokenizer(self.score_tokenizer)
+            .with_metrics(self.metrics.clone());
         Ok(AppState {
             inner: Arc::new(Inner {
                 config: self.config,
-                batcher: self.batcher,
-                tokenizer: self.tokenizer,
-                score_tokenizer: self.score_tokenizer,
+                embed,
                 context: self.context,
                 recorder: self.recorder,
                 metrics: self.metrics,
@@ -311,7 +312,12 @@ impl AppState {
     }
 
     pub fn batcher(&self) -> &Batcher {
-        &self.inner.batcher
+        self.inner.embed.batcher()
+    }
+
+    /// The embedding service every route shares.
+    pub fn embed_service(&self) -> &EmbedService {
+        &self.inner.embed
     }
 
     pub(crate) fn next_interaction_id(&self) -> String {
@@ -377,12 +383,13 @@ impl AppState {
             .await
             .map_err(|e| ApiError::internal(format!("the context task failed: {e}")))?
             .map_err(|e| match e {
-                ContextError::InvalidQuery(m) => ApiError::invalid(m).with_param("query"),
-                ContextError::Overloaded(m) => ApiError::overloaded(m),
-                ContextError::Unavailable(m) => ApiError::unavailable(m),
-                ContextError::Failed(m) => {
-                    ApiError::internal(format!("context selection failed: {m}"))
+                ServeError::Invalid { param, message } => {
+                    ApiError::invalid(message).with_param(param.unwrap_or("query"))
                 }
+                ServeError::Internal(e) => {
+                    ApiError::internal(format!("context selection failed: {e}"))
+                }
+                other => other.into(),
             })
     }
 }
@@ -621,73 +628,8 @@ fn check_model(state: &AppState, model: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-impl From<BatchError> for ApiError {
-    fn from(e: BatchError) -> Self {
-        match e {
-            BatchError::Overloaded { .. } => ApiError::overloaded(e.to_string()),
-            BatchError::TooLarge(m) => ApiError::too_large(m),
-            BatchError::Backend(b) => b.into(),
-            BatchError::Stopped => ApiError::unavailable(e.to_string()),
-        }
-    }
-}
-
-/// Tokenises `texts` (or pairs) on the blocking pool and splits the result
-/// into jobs that fit the batch limits.
-async fn tokenize(
-    state: &AppState,
-    op: &'static str,
-    tok: Arc<TextTokenizer>,
-    texts: Arc<Vec<String>>,
-    query: Option<Arc<String>>,
-) -> Result<(Vec<TokenBatch>, usize, Vec<usize>, Duration), ApiError> {
-    let chunk = state.inner.batcher.config().max_batch_rows;
-    let start = Instant::now();
-    let batches = tokio::task::spawn_blocking(move || {
-        let mut out = Vec::new();
-        for part in texts.chunks(chunk) {
-            let b = match &query {
-                None => {
-                    let refs: Vec<&str> = part.iter().map(String::as_str).collect();
-                    tok.encode_batch(&refs)
-                }
-                Some(q) => {
-                    let pairs: Vec<(&str, &str)> =
-                        part.iter().map(|d| (q.as_str(), d.as_str())).collect();
-                    tok.encode_pairs(&pairs)
-                }
-            };
-            out.push(b?);
-        }
-        Ok::<_, anectx_models::ModelError>(out)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("the tokenizer task failed: {e}")))?
-    .map_err(|e| match e {
-        anectx_models::ModelError::Input(m) => ApiError::invalid(m).with_param("input"),
-        other => ApiError::invalid(other.to_string()),
-    })?;
-    let elapsed = start.elapsed();
-    state
-        .inner
-        .metrics
-        .tokenize_duration
-        .observe_duration(op, elapsed);
-    let mut jobs = Vec::new();
-    let mut real = 0;
-    let mut truncated = Vec::new();
-    let mut base = 0;
-    for b in batches {
-        real += b.real_tokens();
-        truncated.extend(b.truncations.iter().map(|t| base + t.index));
-        base += b.batch;
-        let rows = state.inner.batcher.rows_per_job(b.seq);
-        jobs.extend(b.split_rows(rows));
-    }
-    Ok((jobs, real, truncated, elapsed))
-}
-
-fn timing_headers(tokenize: Duration, t: JobTimings, truncated: &[usize]) -> HeaderMap {
+fn timing_headers(t: CallTimings, truncated: &[usize]) -> HeaderMap {
+    let (tokenize, t) = (t.tokenize, t.jobs);
     let mut h = HeaderMap::new();
     let ms = |d: Duration| HeaderValue::from_str(&format!("{:.3}", d.as_secs_f64() * 1e3));
     if let Ok(v) = ms(tokenize) {
@@ -806,11 +748,9 @@ pub(crate) async fn embed_texts(
     state: &AppState,
     texts: Vec<String>,
 ) -> Result<(Embeddings, usize, HeaderMap), ApiError> {
-    let tok = state.inner.tokenizer.clone();
-    let (jobs, real, truncated, tok_time) =
-        tokenize(state, "embed", tok, Arc::new(texts), None).await?;
-    let (emb, timings) = state.inner.batcher.embed(jobs).await?;
-    Ok((emb, real, timing_headers(tok_time, timings, &truncated)))
+    let e = state.inner.embed.embed(Arc::new(texts)).await?;
+    let headers = timing_headers(e.timings, &e.truncated);
+    Ok((e.embeddings, e.real_tokens, headers))
 }
 
 async fn embeddings(
@@ -876,7 +816,7 @@ struct RerankRequest {
 
 /// How `/v1/rerank` scores documents.
 pub(crate) fn rerank_method(state: &AppState) -> &'static str {
-    if state.inner.score_tokenizer.is_some() {
+    if state.inner.embed.scores_pairs() {
         "classifier"
     } else {
         "embedding_cosine"
@@ -934,14 +874,12 @@ async fn rerank(
         texts.push(t);
     }
     let texts = Arc::new(texts);
-    let (scores, tokens, headers) = match state.inner.score_tokenizer.clone() {
-        Some(tok) => {
-            let (jobs, real, truncated, tt) =
-                tokenize(&state, "score", tok, texts.clone(), Some(Arc::new(query))).await?;
-            let (s, timings) = state.inner.batcher.score(jobs).await?;
-            (s, real, timing_headers(tt, timings, &truncated))
-        }
-        None => {
+    let (scores, tokens, headers) = if state.inner.embed.scores_pairs() {
+        let s = state.inner.embed.score(query, texts.clone()).await?;
+        let headers = timing_headers(s.timings, &s.truncated);
+        (s.scores, s.real_tokens, headers)
+    } else {
+        {
             let mut all = Vec::with_capacity(texts.len() + 1);
             all.push(query);
             all.extend(texts.iter().cloned());
@@ -1021,11 +959,6 @@ async fn context(
         })
         .await?;
     let id = state.next_interaction_id();
-    let mut details = result.details.clone();
-    if let Value::Object(d) = &mut details {
-        d.insert("budget_tokens".into(), json!(result.budget_tokens));
-        d.insert("tokens_used".into(), json!(result.tokens_used));
-    }
     // The interaction is logged (committed) before the answer goes out, so
     // `logged: true` means it is in the log.
     let logged = state
@@ -1041,7 +974,9 @@ async fn context(
             streamed: false,
             complete: true,
             latency_ms: start.elapsed().as_millis() as u64,
-            details,
+            budget_tokens: Some(result.budget_tokens),
+            tokens_used: Some(result.tokens_used),
+            trace: result.trace.clone(),
         })
         .await;
     let mut body = serde_json::to_value(&result)
@@ -1238,7 +1173,7 @@ async fn models(State(state): State<AppState>) -> Json<Value> {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    let h = state.inner.batcher.health();
+    let h = state.batcher().health();
     let status = if h.ok {
         StatusCode::OK
     } else {
@@ -1253,8 +1188,8 @@ async fn health(State(state): State<AppState>) -> Response {
 
 async fn info(State(state): State<AppState>) -> Json<Value> {
     let s = &state.inner;
-    let b = s.batcher.info();
-    let c = s.batcher.config();
+    let b = s.embed.batcher().info();
+    let c = s.embed.batcher().config();
     Json(json!({
         "name": "anectx",
         "version": env!("CARGO_PKG_VERSION"),
@@ -1264,8 +1199,8 @@ async fn info(State(state): State<AppState>) -> Json<Value> {
             "kind": s.config.model_kind,
             "version": s.config.model_version,
             "dim": b.embedding_dim,
-            "max_seq": s.tokenizer.max_seq(),
-            "seq_buckets": s.tokenizer.buckets(),
+            "max_seq": s.embed.tokenizer().max_seq(),
+            "seq_buckets": s.embed.tokenizer().buckets(),
         },
         "classifier": s.config.classifier_id,
         "rerank_scoring": rerank_method(&state),

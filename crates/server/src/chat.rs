@@ -169,7 +169,7 @@ pub(crate) async fn chat_completions(
 
     // Select context (fail open: the chat still goes through without it).
     let mut chunks: Vec<ContextChunk> = Vec::new();
-    let mut details = Value::Null;
+    let mut trace = None;
     let context_status: String = match (&query, use_context) {
         (None, _) => "no-user-message".into(),
         (Some(_), false) => "disabled".into(),
@@ -192,7 +192,7 @@ pub(crate) async fn chat_completions(
                         inject(messages, context_message(&packed));
                     }
                     chunks = r.chunks;
-                    details = r.details;
+                    trace = r.trace;
                     format!("{} chunks", chunks.len())
                 }
                 Err(e) => {
@@ -245,7 +245,9 @@ pub(crate) async fn chat_completions(
         streamed: stream,
         complete: false,
         latency_ms: 0,
-        details,
+        budget_tokens: None,
+        tokens_used: None,
+        trace,
     };
     let mut out_headers = HeaderMap::new();
     if let Some(ct) = content_type.clone() {

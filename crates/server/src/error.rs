@@ -163,6 +163,31 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<anectx_serve::ServeError> for ApiError {
+    fn from(e: anectx_serve::ServeError) -> Self {
+        use anectx_serve::ServeError as E;
+        match e {
+            E::Invalid { param, message } => {
+                let a = Self::invalid(message);
+                match param {
+                    Some(p) => a.with_param(p),
+                    None => a,
+                }
+            }
+            E::TooLarge(m) => Self::too_large(m),
+            E::Overloaded(m) => Self::overloaded(m),
+            E::Unavailable(m) => Self::unavailable(m),
+            E::Internal(e) => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<anectx_serve::BatchError> for ApiError {
+    fn from(e: anectx_serve::BatchError) -> Self {
+        anectx_serve::ServeError::from(e).into()
+    }
+}
+
 impl From<anectx_core::BackendError> for ApiError {
     fn from(e: anectx_core::BackendError) -> Self {
         use anectx_core::BackendError as B;
@@ -172,6 +197,7 @@ impl From<anectx_core::BackendError> for ApiError {
             B::Unsupported(m) => Self::unavailable(m),
             B::Start(m) => Self::unavailable(format!("the backend is not running: {m}")),
             B::Inference(m) => Self::internal(format!("inference failed: {m}")),
+            B::Overloaded(m) => Self::overloaded(m),
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The anectx HTTP server.
+//! The anectx HTTP server: a thin layer over the serving core
+//! (`anectx-serve`), which owns batching, embedding, context selection,
+//! recording and reload.
 //!
 //! Routes (see [`router`]):
 //!
@@ -21,34 +23,26 @@
 //! [`RelevanceReloader`] (hot swap) and [`Metrics`].
 
 mod app;
-pub mod batcher;
 pub mod chat;
-pub mod context;
-pub mod engine;
 mod error;
-pub mod fake_llm;
-pub mod log;
-pub mod memory;
-pub mod metrics;
-pub mod reload;
+
+// The serving core lives in `anectx-serve`; these paths stay for callers.
+pub use anectx_serve::{batcher, context, memory, metrics, reload};
 
 use std::future::Future;
 use std::net::SocketAddr;
 
+pub use anectx_serve::{
+    BackendInfo, BatchError, Batcher, BatcherConfig, BatcherEmbedder, ContextChunk, ContextError,
+    ContextProvider, ContextRequest, ContextResult, EmbedService, EngineContext, Interaction,
+    InteractionKind, InteractionRecorder, MemoryContext, Metrics, NoopRecorder, RecordError,
+    RegistrySource, RelevanceReloader, RelevanceSource, ReloadError, ReloadOutcome, ServeError,
+    SourceError, SqliteRecorder,
+};
 pub use app::{
     router, ApiJson, AppState, AppStateBuilder, LlmConfig, ServerConfig, DEFAULT_RELEVANCE_POLL,
 };
-pub use batcher::{BackendInfo, BatchError, Batcher, BatcherConfig};
-pub use context::{
-    ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult, Interaction,
-    InteractionKind, InteractionRecorder, NoopRecorder, RecordError,
-};
-pub use engine::{BatcherEmbedder, EngineContext};
 pub use error::{ApiError, ServerError};
-pub use log::SqliteRecorder;
-pub use memory::MemoryContext;
-pub use metrics::Metrics;
-pub use reload::{RelevanceReloader, RelevanceSource, ReloadError, ReloadOutcome};
 
 /// Refuses a non-loopback bind without an API key: anectx is safe by default.
 pub fn check_bind(addr: &SocketAddr, api_key: Option<&str>) -> Result<(), ServerError> {

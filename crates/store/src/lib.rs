@@ -30,8 +30,8 @@ pub use db::{ChunkRecord, Db, DocumentRecord, EmbedderInfo, NewChunk, Pending};
 pub use error::StoreError;
 pub use lexical::{Bm25Params, LexicalIndex};
 pub use log::{
-    Durability, Feedback, LogStats, LoggedCandidate, LoggedInteraction, PruneReport, Retention,
-    UsageLabelRow,
+    Durability, Feedback, InteractionKind, InteractionMeta, LogStats, LoggedCandidate,
+    LoggedInteraction, PruneReport, Retention, UsageLabelRow,
 };
 pub use vectors::{FlatVectors, VectorIndex};
 

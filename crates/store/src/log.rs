@@ -33,8 +33,8 @@ pub struct LoggedInteraction {
     pub uid: String,
     /// Milliseconds since the Unix epoch.
     pub ts_ms: i64,
-    /// `context`, `chat`, `simulate`, …
-    pub kind: String,
+    /// Which path answered it.
+    pub kind: InteractionKind,
     pub query: String,
     /// The relevance model that ranked the candidates.
     pub model_version: String,
@@ -44,9 +44,113 @@ pub struct LoggedInteraction {
     pub response: Option<String>,
     /// `false` when the answer was cut short (client gone, upstream failed).
     pub complete: bool,
-    /// Anything else (upstream status, latency, retrieval mode, …).
-    pub meta: serde_json::Value,
+    /// Upstream status, latency, retrieval mode, …
+    pub meta: InteractionMeta,
     pub candidates: Vec<LoggedCandidate>,
+}
+
+/// Which path produced an interaction; stored as its name (`context`,
+/// `chat`, `simulated`). A name this version does not know is kept as
+/// [`InteractionKind::Other`], so newer logs stay readable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum InteractionKind {
+    /// `/v1/context` (HTTP) or an MCP `context` call: no response text.
+    Context,
+    /// The chat proxy: the response is the LLM's answer.
+    Chat,
+    /// `anectx simulate`: a simulated LLM answered.
+    Simulated,
+    Other(String),
+}
+
+impl InteractionKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Context => "context",
+            Self::Chat => "chat",
+            Self::Simulated => "simulated",
+            Self::Other(s) => s,
+        }
+    }
+}
+
+impl From<String> for InteractionKind {
+    fn from(s: String) -> Self {
+        match s.as_str() {
+            "context" => Self::Context,
+            "chat" => Self::Chat,
+            "simulated" => Self::Simulated,
+            _ => Self::Other(s),
+        }
+    }
+}
+
+impl From<&str> for InteractionKind {
+    fn from(s: &str) -> Self {
+        Self::from(s.to_string())
+    }
+}
+
+impl From<InteractionKind> for String {
+    fn from(k: InteractionKind) -> Self {
+        k.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for InteractionKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an interaction row keeps beside the query and the candidates
+/// (stored as a JSON object; absent fields are left out). Keys this
+/// version does not know are kept in `other`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct InteractionMeta {
+    /// Time to answer, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// The `model` the client asked the LLM for (chat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm_model: Option<String>,
+    /// The upstream LLM's HTTP status (chat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    /// Whether the answer was streamed (chat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streamed: Option<bool>,
+    /// The retrieval mode of the selection (`hybrid`, `bm25`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// The embedder that served the query, when dense retrieval ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
+    /// Fused candidates scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<u64>,
+    /// The context budget in tokens (`/v1/context`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    /// Tokens the packed context used (`/v1/context`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_used: Option<u64>,
+    /// Shown chunks that have no numeric id and so are not candidates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlogged_chunks: Vec<String>,
+    /// The judged query this was asked for (simulate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_id: Option<String>,
+    /// The training round (simulate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+    /// The seed of the stream evaluation (simulate --stream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_seed: Option<u64>,
+    /// Keys written by another version.
+    #[serde(flatten)]
+    pub other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// One scored candidate of an interaction.
@@ -367,7 +471,7 @@ fn insert_interaction(tx: &Transaction<'_>, i: &LoggedInteraction) -> Result<i64
         params![
             i.uid,
             i.ts_ms,
-            i.kind,
+            i.kind.as_str(),
             i.query,
             i.model_version,
             i.explored,
@@ -533,13 +637,13 @@ impl Db {
                     LoggedInteraction {
                         uid: r.get(1)?,
                         ts_ms: r.get(2)?,
-                        kind: r.get(3)?,
+                        kind: InteractionKind::from(r.get::<_, String>(3)?),
                         query: r.get(4)?,
                         model_version: r.get(5)?,
                         explored: r.get(6)?,
                         response: r.get(7)?,
                         complete: r.get(8)?,
-                        meta: serde_json::Value::Null,
+                        meta: InteractionMeta::default(),
                         candidates: Vec::new(),
                     },
                     r.get::<_, String>(9)?,
@@ -552,7 +656,13 @@ impl Db {
         )?;
         let mut out = Vec::with_capacity(rows.len());
         for (id, mut i, meta) in rows {
-            i.meta = from_json(&meta, "interaction meta")?;
+            // Rows from before the typed meta may hold `null`.
+            let raw: serde_json::Value = from_json(&meta, "interaction meta")?;
+            if !raw.is_null() {
+                i.meta = serde_json::from_value(raw).map_err(|e| {
+                    StoreError::Invalid(format!("interaction meta of row {id}: {e}"))
+                })?;
+            }
             let cands = cst
                 .query_map([id], |r| {
                     Ok((
@@ -819,7 +929,11 @@ mod tests {
             explored: n % 2 == 1,
             response: (n > 1).then(|| "it boils at 100 degrees [1]".to_string()),
             complete: true,
-            meta: json!({"latency_ms": 3, "mode": "bm25"}),
+            meta: InteractionMeta {
+                latency_ms: Some(3),
+                mode: Some("bm25".into()),
+                ..InteractionMeta::default()
+            },
             candidates: (0..n)
                 .map(|k| LoggedCandidate {
                     chunk_id: 10 + k as u64,
@@ -948,6 +1062,51 @@ mod tests {
             db.feedback_for("x").unwrap().len() as u64,
             MAX_FEEDBACK_PER_INTERACTION
         );
+    }
+
+    #[test]
+    fn rows_written_before_the_typed_record_read_back() {
+        // What earlier versions wrote: a free-form meta (or `null`) and kind
+        // names as text, including ones this version does not know.
+        let (_d, db) = db();
+        let conn = db.conn();
+        for (uid, kind, meta) in [
+            (
+                "old-1",
+                "context",
+                r#"{"latency_ms": 7, "mode": "hybrid", "custom": [1, 2]}"#,
+            ),
+            ("old-2", "chat", "null"),
+            ("old-3", "import", r#"{"streamed": true}"#),
+        ] {
+            conn.execute(
+                "INSERT INTO interactions(uid, ts_ms, kind, query, model_version, explored, \
+                 response, complete, meta) VALUES (?1, 1, ?2, 'q', '', 0, NULL, 1, ?3)",
+                params![uid, kind, meta],
+            )
+            .unwrap();
+        }
+        drop(conn);
+        let rows = db.interactions(0, 10).unwrap();
+        assert_eq!(rows.len(), 3);
+        let (_, a) = &rows[0];
+        assert_eq!(a.kind, InteractionKind::Context);
+        assert_eq!(a.meta.latency_ms, Some(7));
+        assert_eq!(a.meta.mode.as_deref(), Some("hybrid"));
+        assert_eq!(a.meta.other["custom"], json!([1, 2]));
+        let (_, b) = &rows[1];
+        assert_eq!(b.kind, InteractionKind::Chat);
+        assert_eq!(b.meta, InteractionMeta::default());
+        let (_, c) = &rows[2];
+        assert_eq!(c.kind, InteractionKind::Other("import".into()));
+        assert_eq!(c.meta.streamed, Some(true));
+        // Unknown keys survive a round trip through the typed meta.
+        let mut again = a.clone();
+        again.uid = "again".into();
+        db.append_interaction(&again).unwrap();
+        let back = db.interactions(rows[2].0, 10).unwrap();
+        assert_eq!(back[0].1.meta, a.meta);
+        assert_eq!(back[0].1.kind.as_str(), "context");
     }
 
     #[test]

@@ -6,6 +6,11 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "fake-llm")]
+pub mod fake_llm;
+#[cfg(feature = "tiny")]
+pub mod tiny;
+
 /// The directory of the running test's (or bench's) own crate.
 ///
 /// Cargo sets `CARGO_MANIFEST_DIR` when it runs a test or bench; that value

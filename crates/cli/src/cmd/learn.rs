@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use anectx_engine::eval::Collection;
 use anectx_engine::{index_texts, ChunkConfig, Engine, IndexOptions, Progress};
-use anectx_learn::analyzer::{Analyzer, ANALYZER_VERSION};
-use anectx_learn::gate::{gate, GateConfig};
+use anectx_learn::analyzer::Analyzer;
+use anectx_learn::gate::GateConfig;
 use anectx_learn::simulate::{
     simulate, simulate_stream, SimProgress, SimulateConfig, SimulateReport, StreamConfig,
     StreamReport,
 };
-use anectx_learn::train::{label_log, train, Dataset, TrainConfig};
-use anectx_learn::{LearnError, Registry};
+use anectx_learn::train::TrainConfig;
+use anectx_learn::{round, Registry, RoundConfig};
 use anectx_store::Store;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -88,70 +88,60 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             store_dir.display()
         );
     }
-    let analyzer = Analyzer::default();
-    let labelled = label_log(&store.db, &analyzer)?;
-    let ds = Dataset::from_log(&store.db, ANALYZER_VERSION)?;
-    let cfg = TrainConfig {
-        min_interactions: args.min_interactions,
-        held_out: args.held_out,
-        seed: args.seed,
-        adapter_steps: args.adapter_steps,
-        ..TrainConfig::default()
-    };
-    let version = registry.new_version_name(&ds.hash);
-    let (model, report) = match train(&ds, &cfg, &version) {
-        Ok(x) => x,
-        // Not an error: the log is young. Say so and keep the current model.
-        Err(e @ LearnError::TooLittleData(_)) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "trained": false,
-                        "reason": e.to_string(),
-                        "interactions": stats,
-                        "promoted": false,
-                    }))?
-                );
-            } else {
-                println!(
-                    "not trained: {e}\nthe current model keeps serving; log more questions \
-                     and run `anectx train --store {}` again",
-                    super::quickstart::shell_word(&store_dir)
-                );
-            }
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let (_, _, held) = ds.split3(cfg.held_out, cfg.seed);
     let current = registry
         .load_current()
         .context("loading the current model for the gate")?;
-    let g = gate(
-        &model,
-        current.as_ref(),
-        &held,
-        &GateConfig {
+    let cfg = RoundConfig {
+        train: TrainConfig {
+            min_interactions: args.min_interactions,
+            held_out: args.held_out,
+            seed: args.seed,
+            adapter_steps: args.adapter_steps,
+            ..TrainConfig::default()
+        },
+        gate: GateConfig {
             tolerance: args.tolerance,
             ..GateConfig::default()
         },
+        promote: args.promote,
+    };
+    let outcome = round(
+        &store.db,
+        &registry,
+        current.as_ref(),
+        &Analyzer::default(),
+        &cfg,
+        None,
     )?;
-    let manifest = registry.add(
-        &model,
-        &ds.hash,
-        serde_json::json!({ "train": report, "gate": g, "newly_labelled": labelled }),
-    )?;
-    let promoted = args.promote && g.passed;
-    if promoted {
-        registry.promote(&manifest.version)?;
-    }
+    let Some(t) = outcome.trained else {
+        // Not an error: the log is young. Say so and keep the current model.
+        let reason = outcome.not_trained.unwrap_or_default();
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "trained": false,
+                    "reason": reason,
+                    "interactions": stats,
+                    "promoted": false,
+                }))?
+            );
+        } else {
+            println!(
+                "not trained: {reason}\nthe current model keeps serving; log more questions \
+                 and run `anectx train --store {}` again",
+                super::quickstart::shell_word(&store_dir)
+            );
+        }
+        return Ok(());
+    };
+    let (g, report, promoted) = (&t.gate, &t.train, t.promoted);
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "trained": true,
-                "version": manifest.version,
+                "version": t.version,
                 "registry": registry.dir(),
                 "train": report,
                 "gate": g,
@@ -161,7 +151,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     } else {
         println!(
             "trained {} on {} interactions ({} pairs; {} held out), best epoch {}/{}",
-            manifest.version,
+            t.version,
             report.train_interactions,
             report.train_pairs,
             report.held_out_interactions,
@@ -174,11 +164,11 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             g.reason
         );
         if promoted {
-            println!("promoted: {} is current", manifest.version);
+            println!("promoted: {} is current", t.version);
         } else if g.passed {
             println!(
                 "not promoted (run `anectx model promote {} --store {}`)",
-                manifest.version,
+                t.version,
                 super::quickstart::shell_word(&store_dir)
             );
         } else {
@@ -595,45 +585,4 @@ pub fn run_rollback(opts: RegistryOpts) -> Result<()> {
         now.as_deref().unwrap_or("the built-in fusion model")
     );
     Ok(())
-}
-
-/// The server's relevance source over a registry: the stamp is the current
-/// version, loading checks and loads it.
-pub struct RegistrySource {
-    pub registry: Registry,
-    /// Rebuild this engine's usage memory from its log at every load
-    /// (startup, promotion, rollback, `POST /admin/reload`).
-    pub memory: Option<std::sync::Arc<Engine>>,
-}
-
-impl anectx_server::RelevanceSource for RegistrySource {
-    fn stamp(&self) -> std::result::Result<String, String> {
-        self.registry.stamp().map_err(|e| e.to_string())
-    }
-
-    fn load(
-        &self,
-    ) -> std::result::Result<std::sync::Arc<dyn anectx_engine::RelevanceModel>, String> {
-        let model = self.registry.load_current().map_err(|e| e.to_string())?;
-        if let Some(engine) = &self.memory {
-            // A failure here keeps the memory that serves; the model swap goes on.
-            let rebuilt = label_log(&engine.store().db, &Analyzer::default())
-                .map_err(|e| e.to_string())
-                .and_then(|_| {
-                    engine
-                        .rebuild_memory(anectx_learn::analyzer::ANALYZER_VERSION)
-                        .map_err(|e| e.to_string())
-                });
-            match rebuilt {
-                Ok(Some(s)) => tracing::info!(
-                    questions = s.questions,
-                    pairs = s.pairs,
-                    "usage memory rebuilt from the interaction log"
-                ),
-                Ok(None) => tracing::info!("usage memory off: nothing used in the log yet"),
-                Err(e) => tracing::warn!("usage memory not rebuilt: {e}"),
-            }
-        }
-        Ok(model)
-    }
 }

@@ -207,8 +207,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
     // The store is optional unless named explicitly.
     let context = if anectx_engine::Store::exists(&store_dir) {
-        let emb = BatcherEmbedder::new(batcher.clone(), tokenizer.clone(), info.clone())
-            .with_legacy(legacy);
+        let emb = BatcherEmbedder::new(
+            anectx_server::EmbedService::new(batcher.clone(), Arc::new(tokenizer.clone())),
+            info.clone(),
+        )
+        .with_legacy(legacy);
         let engine = Engine::open(&store_dir, Some(Arc::new(emb)))
             .with_context(|| format!("opening the store in {}", store_dir.display()))?;
         for n in engine.notes() {
@@ -292,7 +295,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             args.registry.as_ref(),
         ))
         .context("opening the model registry")?;
-        builder = builder.relevance_source(Arc::new(super::learn::RegistrySource {
+        builder = builder.relevance_source(Arc::new(anectx_server::RegistrySource {
             registry,
             memory: (!args.no_memory).then(|| c_engine.clone()),
         }));

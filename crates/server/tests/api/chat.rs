@@ -1,7 +1,7 @@
 //! The chat proxy against the fake LLM on 127.0.0.1:0.
 
-use anectx_server::fake_llm;
 use anectx_server::{Interaction, InteractionKind};
+use anectx_testing::fake_llm;
 use serde_json::json;
 
 use crate::common::*;

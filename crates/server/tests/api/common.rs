@@ -5,11 +5,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anectx_core::{Backend, BackendError, BackendHealth, Embeddings, SupportedShapes, TokenBatch};
-use anectx_server::memory::tiny;
 use anectx_server::{
     router, AppState, Batcher, BatcherConfig, Interaction, InteractionRecorder, LlmConfig,
     MemoryContext, Metrics, RecordError, ServerConfig,
 };
+use anectx_testing::tiny;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
@@ -205,7 +205,11 @@ fn build(opts: Opts) -> Harness {
             .iter()
             .map(|(s, t)| (s.to_string(), t.to_string()))
             .collect();
-        let ctx = MemoryContext::new(batcher, tiny::tokenizer(512).unwrap(), passages).unwrap();
+        let ctx = MemoryContext::new(
+            anectx_server::EmbedService::new(batcher, Arc::new(tiny::tokenizer(512).unwrap())),
+            passages,
+        )
+        .unwrap();
         b = b.context_provider(Arc::new(ctx));
     }
     let state = b.build().unwrap();

@@ -1,5 +1,5 @@
 use anectx_core::Backend;
-use anectx_server::memory::tiny;
+use anectx_testing::tiny;
 use base64::Engine as _;
 use serde_json::json;
 

@@ -11,12 +11,12 @@ use anectx_engine::{
     index_texts, Candidate, ContextOptions, Engine, FusionRelevance, IndexOptions, NoProgress,
     RelevanceModel,
 };
-use anectx_server::memory::tiny;
 use anectx_server::{
     router, AppState, Batcher, BatcherConfig, EngineContext, InteractionRecorder, Metrics,
-    RelevanceSource, ServerConfig, SqliteRecorder,
+    RelevanceSource, ServerConfig, SourceError, SqliteRecorder,
 };
 use anectx_store::{Db, Durability, Store};
+use anectx_testing::tiny;
 use axum::Router;
 use serde_json::{json, Value};
 
@@ -104,11 +104,11 @@ impl TestSource {
 }
 
 impl RelevanceSource for TestSource {
-    fn stamp(&self) -> Result<String, String> {
+    fn stamp(&self) -> Result<String, SourceError> {
         self.stamps.fetch_add(1, Ordering::SeqCst);
         Ok(format!("v{}", self.stamp.load(Ordering::SeqCst)))
     }
-    fn load(&self) -> Result<Arc<dyn RelevanceModel>, String> {
+    fn load(&self) -> Result<Arc<dyn RelevanceModel>, SourceError> {
         self.loads.fetch_add(1, Ordering::SeqCst);
         match self.kind.load(Ordering::SeqCst) {
             k @ (0 | 1) => Ok(Arc::new(weights(k))),
@@ -223,7 +223,7 @@ async fn context_calls_are_logged_before_the_answer_with_the_candidate_pool() {
         let rowid = db.interaction_id(&id).unwrap().expect("logged");
         let (_, l) = db.interactions(rowid - 1, 1).unwrap().remove(0);
         assert_eq!(l.uid, id);
-        assert_eq!(l.kind, "context");
+        assert_eq!(l.kind.as_str(), "context");
         assert_eq!(l.query, *q);
         assert_eq!(l.model_version, FusionRelevance::default().version());
         assert_eq!(l.explored, v["details"]["explored"].as_bool().unwrap());
@@ -348,7 +348,7 @@ async fn context_calls_are_logged_before_the_answer_with_the_candidate_pool() {
 
 #[tokio::test]
 async fn chat_answers_are_logged_with_the_response_and_take_feedback_by_header_id() {
-    let (addr, _log) = anectx_server::fake_llm::spawn().await.unwrap();
+    let (addr, _log) = anectx_testing::fake_llm::spawn().await.unwrap();
     let s = tokio::task::spawn_blocking(move || {
         build_with(
             Some(Durability::Full),
@@ -377,12 +377,12 @@ async fn chat_answers_are_logged_with_the_response_and_take_feedback_by_header_i
     let db = log_db(&s.dir);
     let rowid = db.interaction_id(&id).unwrap().expect("chat logged");
     let (_, l) = db.interactions(rowid - 1, 1).unwrap().remove(0);
-    assert_eq!(l.kind, "chat");
+    assert_eq!(l.kind.as_str(), "chat");
     assert_eq!(l.query, "where does water boil ?");
     assert_eq!(l.response.as_deref(), Some(answer.as_str()));
     assert!(l.complete);
-    assert_eq!(l.meta["llm_model"], "fake");
-    assert_eq!(l.meta["upstream_status"], 200);
+    assert_eq!(l.meta.llm_model.as_deref(), Some("fake"));
+    assert_eq!(l.meta.upstream_status, Some(200));
     assert!(l.candidates.iter().any(|c| c.position.is_some()));
     let r = post(
         &s.app,
@@ -760,7 +760,9 @@ async fn log_write_cost() {
                     streamed: false,
                     complete: true,
                     latency_ms: 0,
-                    details: json!({"pool": (0..30).map(|c| json!({"chunk_id": c, "relevance": 0.5, "propensity": 0.0, "features": {"rrf": 0.1, "bm25": 1.0, "coverage": 0.5}})).collect::<Vec<_>>()}),
+                    budget_tokens: None,
+                    tokens_used: None,
+                    trace: Some(pool_of_30(true)),
                 };
                 let t = Instant::now();
                 r.record(i).unwrap();
@@ -792,9 +794,11 @@ async fn log_write_cost() {
                                 streamed: false,
                                 complete: true,
                                 latency_ms: 0,
-                                details: Value::Null,
+                                budget_tokens: None,
+                                tokens_used: None,
+                                trace: None,
                             };
-                            i.details = json!({"pool": (0..30).map(|c| json!({"chunk_id": c, "relevance": 0.5, "propensity": 0.0, "features": {"rrf": 0.1}})).collect::<Vec<_>>()});
+                            i.trace = Some(pool_of_30(false));
                             r.record(i).unwrap();
                         }
                     })
@@ -811,5 +815,27 @@ async fn log_write_cost() {
                 400.0 / secs
             );
         }
+    }
+}
+
+/// A selection trace with 30 unshown candidates (the recorder cost runs).
+fn pool_of_30(full: bool) -> anectx_engine::SelectionTrace {
+    anectx_engine::SelectionTrace {
+        pool: (0..30)
+            .map(|c| anectx_engine::PoolCandidate {
+                chunk_id: c,
+                relevance: 0.5,
+                relevance_rank: c as u32 + 1,
+                features: anectx_engine::Features {
+                    rrf: 0.1,
+                    bm25: full.then_some(1.0),
+                    coverage: if full { 0.5 } else { 0.0 },
+                    ..Default::default()
+                },
+                shown: None,
+                propensity: 0.0,
+            })
+            .collect(),
+        ..Default::default()
     }
 }

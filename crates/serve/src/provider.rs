@@ -1,39 +1,38 @@
-//! The context engine behind the server.
+//! The context engine behind the front ends.
 //!
 //! - [`BatcherEmbedder`] is an engine [`TextEmbedder`] that embeds queries
-//!   through the server's [`Batcher`], so query embeddings share the one
-//!   loaded model, its batching and its backpressure.
-//! - [`EngineContext`] is the [`ContextProvider`] over an [`Engine`].
+//!   through the [`EmbedService`], so query embeddings share the one loaded
+//!   model, its batching and its backpressure.
+//! - [`EngineContext`] is the [`ContextProvider`] over an [`Engine`]: the
+//!   context service that HTTP and MCP call.
 
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
 use anectx_core::BackendError;
-use anectx_engine::{ContextOptions, Engine, EngineError, TextEmbedder};
-use anectx_models::TextTokenizer;
+use anectx_engine::{ContextOptions, Engine, EngineError, SelectionTrace, TextEmbedder};
 use anectx_store::EmbedderInfo;
 use serde_json::json;
 
-use crate::batcher::{BatchError, Batcher};
-use crate::context::{ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult};
+use crate::context::{ContextChunk, ContextProvider, ContextRequest, ContextResult};
+use crate::embed::EmbedService;
+use crate::error::ServeError;
 
-const BUSY: &str = "server busy: ";
-
-/// Embeds texts through a [`Batcher`]. Blocking; the engine calls it on a
-/// blocking thread.
+/// Embeds texts through an [`EmbedService`]. Blocking; the engine calls it
+/// on a blocking thread.
 pub struct BatcherEmbedder {
-    batcher: Batcher,
-    tokenizer: TextTokenizer,
+    service: EmbedService,
     info: EmbedderInfo,
     legacy: Vec<String>,
 }
 
 impl BatcherEmbedder {
-    /// `info` must describe the batcher's embedder exactly as the store
+    /// `info` must describe the service's embedder exactly as the store
     /// expects it (see `anectx_engine::embed::fingerprint_model_dir`).
-    pub fn new(batcher: Batcher, tokenizer: TextTokenizer, info: EmbedderInfo) -> Self {
+    pub fn new(service: EmbedService, info: EmbedderInfo) -> Self {
         Self {
-            batcher,
-            tokenizer,
+            service,
             info,
             legacy: Vec::new(),
         }
@@ -62,18 +61,12 @@ impl TextEmbedder for BatcherEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut jobs = Vec::new();
-        for part in texts.chunks(self.batcher.config().max_batch_rows) {
-            let b = self.tokenizer.encode_batch(part)?;
-            let rows = self.batcher.rows_per_job(b.seq);
-            jobs.extend(b.split_rows(rows));
-        }
-        let e = self.batcher.embed_blocking(jobs).map_err(|e| match e {
-            BatchError::Overloaded { .. } => {
-                EngineError::Backend(BackendError::Inference(format!("{BUSY}{e}")))
-            }
-            BatchError::Backend(b) => EngineError::Backend(b),
-            other => EngineError::Backend(BackendError::Inference(other.to_string())),
+        let e = self.service.embed_blocking(texts).map_err(|e| {
+            EngineError::Backend(match e {
+                ServeError::Overloaded(m) => BackendError::Overloaded(m),
+                ServeError::Invalid { message, .. } => BackendError::Input(message),
+                other => BackendError::Inference(other.to_string()),
+            })
         })?;
         if e.dim != self.info.dim || e.rows != texts.len() {
             return Err(EngineError::Invalid(format!(
@@ -126,25 +119,23 @@ impl ContextProvider for EngineContext {
         format!("{} ({mode})", self.description)
     }
 
-    fn context(&self, request: &ContextRequest) -> Result<ContextResult, ContextError> {
+    fn context(&self, request: &ContextRequest) -> Result<ContextResult, ServeError> {
         let opts = ContextOptions {
             budget: request.budget_tokens,
             ..self.base.clone()
         };
-        let r = self
-            .engine
-            .context(&request.query, &opts)
-            .map_err(|e| match e {
-                EngineError::Backend(BackendError::Inference(m)) if m.starts_with(BUSY) => {
-                    ContextError::Overloaded(m[BUSY.len()..].to_string())
-                }
-                EngineError::Backend(BackendError::Input(m)) => ContextError::InvalidQuery(m),
-                e @ EngineError::QueryTooLong { .. } => ContextError::InvalidQuery(e.to_string()),
-                EngineError::Model(anectx_models::ModelError::Input(m)) => {
-                    ContextError::InvalidQuery(m)
-                }
-                other => ContextError::Failed(other.to_string()),
-            })?;
+        let r =
+            self.engine
+                .context(&request.query, &opts)
+                .map_err(|e| match ServeError::from(e) {
+                    // A bad input here is the query.
+                    ServeError::Invalid {
+                        param: None,
+                        message,
+                    } => ServeError::invalid_param("query", message),
+                    other => other,
+                })?;
+        let mut trace = SelectionTrace::of(&r);
         let mut chunks: Vec<ContextChunk> = r
             .chunks
             .iter()
@@ -166,22 +157,19 @@ impl ContextProvider for EngineContext {
                     "chunk_id": c.chunk_id,
                     "propensity": c.propensity,
                 }),
+                chunk_id: Some(c.chunk_id),
+                propensity: Some(c.propensity),
+                scores: Some(c.scores.clone()),
             })
             .collect();
         let mut packed = r.text.clone();
-        let mut pool = r.pool;
         if let Some(m) = request.max_chunks {
             if chunks.len() > m {
                 chunks.truncate(m);
                 packed = ContextResult::pack(&chunks);
                 // Chunks cut by `max_chunks` were not shown after all.
-                let kept: std::collections::HashSet<u64> =
-                    r.chunks[..m].iter().map(|c| c.chunk_id).collect();
-                for p in &mut pool {
-                    if !kept.contains(&p.chunk_id) {
-                        p.shown = None;
-                    }
-                }
+                let kept: HashSet<u64> = r.chunks[..m].iter().map(|c| c.chunk_id).collect();
+                trace.keep_shown(&kept);
             }
         }
         let used = if chunks.len() == r.chunks.len() {
@@ -203,8 +191,9 @@ impl ContextProvider for EngineContext {
                 "notes": r.notes,
                 "timings": r.timings,
                 "explored": r.explored,
-                "pool": pool,
+                "pool": &trace.pool,
             }),
+            trace: Some(trace),
         })
     }
 }

@@ -1,4 +1,4 @@
-//! The two seams between the server and the rest of anectx:
+//! The two seams between the front ends (HTTP, MCP) and the rest of anectx:
 //!
 //! - [`ContextProvider`] selects context for a query (implemented by the
 //!   engine over an index store); `/v1/context` and the chat proxy call it.
@@ -9,8 +9,12 @@
 //! Both traits are synchronous (store and engine code is blocking); the
 //! server calls them on tokio's blocking pool.
 
+use anectx_engine::{ChunkScores, SelectionTrace, ShownChunk};
+pub use anectx_store::InteractionKind;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+pub use crate::error::ServeError as ContextError;
 
 /// What to select context for.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,9 +42,33 @@ pub struct ContextChunk {
     /// Tokens the chunk takes in the budget.
     pub tokens: usize,
     /// Provider-specific detail (spans, per-feature scores), passed through
-    /// to clients and to the recorder.
+    /// to clients.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+    /// The store's chunk id, when the provider has numeric ids (the engine).
+    #[serde(skip)]
+    pub chunk_id: Option<u64>,
+    /// Probability of being shown under the logging policy, when known.
+    #[serde(skip)]
+    pub propensity: Option<f32>,
+    /// Per-feature scores, when known.
+    #[serde(skip)]
+    pub scores: Option<ChunkScores>,
+}
+
+impl ContextChunk {
+    /// The chunk as the interaction record sees it.
+    pub fn shown(&self) -> ShownChunk {
+        ShownChunk {
+            marker: u32::try_from(self.marker).unwrap_or(u32::MAX),
+            chunk_id: self.chunk_id.or_else(|| self.id.parse().ok()),
+            label: self.id.clone(),
+            text: self.text.clone(),
+            score: self.score,
+            propensity: self.propensity,
+            scores: self.scores.clone(),
+        }
+    }
 }
 
 /// The selection for one query.
@@ -55,6 +83,10 @@ pub struct ContextResult {
     /// Provider-specific detail (mode, candidates, timings, notes).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+    /// What the selection leaves for the interaction log (the engine's
+    /// candidate pool); `None` for a provider without one.
+    #[serde(skip)]
+    pub trace: Option<SelectionTrace>,
 }
 
 impl ContextResult {
@@ -78,23 +110,6 @@ impl ContextResult {
     }
 }
 
-/// Why a provider could not answer.
-#[derive(Debug, Error)]
-pub enum ContextError {
-    /// The query itself is unusable (empty, too long, …): HTTP 422.
-    #[error("{0}")]
-    InvalidQuery(String),
-    /// The provider is busy (its embedding queue is full): HTTP 429.
-    #[error("{0}")]
-    Overloaded(String),
-    /// The provider cannot answer now (store not ready): HTTP 503.
-    #[error("{0}")]
-    Unavailable(String),
-    /// Anything else: HTTP 500.
-    #[error("{0}")]
-    Failed(String),
-}
-
 /// A source of context. Implementations must be cheap to call concurrently
 /// (`&self`); the server runs each call on a blocking thread.
 pub trait ContextProvider: Send + Sync + 'static {
@@ -103,16 +118,6 @@ pub trait ContextProvider: Send + Sync + 'static {
 
     /// Selects and packs context for `request.query` within `request.budget_tokens`.
     fn context(&self, request: &ContextRequest) -> Result<ContextResult, ContextError>;
-}
-
-/// Which endpoint produced an interaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InteractionKind {
-    /// `/v1/chat/completions` through the proxy; `response` is the answer.
-    Chat,
-    /// `/v1/context`; there is no response text.
-    Context,
 }
 
 /// One answered query, as the learning loop needs it.
@@ -137,10 +142,43 @@ pub struct Interaction {
     /// `false` when the client went away or the upstream failed mid-answer.
     pub complete: bool,
     pub latency_ms: u64,
-    /// The provider's [`ContextResult::details`] for this query (for the
-    /// engine: `relevance_model`, `explored` and the candidate `pool`).
-    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
-    pub details: serde_json::Value,
+    /// The packed context's budget and use, when the route reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_used: Option<usize>,
+    /// The provider's [`ContextResult::trace`] for this query.
+    #[serde(skip)]
+    pub trace: Option<SelectionTrace>,
+}
+
+impl Interaction {
+    /// The logged form: the engine's one mapping ([`anectx_engine::record`]).
+    pub fn to_logged(&self) -> anectx_store::LoggedInteraction {
+        let shown: Vec<ShownChunk> = self.chunks.iter().map(ContextChunk::shown).collect();
+        let meta = anectx_store::InteractionMeta {
+            latency_ms: Some(self.latency_ms),
+            llm_model: self.model.clone(),
+            upstream_status: self.upstream_status,
+            streamed: (self.kind == InteractionKind::Chat).then_some(self.streamed),
+            budget_tokens: self.budget_tokens.map(|n| n as u64),
+            tokens_used: self.tokens_used.map(|n| n as u64),
+            ..Default::default()
+        };
+        anectx_engine::record(
+            anectx_engine::Answer {
+                uid: self.id.clone(),
+                kind: self.kind.clone(),
+                ts_ms: i64::try_from(self.timestamp_ms).unwrap_or(i64::MAX),
+                query: self.query.clone(),
+                response: self.response.clone(),
+                complete: self.complete,
+                meta,
+            },
+            &shown,
+            self.trace.as_ref(),
+        )
+    }
 }
 
 /// Receives interactions. Errors are logged by the server and never fail the
@@ -164,9 +202,7 @@ pub trait InteractionRecorder: Send + Sync + 'static {
 
     /// Stores explicit user feedback; returns its id. The default refuses.
     fn feedback(&self, _feedback: &anectx_store::Feedback) -> Result<i64, RecordError> {
-        Err(RecordError(
-            "this server keeps no interaction log, so feedback cannot be stored".into(),
-        ))
+        Err(RecordError::NoLog)
     }
 
     /// Whether [`InteractionRecorder::feedback`] stores anything.
@@ -177,8 +213,17 @@ pub trait InteractionRecorder: Send + Sync + 'static {
 
 /// A recorder failure.
 #[derive(Debug, Error)]
-#[error("could not record the interaction: {0}")]
-pub struct RecordError(pub String);
+pub enum RecordError {
+    /// The log writer thread is gone (shutting down or crashed).
+    #[error("could not record the interaction: the log writer has stopped")]
+    Stopped,
+    /// This recorder keeps no log.
+    #[error("this server keeps no interaction log, so feedback cannot be stored")]
+    NoLog,
+    /// The store refused or failed.
+    #[error("could not record the interaction: {0}")]
+    Store(#[from] anectx_store::StoreError),
+}
 
 /// Drops every interaction.
 #[derive(Debug, Default, Clone, Copy)]

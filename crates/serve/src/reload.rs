@@ -20,13 +20,18 @@ use serde::Serialize;
 
 use crate::metrics::Metrics;
 
-/// Where relevance models come from (implemented over the model registry).
+/// Why a [`RelevanceSource`] could not answer (its own error type, kept
+/// as the source of the refusal).
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where relevance models come from (implemented over the model registry:
+/// [`crate::RegistrySource`]).
 pub trait RelevanceSource: Send + Sync {
     /// A cheap fingerprint of the current version (e.g. the registry's
     /// active version id and its mtime); a change triggers a reload.
-    fn stamp(&self) -> Result<String, String>;
+    fn stamp(&self) -> Result<String, SourceError>;
     /// Loads the current version.
-    fn load(&self) -> Result<Arc<dyn RelevanceModel>, String>;
+    fn load(&self) -> Result<Arc<dyn RelevanceModel>, SourceError>;
 }
 
 /// What a reload did.
@@ -219,7 +224,7 @@ impl RelevanceReloader {
             });
         }
         let loaded = catch_unwind(AssertUnwindSafe(|| {
-            let m = self.source.load()?;
+            let m = self.source.load().map_err(|e| e.to_string())?;
             let v = validate(m.as_ref())?;
             Ok::<_, String>((m, v))
         }));

@@ -123,7 +123,7 @@ pub async fn spawn() -> std::io::Result<(SocketAddr, FakeLlmLog)> {
     let app = router(log.clone());
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!("fake LLM stopped: {e}");
+            eprintln!("fake LLM stopped: {e}");
         }
     });
     Ok((addr, log))
