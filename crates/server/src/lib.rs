@@ -22,9 +22,12 @@
 //! [`InteractionRecorder`] traits, [`SqliteRecorder`] (the interaction log),
 //! [`RelevanceReloader`] (hot swap) and [`Metrics`].
 
-mod app;
-pub mod chat;
 mod error;
+mod middleware;
+mod routes;
+mod state;
+
+pub use routes::chat;
 
 // The serving core lives in `anectx-serve`; these paths stay for callers.
 pub use anectx_serve::{batcher, context, memory, metrics, reload};
@@ -39,10 +42,12 @@ pub use anectx_serve::{
     RegistrySource, RelevanceReloader, RelevanceSource, ReloadError, ReloadOutcome, ServeError,
     SourceError, SqliteRecorder,
 };
-pub use app::{
-    router, ApiJson, AppState, AppStateBuilder, LlmConfig, ServerConfig, DEFAULT_RELEVANCE_POLL,
-};
 pub use error::{ApiError, ServerError};
+pub use middleware::ADMIN_TOKEN_HEADER;
+pub use routes::router;
+pub use state::{
+    ApiJson, AppState, AppStateBuilder, LlmConfig, ServerConfig, DEFAULT_RELEVANCE_POLL,
+};
 
 /// Refuses a non-loopback bind without an API key: anectx is safe by default.
 pub fn check_bind(addr: &SocketAddr, api_key: Option<&str>) -> Result<(), ServerError> {

@@ -36,9 +36,9 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::{json, Value};
 
-use crate::app::{now_ms, ApiJson, AppState};
 use crate::context::{ContextChunk, ContextRequest, Interaction, InteractionKind};
 use crate::error::ApiError;
+use crate::state::{now_ms, ApiJson, AppState};
 
 /// The instruction that precedes the packed context.
 pub const CONTEXT_INSTRUCTION: &str = "Answer the user's question using the numbered sources \

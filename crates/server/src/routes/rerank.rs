@@ -1,0 +1,134 @@
+//! `POST /v1/rerank`: Cohere's rerank shape.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::embeddings::{check_model, embed_texts, json_type, timing_headers};
+use crate::error::ApiError;
+use crate::state::{ApiJson, AppState};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RerankRequest {
+    model: Option<String>,
+    query: Option<String>,
+    documents: Option<Vec<Value>>,
+    top_n: Option<usize>,
+    #[serde(default)]
+    return_documents: bool,
+}
+
+/// How `/v1/rerank` scores documents.
+pub(crate) fn rerank_method(state: &AppState) -> &'static str {
+    if state.inner.embed.scores_pairs() {
+        "classifier"
+    } else {
+        "embedding_cosine"
+    }
+}
+
+pub(crate) async fn rerank(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RerankRequest>,
+) -> Result<Response, ApiError> {
+    check_model(&state, req.model.as_deref())?;
+    let query = req.query.filter(|q| !q.trim().is_empty()).ok_or_else(|| {
+        ApiError::invalid("`query` is required and must not be empty").with_param("query")
+    })?;
+    let docs = req.documents.ok_or_else(|| {
+        ApiError::invalid("`documents` is required: a list of strings").with_param("documents")
+    })?;
+    if docs.is_empty() {
+        return Err(ApiError::invalid("`documents` is an empty list").with_param("documents"));
+    }
+    if docs.len() > state.inner.config.max_client_batch {
+        return Err(ApiError::too_large(format!(
+            "{} documents in one request; the limit is {} (--max-client-batch)",
+            docs.len(),
+            state.inner.config.max_client_batch
+        ))
+        .with_param("documents"));
+    }
+    let mut texts = Vec::with_capacity(docs.len());
+    for (i, d) in docs.into_iter().enumerate() {
+        let t = match d {
+            Value::String(s) => s,
+            Value::Object(mut o) => match o.remove("text") {
+                Some(Value::String(s)) => s,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "`documents[{i}]` is an object without a string `text`"
+                    ))
+                    .with_param("documents"))
+                }
+            },
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "`documents[{i}]` is {}, expected a string",
+                    json_type(&other)
+                ))
+                .with_param("documents"))
+            }
+        };
+        if t.trim().is_empty() {
+            return Err(
+                ApiError::invalid(format!("`documents[{i}]` is empty")).with_param("documents")
+            );
+        }
+        texts.push(t);
+    }
+    let texts = Arc::new(texts);
+    let (scores, tokens, headers) = if state.inner.embed.scores_pairs() {
+        let s = state.inner.embed.score(query, texts.clone()).await?;
+        let headers = timing_headers(s.timings, &s.truncated);
+        (s.scores, s.real_tokens, headers)
+    } else {
+        {
+            let mut all = Vec::with_capacity(texts.len() + 1);
+            all.push(query);
+            all.extend(texts.iter().cloned());
+            let (emb, real, headers) = embed_texts(&state, all).await?;
+            let q = emb.row(0).to_vec();
+            let s = (1..emb.rows)
+                .map(|i| {
+                    let cos: f32 = emb.row(i).iter().zip(&q).map(|(a, b)| a * b).sum();
+                    ((cos + 1.0) / 2.0).clamp(0.0, 1.0)
+                })
+                .collect();
+            (s, real, headers)
+        }
+    };
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    if let Some(n) = req.top_n {
+        order.truncate(n);
+    }
+    let results: Vec<Value> = order
+        .into_iter()
+        .map(|i| {
+            let mut r = json!({"index": i, "relevance_score": scores[i]});
+            if req.return_documents {
+                r["document"] = json!({"text": texts[i]});
+            }
+            r
+        })
+        .collect();
+    let body = json!({
+        "object": "rerank",
+        "id": format!("rerank-{}", state.next_interaction_id()),
+        "model": state
+            .inner
+            .config
+            .classifier_id
+            .clone()
+            .unwrap_or_else(|| state.inner.config.model_id.clone()),
+        "results": results,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "meta": {"scoring": rerank_method(&state)},
+    });
+    Ok((headers, Json(body)).into_response())
+}
