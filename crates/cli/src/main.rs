@@ -2,6 +2,7 @@
 //! output formatting; the work happens in the library crates.
 
 mod cmd;
+mod settings;
 
 use std::process::ExitCode;
 

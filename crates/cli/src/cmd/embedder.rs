@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anectx_core::settings::{resolve, ConfigFile};
 use anectx_engine::{ModelEmbedder, ModelIdentity, TextEmbedder};
 use anectx_models::{Embedder, TextTokenizer, WeightDtype};
 use anectx_store::EmbedderInfo;
@@ -44,27 +43,15 @@ pub fn parse_spec(spec: &str) -> Result<Option<ModelChoice>> {
 /// The model spec given on the command line, in the environment or in the
 /// config file, with its source.
 fn given(cli: Option<String>) -> Result<Option<(String, &'static str)>> {
-    let file = ConfigFile::discover().context("reading the config file")?;
-    Ok(
-        resolve(cli, "ANECTX_MODEL", &file, "model", None).map(|(v, src)| {
-            let s = match src {
-                anectx_core::settings::Source::Cli => "--model",
-                anectx_core::settings::Source::Env => "ANECTX_MODEL",
-                anectx_core::settings::Source::File => "the config file",
-                anectx_core::settings::Source::Default => "the default",
-            };
-            (v, s)
-        }),
-    )
+    Ok(crate::settings::Layers::get()?.model(cli).map(|s| {
+        let origin = s.origin();
+        (s.value, origin)
+    }))
 }
 
 /// The dtype given on the command line, in the environment or the config file.
 fn given_dtype(cli: Option<String>) -> Result<Option<WeightDtype>> {
-    let file = ConfigFile::discover().context("reading the config file")?;
-    match resolve(cli, "ANECTX_DTYPE", &file, "dtype", None) {
-        None => Ok(None),
-        Some((v, _)) => Ok(Some(v.parse().map_err(|e: String| anyhow::anyhow!(e))?)),
-    }
+    Ok(crate::settings::Layers::get()?.dtype(cli)?.map(|s| s.value))
 }
 
 /// The embedder recorded by the store in `dir`, if there is a store.

@@ -2,7 +2,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anectx_core::settings::{resolve, ConfigFile};
 use anectx_engine::{ChunkConfig, Engine, IndexOptions, Progress, TextEmbedder};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -53,15 +52,9 @@ pub struct StoreArgs {
 impl StoreArgs {
     /// --store > ANECTX_STORE > config `store` > ./.anectx
     pub fn store_dir(&self) -> Result<PathBuf> {
-        let file = ConfigFile::discover().context("reading the config file")?;
-        let cli = self
-            .store
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned());
-        let v = resolve(cli, "ANECTX_STORE", &file, "store", Some(".anectx"))
-            .map(|(v, _)| v)
-            .unwrap_or_else(|| ".anectx".into());
-        Ok(PathBuf::from(v))
+        Ok(crate::settings::Layers::get()?
+            .store(self.store.as_deref())
+            .value)
     }
 
     /// The configured embedder for the store this command works on:

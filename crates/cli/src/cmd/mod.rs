@@ -13,18 +13,15 @@ pub mod quickstart;
 pub mod serve;
 pub mod status;
 
-use anectx_core::settings::{resolve, ConfigFile};
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 pub use embedder::resolve_model;
 
 /// Resolves the compute dtype: --dtype > ANECTX_DTYPE > config `dtype` > f32.
 pub fn resolve_dtype(cli: Option<String>) -> Result<anectx_models::WeightDtype> {
-    let file = ConfigFile::discover().context("reading the config file")?;
-    let v = resolve(cli, "ANECTX_DTYPE", &file, "dtype", Some("f32"))
-        .map(|(v, _)| v)
-        .unwrap_or_else(|| "f32".into());
-    v.parse().map_err(|e: String| anyhow::anyhow!(e))
+    Ok(crate::settings::Layers::get()?
+        .dtype(cli)?
+        .map_or(anectx_models::WeightDtype::F32, |s| s.value))
 }
 
 /// The embedder for commands that want one by default: --model > ANECTX_MODEL

@@ -5,7 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anectx_core::settings::{resolve, ConfigFile};
 use anectx_core::{Backend, BackendError};
 use anectx_engine::{ContextOptions, Engine};
 use anectx_models::{load_classifier, CandleBackend};
@@ -148,21 +147,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         anyhow::bail!("--relevance-poll-secs must be 0 or more");
     }
     // The store first: when no model is given, the store's own embedder serves.
-    let file = ConfigFile::discover().context("reading the config file")?;
-    let explicit = args.store.is_some()
-        || std::env::var_os("ANECTX_STORE").is_some()
-        || file.get("store").is_some();
-    let store_dir = resolve(
-        args.store
-            .as_ref()
-            .map(|p| p.to_string_lossy().into_owned()),
-        "ANECTX_STORE",
-        &file,
-        "store",
-        Some(".anectx"),
-    )
-    .map(|(v, _)| PathBuf::from(v))
-    .unwrap_or_else(|| PathBuf::from(".anectx"));
+    let store = crate::settings::Layers::get()?.store(args.store.as_deref());
+    let explicit = store.explicit();
+    let store_dir = store.value;
     let resolved = super::embedder::resolve_for_store(
         args.model.clone(),
         args.dtype.clone(),
