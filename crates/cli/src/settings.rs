@@ -246,7 +246,7 @@ mod tests {
         let l = layers(&[("ANECTX_DTYPE", "f8")], "");
         let e = l.dtype(None).unwrap_err().to_string();
         assert!(e.contains("ANECTX_DTYPE"), "{e}");
-        let l = layers(&[], "dtype = half\n");
+        let l = layers(&[], "dtype = f7\n");
         let e = l.dtype(None).unwrap_err().to_string();
         assert!(e.contains("the config file"), "{e}");
     }

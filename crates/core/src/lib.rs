@@ -8,6 +8,7 @@
 mod backend;
 mod error;
 pub mod placement;
+pub mod rng;
 pub mod settings;
 mod tokens;
 

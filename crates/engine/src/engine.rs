@@ -800,7 +800,7 @@ impl Engine {
         // Exploration: swap one packed chunk for a random runner-up among the
         // next `2n` eligible candidates (when it fits the budget) and shuffle.
         let explore = opts.explore.clamp(0.0, 1.0);
-        let mut rng = Rng::new(match opts.explore_seed {
+        let mut rng = anectx_core::rng::Rng::from_state(match opts.explore_seed {
             Some(s) => s ^ hash_str(query),
             None => {
                 let n = self.calls.fetch_add(1, Ordering::Relaxed);
@@ -954,26 +954,4 @@ fn coverage(query_terms: &HashSet<String>, chunk_terms: &[String]) -> f32 {
 fn hash_str(s: &str) -> u64 {
     let h = blake3::hash(s.as_bytes());
     u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
-}
-
-/// splitmix64: small, seedable, good enough for exploration draws.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }

@@ -65,30 +65,6 @@ impl Counts {
     }
 }
 
-/// SplitMix64 for the example's own draws.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
-}
-
 /// A small in-memory BM25 over the analyzer's content words.
 struct Bm25 {
     postings: HashMap<String, Vec<(usize, f32)>>,
@@ -208,7 +184,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seed,
             ..sim_cfg.clone()
         });
-        let mut rng = Rng(seed ^ 0xa11ce);
+        let mut rng = anectx_core::rng::Rng::from_state(seed ^ 0xa11ce);
         let (mut vs_sim, mut vs_judged, mut sim_vs_judged) =
             (Counts::default(), Counts::default(), Counts::default());
         let (mut queries, mut shown_total, mut shown_rel) = (0usize, 0usize, 0usize);

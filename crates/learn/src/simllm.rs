@@ -15,6 +15,7 @@
 //!
 //! Deterministic for a given seed and sequence of calls.
 
+use anectx_core::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::analyzer::{is_stopword, split_sentences};
@@ -72,38 +73,11 @@ pub struct SimLlm {
     rng: Rng,
 }
 
-/// SplitMix64: small, fast, and the same on every platform.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn chance(&mut self, p: f32) -> bool {
-        self.unit() < f64::from(p)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
-        (self.unit() * n as f64) as usize % n.max(1)
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
+/// Fisher–Yates with [`Rng::pick`] (the simulator's own draws).
+fn pick_shuffle<T>(rng: &mut Rng, v: &mut [T]) {
+    for i in (1..v.len()).rev() {
+        let j = rng.pick(i + 1);
+        v.swap(i, j);
     }
 }
 
@@ -240,7 +214,7 @@ const NO_ANSWER: &str =
 impl SimLlm {
     /// A simulated LLM seeded with `cfg.seed`.
     pub fn new(cfg: SimLlmConfig) -> Self {
-        let rng = Rng(cfg.seed ^ 0x5eed_a11c_e5ed_0001);
+        let rng = Rng::from_state(cfg.seed ^ 0x5eed_a11c_e5ed_0001);
         Self { cfg, rng }
     }
 
@@ -286,9 +260,9 @@ impl SimLlm {
             if sentences.is_empty() {
                 continue; // nothing to draw on
             }
-            let k = 1 + self.rng.below(max_sent.min(sentences.len()));
+            let k = 1 + self.rng.pick(max_sent.min(sentences.len()));
             let mut idx: Vec<usize> = (0..sentences.len()).collect();
-            self.rng.shuffle(&mut idx);
+            pick_shuffle(&mut self.rng, &mut idx);
             idx.truncate(k);
             idx.sort_unstable();
             let mut out = Vec::with_capacity(k);
@@ -308,7 +282,7 @@ impl SimLlm {
         }
 
         // the order in which the answer presents the chunks is its own
-        self.rng.shuffle(&mut borrowed);
+        pick_shuffle(&mut self.rng, &mut borrowed);
         let mut parts: Vec<String> = Vec::new();
         if borrowed.is_empty() {
             parts.push(NO_ANSWER.to_string());
@@ -333,9 +307,9 @@ impl SimLlm {
     }
 
     fn filler(&mut self, query_words: &[String]) -> String {
-        let t = FILLERS[self.rng.below(FILLERS.len())];
-        let a = &query_words[self.rng.below(query_words.len())];
-        let b = &query_words[self.rng.below(query_words.len())];
+        let t = FILLERS[self.rng.pick(FILLERS.len())];
+        let a = &query_words[self.rng.pick(query_words.len())];
+        let b = &query_words[self.rng.pick(query_words.len())];
         t.replace("{a}", a).replace("{b}", b)
     }
 
@@ -367,10 +341,10 @@ impl SimLlm {
             .filter(|&i| i >= 3 && i + 3 < words.len())
             .collect();
         if !marks.is_empty() && self.rng.chance(0.8) {
-            let at = marks[self.rng.below(marks.len())];
+            let at = marks[self.rng.pick(marks.len())];
             words.rotate_left(at + 1);
         } else if words.len() >= 8 && self.rng.chance(0.6) {
-            let at = words.len() / 3 + self.rng.below(words.len() / 3);
+            let at = words.len() / 3 + self.rng.pick(words.len() / 3);
             words.rotate_left(at);
         }
         let mut out: Vec<String> = Vec::with_capacity(words.len() + 4);
@@ -397,7 +371,7 @@ impl SimLlm {
                 out.swap(i - 1, i);
             }
         }
-        let frame = FRAMES[self.rng.below(FRAMES.len())];
+        let frame = FRAMES[self.rng.pick(FRAMES.len())];
         let body = out.join(" ");
         let text = if frame.is_empty() {
             body

@@ -66,20 +66,6 @@ pub struct FineTuned {
     pub last_loss: f32,
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 /// Fine-tunes `init` (weights of a ConvEmbedder with `config`) on `triples`.
 /// `tok` tokenises (its buckets bound the sequence length).
 pub fn fine_tune(
@@ -135,7 +121,7 @@ pub fn fine_tune(
         let (ids, _, mask) = batch_tensors(&b, config.vocab_size)?;
         model.forward(&ids, &mask)
     };
-    let mut rng = Rng(o.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let mut rng = anectx_core::rng::Rng::new(o.seed);
     let bsz = o.batch_size.min(triples.len());
     let mut losses = Vec::with_capacity(o.steps);
     for _ in 0..o.steps {
