@@ -14,6 +14,7 @@
 //! - `model_info{model,kind,backend,version}` — always 1, carries the model version;
 //! - `relevance_model_info{version}` — always 1, the relevance model serving now;
 //! - `relevance_reloads_total{result="ok"|"failed"}` — hot swaps done and refused;
+//! - `requests_shed_total` — requests answered 503 by load shedding or the request timeout;
 //! - `log_write_duration_seconds{kind}` — time from handing an interaction to
 //!   the log writer to its commit; `log_writes_total{result}` — outcomes.
 
@@ -138,6 +139,7 @@ pub struct Metrics {
     pub log_write_duration: Histogram,
     log_writes: [AtomicU64; 2],
     reloads: [AtomicU64; 2],
+    shed: AtomicU64,
     relevance_version: Mutex<String>,
 }
 
@@ -199,6 +201,7 @@ impl Metrics {
             ),
             log_writes: [AtomicU64::new(0), AtomicU64::new(0)],
             reloads: [AtomicU64::new(0), AtomicU64::new(0)],
+            shed: AtomicU64::new(0),
             relevance_version: Mutex::new(String::new()),
         }
     }
@@ -206,6 +209,16 @@ impl Metrics {
     /// Counts one interaction-log write (`ok` or failed).
     pub fn record_log_write(&self, ok: bool) {
         self.log_writes[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request refused by load shedding or its timeout.
+    pub fn record_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests shed so far.
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
     }
 
     /// Counts one relevance-model reload (`ok` = swapped, else refused).
@@ -337,6 +350,11 @@ impl Metrics {
             out,
             "anectx_relevance_reloads_total{{result=\"failed\"}} {failed}"
         );
+        out.push_str(
+            "# HELP anectx_requests_shed_total Requests answered 503 by load shedding or the request timeout.\n",
+        );
+        out.push_str("# TYPE anectx_requests_shed_total counter\n");
+        let _ = writeln!(out, "anectx_requests_shed_total {}", self.shed());
         out.push_str("# HELP anectx_log_writes_total Interaction-log writes by outcome.\n");
         out.push_str("# TYPE anectx_log_writes_total counter\n");
         for (i, r) in ["ok", "failed"].iter().enumerate() {

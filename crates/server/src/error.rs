@@ -77,6 +77,12 @@ impl ApiError {
         Self::new(StatusCode::TOO_MANY_REQUESTS, "overloaded_error", message)
     }
 
+    /// 503 with `Retry-After`: the server is at its request limit or the
+    /// request ran past its timeout.
+    pub fn shed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded_error", message)
+    }
+
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message)
     }
@@ -136,7 +142,15 @@ impl IntoResponse for ApiError {
                 code: None,
             },
         };
-        (self.status, axum::Json(body)).into_response()
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.kind == "overloaded_error" {
+            // 429 (queue full) and shed 503s: a client may retry shortly.
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
     }
 }
 

@@ -23,6 +23,7 @@
 //! [`RelevanceReloader`] (hot swap) and [`Metrics`].
 
 mod error;
+mod listen;
 mod middleware;
 mod routes;
 mod state;
@@ -43,6 +44,7 @@ pub use anectx_serve::{
     SourceError, SqliteRecorder,
 };
 pub use error::{ApiError, ServerError};
+pub use listen::Limits;
 pub use middleware::ADMIN_TOKEN_HEADER;
 pub use routes::router;
 pub use state::{
@@ -73,17 +75,26 @@ pub async fn bind(
         .map_err(|source| ServerError::Bind { addr, source })
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish.
+/// Serves `state` on `listener` with the default [`Limits`] until
+/// `shutdown` completes, then lets in-flight requests finish (within the
+/// limits' grace period).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with(listener, state, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with explicit connection [`Limits`].
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let background = state.spawn_background();
-    let r = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let r = listen::run(listener, router(state), limits, shutdown).await;
     if let Some(b) = background {
         b.abort();
     }

@@ -180,6 +180,48 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Load shedding and the request timeout. `/health` and `/metrics` always
+/// answer, so monitoring still sees an overloaded server.
+///
+/// - More than [`ServerConfig::max_inflight`] requests at once: 503 with
+///   `Retry-After` at once, instead of queueing without bound.
+/// - A request that takes longer than [`ServerConfig::request_timeout`]:
+///   503 with `Retry-After` (work already on the blocking pool finishes in
+///   the background). The chat proxy has its own upstream timeouts and is
+///   not cut here; its slot is held until its response head is sent.
+///
+/// [`ServerConfig::max_inflight`]: crate::ServerConfig::max_inflight
+/// [`ServerConfig::request_timeout`]: crate::ServerConfig::request_timeout
+pub(crate) async fn shed(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if path == "/health" || path == "/metrics" {
+        return next.run(req).await;
+    }
+    let Ok(_slot) = state.inner.inflight.clone().try_acquire_owned() else {
+        state.inner.metrics.record_shed();
+        return ApiError::shed(format!(
+            "the server is handling {} requests, its limit (--max-inflight); retry shortly",
+            state.inner.config.max_inflight
+        ))
+        .into_response();
+    };
+    if path == "/v1/chat/completions" {
+        return next.run(req).await;
+    }
+    let limit = state.inner.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            state.inner.metrics.record_shed();
+            ApiError::shed(format!(
+                "the request took longer than {:.0} s (--request-timeout-secs); retry later",
+                limit.as_secs_f64()
+            ))
+            .into_response()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

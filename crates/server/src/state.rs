@@ -74,6 +74,10 @@ pub struct ServerConfig {
     pub max_client_batch: usize,
     /// Default context budget in tokens for `/v1/context` and the chat proxy.
     pub context_budget: usize,
+    /// Requests handled at once; more are shed with 503 and `Retry-After`.
+    pub max_inflight: usize,
+    /// Longest time a request (other than the chat proxy) may take (503 after it).
+    pub request_timeout: Duration,
     pub llm: Option<LlmConfig>,
 }
 
@@ -92,6 +96,8 @@ impl ServerConfig {
             payload_limit: 2 * 1024 * 1024,
             max_client_batch: 512,
             context_budget: 1500,
+            max_inflight: 256,
+            request_timeout: Duration::from_secs(120),
             llm: None,
         }
     }
@@ -119,6 +125,7 @@ pub(crate) struct Inner {
     pub start_ms: u64,
     pub pid: u32,
     pub counter: AtomicU64,
+    pub inflight: Arc<tokio::sync::Semaphore>,
     pub engine: Option<Arc<anectx_engine::Engine>>,
     pub reloader: Option<Arc<RelevanceReloader>>,
 }
@@ -226,6 +233,7 @@ impl AppStateBuilder {
                 Some(r)
             }
         };
+        let max_inflight = self.config.max_inflight.max(1);
         let embed = EmbedService::new(self.batcher, self.tokenizer)
             .with_score_tokenizer(self.score_tokenizer)
             .with_metrics(self.metrics.clone());
@@ -240,6 +248,7 @@ impl AppStateBuilder {
                 start_ms: now_ms(),
                 pid: std::process::id(),
                 counter: AtomicU64::new(0),
+                inflight: Arc::new(tokio::sync::Semaphore::new(max_inflight)),
                 engine: self.engine,
                 reloader,
             }),
@@ -300,6 +309,11 @@ impl AppState {
 
     pub fn batcher(&self) -> &Batcher {
         self.inner.embed.batcher()
+    }
+
+    /// Requests being handled now (those counted by `--max-inflight`).
+    pub fn in_flight(&self) -> usize {
+        self.inner.config.max_inflight.max(1) - self.inner.inflight.available_permits()
     }
 
     /// The embedding service every route shares.

@@ -121,6 +121,23 @@ pub struct ServeArgs {
     /// /admin/reload still reloads).
     #[arg(long, default_value_t = 2.0)]
     relevance_poll_secs: f64,
+    /// Requests handled at once; past it, requests get 503 with Retry-After
+    /// (load shedding; /health and /metrics always answer).
+    #[arg(long, default_value_t = 256)]
+    max_inflight: usize,
+    /// Seconds a request may take before it is answered 503 (not the chat
+    /// proxy, which has --llm-first-byte-secs and --llm-total-secs).
+    #[arg(long, default_value_t = 120.0)]
+    request_timeout_secs: f64,
+    /// Connections open at once; more wait to be accepted.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a client may take to send its request headers.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout_secs: f64,
+    /// Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.
+    #[arg(long, default_value_t = 30.0)]
+    shutdown_grace_secs: f64,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -138,6 +155,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
     for (name, v) in [
         ("--llm-first-byte-secs", args.llm_first_byte_secs),
         ("--llm-total-secs", args.llm_total_secs),
+        ("--request-timeout-secs", args.request_timeout_secs),
+        ("--header-timeout-secs", args.header_timeout_secs),
+        ("--shutdown-grace-secs", args.shutdown_grace_secs),
     ] {
         if !v.is_finite() || v <= 0.0 || v > 86_400.0 {
             anyhow::bail!("{name} must be a number of seconds between 0 and 86400, got {v}");
@@ -247,6 +267,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.payload_limit = args.payload_limit_mb.max(1) * 1024 * 1024;
     config.max_client_batch = args.max_client_batch.max(1);
     config.context_budget = args.context_budget.max(1);
+    config.max_inflight = args.max_inflight.max(1);
+    config.request_timeout = std::time::Duration::from_secs_f64(args.request_timeout_secs);
     config.llm = args.llm.clone().map(|base_url| LlmConfig {
         api_key: args.llm_api_key.clone(),
         first_byte_timeout: std::time::Duration::from_secs_f64(args.llm_first_byte_secs),
@@ -323,7 +345,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "anectx: admin routes need the token in {} (header x-anectx-admin-token)",
             token_path.display()
         );
-        anectx_server::serve(listener, state, anectx_server::shutdown_signal()).await?;
+        let limits = anectx_server::Limits {
+            max_connections: args.max_connections.max(1),
+            header_read_timeout: std::time::Duration::from_secs_f64(args.header_timeout_secs),
+            shutdown_grace: std::time::Duration::from_secs_f64(args.shutdown_grace_secs),
+        };
+        anectx_server::serve_with(listener, state, limits, anectx_server::shutdown_signal())
+            .await?;
         eprintln!("anectx: stopped");
         Ok::<(), anyhow::Error>(())
     })

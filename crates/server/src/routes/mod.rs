@@ -4,7 +4,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::middleware::{auth, local_only, method_not_allowed, not_found, track};
+use crate::middleware::{auth, local_only, method_not_allowed, not_found, shed, track};
 use crate::state::AppState;
 
 pub(crate) mod admin;
@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), shed))
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -125,6 +125,10 @@ pub struct Opts {
     pub admin_token: Option<String>,
     /// The upstream LLM's first-byte timeout.
     pub llm_timeout: Duration,
+    /// `--max-inflight`.
+    pub max_inflight: usize,
+    /// `--request-timeout-secs`.
+    pub request_timeout: Duration,
 }
 
 impl Default for Opts {
@@ -140,6 +144,8 @@ impl Default for Opts {
             strict_model: false,
             admin_token: None,
             llm_timeout: Duration::from_secs(120),
+            max_inflight: ServerConfig::new("x").max_inflight,
+            request_timeout: ServerConfig::new("x").request_timeout,
         }
     }
 }
@@ -181,6 +187,8 @@ fn build(opts: Opts) -> Harness {
     config.max_client_batch = opts.max_client_batch;
     config.strict_model = opts.strict_model;
     config.admin_token = opts.admin_token.clone();
+    config.max_inflight = opts.max_inflight;
+    config.request_timeout = opts.request_timeout;
     config.model_aliases = vec!["text-embedding-3-small".into()];
     config.llm = opts.llm.clone().map(|base_url| LlmConfig {
         first_byte_timeout: opts.llm_timeout,

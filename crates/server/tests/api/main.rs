@@ -7,4 +7,5 @@ mod chat;
 mod common;
 mod endpoints;
 mod learning;
+mod limits;
 mod minilm;
