@@ -376,6 +376,15 @@ fn every_exported_op_matches_numpy() {
         missing.is_empty(),
         "the exporters emit ops with no numpy reference: {missing:?}"
     );
+    // `exec::SUPPORTED_OPS` lists every op the exporters emit.
+    let unlisted: Vec<&String> = emitted
+        .iter()
+        .filter(|t| !exec::SUPPORTED_OPS.contains(&t.as_str()))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "exec::SUPPORTED_OPS does not list {unlisted:?}"
+    );
     // The grid really exercised the exporters (BERT attention, in-graph mask).
     for must in [
         "matmul",
