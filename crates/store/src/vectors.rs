@@ -166,6 +166,12 @@ impl FlatVectors {
             }
             me.upsert_mem(id, &row);
         }
+        // Growth by doubling can leave up to half of each buffer unused.
+        me.data.shrink_to_fit();
+        me.codes.shrink_to_fit();
+        me.scales.shrink_to_fit();
+        me.ids.shrink_to_fit();
+        me.rows.shrink_to_fit();
         Ok(me)
     }
 
