@@ -16,6 +16,7 @@
 //! utilization factor" as combined throughput / the sum of solo throughputs.
 
 pub mod compare;
+pub mod context;
 mod error;
 pub mod html;
 pub mod models;

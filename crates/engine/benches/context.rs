@@ -147,7 +147,7 @@ fn percentiles(engine: &Engine, queries: &[String], label: &str) {
             let r = engine.context(q, &opts).unwrap();
             ms.push(t.elapsed().as_secs_f64() * 1e3);
             embed.push(r.timings.embed_ms);
-            retrieve.push(r.timings.lexical_ms);
+            retrieve.push(r.timings.retrieve_ms);
             rerank.push(r.timings.rerank_ms);
         }
     }

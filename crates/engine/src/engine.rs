@@ -162,13 +162,31 @@ pub struct PoolCandidate {
     pub propensity: f32,
 }
 
-/// Timings of one `context` call, in milliseconds.
+/// Timings of one `context` call, in milliseconds, stage by stage.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Timings {
+    /// Query embedding (0 when the caller passed the vector).
     pub embed_ms: f64,
+    /// BM25 alone (it runs in parallel with the vector search).
     pub lexical_ms: f64,
+    /// Vector search alone.
     pub dense_ms: f64,
+    /// Wall time of BM25 and vector search together.
+    pub retrieve_ms: f64,
+    /// Usage-memory lookups and reciprocal-rank fusion.
+    pub fusion_ms: f64,
+    /// Loading the fused candidates and computing their features.
+    pub features_ms: f64,
+    /// The relevance model scoring the candidates.
+    pub score_ms: f64,
+    /// MMR diversification.
+    pub mmr_ms: f64,
+    /// Everything between retrieval and packing: fusion, features, relevance
+    /// and MMR.
     pub rerank_ms: f64,
+    /// Packing into the budget and rendering the context.
+    pub pack_ms: f64,
     pub total_ms: f64,
 }
 
@@ -582,15 +600,23 @@ impl Engine {
         };
         let qv = qv_owned.as_deref();
         let t0 = Instant::now();
-        let (lex, den) = rayon::join(
-            || self.store.lexical.search(query, k_lex, opts.bm25),
-            || match qv {
-                Some(q) => self.store.vectors().search(q, k_dense),
-                None => Ok(Vec::new()),
+        let ((lex, lex_ms), (den, den_ms)) = rayon::join(
+            || {
+                let t = Instant::now();
+                (self.store.lexical.search(query, k_lex, opts.bm25), ms(t))
+            },
+            || {
+                let t = Instant::now();
+                let r = match qv {
+                    Some(q) => self.store.vectors().search(q, k_dense),
+                    None => Ok(Vec::new()),
+                };
+                (r, ms(t))
             },
         );
-        t.lexical_ms = ms(t0);
-        t.dense_ms = t.lexical_ms;
+        t.retrieve_ms = ms(t0);
+        t.lexical_ms = lex_ms;
+        t.dense_ms = den_ms;
         Ok((lex?, den?, qv_owned, t))
     }
 
@@ -624,6 +650,8 @@ impl Engine {
         let qtoks = self.store.lexical.analyze(query);
         let hits = self.memory_hits(&qtoks, qv.as_deref(), opts);
         let fused = self.fuse(&lex, &den, hits.as_ref(), opts);
+        t.fusion_ms = ms(t0);
+        let t_feat = Instant::now();
         let mem_at: HashMap<u64, (u32, f32)> = hits
             .iter()
             .flat_map(|h| h.asked.iter())
@@ -679,12 +707,16 @@ impl Engine {
                 let toks = self.store.lexical.analyze(&chunk.text);
                 features.coverage = coverage(&qterms, &toks);
                 if !qpairs.is_empty() {
-                    let pairs: HashSet<(&str, &str)> = toks
-                        .windows(2)
-                        .map(|w| (w[0].as_str(), w[1].as_str()))
-                        .collect();
-                    features.bigram_coverage =
-                        qpairs.intersection(&pairs).count() as f32 / qpairs.len() as f32;
+                    // Distinct query bigrams seen in the chunk, without
+                    // building a set of every chunk bigram.
+                    let mut found: Vec<(&str, &str)> = Vec::new();
+                    for w in toks.windows(2) {
+                        let p = (w[0].as_str(), w[1].as_str());
+                        if qpairs.contains(&p) && !found.contains(&p) {
+                            found.push(p);
+                        }
+                    }
+                    features.bigram_coverage = found.len() as f32 / qpairs.len() as f32;
                 }
                 let title = match &chunk.heading {
                     Some(h) => h.as_str(),
@@ -694,7 +726,10 @@ impl Engine {
                 (Candidate { chunk, features }, toks)
             })
             .unzip();
+        t.features_ms = ms(t_feat);
+        let t_score = Instant::now();
         let rel = model.score(query, &cands)?;
+        t.score_ms = ms(t_score);
         if rel.len() != cands.len() {
             return Err(EngineError::Relevance {
                 version: model.version(),
@@ -710,6 +745,7 @@ impl Engine {
         // scores are spread (a learned model's logistic outputs and the fusion
         // scores have very different shapes), so swapping models cannot
         // silently change how much diversity costs.
+        let t_mmr = Instant::now();
         let norm = rank_relevance(&rel);
         let vecs = self.store.vectors();
         let dense_vecs: Option<Vec<&[f32]>> = if self.dense_enabled() {
@@ -738,6 +774,7 @@ impl Engine {
             }
         };
         drop(vecs);
+        t.mmr_ms = ms(t_mmr);
         t.rerank_ms = ms(t0);
         Ok((cands, rel, order, t))
     }
@@ -757,6 +794,7 @@ impl Engine {
             opts.k_dense,
             opts,
         )?;
+        let t_pack = Instant::now();
         let mut by_rel: Vec<usize> = (0..cands.len()).collect();
         by_rel.sort_by(|&a, &b| rel[b].total_cmp(&rel[a]).then(a.cmp(&b)));
         let mut rel_rank = vec![0u32; cands.len()];
@@ -897,6 +935,7 @@ impl Engine {
                 propensity: propensity[i],
             })
             .collect();
+        timings.pack_ms = ms(t_pack);
         timings.total_ms = ms(t0);
         Ok(ContextResult {
             query: query.to_string(),
@@ -943,12 +982,14 @@ fn coverage(query_terms: &HashSet<String>, chunk_terms: &[String]) -> f32 {
     if query_terms.is_empty() {
         return 0.0;
     }
-    let chunk: HashSet<&str> = chunk_terms.iter().map(String::as_str).collect();
-    let hit = query_terms
-        .iter()
-        .filter(|t| chunk.contains(t.as_str()))
-        .count();
-    hit as f32 / query_terms.len() as f32
+    // Distinct query terms seen, without building a set of the chunk's terms.
+    let mut found: Vec<&str> = Vec::new();
+    for t in chunk_terms {
+        if query_terms.contains(t.as_str()) && !found.contains(&t.as_str()) {
+            found.push(t);
+        }
+    }
+    found.len() as f32 / query_terms.len() as f32
 }
 
 fn hash_str(s: &str) -> u64 {

@@ -33,7 +33,7 @@ pub use log::{
     Durability, Feedback, InteractionKind, InteractionMeta, LogStats, LoggedCandidate,
     LoggedInteraction, PruneReport, Retention, UsageLabelRow,
 };
-pub use vectors::{FlatVectors, VectorIndex};
+pub use vectors::{FlatVectors, VectorIndex, VectorSearch};
 
 /// Result alias for this crate.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -121,8 +121,10 @@ impl Store {
     pub fn reload_vectors(&self) -> Result<()> {
         let live = self.db.embedded_chunk_ids()?;
         let dim = self.db.embedder()?.map(|e| e.dim);
-        let v = FlatVectors::load(&self.dir.join(VECTORS_FILE), dim, &live)?;
-        *self.vectors_mut() = v;
+        let mut v = FlatVectors::load(&self.dir.join(VECTORS_FILE), dim, &live)?;
+        let mut cur = self.vectors_mut();
+        v.set_search(cur.search_mode());
+        *cur = v;
         Ok(())
     }
 

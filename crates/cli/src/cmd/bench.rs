@@ -31,6 +31,114 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Latency of a whole `context` call (query embedding, BM25, vector
+    /// search, fusion, features, relevance, MMR, packing) against corpus
+    /// size, on generated corpora indexed with the embedder. Reports
+    /// p50/p95/p99 of the call and of each stage, index build time, RSS,
+    /// store size and recall@10 of each vector search against exact search.
+    /// Build with `--release` for meaningful figures.
+    Context(ContextArgs),
+}
+
+#[derive(Debug, Args)]
+struct ContextArgs {
+    /// Corpus sizes in chunks, e.g. 10000,100000,1000000.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+    chunks: Vec<usize>,
+    /// Vector searches timed on every corpus, in one run: auto (chosen by
+    /// size), exact, int8. The first is reported at the top of each size.
+    #[arg(long, value_delimiter = ',', default_value = "auto,exact", value_parser = parse_search)]
+    search: Vec<anectx_store::VectorSearch>,
+    /// Distinct generated queries (each embedded for real on every call).
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+    /// Timed passes over the queries per search.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Untimed calls before each timed series.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Seed of the generated corpus and queries.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Embedder for the corpus and the queries: `default` (the built-in
+    /// embedder) or a model directory.
+    #[arg(long, short, default_value = "default")]
+    model: String,
+    /// Compute precision: f32 or f16.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Build the stores here and keep them (default: a temporary directory,
+    /// removed afterwards).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Random corpus vectors instead of the embedder's (much faster to
+    /// build, for large sizes); queries are still embedded for real.
+    #[arg(long)]
+    synthetic_vectors: bool,
+    /// Write context.json and context.html into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Print the JSON report to standard output.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn parse_search(s: &str) -> Result<anectx_store::VectorSearch, String> {
+    anectx_store::VectorSearch::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = anectx_store::VectorSearch::ALL
+            .iter()
+            .map(|m| m.as_str())
+            .collect();
+        format!("unknown vector search {s:?} ({})", names.join(", "))
+    })
+}
+
+fn run_context(a: ContextArgs) -> Result<()> {
+    let embedder =
+        super::embedder::resolve_for_store(Some(a.model.clone()), a.dtype.clone(), None)?
+            .embedder()?
+            .context("bench context needs an embedder: use --model default or a model directory")?;
+    let opts = anectx_bench::context::ContextBenchOptions {
+        sizes: a.chunks,
+        queries: a.queries,
+        rounds: a.rounds,
+        warmup: a.warmup,
+        searches: a.search,
+        work_dir: a.work_dir,
+        seed: a.seed,
+        synthetic_vectors: a.synthetic_vectors,
+    };
+    let progress = Bar(new_bar());
+    let report = anectx_bench::context::run_context(embedder, &opts, &progress)
+        .context("context benchmark failed")?;
+    progress.0.finish_and_clear();
+    if let Some(dir) = &a.out {
+        anectx_bench::context::write_context_outputs(&report, dir)
+            .with_context(|| format!("writing the report to {}", dir.display()))?;
+        eprintln!(
+            "wrote {} and {}",
+            dir.join("context.json").display(),
+            dir.join("context.html").display()
+        );
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", anectx_bench::context::render_context_text(&report));
+    }
+    Ok(())
+}
+
+fn new_bar() -> ProgressBar {
+    let bar = ProgressBar::new(1);
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +332,9 @@ fn models(a: &RunArgs) -> Result<Vec<ModelSpec>> {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(BenchCommand::Context(c)) = args.command {
+        return run_context(c);
+    }
     if let Some(BenchCommand::Compare { a, b, json }) = args.command {
         let ra = Report::read(&a)?;
         let rb = Report::read(&b)?;
@@ -245,14 +356,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let a = args.run;
     let opts = options(&a);
     let specs = models(&a)?;
-    let bar = ProgressBar::new(1);
-    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-    {
-        bar.set_style(style.progress_chars("=> "));
-    }
-    let progress = Bar(bar);
+    let progress = Bar(new_bar());
     let report = anectx_bench::run(&specs, &opts, &progress).context("benchmark failed")?;
     progress.0.finish_and_clear();
     if let Some(dir) = &a.out {

@@ -33,6 +33,10 @@ pub struct EvalArgs {
     /// Reciprocal-rank-fusion constant.
     #[arg(long, default_value_t = 60.0)]
     rrf_k: f32,
+    /// Vector search: auto (int8 from 20,000 vectors, else exact), exact
+    /// or int8 (int8 shortlist re-scored exactly).
+    #[arg(long, default_value = "auto", value_parser = super::bench::parse_search)]
+    vector_search: anectx_store::VectorSearch,
     /// Print JSON with per-query metrics.
     #[arg(long)]
     json: bool,
@@ -41,6 +45,8 @@ pub struct EvalArgs {
 #[derive(Serialize)]
 struct Output {
     collection: String,
+    /// The vector search that ran (auto resolved).
+    vector_search: String,
     documents: usize,
     queries: usize,
     embedder: Option<String>,
@@ -116,8 +122,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         rrf_k: args.rrf_k,
         ..ContextOptions::default()
     };
+    engine.store().vectors_mut().set_search(args.vector_search);
     let mut out = Output {
         collection: args.collection.display().to_string(),
+        vector_search: engine.store().vectors().resolved_search().as_str().into(),
         documents: coll.docs.len(),
         queries: coll.queries.len(),
         embedder: embedder.map(|e| e.info().description.clone()),
@@ -131,8 +139,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         println!(
-            "{} — {} documents, {} judged queries",
-            out.collection, out.documents, out.queries
+            "{} — {} documents, {} judged queries, {} vector search",
+            out.collection, out.documents, out.queries, out.vector_search
         );
         println!(
             "{:<8} {:>8} {:>10} {:>8} {:>8}",
