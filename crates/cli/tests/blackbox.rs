@@ -15,6 +15,9 @@ fn the_black_box_script_sees_every_hostile_request_refused() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");
-    assert!(out.status.success(), "black-box checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "black-box checks failed:\n{stdout}\n{stderr}"
+    );
     assert_eq!(stdout.matches("PASS ").count(), 6, "{stdout}");
 }
