@@ -248,9 +248,7 @@ fn epub_chapters_become_headings() {
         .map(|p| p.text.lines().next().unwrap_or(""))
         .collect();
     assert!(
-        titles
-            .iter()
-            .any(|t| *t == "# SECTION IV FAIRY STORIES—MODERN FANTASTIC TALES"),
+        titles.contains(&"# SECTION IV FAIRY STORIES—MODERN FANTASTIC TALES"),
         "{titles:?}"
     );
     let root = tempfile::tempdir().unwrap();
