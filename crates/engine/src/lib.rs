@@ -33,7 +33,8 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use ingest::{
-    index_changes, index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress, SkippedFile,
+    index_changes, index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress,
+    SkippedFile,
 };
 pub use memory::{MemoryConfig, MemoryStats, UsageMemory};
 pub use relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
