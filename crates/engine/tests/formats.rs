@@ -271,3 +271,47 @@ fn epub_chapters_become_headings() {
         c.text
     );
 }
+
+/// PDF indexing throughput in pages/s (a measurement, run by hand):
+/// `cargo test -p anectx-engine --test formats pdf_throughput -- --ignored --nocapture`.
+/// Indexes every PDF of the pypdf 7.1.1 resources (BM25 only) and, in the
+/// same run, times text extraction alone over the same files.
+#[test]
+#[ignore = "a measurement; run by hand with --ignored --nocapture"]
+fn pdf_throughput() {
+    let Some(d) = docs() else { return };
+    let pdf = d.join("pdf");
+    let store = tempfile::tempdir().unwrap();
+    let (_engine, rep) = {
+        let engine = Engine::open(store.path(), None).unwrap();
+        let rep = engine
+            .index(&[pdf.clone()], &IndexOptions::default(), &NoProgress)
+            .unwrap();
+        (engine, rep)
+    };
+    assert!(rep.pages_indexed > 0, "{rep:#?}");
+    let t = std::time::Instant::now();
+    let mut pages = 0u64;
+    for e in std::fs::read_dir(&pdf).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "pdf") {
+            if let Ok(x) = formats::extract(Format::Pdf, &std::fs::read(&p).unwrap()) {
+                pages += x.parts.len() as u64;
+            }
+        }
+    }
+    let extract_s = t.elapsed().as_secs_f64();
+    eprintln!(
+        "pdf_throughput: index: {} files read, {} skipped, {} pages with text in {:.2} s = \
+         {:.0} pages/s ({} chunks, {:.0} chunks/s); extraction alone: {pages} pages in \
+         {extract_s:.2} s = {:.0} pages/s",
+        rep.files_indexed,
+        rep.files_skipped,
+        rep.pages_indexed,
+        rep.seconds,
+        rep.pages_indexed as f64 / rep.seconds,
+        rep.chunks_added,
+        rep.chunks_per_second,
+        pages as f64 / extract_s
+    );
+}
