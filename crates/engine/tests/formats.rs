@@ -285,7 +285,11 @@ fn pdf_throughput() {
     let (_engine, rep) = {
         let engine = Engine::open(store.path(), None).unwrap();
         let rep = engine
-            .index(&[pdf.clone()], &IndexOptions::default(), &NoProgress)
+            .index(
+                std::slice::from_ref(&pdf),
+                &IndexOptions::default(),
+                &NoProgress,
+            )
             .unwrap();
         (engine, rep)
     };
