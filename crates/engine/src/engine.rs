@@ -141,6 +141,10 @@ pub struct ContextChunk {
     pub byte_end: usize,
     pub line_start: usize,
     pub line_end: usize,
+    /// 1-based page (PDF page, PPTX slide) the chunk comes from, if any;
+    /// its source line then reads `path p.N`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     pub tokens: usize,
     pub text: String,
     pub scores: ChunkScores,
@@ -513,6 +517,29 @@ impl Engine {
         Ok(report)
     }
 
+    /// Brings the store up to date with paths a file watcher reported as
+    /// changed under the indexed `roots` (see [`crate::ingest::index_changes`]).
+    pub fn index_changes(
+        &self,
+        roots: &[std::path::PathBuf],
+        changed: &[std::path::PathBuf],
+        opts: &IndexOptions,
+        progress: &dyn Progress,
+    ) -> Result<IndexReport> {
+        let report = crate::ingest::index_changes(
+            &self.store,
+            self.embedder.as_deref(),
+            roots,
+            changed,
+            opts,
+            progress,
+        )?;
+        self.store
+            .db
+            .set_meta(LAST_INDEX_META, &now_ms().to_string())?;
+        Ok(report)
+    }
+
     /// Picks up changes another process committed (postings and vectors).
     pub fn reload(&self) -> Result<()> {
         self.store.lexical.reload()?;
@@ -814,14 +841,18 @@ impl Engine {
                 .collect(),
             None => Vec::new(),
         };
-        let header = |c: &Candidate| {
-            format!(
-                "[00] {}:{}-{}",
-                crate::source::display_path(&c.chunk.path, &roots),
+        // Pages of the chunks that may be shown (PDF pages, PPTX slides).
+        let eligible_ids: Vec<u64> = eligible.iter().map(|&i| cands[i].chunk.id).collect();
+        let pages = self.store.db.chunk_pages(&eligible_ids)?;
+        let cite = |c: &Candidate| {
+            crate::source::citation(
+                &crate::source::display_path(&c.chunk.path, &roots),
                 c.chunk.line_start,
-                c.chunk.line_end
+                c.chunk.line_end,
+                pages.get(&c.chunk.id).copied(),
             )
         };
+        let header = |c: &Candidate| format!("[00] {}", cite(c));
         let costs: Vec<usize> = eligible
             .iter()
             .map(|&i| {
@@ -897,10 +928,8 @@ impl Engine {
                 .map(|h| format!(" ({})", crate::source::one_line(h)))
                 .unwrap_or_default();
             text.push_str(&format!(
-                "[{marker}] {}:{}-{}{head}\n{}\n\n",
-                crate::source::display_path(&c.chunk.path, &roots),
-                c.chunk.line_start,
-                c.chunk.line_end,
+                "[{marker}] {}{head}\n{}\n\n",
+                cite(c),
                 crate::source::neutralize_markers(&c.chunk.text)
             ));
             chunks.push(ContextChunk {
@@ -912,6 +941,7 @@ impl Engine {
                 byte_end: c.chunk.byte_end,
                 line_start: c.chunk.line_start,
                 line_end: c.chunk.line_end,
+                page: pages.get(&c.chunk.id).copied(),
                 tokens: c.chunk.tokens,
                 text: c.chunk.text.clone(),
                 scores: ChunkScores {

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::chunk::{chunk_text, ChunkConfig};
 use crate::embed::TextEmbedder;
 use crate::extract::{decode, html_to_text, Decoded, DocKind, Encoding};
+use crate::formats::{self, Format, Part};
 use crate::{EngineError, Result};
 
 /// Indexing settings.
@@ -85,6 +86,25 @@ pub struct IndexReport {
     pub notes: Vec<String>,
     pub seconds: f64,
     pub embed_seconds: f64,
+    /// Files read into new or changed documents, by kind (`pdf`, `docx`,
+    /// `markdown`, …).
+    pub files_read_by_kind: std::collections::BTreeMap<String, u64>,
+    /// Every skipped file with why (also in `notes`).
+    pub skipped: Vec<SkippedFile>,
+    /// Pages (PDF pages, PPTX slides) indexed from new or changed documents.
+    pub pages_indexed: u64,
+    /// Pages without text in indexed documents (scans without a text layer,
+    /// blank pages); see `notes` for which.
+    pub pages_skipped: u64,
+    /// Chunks added per second of the whole run (0 when none were added).
+    pub chunks_per_second: f64,
+}
+
+/// A file that was not indexed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SkippedFile {
+    pub path: String,
+    pub reason: String,
 }
 
 /// Aborts the process at a named point when `ANECTX_FAILPOINT` names it.
@@ -101,8 +121,14 @@ struct Prepared {
     key: String,
     hash: String,
     bytes: u64,
-    kind: DocKind,
+    /// The kind recorded in the store (`DocKind::as_str`, `Format::as_str`).
+    kind: &'static str,
     chunks: Vec<NewChunk>,
+    /// Pages with text, and pages without, for paged formats.
+    pages_indexed: u64,
+    pages_skipped: u64,
+    /// What the user should know about this file (pages skipped, …).
+    notes: Vec<String>,
 }
 
 enum FileOutcome {
@@ -252,6 +278,9 @@ fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> 
     if known == Some(hash.as_str()) {
         return FileOutcome::Unchanged;
     }
+    if let Some(format) = Format::from_path(path) {
+        return read_document(path, format, &bytes, hash, chunk);
+    }
     let gz = is_gzip(path, &bytes);
     let (kind, content) = if gz {
         match gunzip(&bytes, max) {
@@ -293,8 +322,105 @@ fn read_file(path: &Path, max: u64, chunk: ChunkConfig, known: Option<&str>) -> 
         key: path.to_string_lossy().into_owned(),
         hash,
         bytes: bytes.len() as u64,
-        kind,
+        kind: kind.as_str(),
         chunks,
+        pages_indexed: 0,
+        pages_skipped: 0,
+        notes: Vec::new(),
+    })
+}
+
+/// Chunks the parts of a document one by one (a chunk never spans two
+/// pages) and gives each chunk its part's page. Byte and line positions
+/// count in the parts' text joined by blank lines.
+pub(crate) fn chunk_parts(parts: &[Part], kind: DocKind, cfg: ChunkConfig) -> Vec<NewChunk> {
+    let mut out = Vec::new();
+    let (mut byte_base, mut line_base) = (0usize, 0usize);
+    for part in parts {
+        for mut c in chunk_text(&part.text, kind, cfg) {
+            c.byte_start += byte_base;
+            c.byte_end += byte_base;
+            c.line_start += line_base;
+            c.line_end += line_base;
+            c.page = part.page;
+            out.push(c);
+        }
+        byte_base += part.text.len() + 2;
+        line_base += part.text.matches('\n').count() + 2;
+    }
+    out
+}
+
+/// Notes naming the pages of `doc` that gave no text: scans without a text
+/// layer, and blank pages (or slides).
+fn page_notes(path: &Path, format: Format, doc: &formats::Extracted) -> Vec<String> {
+    let mut notes = Vec::new();
+    let scanned = doc.scanned_pages();
+    if !scanned.is_empty() {
+        notes.push(format!(
+            "{}: {} of {} pages have no text layer (scanned images; OCR is not done) and \
+             were skipped: p. {}",
+            path.display(),
+            scanned.len(),
+            doc.pages,
+            formats::page_list(&scanned)
+        ));
+    }
+    let blank: Vec<u32> = doc
+        .empty_pages
+        .iter()
+        .filter(|(_, why)| *why == formats::EmptyPage::Blank)
+        .map(|(p, _)| *p)
+        .collect();
+    if !blank.is_empty() {
+        notes.push(format!(
+            "{}: {} of {} {} have no text and were skipped: {}",
+            path.display(),
+            blank.len(),
+            doc.pages,
+            if format == Format::Pptx {
+                "slides"
+            } else {
+                "pages"
+            },
+            formats::page_list(&blank)
+        ));
+    }
+    notes
+}
+
+/// Reads a PDF, Office or EPUB file. A file that cannot be read (corrupt,
+/// encrypted, no text) is skipped with why; any old version is removed.
+fn read_document(
+    path: &Path,
+    format: Format,
+    bytes: &[u8],
+    hash: String,
+    chunk: ChunkConfig,
+) -> FileOutcome {
+    let doc = match formats::extract(format, bytes) {
+        Ok(d) => d,
+        Err(e) => return FileOutcome::Skipped(e.to_string()),
+    };
+    let kind = if format.is_markdown() {
+        DocKind::Markdown
+    } else {
+        DocKind::Text
+    };
+    let chunks = chunk_parts(&doc.parts, kind, chunk);
+    if chunks.is_empty() {
+        return FileOutcome::Skipped(format!("empty {} (no text)", format.as_str()));
+    }
+    let notes = page_notes(path, format, &doc);
+    FileOutcome::Changed(Prepared {
+        key: path.to_string_lossy().into_owned(),
+        hash,
+        bytes: bytes.len() as u64,
+        kind: format.as_str(),
+        chunks,
+        pages_indexed: doc.parts.iter().filter(|p| p.page.is_some()).count() as u64,
+        pages_skipped: doc.empty_pages.len() as u64,
+        notes,
     })
 }
 
@@ -391,116 +517,110 @@ fn write_prepared(store: &Store, docs: &[Prepared]) -> Result<u64> {
     Ok(store.db.transaction(|tx| {
         let mut n = 0;
         for d in docs {
-            n += Db::replace_document(tx, &d.key, &d.hash, d.bytes, d.kind.as_str(), &d.chunks)?
-                .len() as u64;
+            n +=
+                Db::replace_document(tx, &d.key, &d.hash, d.bytes, d.kind, &d.chunks)?.len() as u64;
         }
         Ok(n)
     })?)
 }
 
-/// Indexes files and folders. Folders are walked respecting `.gitignore`
-/// (also outside git repositories) and skipping hidden entries; documents
-/// under a walked root that no longer exist are removed.
-pub fn index_paths(
-    store: &Store,
-    embedder: Option<&dyn TextEmbedder>,
-    roots: &[PathBuf],
+/// Walks `root` as `index` does: `.gitignore` (also outside git
+/// repositories), no hidden entries, links per `opts.follow_links`, nothing
+/// inside the store. Files found go to `files`; entries that cannot be
+/// taken are counted as skipped in `report`, with why.
+fn walk_root(
+    root: &Path,
+    canon_roots: &[PathBuf],
+    store_dir: &Path,
     opts: &IndexOptions,
+    report: &mut IndexReport,
     progress: &dyn Progress,
-) -> Result<IndexReport> {
-    let _guard = store.write_guard();
-    let t0 = Instant::now();
-    check_embedder(store, embedder)?;
-    let mut report = IndexReport::default();
-    let note = |report: &mut IndexReport, msg: String| {
+    files: &mut Vec<PathBuf>,
+) {
+    let skip = |report: &mut IndexReport, path: &Path, why: String| {
+        report.files_skipped += 1;
+        let msg = format!("skipped {}: {why}", path.display());
         progress.note(&msg);
         report.notes.push(msg);
+        report.skipped.push(SkippedFile {
+            path: path.to_string_lossy().into_owned(),
+            reason: why,
+        });
     };
-    let store_dir = std::fs::canonicalize(store.dir()).unwrap_or_else(|_| store.dir().into());
-
-    // 1. Walk.
-    progress.stage("scanning", None);
-    let mut files: Vec<PathBuf> = Vec::new();
-    let canon_roots = roots
-        .iter()
-        .map(|root| {
-            std::fs::canonicalize(root)
-                .map_err(|e| EngineError::path(root, format!("cannot index: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
     // Links the walk did not take, with why (the filter runs inside the walk).
     let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(PathBuf, String)>::new()));
-    for root in &canon_roots {
-        let walk = ignore::WalkBuilder::new(root)
-            .follow_links(opts.follow_links)
-            .require_git(false)
-            .filter_entry({
-                let links = links.clone();
-                let roots = canon_roots.clone();
-                let follow = opts.follow_links;
-                move |e| match link_verdict(e, follow, &roots) {
-                    None => true,
-                    Some(why) => {
-                        links
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((e.path().to_path_buf(), why));
-                        false
+    let walk = ignore::WalkBuilder::new(root)
+        .follow_links(opts.follow_links)
+        .require_git(false)
+        .filter_entry({
+            let links = links.clone();
+            let roots = canon_roots.to_vec();
+            let follow = opts.follow_links;
+            move |e| match link_verdict(e, follow, &roots) {
+                None => true,
+                Some(why) => {
+                    links
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((e.path().to_path_buf(), why));
+                    false
+                }
+            }
+        })
+        .build();
+    for entry in walk {
+        match entry {
+            Ok(e) => {
+                if e.file_type().is_some_and(|t| t.is_file()) {
+                    let mut p = e.into_path();
+                    if opts.follow_links {
+                        // One key per file, however many links lead to it.
+                        p = std::fs::canonicalize(&p).unwrap_or(p);
                     }
-                }
-            })
-            .build();
-        for entry in walk {
-            match entry {
-                Ok(e) => {
-                    if e.file_type().is_some_and(|t| t.is_file()) {
-                        let mut p = e.into_path();
-                        if opts.follow_links {
-                            // One key per file, however many links lead to it.
-                            p = std::fs::canonicalize(&p).unwrap_or(p);
-                        }
-                        if !p.starts_with(&store_dir) {
-                            files.push(p);
-                        }
-                    } else if e.file_type().is_none() {
-                        // stdin or a broken link
-                        report.files_skipped += 1;
-                        note(
-                            &mut report,
-                            format!("skipped {}: not a file", e.path().display()),
-                        );
+                    if !p.starts_with(store_dir) {
+                        files.push(p);
                     }
+                } else if e.file_type().is_none() {
+                    // stdin or a broken link
+                    skip(report, e.path(), "not a file".into());
                 }
-                Err(err) => {
-                    report.files_skipped += 1;
-                    note(&mut report, format!("skipped: {err}"));
-                }
+            }
+            Err(err) => {
+                report.files_skipped += 1;
+                let msg = format!("skipped: {err}");
+                progress.note(&msg);
+                report.notes.push(msg);
+                report.skipped.push(SkippedFile {
+                    path: String::new(),
+                    reason: err.to_string(),
+                });
             }
         }
     }
     let links = std::mem::take(&mut *links.lock().unwrap_or_else(|p| p.into_inner()));
     for (path, why) in links {
-        report.files_skipped += 1;
-        note(&mut report, format!("skipped {}: {why}", path.display()));
+        skip(report, &path, why);
     }
-    files.sort();
-    files.dedup();
-    record_roots(store, &canon_roots)?;
-    // Entries the walk could not enter (loops, unreadable directories) were
-    // counted as skipped; count them as seen too, so that
-    // seen = indexed + unchanged + skipped.
-    report.files_seen = files.len() as u64 + report.files_skipped;
+}
 
-    // 2. Read, hash, chunk; write changed documents to SQLite.
-    let known: HashMap<String, String> = store
-        .db
-        .documents()?
-        .into_iter()
-        .map(|d| (d.path, d.content_hash))
-        .collect();
-    let mut keep: HashSet<String> = HashSet::new();
+/// Reads, hashes and chunks `files` in bounded batches and writes changed
+/// documents to SQLite. Keys of files whose document stays (read, unchanged
+/// or unreadable) go to `keep`.
+fn read_files(
+    store: &Store,
+    files: &[PathBuf],
+    known: &HashMap<String, String>,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+    report: &mut IndexReport,
+    keep: &mut HashSet<String>,
+) -> Result<()> {
+    let note = |report: &mut IndexReport, msg: String| {
+        progress.note(&msg);
+        report.notes.push(msg);
+    };
     progress.stage("reading", Some(files.len() as u64));
-    for batch in byte_batches(&files, opts.read_batch_bytes, 256) {
+    for batch in byte_batches(files, opts.read_batch_bytes, 256) {
         let outcomes: Vec<(&PathBuf, FileOutcome)> = batch
             .par_iter()
             .map(|p| {
@@ -522,18 +642,35 @@ pub fn index_paths(
                     report.files_unchanged += 1;
                     keep.insert(key);
                 }
-                FileOutcome::Changed(d) => {
+                FileOutcome::Changed(mut d) => {
                     keep.insert(key);
+                    *report
+                        .files_read_by_kind
+                        .entry(d.kind.to_string())
+                        .or_default() += 1;
+                    report.pages_indexed += d.pages_indexed;
+                    report.pages_skipped += d.pages_skipped;
+                    for n in std::mem::take(&mut d.notes) {
+                        note(report, n);
+                    }
                     prepared.push(d);
                 }
                 FileOutcome::Skipped(why) => {
                     report.files_skipped += 1;
-                    note(&mut report, format!("skipped {}: {why}", p.display()));
+                    note(report, format!("skipped {}: {why}", p.display()));
+                    report.skipped.push(SkippedFile {
+                        path: key,
+                        reason: why,
+                    });
                 }
                 FileOutcome::Unreadable(why) => {
                     report.files_skipped += 1;
-                    keep.insert(key);
-                    note(&mut report, format!("skipped {}: {why}", p.display()));
+                    keep.insert(key.clone());
+                    note(report, format!("skipped {}: {why}", p.display()));
+                    report.skipped.push(SkippedFile {
+                        path: key,
+                        reason: why,
+                    });
                 }
             }
         }
@@ -541,6 +678,92 @@ pub fn index_paths(
         report.chunks_added += write_prepared(store, &prepared)?;
         progress.inc(batch.len() as u64);
     }
+    Ok(())
+}
+
+fn delete_documents(store: &Store, keys: &[String]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    store.db.transaction(|tx| {
+        for k in keys {
+            Db::delete_document(tx, k)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn known_documents(store: &Store) -> Result<HashMap<String, String>> {
+    Ok(store
+        .db
+        .documents()?
+        .into_iter()
+        .map(|d| (d.path, d.content_hash))
+        .collect())
+}
+
+fn canonical_roots(roots: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    roots
+        .iter()
+        .map(|root| {
+            std::fs::canonicalize(root)
+                .map_err(|e| EngineError::path(root, format!("cannot index: {e}")))
+        })
+        .collect()
+}
+
+/// Indexes files and folders. Folders are walked respecting `.gitignore`
+/// (also outside git repositories) and skipping hidden entries; documents
+/// under a walked root that no longer exist are removed.
+pub fn index_paths(
+    store: &Store,
+    embedder: Option<&dyn TextEmbedder>,
+    roots: &[PathBuf],
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IndexReport> {
+    let _guard = store.write_guard();
+    let t0 = Instant::now();
+    check_embedder(store, embedder)?;
+    let mut report = IndexReport::default();
+    let store_dir = std::fs::canonicalize(store.dir()).unwrap_or_else(|_| store.dir().into());
+
+    // 1. Walk.
+    progress.stage("scanning", None);
+    let mut files: Vec<PathBuf> = Vec::new();
+    let canon_roots = canonical_roots(roots)?;
+    for root in &canon_roots {
+        walk_root(
+            root,
+            &canon_roots,
+            &store_dir,
+            opts,
+            &mut report,
+            progress,
+            &mut files,
+        );
+    }
+    files.sort();
+    files.dedup();
+    record_roots(store, &canon_roots)?;
+    // Entries the walk could not enter (loops, unreadable directories) were
+    // counted as skipped; count them as seen too, so that
+    // seen = indexed + unchanged + skipped.
+    report.files_seen = files.len() as u64 + report.files_skipped;
+
+    // 2. Read, hash, chunk; write changed documents to SQLite.
+    let known = known_documents(store)?;
+    let mut keep: HashSet<String> = HashSet::new();
+    read_files(
+        store,
+        &files,
+        &known,
+        opts,
+        progress,
+        &mut report,
+        &mut keep,
+    )?;
     // Documents under a walked root that were not seen (deleted, now ignored,
     // now binary) are removed.
     let gone: Vec<String> = known
@@ -549,21 +772,172 @@ pub fn index_paths(
         .filter(|k| canon_roots.iter().any(|r| Path::new(k).starts_with(r)))
         .cloned()
         .collect();
-    if !gone.is_empty() {
-        store.db.transaction(|tx| {
-            for k in &gone {
-                Db::delete_document(tx, k)?;
-            }
-            Ok(())
-        })?;
-        report.files_removed = gone.len() as u64;
-    }
+    delete_documents(store, &gone)?;
+    report.files_removed = gone.len() as u64;
     failpoint("after-sqlite");
 
     finish_pending(store, embedder, opts, progress, &mut report)?;
     report.seconds = t0.elapsed().as_secs_f64();
+    report.chunks_per_second = chunks_per_second(report.chunks_added, report.seconds);
     progress.finish();
     Ok(report)
+}
+
+/// Whether `path` (under `root`) is one the walk of `root` would not take:
+/// a hidden entry on the way, or one matched by a `.gitignore` or `.ignore`
+/// file in `root` or a folder between (the rules `index` walks by; global
+/// git excludes are not read here).
+pub fn is_ignored(root: &Path, path: &Path, is_dir: bool) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return true;
+    };
+    if rel
+        .components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    {
+        return true;
+    }
+    // Ignore files in root and every folder above `path` inside it.
+    let mut dir = root.to_path_buf();
+    let mut dirs = vec![dir.clone()];
+    if let Some(parent) = rel.parent() {
+        for c in parent.components() {
+            dir.push(c);
+            dirs.push(dir.clone());
+        }
+    }
+    for d in dirs {
+        for name in [".gitignore", ".ignore"] {
+            let f = d.join(name);
+            if !f.is_file() {
+                continue;
+            }
+            let (gi, _) = ignore::gitignore::Gitignore::new(&f);
+            if gi.matched_path_or_any_parents(path, is_dir).is_ignore() {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Brings the store up to date with changed paths under already indexed
+/// `roots` (what a file watcher reports), without walking whole roots: a
+/// changed file is read (by content hash, as `index` does), a folder is
+/// walked (documents under it that are gone are removed), and a path that
+/// no longer exists removes its document, or every document under it when
+/// it was a folder. Paths outside the roots, ignored or hidden are left
+/// alone.
+pub fn index_changes(
+    store: &Store,
+    embedder: Option<&dyn TextEmbedder>,
+    roots: &[PathBuf],
+    changed: &[PathBuf],
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+) -> Result<IndexReport> {
+    let _guard = store.write_guard();
+    let t0 = Instant::now();
+    check_embedder(store, embedder)?;
+    let mut report = IndexReport::default();
+    let store_dir = std::fs::canonicalize(store.dir()).unwrap_or_else(|_| store.dir().into());
+    let canon_roots = canonical_roots(roots)?;
+    let mut changed: Vec<PathBuf> = changed.to_vec();
+    changed.sort();
+    changed.dedup();
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut walked: Vec<PathBuf> = Vec::new();
+    let mut vanished: Vec<PathBuf> = Vec::new();
+    for p in &changed {
+        let Some(root) = canon_roots.iter().find(|r| p.starts_with(r)) else {
+            continue;
+        };
+        if p.starts_with(&store_dir) {
+            continue;
+        }
+        match std::fs::symlink_metadata(p) {
+            Err(_) => vanished.push(p.clone()),
+            Ok(m) if m.is_dir() => {
+                if !is_ignored(root, p, true) || p == root {
+                    walked.push(p.clone());
+                }
+            }
+            Ok(m) if m.is_file() => {
+                if is_ignored(root, p, false) {
+                    // Now ignored (e.g. renamed to a hidden name): as gone.
+                    vanished.push(p.clone());
+                } else {
+                    files.push(p.clone());
+                }
+            }
+            // A link: the walk of its folder applies the link rules.
+            Ok(_) => match p.parent() {
+                Some(parent) if parent.starts_with(root) => walked.push(parent.to_path_buf()),
+                _ => {}
+            },
+        }
+    }
+    // A folder walked covers everything under it.
+    walked.sort();
+    walked.dedup();
+    let mut tops: Vec<PathBuf> = Vec::new();
+    for w in walked {
+        if !tops.iter().any(|t| w.starts_with(t)) {
+            tops.push(w);
+        }
+    }
+    files.retain(|f| !tops.iter().any(|t| f.starts_with(t)));
+    for top in &tops {
+        walk_root(
+            top,
+            &canon_roots,
+            &store_dir,
+            opts,
+            &mut report,
+            progress,
+            &mut files,
+        );
+    }
+    files.sort();
+    files.dedup();
+    report.files_seen = files.len() as u64 + report.files_skipped;
+    let known = known_documents(store)?;
+    let mut keep: HashSet<String> = HashSet::new();
+    read_files(
+        store,
+        &files,
+        &known,
+        opts,
+        progress,
+        &mut report,
+        &mut keep,
+    )?;
+    let under = |k: &str, p: &Path| Path::new(k).starts_with(p);
+    let gone: Vec<String> = known
+        .keys()
+        .filter(|k| !keep.contains(*k))
+        .filter(|k| {
+            tops.iter().any(|t| under(k, t))
+                || vanished.iter().any(|v| under(k, v))
+                || files.iter().any(|f| Path::new(k) == f)
+        })
+        .cloned()
+        .collect();
+    delete_documents(store, &gone)?;
+    report.files_removed = gone.len() as u64;
+    finish_pending(store, embedder, opts, progress, &mut report)?;
+    report.seconds = t0.elapsed().as_secs_f64();
+    report.chunks_per_second = chunks_per_second(report.chunks_added, report.seconds);
+    progress.finish();
+    Ok(report)
+}
+
+fn chunks_per_second(chunks: u64, seconds: f64) -> f64 {
+    if chunks == 0 || seconds <= 0.0 {
+        0.0
+    } else {
+        chunks as f64 / seconds
+    }
 }
 
 /// Indexes in-memory documents keyed by `key` (evaluation, tests, API use).
@@ -599,8 +973,11 @@ pub fn index_texts(
                     key: key.clone(),
                     hash,
                     bytes: text.len() as u64,
-                    kind: DocKind::Text,
+                    kind: DocKind::Text.as_str(),
                     chunks,
+                    pages_indexed: 0,
+                    pages_skipped: 0,
+                    notes: Vec::new(),
                 })
             })
             .collect();
@@ -781,6 +1158,54 @@ mod tests {
             .search("quolls hunt at night", 5, Default::default())
             .unwrap();
         assert!(!hits.is_empty(), "the old version no longer answers");
+    }
+
+    /// Pages without text are named in notes and counted, with why.
+    #[test]
+    fn pages_without_text_are_named() {
+        use formats::{EmptyPage, Extracted};
+        let doc = Extracted {
+            parts: vec![Part {
+                page: Some(1),
+                text: "text".into(),
+            }],
+            pages: 6,
+            empty_pages: vec![
+                (2, EmptyPage::Blank),
+                (4, EmptyPage::Scanned),
+                (5, EmptyPage::Scanned),
+            ],
+        };
+        let notes = page_notes(Path::new("a.pdf"), Format::Pdf, &doc);
+        assert_eq!(
+            notes,
+            vec![
+                "a.pdf: 2 of 6 pages have no text layer (scanned images; OCR is not done) \
+                 and were skipped: p. 4, 5"
+                    .to_string(),
+                "a.pdf: 1 of 6 pages have no text and were skipped: 2".to_string(),
+            ]
+        );
+        let many: Vec<u32> = (1..=20).collect();
+        assert_eq!(
+            formats::page_list(&many),
+            "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, and 8 more"
+        );
+        // Chunks of separate parts keep their pages and never span two.
+        let parts = vec![
+            Part {
+                page: Some(1),
+                text: "one\ntwo".into(),
+            },
+            Part {
+                page: Some(3),
+                text: "three".into(),
+            },
+        ];
+        let chunks = chunk_parts(&parts, DocKind::Text, ChunkConfig::default());
+        assert_eq!(chunks.len(), 2);
+        assert_eq!((chunks[0].page, chunks[1].page), (Some(1), Some(3)));
+        assert_eq!((chunks[1].line_start, chunks[1].byte_start), (4, 9));
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod engine;
 mod error;
 pub mod eval;
 pub mod extract;
+pub mod formats;
 pub mod ingest;
 pub mod memory;
 pub mod record;
@@ -32,7 +33,10 @@ pub use engine::{
     Timings, LAST_INDEX_META, MAX_QUERY_CHARS,
 };
 pub use error::EngineError;
-pub use ingest::{index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress};
+pub use ingest::{
+    index_changes, index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress,
+    SkippedFile,
+};
 pub use memory::{MemoryConfig, MemoryStats, UsageMemory};
 pub use record::{record, Answer, SelectionTrace, ShownChunk};
 pub use relevance::{Candidate, Features, FusionRelevance, RelevanceModel};

@@ -92,9 +92,24 @@ pub fn display_path(path: &str, roots: &[PathBuf]) -> String {
     one_line(&shown).into_owned()
 }
 
+/// How a chunk is cited: `path p.N` when it comes from a page (PDF page,
+/// PPTX slide), else `path:first-last` (lines).
+pub fn citation(path: &str, line_start: usize, line_end: usize, page: Option<u32>) -> String {
+    match page {
+        Some(p) => format!("{path} p.{p}"),
+        None => format!("{path}:{line_start}-{line_end}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn citations_show_pages_or_lines() {
+        assert_eq!(citation("a/b.pdf", 3, 9, Some(4)), "a/b.pdf p.4");
+        assert_eq!(citation("a/b.md", 3, 9, None), "a/b.md:3-9");
+    }
 
     #[test]
     fn marker_lines_in_text_are_escaped() {

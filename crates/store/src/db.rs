@@ -60,6 +60,9 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "#,
     // v2: the interaction log, usage labels and feedback (see `crate::log`).
     crate::log::MIGRATION_V2,
+    // v3: the page (PDF page, PPTX slide) a chunk comes from; NULL for
+    // documents without pages and for chunks written before v3.
+    "ALTER TABLE chunks ADD COLUMN page INTEGER;",
 ];
 
 /// The schema version this build writes.
@@ -95,6 +98,8 @@ pub struct NewChunk {
     pub line_start: usize,
     pub line_end: usize,
     pub tokens: usize,
+    /// 1-based page (PDF page, PPTX slide) the chunk comes from, if any.
+    pub page: Option<u32>,
 }
 
 /// A stored chunk with its document path.
@@ -283,7 +288,7 @@ impl Db {
         let doc_id = tx.last_insert_rowid();
         let mut st = tx.prepare_cached(
             "INSERT INTO chunks(doc_id, ord, text, heading, byte_start, byte_end, line_start, \
-             line_end, tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+             line_end, tokens, page) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?;
         let mut ids = Vec::with_capacity(chunks.len());
         for (i, c) in chunks.iter().enumerate() {
@@ -296,7 +301,8 @@ impl Db {
                 c.byte_end as i64,
                 c.line_start as i64,
                 c.line_end as i64,
-                c.tokens as i64
+                c.tokens as i64,
+                c.page.map(i64::from)
             ])?;
             ids.push(tx.last_insert_rowid() as u64);
         }
@@ -447,6 +453,24 @@ impl Db {
         Ok(out)
     }
 
+    /// Chunk id → page for those of `ids` that carry a page (PDF pages,
+    /// PPTX slides); chunks without a page, and ids that no longer exist,
+    /// are absent.
+    pub fn chunk_pages(&self, ids: &[u64]) -> Result<std::collections::HashMap<u64, u32>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT page FROM chunks WHERE id = ?1")?;
+        let mut out = std::collections::HashMap::new();
+        for id in ids {
+            let page: Option<Option<i64>> = st.query_row([*id as i64], |r| r.get(0)).optional()?;
+            if let Some(Some(p)) = page {
+                if let Ok(p) = u32::try_from(p) {
+                    out.insert(*id, p);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Chunk id → document path for every chunk (used by evaluation).
     pub fn chunk_paths(&self) -> Result<std::collections::HashMap<u64, String>> {
         let conn = self.conn();
@@ -496,6 +520,7 @@ mod tests {
             line_start: 1,
             line_end: 1,
             tokens: text.split_whitespace().count(),
+            page: None,
         }
     }
 
@@ -540,6 +565,51 @@ mod tests {
         drop(db);
         let db = Db::open(&dir.path().join("a.sqlite")).unwrap();
         assert_eq!(db.chunk_count().unwrap(), 1);
+    }
+
+    /// A store written before pages existed (schema v2, with a chunk) opens,
+    /// keeps its chunk (without a page) and takes chunks with pages.
+    #[test]
+    fn a_store_from_before_pages_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.sqlite");
+        {
+            let mut c = Connection::open(&p).unwrap();
+            let tx = c.transaction().unwrap();
+            for sql in &MIGRATIONS[..2] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 2).unwrap();
+            tx.execute(
+                "INSERT INTO documents(path, content_hash, bytes, kind, indexed_at) \
+                 VALUES ('old.md', 'h', 3, 'markdown', 0)",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO chunks(doc_id, ord, text, heading, byte_start, byte_end, \
+                 line_start, line_end, tokens) VALUES (1, 0, 'old text', NULL, 0, 8, 1, 1, 2)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let db = Db::open(&p).unwrap();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        let old = db.chunks_by_ids(&[1]).unwrap();
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].text, "old text");
+        assert!(db.chunk_pages(&[1]).unwrap().is_empty());
+        let mut paged = chunk("page three text");
+        paged.page = Some(3);
+        let ids = db
+            .transaction(|tx| {
+                Db::replace_document(tx, "new.pdf", "h2", 9, "pdf", &[paged, chunk("x")])
+            })
+            .unwrap();
+        let pages = db.chunk_pages(&[1, ids[0], ids[1]]).unwrap();
+        assert_eq!(pages.len(), 1, "{pages:?}");
+        assert_eq!(pages.get(&ids[0]), Some(&3));
     }
 
     #[test]

@@ -1265,7 +1265,7 @@ mod tests {
             c.pragma_update(None, "user_version", 1).unwrap();
         }
         let db = Db::open(&p).unwrap();
-        assert_eq!(db.schema_version().unwrap(), 2);
+        assert_eq!(db.schema_version().unwrap(), crate::db::SCHEMA_VERSION);
         assert_eq!(db.document_count().unwrap(), 1);
         db.append_interaction(&interaction("a", 1)).unwrap();
         db.set_durability(Durability::Full).unwrap();
@@ -1289,7 +1289,7 @@ mod tests {
             })
             .collect();
         for h in handles {
-            assert_eq!(h.join().unwrap().unwrap(), 2);
+            assert_eq!(h.join().unwrap().unwrap(), crate::db::SCHEMA_VERSION);
         }
     }
 }

@@ -75,6 +75,12 @@ pub fn minilm_dir() -> Option<PathBuf> {
     fixture("ANECTX_MINILM_DIR", "all-minilm-l6-v2", "model.safetensors")
 }
 
+/// Real PDF, DOCX, PPTX, XLSX and EPUB files taken from PyPI packages
+/// (see scripts/fixtures.sh for where each came from).
+pub fn documents_dir() -> Option<PathBuf> {
+    fixture("ANECTX_DOCUMENTS_DIR", "documents", ".anectx-documents-v1")
+}
+
 /// Varied sentences for parity tests: short and long, questions, code,
 /// numbers, punctuation, non-ASCII.
 pub const SENTENCES: &[&str] = &[

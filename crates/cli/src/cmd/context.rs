@@ -59,11 +59,9 @@ pub fn run(args: ContextArgs) -> Result<()> {
     for c in &res.chunks {
         let s = &c.scores;
         eprintln!(
-            "[{}] {}:{}-{} bytes {}..{}  relevance {:.3} (rank {})  bm25 {}  dense {}",
+            "[{}] {} bytes {}..{}  relevance {:.3} (rank {})  bm25 {}  dense {}",
             c.marker,
-            c.path,
-            c.line_start,
-            c.line_end,
+            anectx_engine::source::citation(&c.path, c.line_start, c.line_end, c.page),
             c.byte_start,
             c.byte_end,
             s.relevance,

@@ -28,9 +28,20 @@ pub struct IndexArgs {
     /// (after resolving every link). Without it, links are skipped with a note.
     #[arg(long)]
     follow_links: bool,
-    /// Print the report as JSON.
+    /// Print the report as JSON (with --watch: one JSON object per line,
+    /// one line per indexing run).
     #[arg(long)]
     json: bool,
+    /// After indexing, keep watching the paths and index changes as they
+    /// happen (created, modified, deleted and renamed files), with the same
+    /// ignore rules and content hashes. A full reconcile runs at start and
+    /// whenever the watcher reports lost events. Runs until stopped.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: wait for this many milliseconds without new events
+    /// before indexing a batch of changes.
+    #[arg(long, default_value_t = 1000, requires = "watch")]
+    debounce_ms: u64,
 }
 
 /// Store and embedder options shared by index, context and eval.
@@ -144,6 +155,16 @@ pub fn run(args: IndexArgs) -> Result<()> {
         follow_links: args.follow_links,
         ..IndexOptions::default()
     };
+    if args.watch {
+        return super::watch::run(
+            &engine,
+            &args.paths,
+            &opts,
+            std::time::Duration::from_millis(args.debounce_ms),
+            args.json,
+            &Bars::new(),
+        );
+    }
     let report = engine.index(&args.paths, &opts, &Bars::new())?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -164,6 +185,41 @@ pub fn run(args: IndexArgs) -> Result<()> {
             report.seconds,
             report.chunks_lexed.max(report.chunks_embedded) as f64 / report.seconds.max(1e-9),
         );
+        print_details(&report);
     }
     Ok(())
+}
+
+/// The files read by kind, pages, and the skipped files grouped by reason.
+fn print_details(report: &anectx_engine::IndexReport) {
+    if !report.files_read_by_kind.is_empty() {
+        let kinds: Vec<String> = report
+            .files_read_by_kind
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!("read: {}", kinds.join(", "));
+    }
+    if report.pages_indexed + report.pages_skipped > 0 {
+        println!(
+            "pages: {} with text indexed, {} without text skipped (see notes)",
+            report.pages_indexed, report.pages_skipped
+        );
+    }
+    if !report.skipped.is_empty() {
+        let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for s in &report.skipped {
+            by_reason.entry(&s.reason).or_default().push(&s.path);
+        }
+        println!("skipped {} files:", report.skipped.len());
+        for (reason, paths) in by_reason {
+            let shown: Vec<&str> = paths.iter().take(3).copied().collect();
+            let more = if paths.len() > 3 {
+                format!(" and {} more", paths.len() - 3)
+            } else {
+                String::new()
+            };
+            println!("  {} × {reason}: {}{more}", paths.len(), shown.join(", "));
+        }
+    }
 }

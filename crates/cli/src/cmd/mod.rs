@@ -12,6 +12,7 @@ pub mod model;
 pub mod quickstart;
 pub mod serve;
 pub mod status;
+pub mod watch;
 
 use anyhow::Result;
 
