@@ -142,7 +142,8 @@ impl ContextProvider for EngineContext {
             .map(|c| ContextChunk {
                 marker: c.marker as usize,
                 id: c.chunk_id.to_string(),
-                source: format!("{}:{}-{}", c.path, c.line_start, c.line_end),
+                // `path p.N` for a page (PDF page, slide), else `path:lines`.
+                source: anectx_engine::source::citation(&c.path, c.line_start, c.line_end, c.page),
                 text: c.text.clone(),
                 score: c.scores.relevance,
                 tokens: c.tokens,
@@ -151,6 +152,7 @@ impl ContextProvider for EngineContext {
                     "heading": c.heading,
                     "line_start": c.line_start,
                     "line_end": c.line_end,
+                    "page": c.page,
                     "byte_start": c.byte_start,
                     "byte_end": c.byte_end,
                     "scores": c.scores,
