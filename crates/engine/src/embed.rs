@@ -152,9 +152,7 @@ impl TextEmbedder for ModelEmbedder {
     }
 
     fn accepts(&self, stored: &EmbedderInfo) -> bool {
-        stored.dim == self.info.dim
-            && (stored.fingerprint == self.info.fingerprint
-                || self.legacy.contains(&stored.fingerprint))
+        same_model(&self.info, &self.legacy, stored)
     }
 
     fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
@@ -172,17 +170,32 @@ impl TextEmbedder for ModelEmbedder {
         }
         let backend = self.backend.lock().unwrap_or_else(|p| p.into_inner());
         let e = backend.embed(&batch)?;
-        if e.dim != self.info.dim || e.rows != texts.len() {
-            return Err(EngineError::Invalid(format!(
-                "embedder returned {}x{}, expected {}x{}",
-                e.rows,
-                e.dim,
-                texts.len(),
-                self.info.dim
-            )));
-        }
-        Ok(e.data)
+        checked_rows(&self.info, e, texts.len())
     }
+}
+
+/// Whether a store that recorded `stored` was indexed by the model `own`:
+/// the same dimension and fingerprint, or one of the model's `legacy`
+/// fingerprints (see [`ModelIdentity::legacy`]).
+pub fn same_model(own: &EmbedderInfo, legacy: &[String], stored: &EmbedderInfo) -> bool {
+    stored.dim == own.dim
+        && (stored.fingerprint == own.fingerprint || legacy.contains(&stored.fingerprint))
+}
+
+/// An embedder's output for `texts` inputs, checked against its declared
+/// dimension; the row-major data.
+pub fn checked_rows(
+    info: &EmbedderInfo,
+    e: anectx_core::Embeddings,
+    texts: usize,
+) -> Result<Vec<f32>> {
+    if e.dim != info.dim || e.rows != texts {
+        return Err(EngineError::Invalid(format!(
+            "embedder returned {}x{}, expected {}x{}",
+            e.rows, e.dim, texts, info.dim
+        )));
+    }
+    Ok(e.data)
 }
 
 /// Bytes of the weight file hashed from each end by [`fingerprint_model_dir`].

@@ -52,9 +52,7 @@ impl TextEmbedder for BatcherEmbedder {
     }
 
     fn accepts(&self, stored: &EmbedderInfo) -> bool {
-        stored.dim == self.info.dim
-            && (stored.fingerprint == self.info.fingerprint
-                || self.legacy.contains(&stored.fingerprint))
+        anectx_engine::embed::same_model(&self.info, &self.legacy, stored)
     }
 
     fn embed(&self, texts: &[&str]) -> anectx_engine::Result<Vec<f32>> {
@@ -68,16 +66,7 @@ impl TextEmbedder for BatcherEmbedder {
                 other => BackendError::Inference(other.to_string()),
             })
         })?;
-        if e.dim != self.info.dim || e.rows != texts.len() {
-            return Err(EngineError::Invalid(format!(
-                "embedder returned {}x{}, expected {}x{}",
-                e.rows,
-                e.dim,
-                texts.len(),
-                self.info.dim
-            )));
-        }
-        Ok(e.data)
+        anectx_engine::embed::checked_rows(&self.info, e, texts.len())
     }
 }
 
