@@ -510,7 +510,11 @@ impl Engine {
             opts,
             progress,
         )?;
-        // For `anectx status`: when the store last finished an indexing run.
+        self.indexed(report)
+    }
+
+    /// Stamps the end of an indexing run (for `anectx status`).
+    fn indexed(&self, report: IndexReport) -> Result<IndexReport> {
         self.store
             .db
             .set_meta(LAST_INDEX_META, &now_ms().to_string())?;
@@ -534,10 +538,7 @@ impl Engine {
             opts,
             progress,
         )?;
-        self.store
-            .db
-            .set_meta(LAST_INDEX_META, &now_ms().to_string())?;
-        Ok(report)
+        self.indexed(report)
     }
 
     /// Picks up changes another process committed (postings and vectors).

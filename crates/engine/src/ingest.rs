@@ -744,15 +744,42 @@ pub fn index_paths(
             &mut files,
         );
     }
+    record_roots(store, &canon_roots)?;
+    // Documents under a walked root that were not seen (deleted, now ignored,
+    // now binary) are removed.
+    sync_files(
+        store,
+        embedder,
+        files,
+        opts,
+        progress,
+        report,
+        t0,
+        |k, _| canon_roots.iter().any(|r| Path::new(k).starts_with(r)),
+    )
+}
+
+/// The part of an indexing run after the file list is known: reads, hashes
+/// and chunks `files` (writing changed documents), removes the known
+/// documents not kept for which `gone(key, files)` holds, embeds what is
+/// pending and completes the report.
+#[allow(clippy::too_many_arguments)]
+fn sync_files(
+    store: &Store,
+    embedder: Option<&dyn TextEmbedder>,
+    mut files: Vec<PathBuf>,
+    opts: &IndexOptions,
+    progress: &dyn Progress,
+    mut report: IndexReport,
+    t0: Instant,
+    gone: impl Fn(&str, &[PathBuf]) -> bool,
+) -> Result<IndexReport> {
     files.sort();
     files.dedup();
-    record_roots(store, &canon_roots)?;
     // Entries the walk could not enter (loops, unreadable directories) were
     // counted as skipped; count them as seen too, so that
     // seen = indexed + unchanged + skipped.
     report.files_seen = files.len() as u64 + report.files_skipped;
-
-    // 2. Read, hash, chunk; write changed documents to SQLite.
     let known = known_documents(store)?;
     let mut keep: HashSet<String> = HashSet::new();
     read_files(
@@ -764,18 +791,14 @@ pub fn index_paths(
         &mut report,
         &mut keep,
     )?;
-    // Documents under a walked root that were not seen (deleted, now ignored,
-    // now binary) are removed.
     let gone: Vec<String> = known
         .keys()
-        .filter(|k| !keep.contains(*k))
-        .filter(|k| canon_roots.iter().any(|r| Path::new(k).starts_with(r)))
+        .filter(|k| !keep.contains(*k) && gone(k, &files))
         .cloned()
         .collect();
     delete_documents(store, &gone)?;
     report.files_removed = gone.len() as u64;
     failpoint("after-sqlite");
-
     finish_pending(store, embedder, opts, progress, &mut report)?;
     report.seconds = t0.elapsed().as_secs_f64();
     report.chunks_per_second = chunks_per_second(report.chunks_added, report.seconds);
@@ -898,38 +921,21 @@ pub fn index_changes(
             &mut files,
         );
     }
-    files.sort();
-    files.dedup();
-    report.files_seen = files.len() as u64 + report.files_skipped;
-    let known = known_documents(store)?;
-    let mut keep: HashSet<String> = HashSet::new();
-    read_files(
+    let under = |k: &str, p: &Path| Path::new(k).starts_with(p);
+    sync_files(
         store,
-        &files,
-        &known,
+        embedder,
+        files,
         opts,
         progress,
-        &mut report,
-        &mut keep,
-    )?;
-    let under = |k: &str, p: &Path| Path::new(k).starts_with(p);
-    let gone: Vec<String> = known
-        .keys()
-        .filter(|k| !keep.contains(*k))
-        .filter(|k| {
+        report,
+        t0,
+        |k, files| {
             tops.iter().any(|t| under(k, t))
                 || vanished.iter().any(|v| under(k, v))
                 || files.iter().any(|f| Path::new(k) == f)
-        })
-        .cloned()
-        .collect();
-    delete_documents(store, &gone)?;
-    report.files_removed = gone.len() as u64;
-    finish_pending(store, embedder, opts, progress, &mut report)?;
-    report.seconds = t0.elapsed().as_secs_f64();
-    report.chunks_per_second = chunks_per_second(report.chunks_added, report.seconds);
-    progress.finish();
-    Ok(report)
+        },
+    )
 }
 
 fn chunks_per_second(chunks: u64, seconds: f64) -> f64 {
