@@ -24,7 +24,8 @@ echo "fixtures: all-MiniLM-L6-v2 at $minilm" >&2
 
 # Python venv for validators and client tests: coremltools 9.0 (parses and
 # validates .mlpackage files on Linux; cannot run predictions off macOS) and
-# the official openai client (server compatibility tests).
+# the official openai client (server compatibility tests); the official MCP
+# Python SDK below.
 venv="$fx/venv"
 stamp="$venv/.anectx-requirements"
 reqs="coremltools==9.0 numpy==2.4.6 openai==3.57.0"
@@ -35,6 +36,15 @@ if [[ ! -x "$venv/bin/python" || "$(cat "$stamp" 2>/dev/null)" != "$reqs" ]]; th
   # shellcheck disable=SC2086
   "$venv/bin/pip" install --quiet --disable-pip-version-check $reqs
   echo "$reqs" > "$stamp"
+fi
+# The official MCP Python SDK (MCP client tests), in the same venv under its
+# own stamp so adding it does not rebuild the rest.
+mcp_stamp="$venv/.anectx-mcp"
+mcp_reqs="mcp==2.3.0"
+if [[ "$(cat "$mcp_stamp" 2>/dev/null)" != "$mcp_reqs" ]]; then
+  echo "fixtures: installing $mcp_reqs into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $mcp_reqs
+  echo "$mcp_reqs" > "$mcp_stamp"
 fi
 echo "fixtures: python venv at $venv" >&2
 

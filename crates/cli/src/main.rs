@@ -54,6 +54,9 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Serve embeddings, rerank, context and a chat proxy over HTTP.
     Serve(cmd::serve::ServeArgs),
+    /// Serve the store to an MCP client (Claude Desktop, Cursor, VS Code,
+    /// Zed) over stdio: search, fetch, context and index_status tools.
+    Mcp(cmd::mcp::McpArgs),
     /// Show a store: documents, embedder, relevance model, log, last runs.
     Status(cmd::status::StatusArgs),
     /// Benchmark models (ANEMLL-comparable; JSON and HTML reports).
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Mcp(a) => cmd::mcp::run(a),
         Command::Status(a) => cmd::status::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Log(c) => cmd::log::run(c),

@@ -17,7 +17,7 @@ use thiserror::Error;
 pub use crate::error::ServeError as ContextError;
 
 /// What to select context for.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContextRequest {
     pub query: String,
     /// Token budget for the packed context.
@@ -110,6 +110,92 @@ impl ContextResult {
     }
 }
 
+/// What to search for: the `k` best chunks, unpacked.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SearchRequest {
+    pub query: String,
+    pub k: usize,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SearchHit {
+    /// The chunk's id (give it to `fetch`).
+    pub id: String,
+    /// The document's path.
+    pub path: String,
+    /// The page (PDF page, slide), for paged documents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    /// `path p.N` or `path:lines`.
+    pub source: String,
+    /// The nearest heading above the chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<String>,
+    /// The chunk's start, at most [`SNIPPET_CHARS`] characters.
+    pub snippet: String,
+    pub score: f32,
+}
+
+/// Characters of a chunk shown in a [`SearchHit::snippet`].
+pub const SNIPPET_CHARS: usize = 300;
+
+/// One chunk, whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct FetchedChunk {
+    pub id: String,
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heading: Option<String>,
+    pub line_start: usize,
+    pub line_end: usize,
+    pub text: String,
+}
+
+/// What an index holds and what serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct IndexStatus {
+    /// The provider's description (store path, mode).
+    pub description: String,
+    pub documents: u64,
+    pub chunks: u64,
+    /// Whether dense retrieval runs (an embedder made the vectors).
+    pub dense: bool,
+    /// The embedder's description, when dense retrieval runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
+    /// The relevance model's version.
+    pub relevance_model: String,
+    /// Interactions in the log.
+    pub interactions: u64,
+    /// Logged questions the usage memory remembers (0: no memory).
+    pub memory_questions: u64,
+    /// When the last index run finished (ms since the Unix epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_index_ms: Option<u64>,
+}
+
+/// The first `max` characters of `text` (whitespace collapsed), cut at a
+/// word boundary when one is near, with `…` when cut.
+pub fn snippet(text: &str, max: usize) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let cut: String = flat.chars().take(max).collect();
+    let cut = match cut.rfind(' ') {
+        Some(i) if i >= cut.len() * 3 / 4 => &cut[..i],
+        _ => cut.as_str(),
+    };
+    format!("{}…", cut.trim_end())
+}
+
 /// A source of context. Implementations must be cheap to call concurrently
 /// (`&self`); the server runs each call on a blocking thread.
 pub trait ContextProvider: Send + Sync + 'static {
@@ -118,6 +204,15 @@ pub trait ContextProvider: Send + Sync + 'static {
 
     /// Selects and packs context for `request.query` within `request.budget_tokens`.
     fn context(&self, request: &ContextRequest) -> Result<ContextResult, ContextError>;
+
+    /// The `request.k` best chunks, best first.
+    fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>, ContextError>;
+
+    /// One chunk by id; `None` when there is none.
+    fn fetch(&self, id: &str) -> Result<Option<FetchedChunk>, ContextError>;
+
+    /// What the index holds.
+    fn status(&self) -> Result<IndexStatus, ContextError>;
 }
 
 /// One answered query, as the learning loop needs it.

@@ -6,8 +6,10 @@
 //! - [`Batcher`]: the backend on its own thread with dynamic batching and
 //!   bounded admission; [`Metrics`] observes it.
 //! - [`EmbedService`]: tokenise → split into jobs → embed or score.
-//! - [`ContextProvider`]: selects context ([`EngineContext`] over the
-//!   engine, [`MemoryContext`] over fixed passages).
+//! - [`ContextProvider`]: selects context, searches and fetches chunks
+//!   ([`EngineContext`] over the engine, [`MemoryContext`] over fixed
+//!   passages); [`ContextService`] runs it for every front end and records
+//!   each selection as an interaction.
 //! - [`InteractionRecorder`]: records answered queries
 //!   ([`SqliteRecorder`]: the store's interaction log, group commit); the
 //!   record itself is the engine's one mapping ([`anectx_engine::record`]).
@@ -26,11 +28,13 @@ pub mod provider;
 pub mod recorder;
 pub mod registry;
 pub mod reload;
+pub mod service;
 
 pub use batcher::{BackendInfo, BatchError, Batcher, BatcherConfig, JobTimings};
 pub use context::{
-    ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult, Interaction,
-    InteractionKind, InteractionRecorder, NoopRecorder, RecordError,
+    ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult, FetchedChunk,
+    IndexStatus, Interaction, InteractionKind, InteractionRecorder, NoopRecorder, RecordError,
+    SearchHit, SearchRequest,
 };
 pub use embed::{CallTimings, EmbedService, Embedded, Prepared, Scored};
 pub use error::ServeError;
@@ -40,3 +44,4 @@ pub use provider::{BatcherEmbedder, EngineContext};
 pub use recorder::SqliteRecorder;
 pub use registry::RegistrySource;
 pub use reload::{RelevanceReloader, RelevanceSource, ReloadError, ReloadOutcome, SourceError};
+pub use service::{ContextAnswer, ContextService, InteractionIds};

@@ -3,7 +3,10 @@
 
 use anectx_core::Embeddings;
 
-use crate::context::{ContextChunk, ContextProvider, ContextRequest, ContextResult};
+use crate::context::{
+    snippet, ContextChunk, ContextProvider, ContextRequest, ContextResult, FetchedChunk,
+    IndexStatus, SearchHit, SearchRequest, SNIPPET_CHARS,
+};
 use crate::embed::EmbedService;
 use crate::error::ServeError;
 
@@ -73,23 +76,7 @@ impl ContextProvider for MemoryContext {
     }
 
     fn context(&self, request: &ContextRequest) -> Result<ContextResult, ServeError> {
-        let q = self
-            .service
-            .embed_blocking(&[request.query.as_str()])
-            .map_err(|e| match e {
-                ServeError::Invalid { message, .. } | ServeError::TooLarge(message) => {
-                    ServeError::invalid_param("query", message)
-                }
-                other => other,
-            })?;
-        let qv = q.row(0);
-        let mut scored: Vec<(usize, f32)> = self
-            .vectors
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (i, v.iter().zip(qv).map(|(a, b)| a * b).sum()))
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let scored = self.scored(&request.query)?;
         let mut chunks = Vec::new();
         let mut used = 0;
         for (i, score) in scored {
@@ -123,5 +110,79 @@ impl ContextProvider for MemoryContext {
             details: serde_json::Value::Null,
             trace: None,
         })
+    }
+
+    fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>, ServeError> {
+        let scored = self.scored(&request.query)?;
+        Ok(scored
+            .into_iter()
+            .take(request.k)
+            .map(|(i, score)| {
+                let p = &self.passages[i];
+                SearchHit {
+                    id: format!("mem:{i}"),
+                    path: p.source.clone(),
+                    page: None,
+                    source: p.source.clone(),
+                    heading: None,
+                    snippet: snippet(&p.text, SNIPPET_CHARS),
+                    score,
+                }
+            })
+            .collect())
+    }
+
+    fn fetch(&self, id: &str) -> Result<Option<FetchedChunk>, ServeError> {
+        let Some(i) = id
+            .strip_prefix("mem:")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return Ok(None);
+        };
+        Ok(self.passages.get(i).map(|p| FetchedChunk {
+            id: id.to_string(),
+            path: p.source.clone(),
+            page: None,
+            source: p.source.clone(),
+            heading: None,
+            line_start: 1,
+            line_end: p.text.lines().count().max(1),
+            text: p.text.clone(),
+        }))
+    }
+
+    fn status(&self) -> Result<IndexStatus, ServeError> {
+        Ok(IndexStatus {
+            description: self.describe(),
+            documents: self.passages.len() as u64,
+            chunks: self.passages.len() as u64,
+            dense: true,
+            embedder: None,
+            relevance_model: "cosine".into(),
+            interactions: 0,
+            memory_questions: 0,
+            last_index_ms: None,
+        })
+    }
+}
+
+impl MemoryContext {
+    /// Passage indices by cosine with the query, best first.
+    fn scored(&self, query: &str) -> Result<Vec<(usize, f32)>, ServeError> {
+        let q = self.service.embed_blocking(&[query]).map_err(|e| match e {
+            ServeError::Invalid { message, .. } | ServeError::TooLarge(message) => {
+                ServeError::invalid_param("query", message)
+            }
+            other => other,
+        })?;
+        let qv = q.row(0);
+        let mut scored: Vec<(usize, f32)> = self
+            .vectors
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i, v.iter().zip(qv).map(|(a, b)| a * b).sum()))
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(scored)
     }
 }

@@ -11,11 +11,16 @@ use std::sync::Arc;
 use std::collections::HashSet;
 
 use anectx_core::BackendError;
-use anectx_engine::{ContextOptions, Engine, EngineError, SelectionTrace, TextEmbedder};
+use anectx_engine::{
+    ContextOptions, Engine, EngineError, RetrievalMode, SelectionTrace, TextEmbedder,
+};
 use anectx_store::EmbedderInfo;
 use serde_json::json;
 
-use crate::context::{ContextChunk, ContextProvider, ContextRequest, ContextResult};
+use crate::context::{
+    snippet, ContextChunk, ContextProvider, ContextRequest, ContextResult, FetchedChunk,
+    IndexStatus, SearchHit, SearchRequest, SNIPPET_CHARS,
+};
 use crate::embed::EmbedService;
 use crate::error::ServeError;
 
@@ -113,17 +118,10 @@ impl ContextProvider for EngineContext {
             budget: request.budget_tokens,
             ..self.base.clone()
         };
-        let r =
-            self.engine
-                .context(&request.query, &opts)
-                .map_err(|e| match ServeError::from(e) {
-                    // A bad input here is the query.
-                    ServeError::Invalid {
-                        param: None,
-                        message,
-                    } => ServeError::invalid_param("query", message),
-                    other => other,
-                })?;
+        let r = self
+            .engine
+            .context(&request.query, &opts)
+            .map_err(query_error)?;
         let mut trace = SelectionTrace::of(&r);
         let mut chunks: Vec<ContextChunk> = r
             .chunks
@@ -186,5 +184,111 @@ impl ContextProvider for EngineContext {
             }),
             trace: Some(trace),
         })
+    }
+
+    fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>, ServeError> {
+        let ranked = self
+            .engine
+            .rank(
+                &request.query,
+                None,
+                RetrievalMode::Full,
+                request.k,
+                &self.base,
+            )
+            .map_err(query_error)?;
+        let ids: Vec<u64> = ranked.iter().map(|r| r.0).collect();
+        let db = &self.engine.store().db;
+        let records = db.chunks_by_ids(&ids).map_err(ServeError::internal)?;
+        let pages = db.chunk_pages(&ids).map_err(ServeError::internal)?;
+        let by_id: std::collections::HashMap<u64, _> =
+            records.into_iter().map(|c| (c.id, c)).collect();
+        Ok(ranked
+            .into_iter()
+            .filter_map(|(id, score)| {
+                let c = by_id.get(&id)?;
+                let page = pages.get(&id).copied();
+                Some(SearchHit {
+                    id: id.to_string(),
+                    path: c.path.clone(),
+                    page,
+                    source: anectx_engine::source::citation(
+                        &c.path,
+                        c.line_start,
+                        c.line_end,
+                        page,
+                    ),
+                    heading: c.heading.clone(),
+                    snippet: snippet(&c.text, SNIPPET_CHARS),
+                    score,
+                })
+            })
+            .collect())
+    }
+
+    fn fetch(&self, id: &str) -> Result<Option<FetchedChunk>, ServeError> {
+        let Ok(n) = id.parse::<u64>() else {
+            return Err(ServeError::invalid_param(
+                "id",
+                format!("`{id}` is not a chunk id (chunk ids are non-negative integers)"),
+            ));
+        };
+        let db = &self.engine.store().db;
+        let Some(c) = db
+            .chunks_by_ids(&[n])
+            .map_err(ServeError::internal)?
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let page = db
+            .chunk_pages(&[n])
+            .map_err(ServeError::internal)?
+            .get(&n)
+            .copied();
+        Ok(Some(FetchedChunk {
+            id: n.to_string(),
+            source: anectx_engine::source::citation(&c.path, c.line_start, c.line_end, page),
+            path: c.path,
+            page,
+            heading: c.heading,
+            line_start: c.line_start,
+            line_end: c.line_end,
+            text: c.text,
+        }))
+    }
+
+    fn status(&self) -> Result<IndexStatus, ServeError> {
+        let db = &self.engine.store().db;
+        Ok(IndexStatus {
+            description: self.describe(),
+            documents: db.document_count().map_err(ServeError::internal)?,
+            chunks: db.chunk_count().map_err(ServeError::internal)?,
+            dense: self.engine.dense_enabled(),
+            embedder: self
+                .engine
+                .embedder()
+                .filter(|_| self.engine.dense_enabled())
+                .map(|e| e.info().description.clone()),
+            relevance_model: self.engine.relevance_model().version(),
+            interactions: db.interaction_count().map_err(ServeError::internal)?,
+            memory_questions: self.engine.memory().map_or(0, |m| m.stats().questions),
+            last_index_ms: db
+                .meta(anectx_engine::LAST_INDEX_META)
+                .map_err(ServeError::internal)?
+                .and_then(|v| v.parse().ok()),
+        })
+    }
+}
+
+/// An engine error about a query: a bad input is the query's fault.
+fn query_error(e: EngineError) -> ServeError {
+    match ServeError::from(e) {
+        ServeError::Invalid {
+            param: None,
+            message,
+        } => ServeError::invalid_param("query", message),
+        other => other,
     }
 }

@@ -94,6 +94,12 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let background = state.spawn_background();
+    // MCP sessions hold streams open: end them when the shutdown starts.
+    let mcp_cancel = state.inner.mcp_cancel.clone();
+    let shutdown = async move {
+        shutdown.await;
+        mcp_cancel.cancel();
+    };
     let r = listen::run(listener, router(state), limits, shutdown).await;
     if let Some(b) = background {
         b.abort();

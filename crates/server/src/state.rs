@@ -1,17 +1,16 @@
 //! The server's shared state, its configuration and the JSON extractor.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anectx_models::TextTokenizer;
-use anectx_serve::{EmbedService, EngineContext, ServeError};
+use anectx_serve::{ContextService, EmbedService, EngineContext, ServeError};
 use axum::extract::{FromRequest, Request};
 use axum::Json;
 
 use crate::batcher::Batcher;
 use crate::context::{
-    ContextProvider, ContextRequest, ContextResult, Interaction, InteractionRecorder, NoopRecorder,
+    ContextProvider, ContextRequest, ContextResult, InteractionRecorder, NoopRecorder,
 };
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -118,13 +117,13 @@ pub struct AppState {
 pub(crate) struct Inner {
     pub config: ServerConfig,
     pub embed: EmbedService,
-    pub context: Option<Arc<dyn ContextProvider>>,
-    pub recorder: Arc<dyn InteractionRecorder>,
+    /// Context selection, search and the interaction log (shared with MCP).
+    pub context: Arc<ContextService>,
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
     pub start_ms: u64,
-    pub pid: u32,
-    pub counter: AtomicU64,
+    /// Ends `/mcp` sessions at shutdown.
+    pub mcp_cancel: anectx_mcp::CancellationToken,
     pub inflight: Arc<tokio::sync::Semaphore>,
     pub engine: Option<Arc<anectx_engine::Engine>>,
     pub reloader: Option<Arc<RelevanceReloader>>,
@@ -237,17 +236,18 @@ impl AppStateBuilder {
         let embed = EmbedService::new(self.batcher, self.tokenizer)
             .with_score_tokenizer(self.score_tokenizer)
             .with_metrics(self.metrics.clone());
+        let context = ContextService::new(self.config.context_budget)
+            .with_provider(self.context)
+            .with_recorder(self.recorder);
         Ok(AppState {
             inner: Arc::new(Inner {
                 config: self.config,
                 embed,
-                context: self.context,
-                recorder: self.recorder,
+                context: Arc::new(context),
                 metrics: self.metrics,
                 http,
                 start_ms: now_ms(),
-                pid: std::process::id(),
-                counter: AtomicU64::new(0),
+                mcp_cancel: anectx_mcp::CancellationToken::new(),
                 inflight: Arc::new(tokio::sync::Semaphore::new(max_inflight)),
                 engine: self.engine,
                 reloader,
@@ -288,19 +288,7 @@ impl AppState {
     /// Starts background work (the relevance-source poll) on the current
     /// tokio runtime; [`crate::serve`] calls it. Abort the handle to stop.
     pub fn spawn_background(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let r = self.inner.reloader.clone()?;
-        let every = r.poll_interval();
-        if every.is_zero() {
-            return None;
-        }
-        Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let r = r.clone();
-                // Errors are counted and logged by the reloader.
-                let _ = tokio::task::spawn_blocking(move || r.reload(false)).await;
-            }
-        }))
+        anectx_serve::reload::spawn_polling(self.inner.reloader.clone()?)
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -321,86 +309,37 @@ impl AppState {
         &self.inner.embed
     }
 
-    pub(crate) fn next_interaction_id(&self) -> String {
-        let n = self.inner.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{}-{n}", self.inner.start_ms, self.inner.pid)
+    /// The context service every route (and MCP) shares.
+    pub fn context_service(&self) -> &Arc<ContextService> {
+        &self.inner.context
     }
 
-    /// Whether this server process handed out the interaction id `id`.
-    pub(crate) fn issued_here(&self, id: &str) -> bool {
-        let prefix = format!("{}-{}-", self.inner.start_ms, self.inner.pid);
-        id.strip_prefix(&prefix)
-            .and_then(|n| n.parse::<u64>().ok())
-            .is_some_and(|n| n < self.inner.counter.load(Ordering::Relaxed))
-    }
-
-    /// Records an interaction on the blocking pool and waits for the
-    /// recorder: `true` when it is stored (for the SQLite log: committed).
-    pub(crate) async fn record_and_wait(&self, interaction: Interaction) -> bool {
-        let recorder = self.inner.recorder.clone();
-        if !recorder.enabled() {
-            return false;
-        }
-        match tokio::task::spawn_blocking(move || recorder.record(interaction)).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!("{e}");
-                false
-            }
-            Err(e) => {
-                tracing::warn!("the recorder task failed: {e}");
-                false
-            }
-        }
-    }
-
-    /// Hands an interaction to the recorder on the blocking pool; failures are logged.
-    pub(crate) fn record(&self, interaction: Interaction) {
-        let recorder = self.inner.recorder.clone();
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            if let Err(e) = recorder.record(interaction) {
-                tracing::warn!("{e}");
-            }
-            return;
-        };
-        handle.spawn_blocking(move || {
-            if let Err(e) = recorder.record(interaction) {
-                tracing::warn!("{e}");
-            }
-        });
-    }
-
-    /// Runs the context provider on the blocking pool.
+    /// Selects context (not recorded) with the server's error wording.
     pub(crate) async fn select_context(
         &self,
         request: ContextRequest,
     ) -> Result<ContextResult, ApiError> {
-        let Some(provider) = self.inner.context.clone() else {
-            return Err(ApiError::unavailable(
-                "no context store is configured: start the server with --store DIR",
-            ));
-        };
-        tokio::task::spawn_blocking(move || provider.context(&request))
+        self.inner
+            .context
+            .select(request)
             .await
-            .map_err(|e| ApiError::internal(format!("the context task failed: {e}")))?
-            .map_err(|e| match e {
-                ServeError::Invalid { param, message } => {
-                    ApiError::invalid(message).with_param(param.unwrap_or("query"))
-                }
-                ServeError::Internal(e) => {
-                    ApiError::internal(format!("context selection failed: {e}"))
-                }
-                other => other.into(),
-            })
+            .map_err(context_error)
     }
 }
 
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// A context service error as the API shows it: an unnamed bad input is the
+/// query, an internal failure says it was the selection.
+pub(crate) fn context_error(e: ServeError) -> ApiError {
+    match e {
+        ServeError::Invalid { param, message } => {
+            ApiError::invalid(message).with_param(param.unwrap_or("query"))
+        }
+        ServeError::Internal(e) => ApiError::internal(format!("context selection failed: {e}")),
+        other => other.into(),
+    }
 }
+
+pub(crate) use anectx_serve::service::now_ms;
 
 /// A JSON body whose rejections become [`ApiError`]s (400 syntax, 422 types,
 /// 413 size, 415 content type) in the OpenAI error shape.

@@ -214,24 +214,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
     // The store is optional unless named explicitly.
     let context = if anectx_engine::Store::exists(&store_dir) {
-        let emb = BatcherEmbedder::new(
-            anectx_server::EmbedService::new(batcher.clone(), Arc::new(tokenizer.clone())),
+        Some(engine_context(
+            &store_dir,
+            &batcher,
+            &tokenizer,
             info.clone(),
-        )
-        .with_legacy(legacy);
-        let engine = Engine::open(&store_dir, Some(Arc::new(emb)))
-            .with_context(|| format!("opening the store in {}", store_dir.display()))?;
-        for n in engine.notes() {
-            eprintln!("note: {n}");
-        }
-        Some(Arc::new(EngineContext::new(
-            Arc::new(engine),
-            ContextOptions {
-                explore: args.explore,
-                ..ContextOptions::default()
-            },
-            format!("store {}", store_dir.display()),
-        )))
+            legacy,
+            args.explore,
+        )?)
     } else if explicit {
         anyhow::bail!(
             "no store in {}: run `anectx index <path> --store {}` first",
@@ -277,14 +267,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     });
     let recorder = match (&context, args.no_log) {
         (Some(_), false) => {
-            let durability = if args.log_sync == "normal" {
-                Durability::Normal
-            } else {
-                Durability::Full
-            };
-            let r = SqliteRecorder::open(&store_dir, durability)
-                .with_context(|| format!("opening the interaction log in {}", store_dir.display()))?
-                .with_metrics(metrics.clone());
+            let r = recorder(&store_dir, &args.log_sync)?.with_metrics(metrics.clone());
             Some(Arc::new(r))
         }
         _ => None,
@@ -299,15 +282,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         builder = builder.engine_context(c);
         // The relevance model comes from the store's model registry: loaded
         // now, and hot-swapped on promotion, rollback or POST /admin/reload.
-        let registry = anectx_learn::Registry::open(&super::learn::registry_dir(
+        builder = builder.relevance_source(registry_source(
             &store_dir,
             args.registry.as_ref(),
-        ))
-        .context("opening the model registry")?;
-        builder = builder.relevance_source(Arc::new(anectx_server::RegistrySource {
-            registry,
-            memory: (!args.no_memory).then(|| c_engine.clone()),
-        }));
+            (!args.no_memory).then(|| c_engine.clone()),
+        )?);
     }
     if let Some(r) = recorder {
         builder = builder.recorder(r);
@@ -355,6 +334,59 @@ pub fn run(args: ServeArgs) -> Result<()> {
         eprintln!("anectx: stopped");
         Ok::<(), anyhow::Error>(())
     })
+}
+
+/// The engine over the store at `store_dir`, embedding queries through the
+/// served model's batcher, as the context provider of `serve` and `mcp`.
+pub(crate) fn engine_context(
+    store_dir: &std::path::Path,
+    batcher: &anectx_server::Batcher,
+    tokenizer: &anectx_models::TextTokenizer,
+    info: anectx_store::EmbedderInfo,
+    legacy: Vec<String>,
+    explore: f32,
+) -> Result<Arc<EngineContext>> {
+    let emb = BatcherEmbedder::new(
+        anectx_server::EmbedService::new(batcher.clone(), Arc::new(tokenizer.clone())),
+        info,
+    )
+    .with_legacy(legacy);
+    let engine = Engine::open(store_dir, Some(Arc::new(emb)))
+        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    for n in engine.notes() {
+        eprintln!("note: {n}");
+    }
+    Ok(Arc::new(EngineContext::new(
+        Arc::new(engine),
+        ContextOptions {
+            explore,
+            ..ContextOptions::default()
+        },
+        format!("store {}", store_dir.display()),
+    )))
+}
+
+/// The store's interaction log as a recorder (`sync`: `normal` or `full`).
+pub(crate) fn recorder(store_dir: &std::path::Path, sync: &str) -> Result<SqliteRecorder> {
+    let durability = if sync == "normal" {
+        Durability::Normal
+    } else {
+        Durability::Full
+    };
+    SqliteRecorder::open(store_dir, durability)
+        .with_context(|| format!("opening the interaction log in {}", store_dir.display()))
+}
+
+/// The relevance model from the store's registry, with the usage memory of
+/// `memory` (when given) rebuilt at every load.
+pub(crate) fn registry_source(
+    store_dir: &std::path::Path,
+    registry: Option<&PathBuf>,
+    memory: Option<Arc<Engine>>,
+) -> Result<Arc<anectx_server::RegistrySource>> {
+    let registry = anectx_learn::Registry::open(&super::learn::registry_dir(store_dir, registry))
+        .context("opening the model registry")?;
+    Ok(Arc::new(anectx_server::RegistrySource { registry, memory }))
 }
 
 /// The admin token's file name (in the served store, else in the user's

@@ -173,7 +173,7 @@ pub(crate) async fn chat_completions(
     let context_status: String = match (&query, use_context) {
         (None, _) => "no-user-message".into(),
         (Some(_), false) => "disabled".into(),
-        (Some(q), true) if state.inner.context.is_some() => {
+        (Some(q), true) if state.context_service().provider().is_some() => {
             match state
                 .select_context(ContextRequest {
                     query: q.clone(),
@@ -234,7 +234,7 @@ pub(crate) async fn chat_completions(
     let content_type = upstream.headers().get(CONTENT_TYPE).cloned();
 
     let interaction = Interaction {
-        id: state.next_interaction_id(),
+        id: state.context_service().next_interaction_id(),
         kind: InteractionKind::Chat,
         timestamp_ms,
         query: query.clone().unwrap_or_default(),
@@ -310,7 +310,7 @@ pub(crate) async fn chat_completions(
         }
     }
     // Logged before the answer goes out (feedback can follow at once).
-    state.record_and_wait(interaction).await;
+    state.context_service().record_and_wait(interaction).await;
     Ok((status, out_headers, bytes).into_response())
 }
 
@@ -368,7 +368,7 @@ impl Tap {
             i.complete = sse.done;
             i.response = Some(sse.text);
             i.latency_ms = self.start.elapsed().as_millis() as u64;
-            self.state.record(i);
+            self.state.context_service().record(i);
         }
     }
 }

@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use anectx_serve::ServeError;
+
 use super::embeddings::json_type;
 use crate::error::ApiError;
 use crate::state::{now_ms, ApiJson, AppState};
@@ -112,14 +114,6 @@ pub(crate) async fn feedback(
             "the feedback is empty: give `rating`, `chunk_ids` or `comment`",
         ));
     }
-    let recorder = state.inner.recorder.clone();
-    if !recorder.accepts_feedback() {
-        return Err(ApiError::unavailable(
-            "the interaction log is off (started with --no-log or without a store), so feedback \
-             cannot be stored",
-        ));
-    }
-    let issued = state.issued_here(&uid);
     let f = anectx_store::Feedback {
         interaction_uid: uid.clone(),
         ts_ms: i64::try_from(now_ms()).unwrap_or(i64::MAX),
@@ -127,22 +121,16 @@ pub(crate) async fn feedback(
         chunk_ids,
         comment,
     };
-    let r = tokio::task::spawn_blocking(move || {
-        // An id this process handed out is valid even before its (chat)
-        // interaction is written at the end of the stream.
-        if !issued && recorder.contains(&f.interaction_uid)? != Some(true) {
-            return Ok(None);
+    let id = match state.context_service().feedback(f).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            return Err(
+                ApiError::invalid(format!("no interaction `{uid}` is in the log"))
+                    .with_param("interaction_id"),
+            )
         }
-        recorder.feedback(&f).map(Some)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("the feedback task failed: {e}")))?
-    .map_err(|e| ApiError::internal(e.to_string()))?;
-    let Some(id) = r else {
-        return Err(
-            ApiError::invalid(format!("no interaction `{uid}` is in the log"))
-                .with_param("interaction_id"),
-        );
+        Err(ServeError::Internal(e)) => return Err(ApiError::internal(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     Ok(Json(json!({"object": "feedback", "id": id, "interaction_id": uid})).into_response())
 }

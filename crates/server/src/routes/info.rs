@@ -72,12 +72,12 @@ pub(crate) async fn info(State(state): State<AppState>) -> Json<Value> {
             "max_queue_requests": c.max_queue_requests,
             "max_queue_tokens": c.max_queue_tokens,
         },
-        "context": s.context.as_ref().map(|p| p.describe()),
+        "context": s.context.provider().map(|p| p.describe()),
         "context_budget": s.config.context_budget,
         "llm": s.config.llm.as_ref().map(|l| l.base_url.clone()),
         "auth": s.config.api_key.is_some(),
         "relevance": relevance_info(&state),
-        "interaction_log": s.recorder.enabled(),
+        "interaction_log": s.context.recorder().enabled(),
     }))
 }
 

@@ -18,7 +18,19 @@ pub(crate) mod rerank;
 /// The router with every route, auth and metrics.
 pub fn router(state: AppState) -> Router {
     let limit = state.inner.config.payload_limit;
+    // MCP over Streamable HTTP on the same context service, behind the same
+    // auth, loopback checks and load shedding; rmcp's own Host and Origin
+    // checks are on too when no API key guards the server.
+    let mcp = anectx_mcp::http_service(
+        state.context_service().clone(),
+        anectx_mcp::HttpAccess {
+            loopback_only: state.inner.config.api_key.is_none(),
+            cancel: state.inner.mcp_cancel.clone(),
+            max_body_bytes: limit,
+        },
+    );
     Router::new()
+        .nest_service("/mcp", mcp)
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/v1/rerank", post(rerank::rerank))

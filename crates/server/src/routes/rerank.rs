@@ -119,7 +119,7 @@ pub(crate) async fn rerank(
         .collect();
     let body = json!({
         "object": "rerank",
-        "id": format!("rerank-{}", state.next_interaction_id()),
+        "id": format!("rerank-{}", state.context_service().next_interaction_id()),
         "model": state
             .inner
             .config
