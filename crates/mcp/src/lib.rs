@@ -219,7 +219,6 @@ impl AnectxMcp {
                 query: p.query,
                 budget_tokens: p.budget_tokens.unwrap_or(self.service.default_budget()),
                 max_chunks: p.max_chunks,
-                ..Default::default()
             })
             .await
             .map_err(tool_error)?;

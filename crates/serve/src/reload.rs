@@ -273,6 +273,24 @@ impl RelevanceReloader {
     }
 }
 
+/// Polls the reloader's source every [`RelevanceReloader::poll_interval`] on
+/// the current tokio runtime (nothing when the interval is zero). Abort the
+/// handle to stop.
+pub fn spawn_polling(reloader: Arc<RelevanceReloader>) -> Option<tokio::task::JoinHandle<()>> {
+    let every = reloader.poll_interval();
+    if every.is_zero() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let r = reloader.clone();
+            // Errors are counted and logged by the reloader.
+            let _ = tokio::task::spawn_blocking(move || r.reload(false)).await;
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,22 +324,4 @@ mod tests {
         let e = validate(&Short).unwrap_err();
         assert!(e.contains("1 scores for 2"), "{e}");
     }
-}
-
-/// Polls the reloader's source every [`RelevanceReloader::poll_interval`] on
-/// the current tokio runtime (nothing when the interval is zero). Abort the
-/// handle to stop.
-pub fn spawn_polling(reloader: Arc<RelevanceReloader>) -> Option<tokio::task::JoinHandle<()>> {
-    let every = reloader.poll_interval();
-    if every.is_zero() {
-        return None;
-    }
-    Some(tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            let r = reloader.clone();
-            // Errors are counted and logged by the reloader.
-            let _ = tokio::task::spawn_blocking(move || r.reload(false)).await;
-        }
-    }))
 }

@@ -33,7 +33,6 @@ pub(crate) async fn context(
             query,
             budget_tokens: budget,
             max_chunks: req.max_chunks,
-            ..Default::default()
         })
         .await
         .map_err(context_error)?;
