@@ -32,7 +32,7 @@ pub use context::{
     ContextChunk, ContextError, ContextProvider, ContextRequest, ContextResult, Interaction,
     InteractionKind, InteractionRecorder, NoopRecorder, RecordError,
 };
-pub use embed::{CallTimings, EmbedService, Embedded, Prepared, Scored};
+pub use embed::{CallTimings, EmbedService, Embedded, Prepared, Scored, Truncate};
 pub use error::ServeError;
 pub use memory::MemoryContext;
 pub use metrics::Metrics;
