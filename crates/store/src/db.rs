@@ -715,7 +715,10 @@ mod tests {
         assert!(!db
             .transaction(|tx| Db::set_modified(tx, "old.md", 1_700_000_000))
             .unwrap());
-        assert_eq!(db.document_facts().unwrap()[0].modified, Some(1_700_000_000));
+        assert_eq!(
+            db.document_facts().unwrap()[0].modified,
+            Some(1_700_000_000)
+        );
         let ids = db.chunk_ids_of(&HashSet::from([1])).unwrap();
         assert_eq!(ids, HashSet::from([1]));
         assert!(db.chunk_ids_of(&HashSet::from([2])).unwrap().is_empty());

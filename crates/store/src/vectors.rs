@@ -35,12 +35,8 @@ pub trait VectorIndex: Send + Sync {
     /// The `k` chunks of `allowed` with the highest inner product, best
     /// first: the top `k` of the allowed chunks, not the allowed part of the
     /// overall top `k`.
-    fn search_in(
-        &self,
-        query: &[f32],
-        k: usize,
-        allowed: &HashSet<u64>,
-    ) -> Result<Vec<(u64, f32)>>;
+    fn search_in(&self, query: &[f32], k: usize, allowed: &HashSet<u64>)
+        -> Result<Vec<(u64, f32)>>;
     /// The stored vector of a chunk.
     fn get(&self, id: u64) -> Option<&[f32]>;
 }
