@@ -91,6 +91,15 @@ impl From<anectx_engine::EngineError> for ServeError {
         match e {
             E::Backend(b) => b.into(),
             e @ E::QueryTooLong { .. } => Self::invalid(e.to_string()),
+            E::Filter(f) => Self::invalid_param(
+                match f.param {
+                    "path" => "filters.path",
+                    "kind" => "filters.kind",
+                    "modified_after" => "filters.modified_after",
+                    _ => "filters.modified_before",
+                },
+                f.message,
+            ),
             E::Model(anectx_models::ModelError::Input(m)) => Self::invalid(m),
             other => Self::internal(other),
         }

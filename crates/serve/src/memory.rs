@@ -73,6 +73,13 @@ impl ContextProvider for MemoryContext {
     }
 
     fn context(&self, request: &ContextRequest) -> Result<ContextResult, ServeError> {
+        if !request.filters.is_empty() {
+            return Err(ServeError::invalid_param(
+                "filters",
+                "this context provider holds fixed passages without paths, kinds or dates; \
+                 filters need an index store (--store)",
+            ));
+        }
         let q = self
             .service
             .embed_blocking(&[request.query.as_str()])

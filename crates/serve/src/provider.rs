@@ -111,6 +111,7 @@ impl ContextProvider for EngineContext {
     fn context(&self, request: &ContextRequest) -> Result<ContextResult, ServeError> {
         let opts = ContextOptions {
             budget: request.budget_tokens,
+            filter: request.filters.clone(),
             ..self.base.clone()
         };
         let r =

@@ -9,6 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::filters::parse_filters;
 use crate::context::{ContextRequest, Interaction, InteractionKind};
 use crate::error::ApiError;
 use crate::state::{now_ms, ApiJson, AppState};
@@ -18,6 +19,7 @@ pub(crate) struct ContextBody {
     query: Option<String>,
     budget_tokens: Option<usize>,
     max_chunks: Option<usize>,
+    filters: Option<serde_json::Value>,
 }
 
 pub(crate) async fn context(
@@ -35,6 +37,7 @@ pub(crate) async fn context(
             ApiError::invalid("`budget_tokens` must be positive").with_param("budget_tokens")
         );
     }
+    let filters = parse_filters(req.filters)?;
     let start = Instant::now();
     let timestamp_ms = now_ms();
     let result = state
@@ -42,6 +45,7 @@ pub(crate) async fn context(
             query: query.clone(),
             budget_tokens: budget,
             max_chunks: req.max_chunks,
+            filters,
         })
         .await?;
     let id = state.next_interaction_id();

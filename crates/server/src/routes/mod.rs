@@ -12,6 +12,7 @@ pub mod chat;
 pub(crate) mod context;
 pub(crate) mod embeddings;
 pub(crate) mod feedback;
+pub(crate) mod filters;
 pub(crate) mod info;
 pub(crate) mod ollama;
 pub(crate) mod rerank;
