@@ -58,6 +58,14 @@ async def drive(read, write, question):
         s = await session.call_tool("search", {"query": question, "k": 3})
         out["search"] = structured(s)
         out["search_error"] = is_error(s)
+        fs = await session.call_tool(
+            "search", {"query": question, "k": 3, "filters": {"path": "*cats*"}}
+        )
+        out["search_filtered"] = structured(fs)
+        badf = await session.call_tool(
+            "search", {"query": question, "filters": {"modified_after": "yesterday"}}
+        )
+        out["bad_filter"] = {"is_error": is_error(badf), "text": texts(badf)}
         hits = (out["search"] or {}).get("hits", [])
         if hits:
             f = await session.call_tool("fetch", {"id": hits[0]["id"]})

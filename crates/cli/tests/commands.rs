@@ -568,3 +568,122 @@ fn bench_compare_prints_ratios_as_json() {
         "bench compare with a malformed report",
     );
 }
+
+/// `anectx context --path/--kind/--modified-after/--modified-before`:
+/// the filters select inside retrieval (the one allowed document is found
+/// even with `--k 1`, where the unfiltered top candidate is another file),
+/// and bad values are clear errors.
+#[test]
+fn context_filters_from_the_command_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let docs = t.join("docs");
+    std::fs::create_dir_all(docs.join("old")).unwrap();
+    for i in 0..5 {
+        std::fs::write(
+            docs.join(format!("lamp{i}.md")),
+            format!("# Lamp {i}\n\nThe lighthouse lamp, lighthouse keeper, lighthouse {i}.\n"),
+        )
+        .unwrap();
+    }
+    let old = docs.join("old/garden.txt");
+    std::fs::write(
+        &old,
+        "Soil and compost; a lighthouse postcard in the shed.\n",
+    )
+    .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_923_200))
+        .unwrap();
+    let store = t.join("store");
+    let out = anectx(
+        t,
+        &["index", p(&docs), "--store", p(&store), "--model", "none"],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ctx = |extra: &[&str]| {
+        let mut a = vec![
+            "context",
+            "lighthouse",
+            "--store",
+            p(&store),
+            "--k",
+            "1",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        anectx(t, &a)
+    };
+    let paths = |v: &Value| -> Vec<String> {
+        v["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = ok_json(&ctx(&[]), "context");
+    assert!(
+        !paths(&all).iter().any(|p| p.ends_with("garden.txt")),
+        "{:?}",
+        paths(&all)
+    );
+    for extra in [
+        &["--path", "old/**"][..],
+        &["--kind", "txt"],
+        &["--modified-before", "2021-01-01"],
+        &[
+            "--modified-after",
+            "2020-01-01T00:00:00Z",
+            "--modified-before",
+            "2020-01-03",
+        ],
+    ] {
+        let v = ok_json(&ctx(extra), "context with filters");
+        let got = paths(&v);
+        assert_eq!(got.len(), 1, "{extra:?}: {got:?}");
+        assert!(got[0].ends_with("old/garden.txt"), "{extra:?}: {got:?}");
+    }
+    let v = ok_json(&ctx(&["--kind", "pdf,docx"]), "context --kind pdf,docx");
+    assert!(paths(&v).is_empty());
+
+    // Bad values: clap's usage error (2) naming the flag and the forms, or
+    // a clear error (1) for a bad glob or an empty range.
+    for (extra, code, needle) in [
+        (&["--modified-after", "last week"][..], 2, "YYYY-MM-DD"),
+        (&["--modified-before", "2024-02-30"], 2, "no such day"),
+        (&["--kind", "pdf,,md"], 2, "empty entry"),
+        (&["--path", "old/["], 1, "--path"),
+        (
+            &[
+                "--modified-after",
+                "2024-05-02",
+                "--modified-before",
+                "2024-05-01",
+            ],
+            1,
+            "--modified-before",
+        ),
+    ] {
+        let out = ctx(extra);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{extra:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{extra:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let help = anectx(t, &["context", "--help"]);
+    let h = text(&help.stdout);
+    for flag in ["--path", "--kind", "--modified-after", "--modified-before"] {
+        assert!(h.contains(flag), "{h}");
+    }
+}

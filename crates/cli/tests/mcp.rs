@@ -118,11 +118,11 @@ fn check(v: &Value, store: &Path) {
     names.sort_unstable();
     assert_eq!(names, ["context", "fetch", "index_status", "search"], "{v}");
     for (name, inputs, outputs) in [
-        ("search", vec!["k", "query"], vec!["hits"]),
+        ("search", vec!["filters", "k", "query"], vec!["hits"]),
         ("fetch", vec!["id"], vec!["id", "path", "source", "text"]),
         (
             "context",
-            vec!["budget_tokens", "max_chunks", "query"],
+            vec!["budget_tokens", "filters", "max_chunks", "query"],
             vec!["context", "interaction_id", "logged", "sources"],
         ),
         ("index_status", vec![], vec!["chunks", "documents"]),
@@ -162,6 +162,18 @@ fn check(v: &Value, store: &Path) {
         "the France document first: {v}"
     );
     assert!(hits[0]["snippet"].as_str().unwrap().contains("Paris"));
+    // A filter applies inside retrieval: the one allowed document is found
+    // even though the question is about another.
+    let filtered = v["search_filtered"]["hits"].as_array().unwrap();
+    assert!(!filtered.is_empty(), "{v}");
+    for h in filtered {
+        assert!(h["path"].as_str().unwrap().ends_with("cats.md"), "{v}");
+    }
+    assert_eq!(v["bad_filter"]["is_error"], true, "{v}");
+    assert!(v["bad_filter"]["text"][0]
+        .as_str()
+        .unwrap()
+        .contains("filters.modified_after"));
     assert_eq!(v["fetch"]["id"], hits[0]["id"]);
     assert!(v["fetch"]["text"]
         .as_str()

@@ -65,6 +65,28 @@ impl Drop for Server {
     }
 }
 
+/// Starts `anectx serve` (already given its arguments) and reads the
+/// address it prints; returns the server, `host:port` and its stderr.
+fn start(cmd: &mut Command) -> (Server, String, std::process::ChildStderr) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let server = Server(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("anectx listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    (server, addr, stderr)
+}
+
 /// One plain HTTP/1.1 request; returns (status, JSON body).
 fn http(addr: &str, method: &str, path: &str, key: &str, body: &Value) -> (u16, Value) {
     let (status, payload) = anectx_testing::http(addr, method, path, Some(key), &body.to_string());
@@ -134,7 +156,8 @@ fn openai_client_embeds_and_chats_through_the_proxy_and_rerank_works() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (llm, log) = rt.block_on(anectx_testing::fake_llm::spawn()).unwrap();
 
-    let mut child = anectx(dir)
+    let mut child = anectx(dir);
+    child
         .arg("serve")
         .arg("--model")
         .arg(&model)
@@ -149,22 +172,8 @@ fn openai_client_embeds_and_chats_through_the_proxy_and_rerank_works() {
             "minilm",
         ])
         .arg("--llm")
-        .arg(format!("http://{llm}/v1"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("anectx listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+        .arg(format!("http://{llm}/v1"));
+    let (server, addr, stderr) = start(&mut child);
 
     // The real openai client.
     let out = Command::new(&python)
@@ -276,4 +285,119 @@ fn a_public_bind_without_an_api_key_is_refused() {
         "{err}"
     );
     assert!(err.contains("--api-key"), "{err}");
+}
+
+/// TEI- and Ollama-shaped requests over plain HTTP against a real server
+/// (the `ollama` and TEI Python clients are not installed here; the
+/// shapes are checked field by field).
+#[test]
+fn tei_and_ollama_shaped_requests_over_loopback() {
+    let Some(model) = anectx_testing::minilm_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cmd = anectx(dir);
+    cmd.arg("serve").arg("--model").arg(&model).args([
+        "--port",
+        "0",
+        "--api-key",
+        "k",
+        "--model-id",
+        "minilm",
+    ]);
+    let (_server, addr, _stderr) = start(&mut cmd);
+    let texts = ["The cat sat on the mat.", "Paris is the capital of France."];
+    let (emb, tok) = anectx_models::load_embedder(&model, anectx_models::WeightDtype::F32).unwrap();
+    let direct = anectx_models::CandleBackend::new(Some(emb), None)
+        .embed(&tok.encode_batch(&texts).unwrap())
+        .unwrap();
+
+    // TEI /embed: [[f32]], the model's own vectors.
+    let (status, v) = http(&addr, "POST", "/embed", "k", &json!({"inputs": texts}));
+    assert_eq!(status, 200, "{v}");
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (i, r) in rows.iter().enumerate() {
+        let e = floats(r);
+        assert_eq!(e.len(), 384);
+        assert!(cos(&e, direct.row(i)) > 0.9999, "row {i}");
+    }
+    // Too long without `truncate`: 413, TEI's error shape.
+    let long = vec!["word"; 600].join(" ");
+    let (status, v) = http(&addr, "POST", "/embed", "k", &json!({"inputs": long}));
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["error_type"], "Validation", "{v}");
+    assert!(v["error"].as_str().unwrap().contains("512"), "{v}");
+    let (status, v) = http(&addr, "POST", "/embed", "wrong", &json!({"inputs": "x"}));
+    assert_eq!(status, 401);
+    assert!(v["error"].is_string() && v["error_type"].is_string(), "{v}");
+
+    // TEI /rerank: [{index, score, text}], best first.
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/rerank",
+        "k",
+        &json!({"query": "What is the capital of France?", "texts": ["Water boils at 100 degrees.", texts[1], texts[0]], "return_text": true}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v[0]["index"], 1, "{v}");
+    assert_eq!(v[0]["text"], texts[1]);
+    assert!(v[0]["score"].as_f64().unwrap() >= v[1]["score"].as_f64().unwrap());
+
+    // TEI /tokenize: per input, tokens with character spans.
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/tokenize",
+        "k",
+        &json!({"inputs": "Hello world"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    let toks: Vec<&str> = v[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(toks, ["[CLS]", "Hello", "world", "[SEP]"], "{v}");
+    assert_eq!(v[0][2]["start"], 6);
+
+    // Ollama /api/embed: {model, embeddings, durations, prompt_eval_count}.
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/api/embed",
+        "k",
+        &json!({"model": "all-minilm", "input": texts, "keep_alive": "5m"}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["model"], "all-minilm");
+    let rows = v["embeddings"].as_array().unwrap();
+    for (i, r) in rows.iter().enumerate() {
+        let e = floats(r);
+        assert!((cos(&e, &e) - 1.0).abs() < 1e-4);
+        assert!(cos(&e, direct.row(i)) > 0.9999, "row {i}");
+    }
+    assert!(v["prompt_eval_count"].as_u64().unwrap() > 10, "{v}");
+    assert!(v["total_duration"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["load_duration"].is_u64(), "{v}");
+    let (status, v) = http(
+        &addr,
+        "POST",
+        "/api/embed",
+        "k",
+        &json!({"input": "x", "dimensions": 128}),
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["embeddings"][0].as_array().unwrap().len(), 128);
+    let (status, v) = http(&addr, "POST", "/api/embed", "k", &json!({"input": 5}));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(
+        v.as_object().unwrap().len(),
+        1,
+        "Ollama errors are {{error}}: {v}"
+    );
+    assert!(v["error"].as_str().unwrap().contains("`input`"), "{v}");
 }

@@ -11,6 +11,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::{Deserialize, Serialize};
 
 use crate::embed::TextEmbedder;
+use crate::filter::Filter;
 use crate::ingest::{IndexOptions, IndexReport, Progress};
 use crate::memory::{MemoryConfig, MemoryStats, UsageMemory};
 use crate::relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
@@ -93,6 +94,11 @@ pub struct ContextOptions {
     /// RRF weight, times the similarity, subtracted along the ranking of
     /// chunks that near duplicates were shown and never used (0 = off).
     pub memory_unused_weight: f32,
+    /// Which documents may be drawn from (path glob, kind, modification
+    /// time); applied inside BM25 and the vector search, so the candidates
+    /// are the best allowed chunks, not the allowed part of the best.
+    #[serde(skip_serializing_if = "Filter::is_empty")]
+    pub filter: Filter,
 }
 
 impl Default for ContextOptions {
@@ -113,6 +119,7 @@ impl Default for ContextOptions {
             memory_dup_weight: 2.0,
             memory_dup_threshold: 0.9,
             memory_unused_weight: 0.5,
+            filter: Filter::default(),
         }
     }
 }
@@ -460,8 +467,24 @@ impl Engine {
         Some(hits)
     }
 
-    /// RRF over the lexical, dense and memory rankings.
+    /// RRF over the lexical, dense and memory rankings; chunks outside
+    /// `allowed` (which only the memory's rankings can bring) are dropped.
     fn fuse(
+        &self,
+        lex: &[(u64, f32)],
+        den: &[(u64, f32)],
+        hits: Option<&MemoryHits>,
+        opts: &ContextOptions,
+        allowed: Option<&HashSet<u64>>,
+    ) -> Vec<(u64, f32)> {
+        let mut f = self.fuse_all(lex, den, hits, opts);
+        if let Some(a) = allowed {
+            f.retain(|(id, _)| a.contains(id));
+        }
+        f
+    }
+
+    fn fuse_all(
         &self,
         lex: &[(u64, f32)],
         den: &[(u64, f32)],
@@ -566,14 +589,18 @@ impl Engine {
         k: usize,
         opts: &ContextOptions,
     ) -> Result<Vec<(u64, f32)>> {
+        let allowed = self.allowed_chunks(&opts.filter)?;
+        let allowed = allowed.as_ref();
         match mode {
-            RetrievalMode::Bm25 => Ok(self.store.lexical.search(query, k, opts.bm25)?),
-            RetrievalMode::Dense => self.dense(query, query_vec, k),
+            RetrievalMode::Bm25 => {
+                Ok(self.store.lexical.search_in(query, k, opts.bm25, allowed)?)
+            }
+            RetrievalMode::Dense => self.dense(query, query_vec, k, allowed),
             RetrievalMode::Hybrid => {
-                let (lex, den, qv, _) = self.retrieve(query, query_vec, k, k, opts)?;
+                let (lex, den, qv, _) = self.retrieve(query, query_vec, k, k, opts, allowed)?;
                 let qterms = self.store.lexical.analyze(query);
                 let hits = self.memory_hits(&qterms, qv.as_deref(), opts);
-                let mut f = self.fuse(&lex, &den, hits.as_ref(), opts);
+                let mut f = self.fuse(&lex, &den, hits.as_ref(), opts, allowed);
                 f.truncate(k);
                 Ok(f)
             }
@@ -588,7 +615,51 @@ impl Engine {
         }
     }
 
-    fn dense(&self, query: &str, query_vec: Option<&[f32]>, k: usize) -> Result<Vec<(u64, f32)>> {
+    /// The chunks `filter` allows, or `None` when it allows every chunk.
+    pub fn allowed_chunks(&self, filter: &Filter) -> Result<Option<HashSet<u64>>> {
+        if filter.is_empty() {
+            return Ok(None);
+        }
+        let compiled = filter.compile()?;
+        let roots = self.roots()?;
+        let docs = self.store.db.document_facts()?;
+        let ids = compiled.allowed_documents(&docs, |p| crate::source::display_path(p, &roots));
+        Ok(Some(self.store.db.chunk_ids_of(&ids)?))
+    }
+
+    /// The indexed roots, to show sources relative to them.
+    fn roots(&self) -> Result<Vec<std::path::PathBuf>> {
+        Ok(match self.store.db.meta(crate::source::ROOTS_KEY)? {
+            Some(s) => serde_json::from_str::<Vec<String>>(&s)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            None => Vec::new(),
+        })
+    }
+
+    /// Vector search, among `allowed` chunks when given.
+    fn vector_search(
+        &self,
+        q: &[f32],
+        k: usize,
+        allowed: Option<&HashSet<u64>>,
+    ) -> anectx_store::Result<Vec<(u64, f32)>> {
+        let v = self.store.vectors();
+        match allowed {
+            Some(a) => v.search_in(q, k, a),
+            None => v.search(q, k),
+        }
+    }
+
+    fn dense(
+        &self,
+        query: &str,
+        query_vec: Option<&[f32]>,
+        k: usize,
+        allowed: Option<&HashSet<u64>>,
+    ) -> Result<Vec<(u64, f32)>> {
         if !self.dense_enabled() {
             return Ok(Vec::new());
         }
@@ -603,7 +674,7 @@ impl Engine {
                 None => return Ok(Vec::new()),
             },
         };
-        Ok(self.store.vectors().search(q, k)?)
+        Ok(self.vector_search(q, k, allowed)?)
     }
 
     #[allow(clippy::type_complexity)]
@@ -614,6 +685,7 @@ impl Engine {
         k_lex: usize,
         k_dense: usize,
         opts: &ContextOptions,
+        allowed: Option<&HashSet<u64>>,
     ) -> Result<(Vec<(u64, f32)>, Vec<(u64, f32)>, Option<Vec<f32>>, Timings)> {
         check_query(query)?;
         let mut t = Timings::default();
@@ -631,12 +703,17 @@ impl Engine {
         let ((lex, lex_ms), (den, den_ms)) = rayon::join(
             || {
                 let t = Instant::now();
-                (self.store.lexical.search(query, k_lex, opts.bm25), ms(t))
+                (
+                    self.store
+                        .lexical
+                        .search_in(query, k_lex, opts.bm25, allowed),
+                    ms(t),
+                )
             },
             || {
                 let t = Instant::now();
                 let r = match qv {
-                    Some(q) => self.store.vectors().search(q, k_dense),
+                    Some(q) => self.vector_search(q, k_dense, allowed),
                     None => Ok(Vec::new()),
                 };
                 (r, ms(t))
@@ -673,11 +750,14 @@ impl Engine {
         k_dense: usize,
         opts: &ContextOptions,
     ) -> Result<(Vec<Candidate>, Vec<f32>, Vec<usize>, Timings)> {
-        let (lex, den, qv, mut t) = self.retrieve(query, query_vec, k_lex, k_dense, opts)?;
+        let allowed = self.allowed_chunks(&opts.filter)?;
+        let allowed = allowed.as_ref();
+        let (lex, den, qv, mut t) =
+            self.retrieve(query, query_vec, k_lex, k_dense, opts, allowed)?;
         let t0 = Instant::now();
         let qtoks = self.store.lexical.analyze(query);
         let hits = self.memory_hits(&qtoks, qv.as_deref(), opts);
-        let fused = self.fuse(&lex, &den, hits.as_ref(), opts);
+        let fused = self.fuse(&lex, &den, hits.as_ref(), opts, allowed);
         t.fusion_ms = ms(t0);
         let t_feat = Instant::now();
         let mem_at: HashMap<u64, (u32, f32)> = hits
@@ -834,14 +914,7 @@ impl Engine {
             .filter(|&i| rel[i] >= opts.min_relevance)
             .collect();
         // Sources are shown relative to the indexed roots.
-        let roots: Vec<std::path::PathBuf> = match self.store.db.meta(crate::source::ROOTS_KEY)? {
-            Some(s) => serde_json::from_str::<Vec<String>>(&s)
-                .unwrap_or_default()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            None => Vec::new(),
-        };
+        let roots = self.roots()?;
         // Pages of the chunks that may be shown (PDF pages, PPTX slides).
         let eligible_ids: Vec<u64> = eligible.iter().map(|&i| cands[i].chunk.id).collect();
         let pages = self.store.db.chunk_pages(&eligible_ids)?;

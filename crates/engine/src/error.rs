@@ -34,6 +34,9 @@ pub enum EngineError {
     Relevance { version: String, message: String },
     #[error("{0}")]
     Invalid(String),
+    /// A context filter is unusable (bad glob, empty kind, empty range).
+    #[error(transparent)]
+    Filter(#[from] crate::filter::FilterError),
     #[error(
         "the query is {chars} characters long, more than the {max} allowed: ask a shorter \
          question"

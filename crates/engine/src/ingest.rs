@@ -513,6 +513,15 @@ fn embed_batches<T>(
     out
 }
 
+/// A file's modification time in Unix seconds, when the system reports one.
+fn modified_secs(path: &Path) -> Option<i64> {
+    let t = std::fs::metadata(path).ok()?.modified().ok()?;
+    Some(match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).ok()?,
+        Err(e) => -i64::try_from(e.duration().as_secs()).ok()?,
+    })
+}
+
 fn write_prepared(store: &Store, docs: &[Prepared]) -> Result<u64> {
     Ok(store.db.transaction(|tx| {
         let mut n = 0;
@@ -621,22 +630,31 @@ fn read_files(
     };
     progress.stage("reading", Some(files.len() as u64));
     for batch in byte_batches(files, opts.read_batch_bytes, 256) {
-        let outcomes: Vec<(&PathBuf, FileOutcome)> = batch
+        let outcomes: Vec<(&PathBuf, FileOutcome, Option<i64>)> = batch
             .par_iter()
             .map(|p| {
                 let key = p.to_string_lossy();
+                // Read before the content, so a write during the read
+                // leaves an older time and the next run looks again.
+                let modified = modified_secs(p);
                 let o = read_file_caught(
                     p,
                     opts.max_file_bytes,
                     opts.chunk,
                     known.get(key.as_ref()).map(String::as_str),
                 );
-                (p, o)
+                (p, o, modified)
             })
             .collect();
         let mut prepared = Vec::new();
-        for (p, o) in outcomes {
+        // Modification times of the documents that stay, for date filters
+        // (also filled in for documents indexed before times were stored).
+        let mut times: Vec<(String, i64)> = Vec::new();
+        for (p, o, modified) in outcomes {
             let key = p.to_string_lossy().into_owned();
+            if let (Some(m), FileOutcome::Unchanged | FileOutcome::Changed(_)) = (modified, &o) {
+                times.push((key.clone(), m));
+            }
             match o {
                 FileOutcome::Unchanged => {
                     report.files_unchanged += 1;
@@ -676,6 +694,14 @@ fn read_files(
         }
         report.files_indexed += prepared.len() as u64;
         report.chunks_added += write_prepared(store, &prepared)?;
+        if !times.is_empty() {
+            store.db.transaction(|tx| {
+                for (key, m) in &times {
+                    Db::set_modified(tx, key, *m)?;
+                }
+                Ok(())
+            })?;
+        }
         progress.inc(batch.len() as u64);
     }
     Ok(())

@@ -17,6 +17,7 @@ mod engine;
 mod error;
 pub mod eval;
 pub mod extract;
+pub mod filter;
 pub mod formats;
 pub mod ingest;
 pub mod memory;
@@ -33,6 +34,7 @@ pub use engine::{
     Timings, LAST_INDEX_META, MAX_QUERY_CHARS,
 };
 pub use error::EngineError;
+pub use filter::{CompiledFilter, Filter, FilterError};
 pub use ingest::{
     index_changes, index_paths, index_texts, IndexOptions, IndexReport, NoProgress, Progress,
     SkippedFile,

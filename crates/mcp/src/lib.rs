@@ -5,10 +5,11 @@
 //! Tools (each with an input and an output schema, answering structured
 //! content):
 //!
-//! - `search`: query, k → id, path, page, source, heading, snippet, score;
+//! - `search`: query, k, filters → id, path, page, source, heading,
+//!   snippet, score;
 //! - `fetch`: id → the chunk's whole text (the search/fetch pair that
 //!   ChatGPT-style connectors use);
-//! - `context`: query, budget → packed context with `[n]` sources, logged
+//! - `context`: query, budget, filters → packed context with `[n]` sources, logged
 //!   for learning like `/v1/context`;
 //! - `index_status`: what the index holds.
 //!
@@ -18,6 +19,8 @@
 
 use std::sync::Arc;
 
+use anectx_engine::filter::parse_time;
+use anectx_engine::Filter;
 use anectx_serve::{ContextRequest, ContextService, SearchRequest, ServeError};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -45,6 +48,54 @@ pub enum McpError {
     Session(String),
 }
 
+/// Which documents to draw from; every given restriction must hold.
+/// Applied inside retrieval, so a filter never returns fewer hits than
+/// exist.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct FilterParams {
+    /// A glob over the document's path (relative to the indexed folder, the
+    /// full path or the file name): `*.pdf`, `notes/**`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// File kinds: extensions (`pdf`, `md`) or formats (`markdown`, `code`,
+    /// `docx`, …); any one matches.
+    #[serde(default)]
+    pub kind: Option<Vec<String>>,
+    /// Only files modified at or after this date (`YYYY-MM-DD` or RFC 3339).
+    #[serde(default)]
+    pub modified_after: Option<String>,
+    /// Only files modified before this date (`YYYY-MM-DD` or RFC 3339).
+    #[serde(default)]
+    pub modified_before: Option<String>,
+}
+
+impl FilterParams {
+    /// The engine's filter, or a tool error naming the bad field.
+    fn to_filter(&self) -> Result<Filter, String> {
+        let bad =
+            |e: anectx_engine::FilterError| format!("invalid `filters.{}`: {}", e.param, e.message);
+        let mut kind = Vec::new();
+        for k in self.kind.iter().flatten() {
+            kind.extend(Filter::parse_kinds(k).map_err(bad)?);
+        }
+        let time = |param: &'static str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| parse_time(param, s))
+                .transpose()
+                .map_err(bad)
+        };
+        let f = Filter {
+            path: self.path.clone().filter(|p| !p.trim().is_empty()),
+            kind,
+            modified_after: time("modified_after", &self.modified_after)?,
+            modified_before: time("modified_before", &self.modified_before)?,
+        };
+        // A bad glob or an empty date range is refused before searching.
+        f.compile().map_err(bad)?;
+        Ok(f)
+    }
+}
+
 /// `search`'s input.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct SearchParams {
@@ -53,6 +104,9 @@ pub struct SearchParams {
     /// How many hits to return (1–100, default 8).
     #[serde(default)]
     pub k: Option<usize>,
+    /// Only documents that pass these restrictions.
+    #[serde(default)]
+    pub filters: Option<FilterParams>,
 }
 
 /// `search`'s output.
@@ -80,6 +134,9 @@ pub struct ContextParams {
     /// At most this many chunks.
     #[serde(default)]
     pub max_chunks: Option<usize>,
+    /// Only documents that pass these restrictions.
+    #[serde(default)]
+    pub filters: Option<FilterParams>,
 }
 
 /// One source in `context`'s answer.
@@ -136,6 +193,7 @@ fn tool_error(e: ServeError) -> String {
             message,
         } => format!("invalid input: {message}"),
         ServeError::TooLarge(m) => format!("too large: {m}"),
+        e @ ServeError::TooLong { .. } => format!("too long: {e}"),
         ServeError::Overloaded(m) => format!("the server is busy, try again shortly: {m}"),
         ServeError::Unavailable(m) => format!("unavailable: {m}"),
         ServeError::Internal(e) => format!("internal error: {e}"),
@@ -167,11 +225,13 @@ impl AnectxMcp {
         &self,
         Parameters(p): Parameters<SearchParams>,
     ) -> Result<Json<SearchOutput>, String> {
+        let filters = p.filters.unwrap_or_default().to_filter()?;
         let hits = self
             .service
             .search(SearchRequest {
                 query: p.query,
                 k: p.k.unwrap_or(DEFAULT_K),
+                filters,
             })
             .await
             .map_err(tool_error)?;
@@ -213,12 +273,14 @@ impl AnectxMcp {
         &self,
         Parameters(p): Parameters<ContextParams>,
     ) -> Result<Json<ContextOutput>, String> {
+        let filters = p.filters.unwrap_or_default().to_filter()?;
         let a = self
             .service
             .answer(ContextRequest {
                 query: p.query,
                 budget_tokens: p.budget_tokens.unwrap_or(self.service.default_budget()),
                 max_chunks: p.max_chunks,
+                filters,
             })
             .await
             .map_err(tool_error)?;

@@ -34,7 +34,7 @@ pub use conv_classifier::{ConvClassifier, ConvClassifierConfig};
 pub use conv_embedder::{ConvEmbedder, ConvEmbedderConfig};
 pub use error::ModelError;
 pub use io::{load_classifier, load_embedder, Embedder, ModelInfo, ModelKind, WeightDtype};
-pub use tokenize::TextTokenizer;
+pub use tokenize::{TextTokenizer, TokenSpan};
 
 /// Result alias for this crate.
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;

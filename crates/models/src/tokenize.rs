@@ -7,6 +7,19 @@ use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationParams, TruncationS
 
 use crate::{ModelError, Result};
 
+/// One token of a text, as TEI's `/tokenize` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenSpan {
+    pub id: u32,
+    /// The covered text for a real token; the token itself (e.g. `[CLS]`)
+    /// for a special one.
+    pub text: String,
+    pub special: bool,
+    /// Character offsets into the text (`None` for special tokens).
+    pub start: Option<usize>,
+    pub stop: Option<usize>,
+}
+
 /// A Hugging Face tokenizer that pads to the smallest bucket of
 /// [`SEQ_BUCKETS`] that holds the longest input (capped at `max_seq`), and
 /// reports every input it had to cut.
@@ -112,6 +125,44 @@ impl TextTokenizer {
             self.buckets = buckets;
         }
         self
+    }
+
+    /// The tokens of `text`, untruncated, with their character spans.
+    pub fn tokens(&self, text: &str, add_special_tokens: bool) -> Result<Vec<TokenSpan>> {
+        let enc = self
+            .plain
+            .encode_char_offsets(text, add_special_tokens)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let chars: Vec<char> = text.chars().collect();
+        let spans = enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_tokens())
+            .zip(enc.get_offsets())
+            .zip(enc.get_special_tokens_mask())
+            .map(|(((&id, token), &(start, stop)), &special)| {
+                if special == 1 {
+                    TokenSpan {
+                        id,
+                        text: token.clone(),
+                        special: true,
+                        start: None,
+                        stop: None,
+                    }
+                } else {
+                    let stop = stop.min(chars.len());
+                    let start = start.min(stop);
+                    TokenSpan {
+                        id,
+                        text: chars[start..stop].iter().collect(),
+                        special: false,
+                        start: Some(start),
+                        stop: Some(stop),
+                    }
+                }
+            })
+            .collect();
+        Ok(spans)
     }
 
     /// Tokenises single texts into one padded batch.

@@ -9,7 +9,7 @@
 //! Both traits are synchronous (store and engine code is blocking); the
 //! server calls them on tokio's blocking pool.
 
-use anectx_engine::{ChunkScores, SelectionTrace, ShownChunk};
+use anectx_engine::{ChunkScores, Filter, SelectionTrace, ShownChunk};
 pub use anectx_store::InteractionKind;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -25,6 +25,10 @@ pub struct ContextRequest {
     /// At most this many chunks, when set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_chunks: Option<usize>,
+    /// Which documents to draw from (path glob, kind, modification time);
+    /// applied inside retrieval.
+    #[serde(default, skip_serializing_if = "Filter::is_empty")]
+    pub filters: Filter,
 }
 
 /// One selected chunk. `marker` is the `n` of its `[n]` citation marker in
@@ -115,6 +119,9 @@ impl ContextResult {
 pub struct SearchRequest {
     pub query: String,
     pub k: usize,
+    /// Only chunks of documents that pass (applied inside retrieval).
+    #[serde(default)]
+    pub filters: Filter,
 }
 
 /// One search hit.

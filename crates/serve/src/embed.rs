@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anectx_core::{Embeddings, TokenBatch};
-use anectx_models::{ModelError, TextTokenizer};
+use anectx_core::{Embeddings, TokenBatch, Truncation};
+use anectx_models::{ModelError, TextTokenizer, TokenSpan};
 
 use crate::batcher::{Batcher, JobTimings, Op};
 use crate::error::ServeError;
@@ -21,10 +21,23 @@ pub struct Prepared {
     pub real_tokens: usize,
     /// Indices of the texts that were truncated to the model's length.
     pub truncated: Vec<usize>,
+    /// The same truncations with their lengths (`index` in input order).
+    pub truncations: Vec<Truncation>,
     /// Tokens of each text as encoded (after truncation), in input order.
     pub lengths: Vec<usize>,
     /// Time spent tokenising.
     pub tokenize: Duration,
+}
+
+/// What to do with an input longer than the model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Truncate {
+    /// Keep its first tokens and report it in `truncated` (the default).
+    #[default]
+    Cut,
+    /// Refuse the call with [`ServeError::TooLong`] (TEI's `truncate: false`,
+    /// Ollama's `truncate: false`).
+    Refuse,
 }
 
 /// Where the time of one service call went.
@@ -139,13 +152,16 @@ impl EmbedService {
         }
         let mut jobs = Vec::new();
         let mut real_tokens = 0;
-        let mut truncated = Vec::new();
+        let mut truncations = Vec::new();
         let mut lengths = Vec::with_capacity(texts.len());
         let mut base = 0;
         for b in batches {
             real_tokens += b.real_tokens();
             lengths.extend((0..b.batch).map(|i| b.len_of(i)));
-            truncated.extend(b.truncations.iter().map(|t| base + t.index));
+            truncations.extend(b.truncations.iter().map(|t| Truncation {
+                index: base + t.index,
+                ..t.clone()
+            }));
             base += b.batch;
             let rows = self.batcher.rows_per_job(b.seq);
             jobs.extend(b.split_rows(rows));
@@ -153,10 +169,23 @@ impl EmbedService {
         Ok(Prepared {
             jobs,
             real_tokens,
-            truncated,
+            truncated: truncations.iter().map(|t| t.index).collect(),
+            truncations,
             lengths,
             tokenize,
         })
+    }
+
+    /// Refuses `prepared` under [`Truncate::Refuse`] when an input was cut.
+    fn check_truncation(&self, prepared: &Prepared, truncate: Truncate) -> Result<(), ServeError> {
+        match (truncate, prepared.truncations.first()) {
+            (Truncate::Refuse, Some(t)) => Err(ServeError::TooLong {
+                index: t.index,
+                tokens: t.original_len,
+                max: t.kept,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// [`EmbedService::prepare`] on tokio's blocking pool.
@@ -174,9 +203,19 @@ impl EmbedService {
         .map_err(|e| ServeError::internal(format!("the tokenizer task failed: {e}")))?
     }
 
-    /// Embeds `texts` (async callers).
+    /// Embeds `texts` (async callers); too-long inputs are cut.
     pub async fn embed(&self, texts: Arc<Vec<String>>) -> Result<Embedded, ServeError> {
+        self.embed_with(texts, Truncate::Cut).await
+    }
+
+    /// Embeds `texts` (async callers), with a choice for too-long inputs.
+    pub async fn embed_with(
+        &self,
+        texts: Arc<Vec<String>>,
+        truncate: Truncate,
+    ) -> Result<Embedded, ServeError> {
         let p = self.prepare_async(texts, None).await?;
+        self.check_truncation(&p, truncate)?;
         let (embeddings, jobs) = self.batcher.embed(p.jobs).await?;
         Ok(Embedded {
             embeddings,
@@ -189,9 +228,21 @@ impl EmbedService {
         })
     }
 
-    /// Scores `(query, doc)` pairs with the classifier (async callers).
+    /// Scores `(query, doc)` pairs with the classifier (async callers);
+    /// too-long pairs are cut.
     pub async fn score(&self, query: String, docs: Arc<Vec<String>>) -> Result<Scored, ServeError> {
+        self.score_with(query, docs, Truncate::Cut).await
+    }
+
+    /// Scores `(query, doc)` pairs, with a choice for too-long pairs.
+    pub async fn score_with(
+        &self,
+        query: String,
+        docs: Arc<Vec<String>>,
+        truncate: Truncate,
+    ) -> Result<Scored, ServeError> {
         let p = self.prepare_async(docs, Some(query)).await?;
+        self.check_truncation(&p, truncate)?;
         let (scores, jobs) = self.batcher.score(p.jobs).await?;
         Ok(Scored {
             scores,
@@ -201,6 +252,28 @@ impl EmbedService {
                 tokenize: p.tokenize,
                 jobs,
             },
+        })
+    }
+
+    /// The tokens of each text with their character spans (async callers;
+    /// TEI's `/tokenize`). Nothing is truncated.
+    pub async fn tokens(
+        &self,
+        texts: Arc<Vec<String>>,
+        add_special_tokens: bool,
+    ) -> Result<Vec<Vec<TokenSpan>>, ServeError> {
+        let tok = self.tokenizer.clone();
+        tokio::task::spawn_blocking(move || {
+            texts
+                .iter()
+                .map(|t| tok.tokens(t, add_special_tokens))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ServeError::internal(format!("the tokenizer task failed: {e}")))?
+        .map_err(|e| match e {
+            ModelError::Input(m) => ServeError::invalid_param("inputs", m),
+            other => ServeError::invalid(other.to_string()),
         })
     }
 

@@ -18,6 +18,14 @@ pub enum ServeError {
     /// The request is larger than a configured limit. HTTP 413.
     #[error("{0}")]
     TooLarge(String),
+    /// Input `index` has more tokens than the model reads and the caller
+    /// asked not to truncate ([`crate::Truncate::Refuse`]). HTTP 413.
+    #[error("input {index} has {tokens} tokens; the model reads at most {max}")]
+    TooLong {
+        index: usize,
+        tokens: usize,
+        max: usize,
+    },
     /// A queue is full; retry later. HTTP 429.
     #[error("{0}")]
     Overloaded(String),
@@ -83,6 +91,15 @@ impl From<anectx_engine::EngineError> for ServeError {
         match e {
             E::Backend(b) => b.into(),
             e @ E::QueryTooLong { .. } => Self::invalid(e.to_string()),
+            E::Filter(f) => Self::invalid_param(
+                match f.param {
+                    "path" => "filters.path",
+                    "kind" => "filters.kind",
+                    "modified_after" => "filters.modified_after",
+                    _ => "filters.modified_before",
+                },
+                f.message,
+            ),
             E::Model(anectx_models::ModelError::Input(m)) => Self::invalid(m),
             other => Self::internal(other),
         }

@@ -36,7 +36,7 @@ pub use context::{
     IndexStatus, Interaction, InteractionKind, InteractionRecorder, NoopRecorder, RecordError,
     SearchHit, SearchRequest,
 };
-pub use embed::{CallTimings, EmbedService, Embedded, Prepared, Scored};
+pub use embed::{CallTimings, EmbedService, Embedded, Prepared, Scored, Truncate};
 pub use error::ServeError;
 pub use memory::MemoryContext;
 pub use metrics::Metrics;

@@ -76,6 +76,9 @@ impl ContextProvider for MemoryContext {
     }
 
     fn context(&self, request: &ContextRequest) -> Result<ContextResult, ServeError> {
+        if !request.filters.is_empty() {
+            return Err(no_filters());
+        }
         let scored = self.scored(&request.query)?;
         let mut chunks = Vec::new();
         let mut used = 0;
@@ -113,6 +116,9 @@ impl ContextProvider for MemoryContext {
     }
 
     fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>, ServeError> {
+        if !request.filters.is_empty() {
+            return Err(no_filters());
+        }
         let scored = self.scored(&request.query)?;
         Ok(scored
             .into_iter()
@@ -185,4 +191,13 @@ impl MemoryContext {
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(scored)
     }
+}
+
+/// Fixed passages have no paths, kinds or dates to filter on.
+fn no_filters() -> ServeError {
+    ServeError::invalid_param(
+        "filters",
+        "this context provider holds fixed passages without paths, kinds or dates; filters need \
+         an index store (--store)",
+    )
 }

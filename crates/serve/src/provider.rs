@@ -116,6 +116,7 @@ impl ContextProvider for EngineContext {
     fn context(&self, request: &ContextRequest) -> Result<ContextResult, ServeError> {
         let opts = ContextOptions {
             budget: request.budget_tokens,
+            filter: request.filters.clone(),
             ..self.base.clone()
         };
         let r = self
@@ -187,15 +188,13 @@ impl ContextProvider for EngineContext {
     }
 
     fn search(&self, request: &SearchRequest) -> Result<Vec<SearchHit>, ServeError> {
+        let opts = ContextOptions {
+            filter: request.filters.clone(),
+            ..self.base.clone()
+        };
         let ranked = self
             .engine
-            .rank(
-                &request.query,
-                None,
-                RetrievalMode::Full,
-                request.k,
-                &self.base,
-            )
+            .rank(&request.query, None, RetrievalMode::Full, request.k, &opts)
             .map_err(query_error)?;
         let ids: Vec<u64> = ranked.iter().map(|r| r.0).collect();
         let db = &self.engine.store().db;

@@ -323,7 +323,7 @@ mod tests {
             .answer(ContextRequest {
                 query: "q".into(),
                 budget_tokens: 10,
-                max_chunks: None,
+                ..Default::default()
             })
             .await;
         assert!(matches!(r, Err(ServeError::Unavailable(_))), "{r:?}");
@@ -337,7 +337,7 @@ mod tests {
             .select(ContextRequest {
                 query: "  ".into(),
                 budget_tokens: 10,
-                max_chunks: None,
+                ..Default::default()
             })
             .await;
         assert!(
@@ -354,7 +354,7 @@ mod tests {
             .select(ContextRequest {
                 query: "q".into(),
                 budget_tokens: 0,
-                max_chunks: None,
+                ..Default::default()
             })
             .await;
         assert!(
@@ -371,6 +371,7 @@ mod tests {
             .search(SearchRequest {
                 query: "q".into(),
                 k: 0,
+                ..Default::default()
             })
             .await;
         assert!(

@@ -111,6 +111,90 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
     }
+
+    /// 400: the request has nothing to work on (TEI's `Empty` error).
+    pub fn empty(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, EMPTY_KIND, message)
+    }
+
+    /// This error in TEI's shape, `{"error": "…", "error_type": "…"}`, with
+    /// TEI's status for its type:
+    ///
+    /// | TEI `error_type` | status | here |
+    /// | --- | --- | --- |
+    /// | `Empty` | 400 | no input to work on |
+    /// | `Validation` | 413 | too many inputs, an input too long with `truncate: false`, body too large |
+    /// | `Validation` | other 4xx kept | wrong types or values (422), bad JSON (400), auth (401), … |
+    /// | `Overloaded` | 429 | the queue is full, or the server is at `--max-inflight` / past its timeout |
+    /// | `Unhealthy` | 503 | the backend is not running or a feature is not configured |
+    /// | `Backend` | 424 | inference failed |
+    pub fn to_tei(&self) -> Response {
+        let (status, error_type) = match (self.kind, self.status) {
+            (EMPTY_KIND, _) => (StatusCode::BAD_REQUEST, "Empty"),
+            ("overloaded_error", _) => (StatusCode::TOO_MANY_REQUESTS, "Overloaded"),
+            (_, StatusCode::SERVICE_UNAVAILABLE) => (StatusCode::SERVICE_UNAVAILABLE, "Unhealthy"),
+            (_, s) if s.is_server_error() => (StatusCode::FAILED_DEPENDENCY, "Backend"),
+            (_, s) => (s, "Validation"),
+        };
+        let body = serde_json::json!({"error": self.message, "error_type": error_type});
+        self.finish((status, axum::Json(body)).into_response())
+    }
+
+    /// This error in Ollama's shape, `{"error": "…"}`, with Ollama's
+    /// statuses: 400 for any unusable request (wrong types, empty or
+    /// too-long input, too many inputs, bad JSON), 404 for an unknown model,
+    /// 503 when the server is busy; 401/403/405/421 and 5xx are kept.
+    pub fn to_ollama(&self) -> Response {
+        let status = match (self.kind, self.status) {
+            ("overloaded_error", _) => StatusCode::SERVICE_UNAVAILABLE,
+            (
+                _,
+                StatusCode::UNPROCESSABLE_ENTITY
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ) => StatusCode::BAD_REQUEST,
+            (_, s) => s,
+        };
+        let body = serde_json::json!({"error": self.message});
+        self.finish((status, axum::Json(body)).into_response())
+    }
+
+    /// Adds `Retry-After` to overload answers.
+    fn finish(&self, mut r: Response) -> Response {
+        if self.kind == "overloaded_error" {
+            // 429 (queue full) and shed 503s: a client may retry shortly.
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        r
+    }
+}
+
+/// The `kind` of [`ApiError::empty`] (`invalid_request_error` in OpenAI's
+/// shape, `Empty` in TEI's).
+const EMPTY_KIND: &str = "empty_input_error";
+
+/// Which error shape a route speaks; [`crate::middleware::dialect`] rewrites
+/// every error answer of a route (handler, extractor, auth, load shedding)
+/// into it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    OpenAi,
+    Tei,
+    Ollama,
+}
+
+impl Dialect {
+    /// The dialect of a request path.
+    pub fn of_path(path: &str) -> Self {
+        match path {
+            "/embed" | "/rerank" | "/tokenize" => Self::Tei,
+            p if p.starts_with("/api/") => Self::Ollama,
+            _ => Self::OpenAi,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -134,22 +218,23 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(status = %self.status, "{}", self.message);
         }
+        let kind = if self.kind == EMPTY_KIND {
+            "invalid_request_error"
+        } else {
+            self.kind
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 message: &self.message,
-                kind: self.kind,
+                kind,
                 param: self.param.as_deref(),
                 code: None,
             },
         };
-        let mut r = (self.status, axum::Json(body)).into_response();
-        if self.kind == "overloaded_error" {
-            // 429 (queue full) and shed 503s: a client may retry shortly.
-            r.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
-            );
-        }
+        let mut r = self.finish((self.status, axum::Json(body)).into_response());
+        // Kept so that the dialect middleware can answer in TEI's or
+        // Ollama's shape instead.
+        r.extensions_mut().insert(self.clone());
         r
     }
 }
@@ -189,6 +274,7 @@ impl From<anectx_serve::ServeError> for ApiError {
                 }
             }
             E::TooLarge(m) => Self::too_large(m),
+            e @ E::TooLong { .. } => Self::too_large(e.to_string()).with_param("input"),
             E::Overloaded(m) => Self::overloaded(m),
             E::Unavailable(m) => Self::unavailable(m),
             E::Internal(e) => Self::internal(e.to_string()),

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Dialect};
 use crate::state::AppState;
 
 pub(crate) async fn not_found(req: Request) -> ApiError {
@@ -26,6 +26,24 @@ pub(crate) async fn method_not_allowed(req: Request) -> ApiError {
         "invalid_request_error",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
+}
+
+/// Answers errors on TEI's routes (`/embed`, `/rerank`, `/tokenize`) in
+/// TEI's shape and on Ollama's (`/api/…`) in Ollama's, whatever produced
+/// them (the handler, the JSON extractor, auth, the loopback check, load
+/// shedding, the 404/405 fallbacks). Every [`ApiError`] response carries the
+/// error in its extensions; other routes keep OpenAI's shape.
+pub(crate) async fn dialect(req: Request, next: Next) -> Response {
+    let d = Dialect::of_path(req.uri().path());
+    let resp = next.run(req).await;
+    if d == Dialect::OpenAi {
+        return resp;
+    }
+    match resp.extensions().get::<ApiError>() {
+        Some(e) if d == Dialect::Tei => e.to_tei(),
+        Some(e) => e.to_ollama(),
+        None => resp,
+    }
 }
 
 /// Counts every request by route and status and times it.

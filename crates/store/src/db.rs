@@ -63,6 +63,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // v3: the page (PDF page, PPTX slide) a chunk comes from; NULL for
     // documents without pages and for chunks written before v3.
     "ALTER TABLE chunks ADD COLUMN page INTEGER;",
+    // v4: the file's modification time (Unix seconds) for date filters;
+    // NULL for in-memory documents, and for files indexed before v4 until
+    // the next `index` sees them.
+    "ALTER TABLE documents ADD COLUMN modified INTEGER;",
 ];
 
 /// The schema version this build writes.
@@ -86,6 +90,17 @@ pub struct DocumentRecord {
     pub content_hash: String,
     pub bytes: u64,
     pub kind: String,
+}
+
+/// What retrieval filters read of a document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentFacts {
+    pub id: i64,
+    pub path: String,
+    /// `markdown`, `pdf`, … (see the engine's `DocKind` and `Format`).
+    pub kind: String,
+    /// The file's modification time in Unix seconds, when known.
+    pub modified: Option<i64>,
 }
 
 /// A chunk to insert.
@@ -307,6 +322,48 @@ impl Db {
             ids.push(tx.last_insert_rowid() as u64);
         }
         Ok(ids)
+    }
+
+    /// Records a document's file modification time (Unix seconds) in `tx`;
+    /// returns whether a row changed.
+    pub fn set_modified(tx: &rusqlite::Transaction<'_>, path: &str, modified: i64) -> Result<bool> {
+        Ok(tx.execute(
+            "UPDATE documents SET modified = ?2 WHERE path = ?1 \
+             AND (modified IS NULL OR modified != ?2)",
+            params![path, modified],
+        )? > 0)
+    }
+
+    /// Every document's path, kind and modification time.
+    pub fn document_facts(&self) -> Result<Vec<DocumentFacts>> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT id, path, kind, modified FROM documents ORDER BY id")?;
+        let rows = st.query_map([], |r| {
+            Ok(DocumentFacts {
+                id: r.get(0)?,
+                path: r.get(1)?,
+                kind: r.get(2)?,
+                modified: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The ids of the chunks of documents `doc_ids`.
+    pub fn chunk_ids_of(&self, doc_ids: &HashSet<i64>) -> Result<HashSet<u64>> {
+        if doc_ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT id, doc_id FROM chunks")?;
+        let mut out = HashSet::new();
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            if doc_ids.contains(&r.get::<_, i64>(1)?) {
+                out.insert(r.get::<_, i64>(0)? as u64);
+            }
+        }
+        Ok(out)
     }
 
     /// Deletes documents by path in `tx` (their chunks are queued for deletion).
@@ -610,6 +667,61 @@ mod tests {
         let pages = db.chunk_pages(&[1, ids[0], ids[1]]).unwrap();
         assert_eq!(pages.len(), 1, "{pages:?}");
         assert_eq!(pages.get(&ids[0]), Some(&3));
+    }
+
+    /// A store written before modification times (schema v3, with a
+    /// document) opens with the time unknown, and takes times.
+    #[test]
+    fn a_store_from_before_modified_times_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.sqlite");
+        {
+            let mut c = Connection::open(&p).unwrap();
+            let tx = c.transaction().unwrap();
+            for sql in &MIGRATIONS[..3] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 3).unwrap();
+            tx.execute(
+                "INSERT INTO documents(path, content_hash, bytes, kind, indexed_at) \
+                 VALUES ('old.md', 'h', 3, 'markdown', 0)",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO chunks(doc_id, ord, text, heading, byte_start, byte_end, \
+                 line_start, line_end, tokens, page) VALUES (1, 0, 'old', NULL, 0, 3, 1, 1, 1, NULL)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let db = Db::open(&p).unwrap();
+        assert_eq!(db.schema_version().unwrap(), SCHEMA_VERSION);
+        let facts = db.document_facts().unwrap();
+        assert_eq!(
+            facts,
+            vec![DocumentFacts {
+                id: 1,
+                path: "old.md".into(),
+                kind: "markdown".into(),
+                modified: None
+            }]
+        );
+        assert!(db
+            .transaction(|tx| Db::set_modified(tx, "old.md", 1_700_000_000))
+            .unwrap());
+        // The same time again changes nothing.
+        assert!(!db
+            .transaction(|tx| Db::set_modified(tx, "old.md", 1_700_000_000))
+            .unwrap());
+        assert_eq!(
+            db.document_facts().unwrap()[0].modified,
+            Some(1_700_000_000)
+        );
+        let ids = db.chunk_ids_of(&HashSet::from([1])).unwrap();
+        assert_eq!(ids, HashSet::from([1]));
+        assert!(db.chunk_ids_of(&HashSet::from([2])).unwrap().is_empty());
     }
 
     #[test]

@@ -182,6 +182,20 @@ impl LexicalIndex {
     /// BM25 top `k` chunks for `query`: `(chunk_id, score)`, best first.
     /// Query terms repeated in the query count once per occurrence.
     pub fn search(&self, query: &str, k: usize, params: Bm25Params) -> Result<Vec<(u64, f32)>> {
+        self.search_in(query, k, params, None)
+    }
+
+    /// [`LexicalIndex::search`] among the chunks in `allowed` only (all
+    /// chunks when `None`): the top `k` of the allowed chunks, not the
+    /// allowed part of the overall top `k`. Scores (IDF, length norms) are
+    /// those of the whole index.
+    pub fn search_in(
+        &self,
+        query: &str,
+        k: usize,
+        params: Bm25Params,
+        allowed: Option<&std::collections::HashSet<u64>>,
+    ) -> Result<Vec<(u64, f32)>> {
         let mut qtf: HashMap<String, f32> = HashMap::new();
         for t in self.analyze(query) {
             *qtf.entry(t).or_default() += 1.0;
@@ -248,12 +262,25 @@ impl LexicalIndex {
                 }
             }
             let ids = seg.fast_fields().u64(CHUNK_ID)?;
-            let mut local: Vec<(f32, u32)> =
-                touched.iter().map(|&d| (scores[d as usize], d)).collect();
-            top_k(&mut local, k);
-            for (s, d) in local {
-                if let Some(id) = ids.first(d) {
-                    hits.push((s, id));
+            match allowed {
+                None => {
+                    let mut local: Vec<(f32, u32)> =
+                        touched.iter().map(|&d| (scores[d as usize], d)).collect();
+                    top_k(&mut local, k);
+                    for (s, d) in local {
+                        if let Some(id) = ids.first(d) {
+                            hits.push((s, id));
+                        }
+                    }
+                }
+                Some(allowed) => {
+                    let mut local: Vec<(f32, u64)> = touched
+                        .iter()
+                        .filter_map(|&d| ids.first(d).map(|id| (scores[d as usize], id)))
+                        .filter(|(_, id)| allowed.contains(id))
+                        .collect();
+                    top_k(&mut local, k);
+                    hits.extend(local);
                 }
             }
         }
@@ -306,5 +333,30 @@ mod tests {
         assert_eq!(ix.num_docs().unwrap(), 2);
         assert!(ix.search("banana", 10, p).unwrap().is_empty());
         assert_eq!(ix.search("kiwi", 10, p).unwrap()[0].0, 10);
+    }
+
+    /// The top `k` among the allowed chunks, even when every one of them
+    /// ranks below `k` others overall.
+    #[test]
+    fn search_in_ranks_only_the_allowed_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let ix = LexicalIndex::open(dir.path()).unwrap();
+        let mut docs: Vec<(u64, String)> = (0..20)
+            .map(|i| (i, "apple apple apple".to_string()))
+            .collect();
+        docs.push((100, "apple and many other words about fruit".to_string()));
+        ix.add(&docs).unwrap();
+        ix.commit().unwrap();
+        let p = Bm25Params::default();
+        let top = ix.search("apple", 3, p).unwrap();
+        assert!(top.iter().all(|h| h.0 < 20), "{top:?}");
+        let allowed = std::collections::HashSet::from([100u64, 7]);
+        let hits = ix.search_in("apple", 3, p, Some(&allowed)).unwrap();
+        let ids: Vec<u64> = hits.iter().map(|h| h.0).collect();
+        assert_eq!(ids, vec![7, 100]);
+        assert!(ix
+            .search_in("apple", 3, p, Some(&Default::default()))
+            .unwrap()
+            .is_empty());
     }
 }

@@ -32,6 +32,11 @@ pub trait VectorIndex: Send + Sync {
     /// The `k` chunks with the highest inner product with `query` (cosine for
     /// normalised vectors), best first.
     fn search(&self, query: &[f32], k: usize) -> Result<Vec<(u64, f32)>>;
+    /// The `k` chunks of `allowed` with the highest inner product, best
+    /// first: the top `k` of the allowed chunks, not the allowed part of the
+    /// overall top `k`.
+    fn search_in(&self, query: &[f32], k: usize, allowed: &HashSet<u64>)
+        -> Result<Vec<(u64, f32)>>;
     /// The stored vector of a chunk.
     fn get(&self, id: u64) -> Option<&[f32]>;
 }
@@ -462,6 +467,38 @@ impl VectorIndex for FlatVectors {
         }
     }
 
+    /// Exact inner products with the allowed vectors only (whatever the
+    /// search mode: a filter usually leaves few enough rows).
+    fn search_in(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: &HashSet<u64>,
+    ) -> Result<Vec<(u64, f32)>> {
+        if query.len() != self.dim {
+            return Err(StoreError::Dimension {
+                got: query.len(),
+                want: self.dim,
+            });
+        }
+        if k == 0 || allowed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = self.dim;
+        let rows: Vec<(u64, usize)> = allowed
+            .iter()
+            .filter_map(|id| self.rows.get(id).map(|&r| (*id, r)))
+            .collect();
+        let score = |&(id, r): &(u64, usize)| (dot(query, &self.data[r * d..(r + 1) * d]), id);
+        let mut all: Vec<(f32, u64)> = if rows.len() > BLOCK {
+            rows.par_iter().map(score).collect()
+        } else {
+            rows.iter().map(score).collect()
+        };
+        top_k(&mut all, k);
+        Ok(all.into_iter().map(|(s, id)| (id, s)).collect())
+    }
+
     fn get(&self, id: u64) -> Option<&[f32]> {
         self.rows
             .get(&id)
@@ -551,6 +588,34 @@ mod tests {
     fn unit(v: &[f32]) -> Vec<f32> {
         let n = dot(v, v).sqrt();
         v.iter().map(|x| x / n).collect()
+    }
+
+    /// The allowed chunks' own top `k`, in every search mode.
+    #[test]
+    fn search_in_ranks_only_the_allowed_vectors() {
+        for mode in [VectorSearch::Exact, VectorSearch::Int8] {
+            let mut v = FlatVectors::in_memory(2);
+            v.set_search(mode);
+            let mut data = Vec::new();
+            let ids: Vec<u64> = (1..=50).collect();
+            for i in &ids {
+                // Close to the query for small ids, far for large ones.
+                data.extend(unit(&[1.0, *i as f32 / 10.0]));
+            }
+            v.append(&ids, &data).unwrap();
+            let q = unit(&[1.0, 0.0]);
+            let top: Vec<u64> = v.search(&q, 3).unwrap().iter().map(|h| h.0).collect();
+            assert_eq!(top, vec![1, 2, 3]);
+            let allowed = HashSet::from([40u64, 45, 30, 999]);
+            let hits: Vec<u64> = v
+                .search_in(&q, 2, &allowed)
+                .unwrap()
+                .iter()
+                .map(|h| h.0)
+                .collect();
+            assert_eq!(hits, vec![30, 40], "{mode:?}");
+            assert!(v.search_in(&q, 2, &HashSet::new()).unwrap().is_empty());
+        }
     }
 
     #[test]

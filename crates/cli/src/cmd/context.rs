@@ -1,4 +1,5 @@
-use anectx_engine::{ContextOptions, Engine};
+use anectx_engine::filter::parse_time;
+use anectx_engine::{ContextOptions, Engine, Filter};
 use anyhow::{Context, Result};
 use clap::Args;
 
@@ -20,12 +21,61 @@ pub struct ContextArgs {
     /// Candidates from each retriever.
     #[arg(long, default_value_t = 50)]
     k: usize,
+    /// Only documents whose path matches this glob: relative to the indexed
+    /// folder, the full path, or the file name (`notes/**`, `*.pdf`); `*`
+    /// stays within a folder, `**` crosses folders.
+    #[arg(long, value_name = "GLOB")]
+    path: Option<String>,
+    /// Only these file kinds, comma-separated: extensions (`pdf,md,docx`) or
+    /// formats (`markdown`, `code`, `text`).
+    #[arg(long, value_name = "KINDS", value_parser = parse_kinds)]
+    kind: Option<Kinds>,
+    /// Only files modified at or after DATE (YYYY-MM-DD, midnight UTC, or
+    /// RFC 3339 such as 2024-05-01T12:30:00Z).
+    #[arg(long, value_name = "DATE", value_parser = parse_after)]
+    modified_after: Option<i64>,
+    /// Only files modified before DATE (same forms as --modified-after).
+    #[arg(long, value_name = "DATE", value_parser = parse_before)]
+    modified_before: Option<i64>,
     /// Print JSON (chunks, spans, scores, timings).
     #[arg(long)]
     json: bool,
 }
 
+/// `--kind`'s comma-separated list, parsed as one value.
+#[derive(Debug, Clone)]
+struct Kinds(Vec<String>);
+
+fn parse_kinds(s: &str) -> Result<Kinds, String> {
+    Filter::parse_kinds(s).map(Kinds).map_err(|e| e.message)
+}
+
+fn parse_after(s: &str) -> Result<i64, String> {
+    parse_time("modified_after", s).map_err(|e| e.message)
+}
+
+fn parse_before(s: &str) -> Result<i64, String> {
+    parse_time("modified_before", s).map_err(|e| e.message)
+}
+
 pub fn run(args: ContextArgs) -> Result<()> {
+    // Filters are applied inside retrieval (BM25 and vector search rank
+    // only the allowed documents).
+    let filter = Filter {
+        path: args.path.clone(),
+        kind: args.kind.clone().map(|k| k.0).unwrap_or_default(),
+        modified_after: args.modified_after,
+        modified_before: args.modified_before,
+    };
+    if let Err(e) = filter.compile() {
+        let flag = match e.param {
+            "path" => "--path",
+            "kind" => "--kind",
+            "modified_after" => "--modified-after",
+            _ => "--modified-before",
+        };
+        anyhow::bail!("{flag}: {e}");
+    }
     let dir = args.store.store_dir()?;
     if !anectx_engine::Store::exists(&dir) {
         anyhow::bail!(
@@ -40,6 +90,7 @@ pub fn run(args: ContextArgs) -> Result<()> {
         mmr_lambda: args.lambda.clamp(0.0, 1.0),
         k_lexical: args.k,
         k_dense: args.k,
+        filter,
         ..ContextOptions::default()
     };
     let res = engine.context(&args.question, &opts)?;
@@ -51,7 +102,11 @@ pub fn run(args: ContextArgs) -> Result<()> {
         eprintln!("note: {n}");
     }
     if res.chunks.is_empty() {
-        eprintln!("no matching chunks");
+        if opts.filter.is_empty() {
+            eprintln!("no matching chunks");
+        } else {
+            eprintln!("no matching chunks among the documents the filters allow");
+        }
         return Ok(());
     }
     println!("{}", res.text);

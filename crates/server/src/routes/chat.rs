@@ -179,6 +179,7 @@ pub(crate) async fn chat_completions(
                     query: q.clone(),
                     budget_tokens: budget,
                     max_chunks: None,
+                    filters: Default::default(),
                 })
                 .await
             {

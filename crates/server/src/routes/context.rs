@@ -7,6 +7,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::filters::parse_filters;
 use crate::context::ContextRequest;
 use crate::error::ApiError;
 use crate::state::{context_error, ApiJson, AppState};
@@ -16,6 +17,7 @@ pub(crate) struct ContextBody {
     query: Option<String>,
     budget_tokens: Option<usize>,
     max_chunks: Option<usize>,
+    filters: Option<serde_json::Value>,
 }
 
 pub(crate) async fn context(
@@ -27,12 +29,14 @@ pub(crate) async fn context(
     let budget = req
         .budget_tokens
         .unwrap_or(state.context_service().default_budget());
+    let filters = parse_filters(req.filters)?;
     let answer = state
         .context_service()
         .answer(ContextRequest {
             query,
             budget_tokens: budget,
             max_chunks: req.max_chunks,
+            filters,
         })
         .await
         .map_err(context_error)?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anectx_core::Embeddings;
-use anectx_serve::CallTimings;
+use anectx_serve::{CallTimings, ServeError, Truncate};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -79,35 +79,51 @@ struct EmbeddingObject {
 
 /// Reads `input`: a string or a list of strings. Token arrays are refused.
 fn parse_input(v: Option<Value>, max: usize) -> Result<Vec<String>, ApiError> {
+    parse_texts(v, "input", max, ApiError::invalid)
+}
+
+/// Reads a request's texts from `field` (`input`, TEI's `inputs`): a string
+/// or a non-empty list of non-empty strings, at most `max` of them. Token
+/// arrays are refused. `empty` builds the error for a missing or empty
+/// input (422 in OpenAI's shape, `Empty` 400 in TEI's).
+pub(crate) fn parse_texts(
+    v: Option<Value>,
+    field: &'static str,
+    max: usize,
+    empty: fn(String) -> ApiError,
+) -> Result<Vec<String>, ApiError> {
     let v = v.ok_or_else(|| {
-        ApiError::invalid("`input` is required: a string or a list of strings").with_param("input")
+        empty(format!(
+            "`{field}` is required: a string or a list of strings"
+        ))
+        .with_param(field)
     })?;
     let texts = match v {
         Value::String(s) => vec![s],
         Value::Array(items) => {
             if items.is_empty() {
-                return Err(
-                    ApiError::invalid("`input` is an empty list: give at least one text")
-                        .with_param("input"),
-                );
+                return Err(empty(format!(
+                    "`{field}` is an empty list: give at least one text"
+                ))
+                .with_param(field));
             }
             let mut out = Vec::with_capacity(items.len());
             for (i, it) in items.into_iter().enumerate() {
                 match it {
                     Value::String(s) => out.push(s),
                     Value::Number(_) | Value::Array(_) => {
-                        return Err(ApiError::invalid(
-                            "token-id inputs are not supported: send `input` as text \
-                             (a string or a list of strings)",
-                        )
-                        .with_param("input"))
+                        return Err(ApiError::invalid(format!(
+                            "token-id inputs are not supported: send `{field}` as text \
+                             (a string or a list of strings)"
+                        ))
+                        .with_param(field))
                     }
                     other => {
                         return Err(ApiError::invalid(format!(
-                            "`input[{i}]` is {}, expected a string",
+                            "`{field}[{i}]` is {}, expected a string",
                             json_type(&other)
                         ))
-                        .with_param("input"))
+                        .with_param(field))
                     }
                 }
             }
@@ -115,10 +131,10 @@ fn parse_input(v: Option<Value>, max: usize) -> Result<Vec<String>, ApiError> {
         }
         other => {
             return Err(ApiError::invalid(format!(
-                "`input` is {}, expected a string or a list of strings",
+                "`{field}` is {}, expected a string or a list of strings",
                 json_type(&other)
             ))
-            .with_param("input"))
+            .with_param(field))
         }
     };
     if texts.len() > max {
@@ -126,15 +142,56 @@ fn parse_input(v: Option<Value>, max: usize) -> Result<Vec<String>, ApiError> {
             "{} inputs in one request; the limit is {max} (--max-client-batch)",
             texts.len()
         ))
-        .with_param("input"));
+        .with_param(field));
     }
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
-        return Err(
-            ApiError::invalid(format!("`input[{i}]` is empty: there is nothing to embed"))
-                .with_param("input"),
-        );
+        return Err(empty(format!(
+            "`{field}[{i}]` is empty: there is nothing to embed"
+        ))
+        .with_param(field));
     }
     Ok(texts)
+}
+
+/// Keeps the first `d` dimensions of each row and scales them back to unit
+/// length (Matryoshka-style shortening, as Ollama's and TEI's `dimensions`
+/// do). `d` must be between 1 and the model's dimension.
+pub(crate) fn shorten(
+    emb: &Embeddings,
+    d: usize,
+    field: &'static str,
+) -> Result<Vec<Vec<f32>>, ApiError> {
+    if d == 0 || d > emb.dim {
+        return Err(ApiError::invalid(format!(
+            "`{field}` is {d}; this model produces {} dimensions, so give 1 to {}",
+            emb.dim, emb.dim
+        ))
+        .with_param(field));
+    }
+    Ok(emb
+        .iter()
+        .map(|row| {
+            let mut v = row[..d].to_vec();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if n > 0.0 {
+                v.iter_mut().for_each(|x| *x /= n);
+            }
+            v
+        })
+        .collect())
+}
+
+/// The message for an input longer than the model reads, under
+/// `truncate: false`; `name(index)` names the input (e.g. `inputs[2]`).
+pub(crate) fn too_long(e: ServeError, name: impl Fn(usize) -> String) -> ApiError {
+    match e {
+        ServeError::TooLong { index, tokens, max } => ApiError::too_large(format!(
+            "`{}` has {tokens} tokens but the model reads at most {max}; \
+             send `truncate: true` to cut it",
+            name(index)
+        )),
+        other => other.into(),
+    }
 }
 
 pub(crate) fn json_type(v: &Value) -> &'static str {
@@ -153,7 +210,22 @@ pub(crate) async fn embed_texts(
     state: &AppState,
     texts: Vec<String>,
 ) -> Result<(Embeddings, usize, HeaderMap), ApiError> {
-    let e = state.inner.embed.embed(Arc::new(texts)).await?;
+    embed_texts_with(state, texts, Truncate::Cut)
+        .await
+        .map_err(ApiError::from)
+}
+
+/// [`embed_texts`] with a choice for too-long inputs.
+pub(crate) async fn embed_texts_with(
+    state: &AppState,
+    texts: Vec<String>,
+    truncate: Truncate,
+) -> Result<(Embeddings, usize, HeaderMap), ServeError> {
+    let e = state
+        .inner
+        .embed
+        .embed_with(Arc::new(texts), truncate)
+        .await?;
     let headers = timing_headers(e.timings, &e.truncated);
     Ok((e.embeddings, e.real_tokens, headers))
 }

@@ -4,7 +4,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::middleware::{auth, local_only, method_not_allowed, not_found, shed, track};
+use crate::middleware::{auth, dialect, local_only, method_not_allowed, not_found, shed, track};
 use crate::state::AppState;
 
 pub(crate) mod admin;
@@ -12,8 +12,11 @@ pub mod chat;
 pub(crate) mod context;
 pub(crate) mod embeddings;
 pub(crate) mod feedback;
+pub(crate) mod filters;
 pub(crate) mod info;
+pub(crate) mod ollama;
 pub(crate) mod rerank;
+pub(crate) mod tei;
 
 /// The router with every route, auth and metrics.
 pub fn router(state: AppState) -> Router {
@@ -34,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/embeddings", post(embeddings::embeddings))
         .route("/v1/rerank", post(rerank::rerank))
+        .route("/embed", post(tei::embed))
+        .route("/rerank", post(tei::rerank))
+        .route("/tokenize", post(tei::tokenize))
+        .route("/api/embed", post(ollama::embed))
         .route("/v1/context", post(context::context))
         .route("/v1/feedback", post(feedback::feedback))
         .route("/admin/reload", post(admin::admin_reload))
@@ -51,6 +58,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             local_only,
         ))
+        .layer(axum::middleware::from_fn(dialect))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }

@@ -8,7 +8,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::embeddings::{check_model, embed_texts, json_type, timing_headers};
+use anectx_serve::{ServeError, Truncate};
+use axum::http::HeaderMap;
+
+use super::embeddings::{check_model, embed_texts_with, json_type, timing_headers};
 use crate::error::ApiError;
 use crate::state::{ApiJson, AppState};
 
@@ -20,6 +23,82 @@ pub(crate) struct RerankRequest {
     top_n: Option<usize>,
     #[serde(default)]
     return_documents: bool,
+}
+
+/// Relevance scores of documents for one query.
+pub(crate) struct DocumentScores {
+    /// In [0, 1]: the classifier's probability, or `(cos + 1) / 2`.
+    pub scores: Vec<f32>,
+    /// Before calibration: the classifier's logit, or the cosine.
+    pub raw: Vec<f32>,
+    pub tokens: usize,
+    pub headers: HeaderMap,
+}
+
+/// Scores `texts` against `query`, in document order: with the classifier
+/// when the server has one, else by embedding cosine. Shared by
+/// `/v1/rerank` and TEI's `/rerank`. A [`ServeError::TooLong`] index is a
+/// document's index in both cases.
+pub(crate) async fn score_documents(
+    state: &AppState,
+    query: String,
+    texts: Arc<Vec<String>>,
+    truncate: Truncate,
+) -> Result<DocumentScores, ServeError> {
+    if state.inner.embed.scores_pairs() {
+        let s = state.inner.embed.score_with(query, texts, truncate).await?;
+        let headers = timing_headers(s.timings, &s.truncated);
+        let raw = s
+            .scores
+            .iter()
+            .map(|&p| {
+                let p = p.clamp(1e-7, 1.0 - 1e-7);
+                (p / (1.0 - p)).ln()
+            })
+            .collect();
+        Ok(DocumentScores {
+            scores: s.scores,
+            raw,
+            tokens: s.real_tokens,
+            headers,
+        })
+    } else {
+        let mut all = Vec::with_capacity(texts.len() + 1);
+        all.push(query);
+        all.extend(texts.iter().cloned());
+        let (emb, tokens, headers) =
+            embed_texts_with(state, all, truncate)
+                .await
+                .map_err(|e| match e {
+                    // The query is input 0; a document's own index is one less.
+                    ServeError::TooLong { index, tokens, max } if index > 0 => {
+                        ServeError::TooLong {
+                            index: index - 1,
+                            tokens,
+                            max,
+                        }
+                    }
+                    ServeError::TooLong { tokens, max, .. } => ServeError::invalid_param(
+                        "query",
+                        format!("the query has {tokens} tokens but the model reads at most {max}"),
+                    ),
+                    other => other,
+                })?;
+        let q = emb.row(0);
+        let raw: Vec<f32> = (1..emb.rows)
+            .map(|i| emb.row(i).iter().zip(q).map(|(a, b)| a * b).sum())
+            .collect();
+        let scores = raw
+            .iter()
+            .map(|cos| ((cos + 1.0) / 2.0).clamp(0.0, 1.0))
+            .collect();
+        Ok(DocumentScores {
+            scores,
+            raw,
+            tokens,
+            headers,
+        })
+    }
 }
 
 /// How `/v1/rerank` scores documents.
@@ -82,26 +161,10 @@ pub(crate) async fn rerank(
         texts.push(t);
     }
     let texts = Arc::new(texts);
-    let (scores, tokens, headers) = if state.inner.embed.scores_pairs() {
-        let s = state.inner.embed.score(query, texts.clone()).await?;
-        let headers = timing_headers(s.timings, &s.truncated);
-        (s.scores, s.real_tokens, headers)
-    } else {
-        {
-            let mut all = Vec::with_capacity(texts.len() + 1);
-            all.push(query);
-            all.extend(texts.iter().cloned());
-            let (emb, real, headers) = embed_texts(&state, all).await?;
-            let q = emb.row(0).to_vec();
-            let s = (1..emb.rows)
-                .map(|i| {
-                    let cos: f32 = emb.row(i).iter().zip(&q).map(|(a, b)| a * b).sum();
-                    ((cos + 1.0) / 2.0).clamp(0.0, 1.0)
-                })
-                .collect();
-            (s, real, headers)
-        }
-    };
+    let scored = score_documents(&state, query, texts.clone(), Truncate::Cut)
+        .await
+        .map_err(ApiError::from)?;
+    let (scores, tokens, headers) = (scored.scores, scored.tokens, scored.headers);
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
     if let Some(n) = req.top_n {

@@ -20,7 +20,7 @@ use anectx_testing::tiny;
 use axum::Router;
 use serde_json::{json, Value};
 
-use crate::common::{get, post, post_raw};
+use crate::common::{get, post, post_raw, Reply};
 
 const DOCS: &[(&str, &str)] = &[
     (
@@ -837,5 +837,88 @@ fn pool_of_30(full: bool) -> anectx_engine::SelectionTrace {
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+/// `/v1/context` `filters` select inside retrieval (over the engine), and
+/// every bad value is a 400 naming its field.
+#[tokio::test]
+async fn context_filters_restrict_the_documents_and_bad_values_are_400() {
+    let s = setup(None, false, Duration::from_secs(3600)).await;
+    let ask = |filters: Value| {
+        let app = s.app.clone();
+        async move {
+            post(
+                &app,
+                "/v1/context",
+                json!({"query": "water boils at degrees", "filters": filters}),
+            )
+            .await
+        }
+    };
+    let sources = |r: &Reply| -> Vec<String> {
+        r.json()["chunks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["source"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = ask(Value::Null).await;
+    assert_eq!(all.status, 200, "{}", String::from_utf8_lossy(&all.body));
+    assert!(sources(&all).iter().any(|s| s.starts_with("water.md")));
+    let r = ask(json!({"path": "mountain*"})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got = sources(&r);
+    assert!(
+        !got.is_empty() && got.iter().all(|s| s.starts_with("mountain.md")),
+        "{got:?}"
+    );
+    // index_texts documents are text without a file time: a kind matches,
+    // a date cannot.
+    let r = ask(json!({"kind": ["text"], "path": "water.md"})).await;
+    assert_eq!(sources(&r).len(), 1, "{:?}", sources(&r));
+    let r = ask(json!({"kind": "pdf"})).await;
+    assert_eq!(r.status, 200);
+    assert!(sources(&r).is_empty());
+    let r = ask(json!({"modified_after": "2000-01-01"})).await;
+    assert!(sources(&r).is_empty());
+
+    for (filters, param, needle) in [
+        (json!({"path": "a/["}), "filters.path", "invalid"),
+        (json!({"path": 5}), "filters.path", "a number"),
+        (json!({"kind": "pdf,,md"}), "filters.kind", "empty entry"),
+        (json!({"kind": {}}), "filters.kind", "an object"),
+        (
+            json!({"modified_after": "yesterday"}),
+            "filters.modified_after",
+            "YYYY-MM-DD",
+        ),
+        (
+            json!({"modified_before": "2024-02-30"}),
+            "filters.modified_before",
+            "no such day",
+        ),
+        (
+            json!({"modified_after": "2024-05-02", "modified_before": "2024-05-01"}),
+            "filters.modified_before",
+            "not after",
+        ),
+        (json!({"size": 3}), "filters.size", "unknown filter"),
+        (json!("pdf"), "filters", "expected an object"),
+    ] {
+        let r = ask(filters.clone()).await;
+        assert_eq!(
+            r.status,
+            400,
+            "{filters}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let v = r.json();
+        assert_eq!(v["error"]["param"], param, "{filters}: {v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(needle),
+            "{filters}: {v}"
+        );
     }
 }
