@@ -388,6 +388,12 @@ impl UsageMemory {
         Ok((m, read))
     }
 
+    /// Treats the interactions up to `watermark` as read without folding
+    /// them in: a later [`UsageMemory::extend`] starts after it.
+    pub fn skip_to(&mut self, watermark: i64) {
+        self.stats.watermark = self.stats.watermark.max(watermark);
+    }
+
     /// An empty memory at `watermark` (nothing remembered yet), to
     /// [`UsageMemory::extend`] from.
     pub fn empty(analyzer_version: &str, cfg: &MemoryConfig, watermark: i64) -> Self {

@@ -304,10 +304,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             args.registry.as_ref(),
         ))
         .context("opening the model registry")?;
-        builder = builder.relevance_source(Arc::new(anectx_server::RegistrySource {
+        builder = builder.relevance_source(Arc::new(anectx_server::RegistrySource::new(
             registry,
-            memory: (!args.no_memory).then(|| c_engine.clone()),
-        }));
+            (!args.no_memory).then(|| c_engine.clone()),
+        )));
     }
     if let Some(r) = recorder {
         builder = builder.recorder(r);
