@@ -421,3 +421,59 @@ pub fn rebuild(
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
+
+/// How often the memory was used by the selections logged after it was
+/// built (see [`hit_rates`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HitRates {
+    /// Interactions logged after the memory's watermark that have a
+    /// candidate pool.
+    pub interactions: u64,
+    /// Of them, those with a candidate carrying near-duplicate usage
+    /// evidence (a logged question within the similarity threshold used it).
+    pub near_duplicate: u64,
+    /// Of them, those with a candidate the "asked as" field matched.
+    pub asked_as: u64,
+    /// Of them, those with either.
+    pub any: u64,
+    /// The three shares (`None` when no interaction was logged since).
+    pub near_duplicate_rate: Option<f64>,
+    pub asked_as_rate: Option<f64>,
+    pub any_rate: Option<f64>,
+}
+
+/// Hit rates over the interactions logged after row `after`: for each
+/// logged candidate pool, whether a candidate's logged features carry
+/// near-duplicate evidence (`dup_used` > 0) or an "asked as" score.
+pub fn hit_rates(db: &anectx_store::Db, after: i64) -> Result<HitRates> {
+    let mut h = HitRates::default();
+    let mut at = after;
+    loop {
+        let page = db.interactions(at, 500)?;
+        let Some(last) = page.last() else { break };
+        at = last.0;
+        for (_, it) in &page {
+            if it.candidates.is_empty() {
+                continue;
+            }
+            h.interactions += 1;
+            let (mut dup, mut asked) = (false, false);
+            for c in &it.candidates {
+                let Ok(f) = serde_json::from_value::<anectx_engine::Features>(c.features.clone())
+                else {
+                    continue;
+                };
+                dup |= f.dup_used.is_some_and(|u| u > 0.0);
+                asked |= f.memory.is_some();
+            }
+            h.near_duplicate += dup as u64;
+            h.asked_as += asked as u64;
+            h.any += (dup || asked) as u64;
+        }
+    }
+    let rate = |n: u64| (h.interactions > 0).then(|| n as f64 / h.interactions as f64);
+    h.near_duplicate_rate = rate(h.near_duplicate);
+    h.asked_as_rate = rate(h.asked_as);
+    h.any_rate = rate(h.any);
+    Ok(h)
+}

@@ -94,7 +94,10 @@ impl RelevanceSource for RegistrySource {
         let current = self.registry.current()?;
         let mut stamp = current.clone().unwrap_or_else(|| "builtin".into());
         if self.memory.is_some() {
-            let m = memory::memory_stamp(&self.registry, current.as_deref())?;
+            // An unreadable spec is reported (once) by the load, which turns
+            // the memory off; it must not fail every poll.
+            let m = memory::memory_stamp(&self.registry, current.as_deref())
+                .unwrap_or_else(|_| "memory:unreadable".into());
             if !m.is_empty() {
                 stamp = format!("{stamp} {m}");
             }

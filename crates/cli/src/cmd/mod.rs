@@ -8,6 +8,7 @@ pub mod eval;
 pub mod index;
 pub mod learn;
 pub mod log;
+pub mod memory;
 pub mod model;
 pub mod quickstart;
 pub mod serve;
