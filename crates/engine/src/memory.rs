@@ -472,7 +472,7 @@ impl UsageMemory {
             (_, Some((v, dim))) if dim > 0 && v.len() == questions.len() * dim => Some((v, dim)),
             (Some(embed), old) => {
                 let (mut all, mut dim) = old.unwrap_or_default();
-                let from = if dim > 0 { all.len() / dim } else { 0 };
+                let from = all.len().checked_div(dim).unwrap_or(0);
                 let start = all.len();
                 for batch in questions[from..].chunks(64) {
                     let refs: Vec<&str> = batch.iter().map(|q| q.text.as_str()).collect();

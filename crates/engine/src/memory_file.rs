@@ -145,7 +145,7 @@ impl<'a> R<'a> {
 
 fn sorted<K: Copy + Ord, V: Copy>(m: &HashMap<K, V>) -> Vec<(K, V)> {
     let mut v: Vec<(K, V)> = m.iter().map(|(k, v)| (*k, *v)).collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v.sort_by_key(|x| x.0);
     v
 }
 
