@@ -58,6 +58,10 @@ pub struct ContextBenchOptions {
     /// queries are still embedded by the embedder. Latency is unaffected;
     /// dense relevance is meaningless and `build_s` leaves out embedding.
     pub synthetic_vectors: bool,
+    /// Questions logged (and labelled used) into a usage memory, which is
+    /// then timed against no memory on every size (0: not timed). The
+    /// timed queries are among them, so every timed call is a repeat.
+    pub memory_questions: usize,
 }
 
 /// Random unit vectors seeded by each text, under another embedder's
@@ -97,6 +101,7 @@ impl Default for ContextBenchOptions {
             work_dir: None,
             seed: 7,
             synthetic_vectors: false,
+            memory_questions: 0,
         }
     }
 }
@@ -169,6 +174,126 @@ pub struct SizeReport {
     pub stages: BTreeMap<String, Percentiles>,
     /// Every search timed on this corpus.
     pub paths: Vec<PathReport>,
+    /// The usage memory on against off (with `memory_questions` > 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryLatency>,
+}
+
+/// `context` with a usage memory against without one, on the same store,
+/// search and queries, the two interleaved call by call (alternating which
+/// goes first).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryLatency {
+    /// Distinct questions in the memory.
+    pub questions: u64,
+    /// (question, chunk) pairs in the memory.
+    pub pairs: u64,
+    pub off: Percentiles,
+    pub on: Percentiles,
+    /// `on.p99_ms / off.p99_ms` (the target is ≤ 1.2).
+    pub p99_ratio: f64,
+    pub p50_ratio: f64,
+}
+
+/// Analyzer version of the bench's synthetic usage labels.
+const BENCH_LABELS: &str = "bench-labels-v1";
+
+/// Logs `questions` (each answered from its top chunk, shown the top five),
+/// builds a memory from them, and times `context` on `queries` with and
+/// without it.
+fn time_memory(
+    engine: &Engine,
+    queries: &[String],
+    questions: &[String],
+    opts: &ContextBenchOptions,
+) -> Result<MemoryLatency> {
+    use anectx_store::{LoggedCandidate, LoggedInteraction, UsageLabelRow};
+    let copts = ContextOptions::default();
+    let db = &engine.store().db;
+    for (i, q) in questions.iter().enumerate() {
+        let r = engine.context(q, &copts)?;
+        let shown: Vec<u64> = r.chunks.iter().take(5).map(|c| c.chunk_id).collect();
+        let id = db
+            .append_interaction(&LoggedInteraction {
+                uid: format!("bench-{i}"),
+                ts_ms: i as i64,
+                kind: "bench".into(),
+                query: q.clone(),
+                model_version: r.relevance_model.clone(),
+                explored: false,
+                response: None,
+                complete: true,
+                meta: Default::default(),
+                candidates: shown
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &c)| LoggedCandidate {
+                        chunk_id: c,
+                        position: Some(k as u32 + 1),
+                        score: 1.0,
+                        propensity: 1.0,
+                        features: serde_json::Value::Null,
+                        text: None,
+                    })
+                    .collect(),
+            })
+            .map_err(|e| BenchError::Eval(e.into()))?;
+        let rows: Vec<UsageLabelRow> = shown
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| UsageLabelRow {
+                interaction_id: id,
+                chunk_id: c,
+                analyzer_version: BENCH_LABELS.into(),
+                score: (k == 0) as u8 as f32,
+                used: k == 0,
+                evidence: serde_json::Value::Null,
+            })
+            .collect();
+        db.put_labels(&rows)
+            .map_err(|e| BenchError::Eval(e.into()))?;
+    }
+    let memory = engine
+        .build_memory(
+            BENCH_LABELS,
+            &anectx_engine::MemoryConfig::default(),
+            &|_| true,
+        )?
+        .map(Arc::new)
+        .ok_or_else(|| BenchError::Config("the logged questions gave no usage memory".into()))?;
+    let stats = memory.stats().clone();
+    let set = |on: bool| engine.set_memory(on.then(|| Arc::clone(&memory)));
+    for (i, q) in queries.iter().cycle().take(opts.warmup).enumerate() {
+        set(i % 2 == 0);
+        engine.context(q, &copts)?;
+    }
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds.max(1) {
+        for (i, q) in queries.iter().enumerate() {
+            let first_on = (i + round) % 2 == 0;
+            for with in [first_on, !first_on] {
+                set(with);
+                let t = Instant::now();
+                engine.context(q, &copts)?;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if with {
+                    on.push(ms)
+                } else {
+                    off.push(ms)
+                }
+            }
+        }
+    }
+    engine.set_memory(None);
+    let (off, on) = (Percentiles::of(&off), Percentiles::of(&on));
+    Ok(MemoryLatency {
+        questions: stats.questions,
+        pairs: stats.pairs,
+        p99_ratio: on.p99_ms / off.p99_ms.max(1e-9),
+        p50_ratio: on.p50_ms / off.p50_ms.max(1e-9),
+        off,
+        on,
+    })
 }
 
 /// A whole `bench context` run.
@@ -378,7 +503,8 @@ pub fn run_context(
             tmp.0.clone()
         }
     };
-    let steps = opts.sizes.len() * (1 + opts.searches.len());
+    let steps =
+        opts.sizes.len() * (1 + opts.searches.len() + usize::from(opts.memory_questions > 0));
     let mut step = 0;
     let mut sizes = Vec::new();
     let mut notes = Vec::new();
@@ -465,6 +591,29 @@ pub fn run_context(
             p.p50_vs_exact = exact_p50.filter(|e| *e > 0.0).map(|e| p.p50_ms / e);
         }
         engine.store().vectors_mut().set_search(opts.searches[0]);
+        let memory = if opts.memory_questions > 0 {
+            step += 1;
+            progress.stage(
+                step,
+                steps,
+                &format!(
+                    "{n} chunks: timing the usage memory ({} logged questions)",
+                    opts.memory_questions
+                ),
+            );
+            // The timed queries and more from the same vocabulary.
+            let extra = opts.memory_questions.saturating_sub(queries.len());
+            let (_, more) = generate(0, extra, opts.seed);
+            let logged: Vec<String> = queries
+                .iter()
+                .take(opts.memory_questions)
+                .cloned()
+                .chain(more)
+                .collect();
+            Some(time_memory(&engine, &queries, &logged, opts)?)
+        } else {
+            None
+        };
         let index_bytes = engine.store().vectors().memory_bytes() as u64;
         let first = paths[0].clone();
         if rep.chunks_total as usize != n {
@@ -487,6 +636,7 @@ pub fn run_context(
             recall_at_10: first.recall_at_10,
             stages: first.stages,
             paths,
+            memory,
         });
         drop(engine);
         if opts.work_dir.is_none() {
@@ -578,6 +728,19 @@ pub fn render_context_text(r: &ContextReport) -> String {
             }
         }
         s.push('\n');
+        if let Some(m) = &z.memory {
+            s.push_str(&format!(
+                "          usage memory ({} questions, {} pairs): p50 {:.2} → {:.2} ms, p99 \
+                 {:.2} → {:.2} ms (off → on), p99 ratio {:.3}\n",
+                m.questions,
+                m.pairs,
+                m.off.p50_ms,
+                m.on.p50_ms,
+                m.off.p99_ms,
+                m.on.p99_ms,
+                m.p99_ratio
+            ));
+        }
     }
     for n in &r.notes {
         s.push_str(&format!("note: {n}\n"));
@@ -716,6 +879,7 @@ mod tests {
             work_dir: Some(work.path().to_path_buf()),
             seed: 1,
             synthetic_vectors: false,
+            memory_questions: 30,
         };
         let r = run_context(embedder, &opts, &crate::NoProgress).unwrap();
         assert_eq!(r.sizes.len(), 2);
@@ -733,7 +897,13 @@ mod tests {
             assert!(z.p50_ms > 0.0 && z.p50_ms <= z.p95_ms && z.p95_ms <= z.p99_ms);
             assert_eq!(z.stages.len(), STAGES.len());
             assert!(z.stages["vector"].p50_ms > 0.0);
+            // The memory holds the logged questions and was timed on and off.
+            let m = z.memory.as_ref().expect("memory timed");
+            assert_eq!(m.questions, 30);
+            assert!(m.pairs > 0);
+            assert!(m.on.p99_ms > 0.0 && m.off.p99_ms > 0.0 && m.p99_ratio > 0.0);
         }
+        assert!(render_context_text(&r).contains("p99 ratio"));
         let html = render_context_html(&r).unwrap();
         assert!(html.contains("<svg") && html.contains("latency against corpus size"));
         let json = serde_json::to_string(&r).unwrap();

@@ -64,6 +64,10 @@ enum Command {
     /// Read the interaction log (export as JSON Lines, stats).
     #[command(subcommand)]
     Log(cmd::log::LogCommand),
+    /// The usage memory of a registry version: rebuild it from the log, show
+    /// its size and hit rates.
+    #[command(subcommand)]
+    Memory(cmd::memory::MemoryCommand),
     /// Train a relevance model from the interaction log (learning loop).
     Train(cmd::learn::TrainArgs),
     /// Run the learning loop offline on a BEIR-layout collection.
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
         Command::Status(a) => cmd::status::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Log(c) => cmd::log::run(c),
+        Command::Memory(c) => cmd::memory::run(c),
         Command::Train(a) => cmd::learn::run_train(a),
         Command::Quickstart(a) => cmd::quickstart::run(a),
         Command::Simulate(a) => cmd::learn::run_simulate(a),

@@ -359,13 +359,18 @@ fn train_promote_then_model_promote_and_rollback() {
         .unwrap()
         .starts_with("fusion-v1"));
     assert_eq!(v["promoted"], true, "{v}");
+    // The new version carries the usage memory of the whole log.
+    assert_eq!(v["memory"]["questions"], 120, "{v}");
+    assert_eq!(v["memory"]["watermark"], 120, "{v}");
+    assert!(v["memory"]["pairs"].as_u64().unwrap() > 0, "{v}");
     assert_eq!(versions(t, &store), vec![(version.clone(), true)]);
 
     // Rollback: back to the built-in model.
     let out = anectx(t, &["model", "rollback", "--store", p(&store)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stdout).contains("the built-in fusion model is current"),
+        text(&out.stdout).contains("the built-in fusion model is current")
+            && text(&out.stdout).contains("it has no usage memory"),
         "{}",
         text(&out.stdout)
     );
@@ -381,8 +386,81 @@ fn train_promote_then_model_promote_and_rollback() {
     // Promote it again by name.
     let out = anectx(t, &["model", "promote", &version, "--store", p(&store)]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim(), format!("{version} is current"));
+    assert!(
+        text(&out.stdout).starts_with(&format!(
+            "{version} is current (its usage memory: 120 questions"
+        )),
+        "{}",
+        text(&out.stdout)
+    );
     assert_eq!(versions(t, &store), vec![(version.clone(), true)]);
+
+    // `memory stats` of the current version: its size and watermark, and
+    // no interaction logged since.
+    let m = ok_json(
+        &anectx(t, &["memory", "stats", "--store", p(&store), "--json"]),
+        "memory stats",
+    );
+    assert_eq!(m["version"], version.as_str(), "{m}");
+    assert_eq!(m["current"], true, "{m}");
+    assert_eq!(m["memory"]["watermark"], 120, "{m}");
+    assert!(m["memory"]["bytes"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(m["hits"]["interactions"], 0, "{m}");
+    assert_eq!(m["hits"]["any_rate"], Value::Null, "{m}");
+    // The built-in model has none until `memory rebuild builtin` makes one.
+    let m = ok_json(
+        &anectx(
+            t,
+            &["memory", "stats", "builtin", "--store", p(&store), "--json"],
+        ),
+        "memory stats builtin",
+    );
+    assert_eq!(
+        (&m["memory"], &m["current"]),
+        (&Value::Null, &Value::Bool(false)),
+        "{m}"
+    );
+    let r = ok_json(
+        &anectx(
+            t,
+            &[
+                "memory",
+                "rebuild",
+                "builtin",
+                "--store",
+                p(&store),
+                "--model",
+                "none",
+                "--json",
+            ],
+        ),
+        "memory rebuild builtin",
+    );
+    assert_eq!(r["version"], Value::Null, "{r}");
+    assert_eq!(r["spec"]["stats"]["questions"], 120, "{r}");
+    assert_eq!(r["newly_labelled"], 0, "{r}");
+    let out = anectx(t, &["memory", "stats", "builtin", "--store", p(&store)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("questions      120"),
+        "{}",
+        text(&out.stdout)
+    );
+    // Unknown and malformed version names are refused.
+    let out = anectx(t, &["memory", "stats", "rel-nope", "--store", p(&store)]);
+    failed(&out, "memory stats of an unknown version");
+    assert!(
+        text(&out.stderr).contains("no version"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = anectx(t, &["memory", "rebuild", "../x", "--store", p(&store)]);
+    failed(&out, "memory rebuild of a bad name");
+    assert!(
+        text(&out.stderr).contains("bad version name"),
+        "{}",
+        text(&out.stderr)
+    );
     // An unknown version is refused and the current one stays.
     let out = anectx(t, &["model", "promote", "rel-nope", "--store", p(&store)]);
     failed(&out, "model promote of an unknown version");

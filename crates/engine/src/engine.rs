@@ -394,26 +394,59 @@ impl Engine {
         cfg: &MemoryConfig,
         keep: &dyn Fn(&anectx_store::LoggedInteraction) -> bool,
     ) -> Result<Option<UsageMemory>> {
+        self.build_memory_until(analyzer_version, cfg, keep, i64::MAX)
+    }
+
+    /// [`Engine::build_memory`] over the interactions with row id ≤ `until`.
+    pub fn build_memory_until(
+        &self,
+        analyzer_version: &str,
+        cfg: &MemoryConfig,
+        keep: &dyn Fn(&anectx_store::LoggedInteraction) -> bool,
+        until: i64,
+    ) -> Result<Option<UsageMemory>> {
         let analyze = |t: &str| self.store.lexical.analyze(t);
-        let embed = |t: &[&str]| -> Result<Vec<f32>> {
-            match &self.embedder {
-                Some(e) => e.embed(t),
-                None => Ok(Vec::new()),
-            }
-        };
-        let embed_ref: Option<&crate::memory::EmbedFn<'_>> = if self.dense_enabled() {
-            Some(&embed)
-        } else {
-            None
-        };
-        UsageMemory::build(
+        let embed = |t: &[&str]| self.memory_embed(t);
+        let embed_ref: Option<&crate::memory::EmbedFn<'_>> = self.dense_enabled().then_some(&embed);
+        UsageMemory::build_until(
             &self.store.db,
             analyzer_version,
             cfg,
             &analyze,
             embed_ref,
             keep,
+            until,
         )
+    }
+
+    /// `base` plus the interactions logged after its watermark, with this
+    /// engine's analyser and embedder (see [`UsageMemory::extend`]).
+    pub fn extend_memory(&self, base: &UsageMemory) -> Result<(UsageMemory, u64)> {
+        let analyze = |t: &str| self.store.lexical.analyze(t);
+        let embed = |t: &[&str]| self.memory_embed(t);
+        let embed_ref: Option<&crate::memory::EmbedFn<'_>> = self.dense_enabled().then_some(&embed);
+        base.extend(&self.store.db, &analyze, embed_ref)
+    }
+
+    fn memory_embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        match &self.embedder {
+            Some(e) => e.embed(texts),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Which embedder a memory built by this engine takes its question
+    /// vectors from: the store's embedder fingerprint and dimension when
+    /// dense retrieval is on, else `none`. A memory file records it, and one
+    /// built with another is refused ([`crate::MemoryFileError::Embedder`]).
+    pub fn memory_embedder_id(&self) -> Result<String> {
+        if !self.dense_enabled() {
+            return Ok("none".into());
+        }
+        Ok(match self.store.db.embedder()? {
+            Some(e) => format!("{}/{}", e.fingerprint, e.dim),
+            None => "none".into(),
+        })
     }
 
     /// Rebuilds the usage memory from the whole interaction log (usage

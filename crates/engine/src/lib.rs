@@ -21,6 +21,7 @@ pub mod filter;
 pub mod formats;
 pub mod ingest;
 pub mod memory;
+pub mod memory_file;
 pub mod record;
 pub mod relevance;
 pub mod select;
@@ -40,6 +41,7 @@ pub use ingest::{
     SkippedFile,
 };
 pub use memory::{MemoryConfig, MemoryStats, UsageMemory};
+pub use memory_file::{MemoryFileError, MemoryFileInfo, MEMORY_FORMAT};
 pub use record::{record, Answer, SelectionTrace, ShownChunk};
 pub use relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
 

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anectx_store::{Db, LoggedInteraction};
+use anectx_store::{Db, Feedback, LoggedInteraction};
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
@@ -76,22 +76,45 @@ pub struct MemoryStats {
     pub analyzer_version: String,
     /// Whether near duplicates are found by embedding (else by terms).
     pub embedded: bool,
+    /// Row id of the last logged interaction read (the log watermark): the
+    /// memory holds what the log said up to and including it.
+    #[serde(default)]
+    pub watermark: i64,
 }
 
 /// One remembered question.
-#[derive(Debug, Clone)]
-struct Question {
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Question {
+    /// The question as first asked (embedded for near-duplicate search).
+    pub(crate) text: String,
     /// Analysed terms, in order (the "asked as" field).
-    terms: Vec<String>,
+    pub(crate) terms: Vec<String>,
     /// The same terms, sorted and deduplicated (near-duplicate search).
-    distinct: Vec<String>,
+    pub(crate) distinct: Vec<String>,
     /// Chunk → accumulated weight (uses and feedback; may be ≤ 0).
-    used: HashMap<u64, f32>,
+    pub(crate) used: HashMap<u64, f32>,
     /// Chunk → times shown.
-    shown: HashMap<u64, u32>,
-    asks: u32,
+    pub(crate) shown: HashMap<u64, u32>,
+    pub(crate) asks: u32,
     /// Row id of the latest interaction that asked it (recency).
-    last: i64,
+    pub(crate) last: i64,
+}
+
+impl Question {
+    pub(crate) fn new(text: String, terms: Vec<String>) -> Self {
+        let mut distinct = terms.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        Self {
+            text,
+            terms,
+            distinct,
+            used: HashMap::new(),
+            shown: HashMap::new(),
+            asks: 0,
+            last: 0,
+        }
+    }
 }
 
 /// A logged question close to the one asked.
@@ -114,18 +137,20 @@ pub struct DupEvidence {
 }
 
 /// The usage memory. Immutable once built; the engine swaps whole memories.
-#[derive(Debug, Clone)]
+/// Two memories are equal when they hold the same questions, evidence,
+/// vectors, configuration and statistics.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UsageMemory {
-    questions: Vec<Question>,
+    pub(crate) questions: Vec<Question>,
     /// L2-normalised question embeddings, `dim` per question, when embedded.
-    vectors: Option<(Vec<f32>, usize)>,
+    pub(crate) vectors: Option<(Vec<f32>, usize)>,
     /// Term → (chunk slot, weighted term frequency) of the "asked as" field.
     postings: HashMap<String, Vec<(u32, f32)>>,
     chunk_ids: Vec<u64>,
     field_len: Vec<f32>,
     avg_len: f32,
-    cfg: MemoryConfig,
-    stats: MemoryStats,
+    pub(crate) cfg: MemoryConfig,
+    pub(crate) stats: MemoryStats,
 }
 
 /// Embeds a batch of texts, `dim` floats per text.
@@ -155,6 +180,96 @@ fn term_overlap(a: &HashSet<&str>, b: &[String]) -> (f32, f32) {
     )
 }
 
+/// Folds logged interactions into remembered questions (the part of a
+/// memory the log determines; the index is derived from it).
+struct Accum<'a> {
+    cfg: &'a MemoryConfig,
+    analyze: &'a dyn Fn(&str) -> Vec<String>,
+    /// Normalised question → index into `questions`.
+    index: HashMap<String, usize>,
+    questions: Vec<Question>,
+    stats: MemoryStats,
+}
+
+impl<'a> Accum<'a> {
+    fn new(
+        analyzer_version: &str,
+        cfg: &'a MemoryConfig,
+        analyze: &'a dyn Fn(&str) -> Vec<String>,
+    ) -> Self {
+        Self {
+            cfg,
+            analyze,
+            index: HashMap::new(),
+            questions: Vec::new(),
+            stats: MemoryStats {
+                analyzer_version: analyzer_version.to_string(),
+                ..MemoryStats::default()
+            },
+        }
+    }
+
+    /// One logged interaction (row `id`), the shown chunks its answer used
+    /// (`None`: no usage label says so) and the feedback on it.
+    fn add(&mut self, id: i64, it: &LoggedInteraction, used: Option<&[u64]>, fb: &[Feedback]) {
+        let cfg = self.cfg;
+        self.stats.interactions += 1;
+        let key = normalise(&it.query);
+        if key.is_empty() {
+            return;
+        }
+        let qi = match self.index.get(&key) {
+            Some(&qi) => qi,
+            None => {
+                let terms = (self.analyze)(&it.query);
+                self.questions.push(Question::new(it.query.clone(), terms));
+                self.index.insert(key, self.questions.len() - 1);
+                self.questions.len() - 1
+            }
+        };
+        let q = &mut self.questions[qi];
+        q.asks += 1;
+        q.last = id;
+        let shown: Vec<u64> = it
+            .candidates
+            .iter()
+            .filter(|c| c.position.is_some())
+            .map(|c| c.chunk_id)
+            .collect();
+        for &c in &shown {
+            *q.shown.entry(c).or_default() += 1;
+        }
+        if used.is_some() || !fb.is_empty() {
+            self.stats.labelled += 1;
+        }
+        for &c in used.into_iter().flatten() {
+            *q.used.entry(c).or_default() += cfg.used_weight;
+        }
+        for f in fb {
+            let sign = match f.rating {
+                Some(r) if r < 0 => -1.0,
+                _ => 1.0,
+            };
+            // Chunks named by the feedback; without any, a rating applies
+            // to what the answer used (or, for +1 with no usage labels, to
+            // everything shown).
+            let targets: Vec<u64> = if !f.chunk_ids.is_empty() {
+                f.chunk_ids.clone()
+            } else if let Some(u) = used.filter(|u| !u.is_empty()) {
+                u.to_vec()
+            } else if f.rating.is_some() {
+                shown.clone()
+            } else {
+                Vec::new()
+            };
+            for c in targets {
+                *q.used.entry(c).or_default() += sign * cfg.feedback_weight;
+            }
+            self.stats.feedback += 1;
+        }
+    }
+}
+
 impl UsageMemory {
     /// Builds the memory from the interactions of `db` that `keep` accepts,
     /// with usage labels of `analyzer_version` and all feedback.
@@ -170,105 +285,147 @@ impl UsageMemory {
         embed: Option<&EmbedFn<'_>>,
         keep: &dyn Fn(&LoggedInteraction) -> bool,
     ) -> Result<Option<Self>> {
+        Self::build_until(db, analyzer_version, cfg, analyze, embed, keep, i64::MAX)
+    }
+
+    /// [`UsageMemory::build`] over the interactions with row id ≤ `until`
+    /// only (the log as it was when a memory with that watermark was built).
+    pub fn build_until(
+        db: &Db,
+        analyzer_version: &str,
+        cfg: &MemoryConfig,
+        analyze: &dyn Fn(&str) -> Vec<String>,
+        embed: Option<&EmbedFn<'_>>,
+        keep: &dyn Fn(&LoggedInteraction) -> bool,
+        until: i64,
+    ) -> Result<Option<Self>> {
         let mut used_by: HashMap<i64, Vec<u64>> = HashMap::new();
         for l in db.labels(analyzer_version)? {
-            if l.used {
+            if l.used && l.interaction_id <= until {
                 used_by
                     .entry(l.interaction_id)
                     .or_default()
                     .push(l.chunk_id);
             }
         }
-        let mut feedback: HashMap<String, Vec<anectx_store::Feedback>> = HashMap::new();
+        let mut feedback: HashMap<String, Vec<Feedback>> = HashMap::new();
         for f in db.feedback()? {
             feedback
                 .entry(f.interaction_uid.clone())
                 .or_default()
                 .push(f);
         }
-        let mut stats = MemoryStats {
-            analyzer_version: analyzer_version.to_string(),
-            ..MemoryStats::default()
-        };
-        let mut index: HashMap<String, usize> = HashMap::new();
-        let mut texts: Vec<String> = Vec::new();
-        let mut questions: Vec<Question> = Vec::new();
+        let mut acc = Accum::new(analyzer_version, cfg, analyze);
         let mut after = 0i64;
-        loop {
+        'pages: loop {
             let page = db.interactions(after, 500)?;
             let Some(last) = page.last() else { break };
             after = last.0;
             for (id, it) in &page {
-                if !keep(it) {
-                    continue;
+                if *id > until {
+                    break 'pages;
                 }
-                stats.interactions += 1;
-                let key = normalise(&it.query);
-                if key.is_empty() {
-                    continue;
-                }
-                let qi = *index.entry(key).or_insert_with(|| {
-                    texts.push(it.query.clone());
-                    let terms = analyze(&it.query);
-                    let mut distinct = terms.clone();
-                    distinct.sort_unstable();
-                    distinct.dedup();
-                    questions.push(Question {
-                        terms,
-                        distinct,
-                        used: HashMap::new(),
-                        shown: HashMap::new(),
-                        asks: 0,
-                        last: 0,
-                    });
-                    questions.len() - 1
-                });
-                let q = &mut questions[qi];
-                q.asks += 1;
-                q.last = *id;
-                let shown: Vec<u64> = it
-                    .candidates
-                    .iter()
-                    .filter(|c| c.position.is_some())
-                    .map(|c| c.chunk_id)
-                    .collect();
-                for &c in &shown {
-                    *q.shown.entry(c).or_default() += 1;
-                }
-                let used = used_by.get(id);
-                let fb = feedback.get(&it.uid);
-                if used.is_some() || fb.is_some() {
-                    stats.labelled += 1;
-                }
-                for &c in used.into_iter().flatten() {
-                    *q.used.entry(c).or_default() += cfg.used_weight;
-                }
-                for f in fb.into_iter().flatten() {
-                    let sign = match f.rating {
-                        Some(r) if r < 0 => -1.0,
-                        _ => 1.0,
-                    };
-                    // Chunks named by the feedback; without any, a rating
-                    // applies to what the answer used (or, for +1 with no
-                    // usage labels, to everything shown).
-                    let targets: Vec<u64> = if !f.chunk_ids.is_empty() {
-                        f.chunk_ids.clone()
-                    } else if let Some(u) = used.filter(|u| !u.is_empty()) {
-                        u.clone()
-                    } else if f.rating.is_some() {
-                        shown.clone()
-                    } else {
-                        Vec::new()
-                    };
-                    for c in targets {
-                        *q.used.entry(c).or_default() += sign * cfg.feedback_weight;
-                    }
-                    stats.feedback += 1;
+                acc.stats.watermark = *id;
+                if keep(it) {
+                    let fb = feedback.get(&it.uid).map(Vec::as_slice).unwrap_or(&[]);
+                    acc.add(*id, it, used_by.get(id).map(Vec::as_slice), fb);
                 }
             }
         }
+        let m = Self::assemble(acc.questions, None, cfg, acc.stats, embed)?;
+        Ok((m.stats.pairs > 0).then_some(m))
+    }
+
+    /// This memory plus the interactions logged after its watermark (usage
+    /// labels of its analyzer version, and the feedback on those
+    /// interactions), and how many were read. Only the new questions are
+    /// embedded (all of them, when this memory was built without vectors
+    /// and `embed` is given). Feedback given later on interactions at or
+    /// below the watermark is not folded in (a full rebuild folds it).
+    /// The result may hold no (question, chunk) pair yet; callers serve it
+    /// only when it does ([`MemoryStats::pairs`] > 0).
+    pub fn extend(
+        &self,
+        db: &Db,
+        analyze: &dyn Fn(&str) -> Vec<String>,
+        embed: Option<&EmbedFn<'_>>,
+    ) -> Result<(Self, u64)> {
+        let version = self.stats.analyzer_version.clone();
+        let mut acc = Accum::new(&version, &self.cfg, analyze);
+        acc.stats = self.stats.clone();
+        acc.questions = self.questions.clone();
+        for (i, q) in acc.questions.iter().enumerate() {
+            acc.index.insert(normalise(&q.text), i);
+        }
+        let mut read = 0u64;
+        loop {
+            let page = db.interactions(acc.stats.watermark, 500)?;
+            let Some(last) = page.last() else { break };
+            let last = last.0;
+            for (id, it) in &page {
+                let used: Vec<u64> = db
+                    .labels_of(*id)?
+                    .into_iter()
+                    .filter(|l| l.used && l.analyzer_version == version)
+                    .map(|l| l.chunk_id)
+                    .collect();
+                let fb = db.feedback_for(&it.uid)?;
+                acc.add(*id, it, (!used.is_empty()).then_some(used.as_slice()), &fb);
+                read += 1;
+            }
+            acc.stats.watermark = last;
+        }
+        if read == 0 {
+            return Ok((self.clone(), 0));
+        }
+        let m = Self::assemble(
+            acc.questions,
+            self.vectors.clone(),
+            &self.cfg,
+            acc.stats,
+            embed,
+        )?;
+        Ok((m, read))
+    }
+
+    /// Treats the interactions up to `watermark` as read without folding
+    /// them in: a later [`UsageMemory::extend`] starts after it.
+    pub fn skip_to(&mut self, watermark: i64) {
+        self.stats.watermark = self.stats.watermark.max(watermark);
+    }
+
+    /// An empty memory at `watermark` (nothing remembered yet), to
+    /// [`UsageMemory::extend`] from.
+    pub fn empty(analyzer_version: &str, cfg: &MemoryConfig, watermark: i64) -> Self {
+        Self {
+            questions: Vec::new(),
+            vectors: None,
+            postings: HashMap::new(),
+            chunk_ids: Vec::new(),
+            field_len: Vec::new(),
+            avg_len: f32::MIN_POSITIVE,
+            cfg: cfg.clone(),
+            stats: MemoryStats {
+                analyzer_version: analyzer_version.to_string(),
+                watermark,
+                ..MemoryStats::default()
+            },
+        }
+    }
+
+    /// Derives the "asked as" index and the near-duplicate vectors from the
+    /// questions. `vectors`, when given, embed the first questions (they
+    /// are kept, and only the rest are embedded).
+    pub(crate) fn assemble(
+        questions: Vec<Question>,
+        vectors: Option<(Vec<f32>, usize)>,
+        cfg: &MemoryConfig,
+        mut stats: MemoryStats,
+        embed: Option<&EmbedFn<'_>>,
+    ) -> Result<Self> {
         // The "asked as" field: per chunk, its most recent questions.
         let mut per_chunk: HashMap<u64, Vec<(i64, usize, f32)>> = HashMap::new();
+        stats.pairs = 0;
         for (qi, q) in questions.iter().enumerate() {
             for (&c, &w) in &q.used {
                 if w > 0.0 {
@@ -280,9 +437,6 @@ impl UsageMemory {
                     stats.pairs += 1;
                 }
             }
-        }
-        if per_chunk.is_empty() {
-            return Ok(None);
         }
         let mut chunk_ids: Vec<u64> = per_chunk.keys().copied().collect();
         chunk_ids.sort_unstable();
@@ -308,21 +462,27 @@ impl UsageMemory {
                     .push((slot as u32, f));
             }
         }
-        let avg_len = field_len.iter().sum::<f32>() / field_len.len() as f32;
-        let vectors = match embed {
-            Some(embed) => {
-                let mut all = Vec::new();
-                for batch in texts.chunks(64) {
-                    let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let avg_len = if field_len.is_empty() {
+            0.0
+        } else {
+            field_len.iter().sum::<f32>() / field_len.len() as f32
+        };
+        let vectors = match (embed, vectors) {
+            // Kept as they are when there is nothing new to embed.
+            (_, Some((v, dim))) if dim > 0 && v.len() == questions.len() * dim => Some((v, dim)),
+            (Some(embed), old) => {
+                let (mut all, mut dim) = old.unwrap_or_default();
+                let from = all.len().checked_div(dim).unwrap_or(0);
+                let start = all.len();
+                for batch in questions[from..].chunks(64) {
+                    let refs: Vec<&str> = batch.iter().map(|q| q.text.as_str()).collect();
                     all.extend(embed(&refs)?);
                 }
-                let dim = if texts.is_empty() {
-                    0
-                } else {
-                    all.len() / texts.len()
-                };
-                if dim > 0 {
-                    for row in all.chunks_exact_mut(dim) {
+                if dim == 0 && questions.len() > from {
+                    dim = (all.len() - start) / (questions.len() - from);
+                }
+                if dim > 0 && all.len() == questions.len() * dim {
+                    for row in all[start..].chunks_exact_mut(dim) {
                         let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                         row.iter_mut().for_each(|x| *x /= n);
                     }
@@ -331,12 +491,12 @@ impl UsageMemory {
                     None
                 }
             }
-            None => None,
+            (None, _) => None,
         };
         stats.questions = questions.len() as u64;
         stats.chunks = chunk_ids.len() as u64;
         stats.embedded = vectors.is_some();
-        Ok(Some(Self {
+        Ok(Self {
             questions,
             vectors,
             postings,
@@ -345,7 +505,7 @@ impl UsageMemory {
             avg_len: avg_len.max(f32::MIN_POSITIVE),
             cfg: cfg.clone(),
             stats,
-        }))
+        })
     }
 
     pub fn stats(&self) -> &MemoryStats {

@@ -277,3 +277,132 @@ fn negative_feedback_removes_a_chunk_from_the_memory() {
     assert_eq!((s.chunks, s.feedback), (1, 2));
     assert_eq!(rank_of(&ranking(&engine, QUESTION), other), 1);
 }
+
+/// A log with several questions, repeats and feedback, for the file and
+/// incremental tests.
+fn log_several(engine: &Engine, from: usize) {
+    let target = id_of(engine, "target");
+    let cook = id_of(engine, "cooking-1");
+    let other = id_of(engine, "distractor-03");
+    let qs = [
+        (QUESTION, vec![target, other], vec![target]),
+        (UNRELATED, vec![cook, target], vec![cook]),
+        ("reset capacitor", vec![other, target], vec![target]),
+        (QUESTION, vec![target], vec![target]),
+    ];
+    for (i, (q, shown, used)) in qs.iter().enumerate() {
+        log(engine, &format!("s{}", from + i), q, shown, used);
+    }
+    engine
+        .store()
+        .db
+        .add_feedback(&Feedback {
+            interaction_uid: format!("s{}", from + 1),
+            ts_ms: 1,
+            rating: Some(1),
+            chunk_ids: vec![cook],
+            comment: None,
+        })
+        .unwrap();
+}
+
+fn build(engine: &Engine) -> anectx_engine::UsageMemory {
+    engine
+        .build_memory(VERSION, &anectx_engine::MemoryConfig::default(), &|_| true)
+        .unwrap()
+        .expect("a memory")
+}
+
+#[test]
+fn a_memory_file_reads_back_as_the_same_memory() {
+    for dense in [true, false] {
+        let (_d, engine) = engine(dense);
+        log_several(&engine, 0);
+        let m = build(&engine);
+        assert_eq!(m.stats().embedded, dense);
+        let id = engine.memory_embedder_id().unwrap();
+        let bytes = m.to_bytes(&id);
+        assert_eq!(bytes, m.to_bytes(&id), "the same memory, the same bytes");
+        let back = anectx_engine::UsageMemory::from_bytes(&bytes, VERSION, &id).unwrap();
+        assert_eq!(back, m, "dense={dense}");
+        // And it ranks the same.
+        let before = ranking(&engine, QUESTION);
+        engine.set_memory(Some(Arc::new(m)));
+        let with = ranking(&engine, QUESTION);
+        engine.set_memory(Some(Arc::new(back)));
+        assert_eq!(ranking(&engine, QUESTION), with);
+        assert_ne!(with, before);
+    }
+}
+
+#[test]
+fn a_corrupt_truncated_or_foreign_memory_file_is_refused() {
+    use anectx_engine::{MemoryFileError as E, UsageMemory};
+    let (_d, engine) = engine(true);
+    log_several(&engine, 0);
+    let id = engine.memory_embedder_id().unwrap();
+    let good = build(&engine).to_bytes(&id);
+    let read = |b: &[u8]| UsageMemory::from_bytes(b, VERSION, &id).unwrap_err();
+    // One flipped bit anywhere in the body.
+    for at in [60, good.len() / 2, good.len() - 1] {
+        let mut b = good.clone();
+        b[at] ^= 0x10;
+        assert!(matches!(read(&b), E::Checksum { .. }), "bit at {at}");
+    }
+    // Truncated, at the end or inside the header.
+    assert!(matches!(read(&good[..good.len() - 7]), E::Truncated { .. }));
+    assert!(matches!(read(&good[..20]), E::Truncated { .. }));
+    // Longer than written.
+    let mut long = good.clone();
+    long.extend_from_slice(b"xx");
+    assert_eq!(read(&long), E::TrailingBytes { extra: 2 });
+    // Foreign: not a memory file, an empty file, another format version.
+    assert_eq!(read(b"{\"questions\": []}"), E::NotAMemoryFile);
+    assert_eq!(read(b""), E::NotAMemoryFile);
+    let mut fmt = good.clone();
+    fmt[8] = 99;
+    assert!(matches!(read(&fmt), E::Format { found: 99, .. }));
+    // Built with another analyzer version or another embedder.
+    let e = UsageMemory::from_bytes(&good, "test-analyzer-v2", &id).unwrap_err();
+    assert!(matches!(e, E::Analyzer { .. }), "{e}");
+    let e = UsageMemory::from_bytes(&good, VERSION, "none").unwrap_err();
+    assert!(matches!(e, E::Embedder { .. }), "{e}");
+    // A checksummed body that does not decode (a count past the end).
+    let body_len = good.len() - 52;
+    let mut bad = good[..52].to_vec();
+    let mut body = good[52..].to_vec();
+    let last = body_len - 8;
+    body[last..].copy_from_slice(&u64::MAX.to_le_bytes());
+    bad.extend_from_slice(&body);
+    bad[12..44].copy_from_slice(blake3::hash(&body).as_bytes());
+    assert!(matches!(read(&bad), E::Corrupt(_)), "{}", read(&bad));
+}
+
+#[test]
+fn extending_a_memory_equals_building_it_from_the_whole_log() {
+    for dense in [true, false] {
+        let (_d, engine) = engine(dense);
+        log_several(&engine, 0);
+        let base = build(&engine);
+        let (same, read) = engine.extend_memory(&base).unwrap();
+        assert_eq!((read, &same), (0, &base), "nothing new: unchanged");
+        log_several(&engine, 100);
+        log(
+            &engine,
+            "late",
+            "how to fry pancakes",
+            &[id_of(&engine, "cooking-1")],
+            &[],
+        );
+        let (ext, read) = engine.extend_memory(&base).unwrap();
+        assert_eq!(read, 5);
+        let full = build(&engine);
+        assert_eq!(ext, full, "dense={dense}");
+        // From an empty memory at watermark 0: the whole log.
+        let empty =
+            anectx_engine::UsageMemory::empty(VERSION, &anectx_engine::MemoryConfig::default(), 0);
+        let (from_empty, read) = engine.extend_memory(&empty).unwrap();
+        assert_eq!(read, 9);
+        assert_eq!(from_empty, full, "dense={dense}");
+    }
+}

@@ -15,6 +15,7 @@ pub mod analyzer;
 mod error;
 pub mod features;
 pub mod gate;
+pub mod memory;
 pub mod model;
 pub mod registry;
 pub mod round;

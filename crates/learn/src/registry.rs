@@ -121,7 +121,7 @@ pub fn validate_version(version: &str) -> Result<()> {
 
 /// Fsyncs a directory so that a rename or removal in it is durable
 /// (a no-op where directories cannot be opened, as on Windows).
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         let d = std::fs::File::open(dir).map_err(|e| LearnError::io(dir, e))?;
@@ -154,7 +154,7 @@ fn temp_path(path: &Path) -> PathBuf {
 /// Writes `bytes` to `path` atomically: a new uniquely named file (0600 on
 /// Unix), fsynced, renamed over `path`, then the directory fsynced. Every
 /// error is returned; the temporary file is removed on failure.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let tmp = temp_path(path);
     let write = || -> Result<()> {

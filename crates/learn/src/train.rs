@@ -40,7 +40,27 @@ pub fn label_log(db: &Db, analyzer: &Analyzer) -> Result<usize> {
         .into_iter()
         .map(|l| l.interaction_id)
         .collect();
-    let mut after = 0i64;
+    label_pages(db, analyzer, 0, &|id| Ok(done.contains(&id)))
+}
+
+/// [`label_log`] for the interactions after row `after` only (what a
+/// serving process folds into its usage memory): it reads the labels of
+/// those interactions alone, not the whole label table.
+pub fn label_log_after(db: &Db, analyzer: &Analyzer, after: i64) -> Result<usize> {
+    label_pages(db, analyzer, after, &|id| {
+        Ok(db
+            .labels_of(id)?
+            .iter()
+            .any(|l| l.analyzer_version == ANALYZER_VERSION))
+    })
+}
+
+fn label_pages(
+    db: &Db,
+    analyzer: &Analyzer,
+    mut after: i64,
+    done: &dyn Fn(i64) -> Result<bool>,
+) -> Result<usize> {
     let mut labelled = 0;
     loop {
         let page = db.interactions(after, 500)?;
@@ -48,7 +68,7 @@ pub fn label_log(db: &Db, analyzer: &Analyzer) -> Result<usize> {
         after = last.0;
         let mut rows = Vec::new();
         for (id, it) in &page {
-            if done.contains(id) {
+            if done(*id)? {
                 continue;
             }
             let Some(response) = it.response.as_deref().filter(|r| !r.trim().is_empty()) else {

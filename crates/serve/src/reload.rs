@@ -32,6 +32,13 @@ pub trait RelevanceSource: Send + Sync {
     fn stamp(&self) -> Result<String, SourceError>;
     /// Loads the current version.
     fn load(&self) -> Result<Arc<dyn RelevanceModel>, SourceError>;
+    /// Brings derived state up to date between loads (called at every poll
+    /// that finds the stamp unchanged); returns how many new items it took
+    /// in. [`crate::RegistrySource`] folds newly logged interactions into
+    /// the usage memory.
+    fn refresh(&self) -> Result<u64, SourceError> {
+        Ok(0)
+    }
 }
 
 /// What a reload did.
@@ -218,6 +225,13 @@ impl RelevanceReloader {
             && (st.stamp.as_deref() == Some(stamp.as_str())
                 || st.failed_stamp.as_deref() == Some(stamp.as_str()))
         {
+            if st.stamp.as_deref() == Some(stamp.as_str()) {
+                match catch_unwind(AssertUnwindSafe(|| self.source.refresh())) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!("refreshing `{stamp}`: {e}"),
+                    Err(p) => tracing::warn!("refreshing `{stamp}` panicked: {}", panic_message(p)),
+                }
+            }
             return Ok(ReloadOutcome::Unchanged {
                 version: serving,
                 stamp,

@@ -697,6 +697,16 @@ impl Db {
             .optional()?)
     }
 
+    /// Row id of the newest logged interaction (0 for an empty log): the
+    /// watermark a usage memory built now would have.
+    pub fn last_interaction_id(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM interactions", [], |r| {
+                r.get::<_, i64>(0)
+            })?)
+    }
+
     /// Number of logged interactions.
     pub fn interaction_count(&self) -> Result<u64> {
         Ok(self

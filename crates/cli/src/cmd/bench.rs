@@ -76,6 +76,13 @@ struct ContextArgs {
     /// build, for large sizes); queries are still embedded for real.
     #[arg(long)]
     synthetic_vectors: bool,
+    /// Also time the usage memory: log this many questions (the timed
+    /// queries first, then more from the same vocabulary), label each
+    /// answered from its top chunk, build the memory, and time every query
+    /// with and without it, interleaved call by call; reports p50/p99 on
+    /// and off and the p99 ratio (0: not timed).
+    #[arg(long, default_value_t = 0)]
+    memory_questions: usize,
     /// Write context.json and context.html into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -108,6 +115,7 @@ fn run_context(a: ContextArgs) -> Result<()> {
         work_dir: a.work_dir,
         seed: a.seed,
         synthetic_vectors: a.synthetic_vectors,
+        memory_questions: a.memory_questions,
     };
     let progress = Bar(new_bar());
     let report = anectx_bench::context::run_context(embedder, &opts, &progress)

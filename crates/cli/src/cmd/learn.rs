@@ -103,7 +103,8 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             tolerance: args.tolerance,
             ..GateConfig::default()
         },
-        promote: args.promote,
+        // Promotion waits until the new version carries its usage memory.
+        promote: false,
     };
     let outcome = round(
         &store.db,
@@ -135,7 +136,35 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         }
         return Ok(());
     };
-    let (g, report, promoted) = (&t.gate, &t.train, t.promoted);
+    // The new version's usage memory: the whole log as it is now, with the
+    // store's embedder (so `model rollback` also returns to the memory the
+    // previous version had).
+    let store_args = StoreArgs {
+        store: args.store.clone(),
+        model: None,
+        dtype: None,
+    };
+    let engine = anectx_engine::Engine::open(&store_dir, store_args.embedder()?)
+        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    let mem = anectx_learn::memory::rebuild(
+        &engine,
+        &registry,
+        Some(&t.version),
+        &Analyzer::default(),
+        &anectx_engine::MemoryConfig::default(),
+        &|_| {},
+    )
+    .with_context(|| {
+        format!(
+            "building the usage memory of {} (the version is registered, not promoted)",
+            t.version
+        )
+    })?;
+    let promoted = args.promote && t.gate.passed;
+    if promoted {
+        registry.promote(&t.version)?;
+    }
+    let (g, report) = (&t.gate, &t.train);
     if args.json {
         println!(
             "{}",
@@ -145,6 +174,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
                 "registry": registry.dir(),
                 "train": report,
                 "gate": g,
+                "memory": mem.spec.stats,
                 "promoted": promoted,
             }))?
         );
@@ -162,6 +192,10 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             "gate: {} — {}",
             if g.passed { "passed" } else { "refused" },
             g.reason
+        );
+        println!(
+            "usage memory of {}: {} questions, {} (question, chunk) pairs, up to interaction {}",
+            t.version, mem.spec.stats.questions, mem.spec.stats.pairs, mem.spec.watermark
         );
         if promoted {
             println!("promoted: {} is current", t.version);
@@ -572,8 +606,23 @@ pub fn run_promote(version: &str, opts: RegistryOpts) -> Result<()> {
     registry
         .promote(version)
         .with_context(|| format!("promoting {version}; the current model keeps serving"))?;
-    println!("{version} is current");
+    println!(
+        "{version} is current ({})",
+        memory_note(&registry, Some(version))
+    );
     Ok(())
+}
+
+/// What a version's usage memory holds, for the promote and rollback output.
+fn memory_note(registry: &Registry, version: Option<&str>) -> String {
+    match anectx_learn::memory::read_spec(registry, version) {
+        Ok(Some(s)) => format!(
+            "its usage memory: {} questions, {} (question, chunk) pairs, up to interaction {}",
+            s.stats.questions, s.stats.pairs, s.watermark
+        ),
+        Ok(None) => "it has no usage memory: it serves without one".into(),
+        Err(e) => format!("its usage memory cannot be read: {e}"),
+    }
 }
 
 /// `anectx model rollback`.
@@ -581,8 +630,9 @@ pub fn run_rollback(opts: RegistryOpts) -> Result<()> {
     let registry = opts.open()?;
     let now = registry.rollback()?;
     println!(
-        "rolled back: {} is current",
-        now.as_deref().unwrap_or("the built-in fusion model")
+        "rolled back: {} is current ({})",
+        now.as_deref().unwrap_or("the built-in fusion model"),
+        memory_note(&registry, now.as_deref())
     );
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod index;
 pub mod learn;
 pub mod log;
 pub mod mcp;
+pub mod memory;
 pub mod model;
 pub mod quickstart;
 pub mod serve;

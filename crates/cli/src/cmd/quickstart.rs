@@ -143,8 +143,12 @@ fn write_sample(dir: &Path) -> Result<()> {
 
 /// Runs the stream evaluation of the usage memory (one seed), turns the
 /// memory on when its gate passes and asks a logged question again.
-fn memory_round(engine: &Engine, coll: &Collection, quiet: bool) -> Result<MemorySummary> {
-    use anectx_learn::analyzer::ANALYZER_VERSION;
+fn memory_round(
+    engine: &Engine,
+    registry: &Registry,
+    coll: &Collection,
+    quiet: bool,
+) -> Result<MemorySummary> {
     let analyzer = Analyzer::default();
     let cfg = StreamConfig {
         seeds: 1,
@@ -177,10 +181,25 @@ fn memory_round(engine: &Engine, coll: &Collection, quiet: bool) -> Result<Memor
     let mut pairs = 0;
     let mut example = None;
     if rep.gate.passed {
-        anectx_learn::train::label_log(&engine.store().db, &analyzer)?;
-        if let Some(stats) = engine.rebuild_memory(ANALYZER_VERSION)? {
+        // The memory belongs to the version serving now: written beside it
+        // in the registry (so `anectx serve` loads it, and `model rollback`
+        // past a later version returns to it), then turned on here.
+        let version = registry.current()?;
+        anectx_learn::memory::rebuild(
+            engine,
+            registry,
+            version.as_deref(),
+            &analyzer,
+            &anectx_engine::MemoryConfig::default(),
+            &|_| {},
+        )?;
+        let memory = anectx_learn::memory::load(engine, registry, version.as_deref(), &analyzer)?
+            .into_memory()
+            .filter(|m| m.stats().pairs > 0);
+        if let Some(m) = memory {
             on = true;
-            pairs = stats.pairs;
+            pairs = m.stats().pairs;
+            engine.set_memory(Some(std::sync::Arc::new(m)));
         }
     }
     if on {
@@ -371,7 +390,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
     }
 
     steps.next("usage memory: ask questions, then ask some again, word for word and reworded");
-    let memory = memory_round(&engine, &coll, args.json)?;
+    let memory = memory_round(&engine, &registry, &coll, args.json)?;
 
     steps.next("exporting Core ML packages and checking Neural Engine residency (M4 rules)");
     let coreml_dir = dir.join("coreml");

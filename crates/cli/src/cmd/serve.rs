@@ -386,7 +386,9 @@ pub(crate) fn registry_source(
 ) -> Result<Arc<anectx_server::RegistrySource>> {
     let registry = anectx_learn::Registry::open(&super::learn::registry_dir(store_dir, registry))
         .context("opening the model registry")?;
-    Ok(Arc::new(anectx_server::RegistrySource { registry, memory }))
+    Ok(Arc::new(anectx_server::RegistrySource::new(
+        registry, memory,
+    )))
 }
 
 /// The admin token's file name (in the served store, else in the user's

@@ -1,0 +1,169 @@
+//! A stored usage memory is checked when it is read: a corrupt, truncated,
+//! foreign or missing snapshot is refused and rebuilt from the log, and the
+//! rebuilt memory is the one a fresh build of the same log gives.
+
+use anectx_engine::{index_texts, Engine, IndexOptions, MemoryConfig, NoProgress};
+use anectx_learn::analyzer::{Analyzer, ANALYZER_VERSION};
+use anectx_learn::memory::{self, MemoryLoad, MemoryRefused};
+use anectx_learn::Registry;
+use anectx_store::{LoggedCandidate, LoggedInteraction, UsageLabelRow};
+
+fn log(engine: &Engine, uid: &str, query: &str, shown: &[u64], used: &[u64]) {
+    let db = &engine.store().db;
+    let id = db
+        .append_interaction(&LoggedInteraction {
+            uid: uid.into(),
+            ts_ms: 0,
+            kind: "test".into(),
+            query: query.into(),
+            model_version: "fusion".into(),
+            explored: false,
+            response: Some("an answer".into()),
+            complete: true,
+            meta: Default::default(),
+            candidates: shown
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| LoggedCandidate {
+                    chunk_id: c,
+                    position: Some(i as u32 + 1),
+                    score: 1.0,
+                    propensity: 1.0,
+                    features: serde_json::json!({}),
+                    text: Some("shown".into()),
+                })
+                .collect(),
+        })
+        .unwrap();
+    let rows: Vec<UsageLabelRow> = shown
+        .iter()
+        .map(|&c| UsageLabelRow {
+            interaction_id: id,
+            chunk_id: c,
+            analyzer_version: ANALYZER_VERSION.into(),
+            score: used.contains(&c) as u8 as f32,
+            used: used.contains(&c),
+            evidence: serde_json::json!(null),
+        })
+        .collect();
+    db.put_labels(&rows).unwrap();
+}
+
+#[test]
+fn a_corrupt_memory_is_refused_and_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(&dir.path().join("store"), None).unwrap();
+    let docs: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            (
+                format!("doc-{i}"),
+                format!("note {i} about topic {i} and wings"),
+            )
+        })
+        .collect();
+    index_texts(
+        engine.store(),
+        None,
+        &docs,
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let mut ids: Vec<u64> = engine
+        .store()
+        .db
+        .chunk_paths()
+        .unwrap()
+        .keys()
+        .copied()
+        .collect();
+    ids.sort_unstable();
+    log(&engine, "a", "what lifts the wings", &ids[..3], &[ids[1]]);
+    log(&engine, "b", "topic two notes", &ids[2..5], &[ids[4]]);
+    let registry = Registry::open(&dir.path().join("registry")).unwrap();
+    let cfg = MemoryConfig::default();
+    let rep = memory::rebuild(
+        &engine,
+        &registry,
+        None,
+        &Analyzer::default(),
+        &cfg,
+        &|_| {},
+    )
+    .unwrap();
+    let watermark = rep.spec.watermark;
+    // Interactions logged after the memory was made are not its own.
+    log(&engine, "c", "a later question", &ids[5..], &[ids[6]]);
+    let fresh = engine
+        .build_memory_until(ANALYZER_VERSION, &cfg, &|_| true, watermark)
+        .unwrap()
+        .unwrap();
+    let loaded = memory::load(&engine, &registry, None, &Analyzer::default()).unwrap();
+    assert!(matches!(loaded, MemoryLoad::Loaded { .. }), "{loaded:?}");
+    assert_eq!(loaded.memory(), Some(&fresh));
+
+    let data = || {
+        let spec = memory::read_spec(&registry, None).unwrap().unwrap();
+        registry.dir().join("builtin").join(spec.data.unwrap())
+    };
+    type Damage = fn(&mut Vec<u8>);
+    let damages: [(&str, Damage); 4] = [
+        // A bit flipped inside a question's text still decodes: only the
+        // checksum catches it.
+        ("a flipped bit", |b| {
+            let at = b.windows(5).position(|w| w == b"lifts").unwrap();
+            b[at] ^= 0x01
+        }),
+        ("truncated", |b| b.truncate(b.len() - 10)),
+        ("foreign", |b| *b = b"{\"not\": \"a memory\"}".to_vec()),
+        ("empty", |b| b.clear()),
+    ];
+    for (what, damage) in damages {
+        let path = data();
+        let mut bytes = std::fs::read(&path).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&path, &bytes).unwrap();
+        let l = memory::load(&engine, &registry, None, &Analyzer::default()).unwrap();
+        let MemoryLoad::Rebuilt {
+            memory, refused, ..
+        } = l
+        else {
+            panic!("{what}: not refused: {l:?}")
+        };
+        assert!(
+            matches!(refused, MemoryRefused::File { .. }),
+            "{what}: {refused}"
+        );
+        assert_eq!(
+            memory.as_ref(),
+            Some(&fresh),
+            "{what}: the rebuild is a fresh build"
+        );
+        // Written again: the next load reads it as it is.
+        let again = memory::load(&engine, &registry, None, &Analyzer::default()).unwrap();
+        assert!(
+            matches!(again, MemoryLoad::Loaded { .. }),
+            "{what}: {again:?}"
+        );
+        assert_eq!(again.memory(), Some(&fresh));
+    }
+    // A missing snapshot is rebuilt too.
+    std::fs::remove_file(data()).unwrap();
+    let l = memory::load(&engine, &registry, None, &Analyzer::default()).unwrap();
+    assert!(
+        matches!(
+            &l,
+            MemoryLoad::Rebuilt {
+                refused: MemoryRefused::Missing { .. },
+                ..
+            }
+        ),
+        "{l:?}"
+    );
+    assert_eq!(l.memory(), Some(&fresh));
+    // A corrupt spec is an error (the memory cannot be trusted to know its
+    // watermark), never a silent fallback.
+    std::fs::write(registry.dir().join("builtin/memory.json"), b"{").unwrap();
+    let e = memory::load(&engine, &registry, None, &Analyzer::default()).unwrap_err();
+    assert!(e.to_string().contains("corrupt memory spec"), "{e}");
+}
