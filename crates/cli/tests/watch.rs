@@ -247,3 +247,79 @@ fn a_burst_of_1000_files_is_indexed_and_idle_use_is_reported() {
         );
     }
 }
+
+/// Paths of the chunks `/v1/context` returns for `query` on `addr`.
+fn served_hits(addr: &str, query: &str) -> Vec<String> {
+    let body = serde_json::json!({ "query": query }).to_string();
+    let (status, text) = anectx_testing::http(addr, "POST", "/v1/context", None, &body);
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["details"]["path"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn serve_watch_keeps_the_served_store_up_to_date() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("docs");
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("first.md"), "# First\n\nquokkas smile at dawn.\n").unwrap();
+    let config = tmp.path().join("none.toml");
+    std::fs::write(&config, "").unwrap();
+    // No store yet: `serve --watch` creates it from the folder.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_anectx"))
+        .args(["serve", "--port", "0", "--debounce-ms", "200", "--store"])
+        .arg(&store)
+        .arg("--watch")
+        .arg(&root)
+        .env_remove("ANECTX_MODEL")
+        .env_remove("ANECTX_STORE")
+        .env_remove("ANECTX_API_KEY")
+        .env("ANECTX_CONFIG", &config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let w = Watcher {
+        child,
+        lines: mpsc::channel().1,
+    };
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("anectx listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    // The reconcile at start indexes what is there.
+    wait_for("serve --watch indexes the folder at start", || {
+        served_hits(&addr, "quokkas smile")
+            .iter()
+            .any(|p| p.ends_with("first.md"))
+    });
+    // A new file becomes searchable through the running server...
+    std::fs::write(
+        root.join("new.md"),
+        "# New\n\nzorblax appears in a new file.\n",
+    )
+    .unwrap();
+    wait_for("serve --watch: a created file is served", || {
+        served_hits(&addr, "zorblax")
+            .iter()
+            .any(|p| p.ends_with("new.md"))
+    });
+    // ...and a deleted one disappears.
+    std::fs::remove_file(root.join("new.md")).unwrap();
+    wait_for("serve --watch: a deleted file is gone", || {
+        !served_hits(&addr, "zorblax")
+            .iter()
+            .any(|p| p.ends_with("new.md"))
+    });
+    drop(w);
+}

@@ -161,7 +161,11 @@ pub fn run(args: IndexArgs) -> Result<()> {
             &args.paths,
             &opts,
             std::time::Duration::from_millis(args.debounce_ms),
-            args.json,
+            if args.json {
+                super::watch::Report::Json
+            } else {
+                super::watch::Report::Text
+            },
             &Bars::new(),
         );
     }

@@ -135,6 +135,14 @@ pub struct ServeArgs {
     /// Seconds a client may take to send its request headers.
     #[arg(long, default_value_t = 10.0)]
     header_timeout_secs: f64,
+    /// Keep the served store up to date with these folders while serving
+    /// (as `anectx index --watch`: a full reconcile at start, then debounced
+    /// file changes; reports go to stderr). Creates the store if needed.
+    #[arg(long, num_args = 1.., value_name = "PATH")]
+    watch: Vec<PathBuf>,
+    /// With --watch: milliseconds without new events before a batch is indexed.
+    #[arg(long, default_value_t = 1000)]
+    debounce_ms: u64,
     /// Seconds in-flight requests get to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = 30.0)]
     shutdown_grace_secs: f64,
@@ -212,8 +220,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     )
     .map_err(|e: BackendError| anyhow::anyhow!("starting the backend: {e}"))?;
 
-    // The store is optional unless named explicitly.
-    let context = if anectx_engine::Store::exists(&store_dir) {
+    for p in &args.watch {
+        anyhow::ensure!(
+            p.is_dir(),
+            "--watch {}: not a folder (give the folders to keep indexed)",
+            p.display()
+        );
+    }
+    // The store is optional unless named explicitly (or watched into being).
+    let context = if anectx_engine::Store::exists(&store_dir) || !args.watch.is_empty() {
         Some(engine_context(
             &store_dir,
             &batcher,
@@ -277,8 +292,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(t) = classifier_tok {
         builder = builder.classifier_tokenizer(t);
     }
+    let mut watched = None;
     if let Some(c) = context {
         let c_engine = c.engine().clone();
+        if !args.watch.is_empty() {
+            watched = Some(c_engine.clone());
+        }
         builder = builder.engine_context(c);
         // The relevance model comes from the store's model registry: loaded
         // now, and hot-swapped on promotion, rollback or POST /admin/reload.
@@ -292,6 +311,26 @@ pub fn run(args: ServeArgs) -> Result<()> {
         builder = builder.recorder(r);
     }
     let state = builder.build()?;
+    if let Some(engine) = watched {
+        let roots = args.watch.clone();
+        let debounce = std::time::Duration::from_millis(args.debounce_ms.max(1));
+        std::thread::Builder::new()
+            .name("anectx-watch".into())
+            .spawn(move || {
+                let opts = anectx_engine::IndexOptions::default();
+                if let Err(e) = super::watch::run(
+                    &engine,
+                    &roots,
+                    &opts,
+                    debounce,
+                    super::watch::Report::Stderr,
+                    &anectx_engine::NoProgress,
+                ) {
+                    eprintln!("error: the folder watch stopped: {e:#}");
+                }
+            })
+            .context("starting the folder watch")?;
+    }
     let log_on = anectx_engine::Store::exists(&store_dir) && !args.no_log;
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,4 +1,5 @@
-//! `anectx index --watch`: keeps a store up to date with folders.
+//! `anectx index --watch` and `anectx serve --watch`: keep a store up to
+//! date with folders.
 //!
 //! File events are debounced (`notify-debouncer-full`); each batch of
 //! changed paths is indexed with the same ignore rules and content-hash
@@ -30,8 +31,19 @@ struct Line<'a> {
     report: &'a IndexReport,
 }
 
-fn print(run: &str, changed: usize, rep: &IndexReport, json: bool) -> Result<()> {
-    if json {
+/// Where a watch reports each run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// A line of text on stdout (`index --watch`).
+    Text,
+    /// A JSON object per line on stdout (`index --watch --json`).
+    Json,
+    /// A line on stderr (`serve --watch`: stdout belongs to the server).
+    Stderr,
+}
+
+fn print(run: &str, changed: usize, rep: &IndexReport, report: Report) -> Result<()> {
+    if report == Report::Json {
         let line = Line {
             run,
             changed_paths: changed,
@@ -39,7 +51,7 @@ fn print(run: &str, changed: usize, rep: &IndexReport, json: bool) -> Result<()>
         };
         println!("{}", serde_json::to_string(&line)?);
     } else {
-        println!(
+        let line = format!(
             "{run}: {} indexed, {} unchanged, {} removed, {} skipped; {} chunks added; \
              store holds {} documents ({:.0} ms)",
             rep.files_indexed,
@@ -50,6 +62,11 @@ fn print(run: &str, changed: usize, rep: &IndexReport, json: bool) -> Result<()>
             rep.documents_total,
             rep.seconds * 1e3
         );
+        if report == Report::Stderr {
+            eprintln!("anectx watch: {line}");
+        } else {
+            println!("{line}");
+        }
     }
     Ok(())
 }
@@ -60,7 +77,7 @@ pub fn run(
     roots: &[PathBuf],
     opts: &IndexOptions,
     debounce: Duration,
-    json: bool,
+    report: Report,
     progress: &dyn Progress,
 ) -> Result<()> {
     let roots: Vec<PathBuf> = roots
@@ -86,7 +103,7 @@ pub fn run(
         debounce.as_millis()
     );
     let rep = engine.index(&roots, opts, progress)?;
-    print("reconcile", 0, &rep, json)?;
+    print("reconcile", 0, &rep, report)?;
     // Blocks while nothing happens: an idle watcher uses no CPU.
     while let Ok(first) = rx.recv() {
         let t0 = Instant::now();
@@ -136,7 +153,7 @@ pub fn run(
             Ok((run, n, rep)) => {
                 let did = rep.files_indexed + rep.files_removed + rep.files_skipped;
                 if run == "reconcile" || did > 0 {
-                    print(run, n, &rep, json)?;
+                    print(run, n, &rep, report)?;
                 }
                 tracing::debug!(ms = t0.elapsed().as_millis() as u64, "watch batch");
             }
