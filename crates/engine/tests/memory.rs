@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anectx_engine::{
     index_texts, ContextOptions, Engine, IndexOptions, NoProgress, RetrievalMode, TextEmbedder,
 };
-use anectx_store::{Feedback, LoggedCandidate, LoggedInteraction, UsageLabelRow};
+use anectx_store::Feedback;
 use common::HashEmbedder;
 
 const VERSION: &str = "test-analyzer-v1";
@@ -90,44 +90,7 @@ fn rank_of(r: &[(u64, f32)], id: u64) -> usize {
 
 /// Logs `query` with `shown` chunks shown and labels `used` of them used.
 fn log(engine: &Engine, uid: &str, query: &str, shown: &[u64], used: &[u64]) {
-    let db = &engine.store().db;
-    let id = db
-        .append_interaction(&LoggedInteraction {
-            uid: uid.into(),
-            ts_ms: 0,
-            kind: "test".into(),
-            query: query.into(),
-            model_version: "fusion".into(),
-            explored: false,
-            response: Some("an answer".into()),
-            complete: true,
-            meta: Default::default(),
-            candidates: shown
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| LoggedCandidate {
-                    chunk_id: c,
-                    position: Some(i as u32 + 1),
-                    score: 1.0,
-                    propensity: 1.0,
-                    features: serde_json::json!({}),
-                    text: Some("shown".into()),
-                })
-                .collect(),
-        })
-        .unwrap();
-    let rows: Vec<UsageLabelRow> = shown
-        .iter()
-        .map(|&c| UsageLabelRow {
-            interaction_id: id,
-            chunk_id: c,
-            analyzer_version: VERSION.into(),
-            score: used.contains(&c) as u8 as f32,
-            used: used.contains(&c),
-            evidence: serde_json::json!(null),
-        })
-        .collect();
-    db.put_labels(&rows).unwrap();
+    anectx_testing::log::log_used(&engine.store().db, uid, query, shown, used, VERSION);
 }
 
 /// The question was asked, shown the top distractors and the note, and the

@@ -13,7 +13,6 @@ use anectx_learn::features::{FEATURE_NAMES, N_FEATURES};
 use anectx_learn::model::{FeatureModelFile, FORMAT};
 use anectx_learn::{memory, FeatureModel, Registry};
 use anectx_serve::{Metrics, RegistrySource, RelevanceReloader, ReloadOutcome};
-use anectx_store::{LoggedCandidate, LoggedInteraction, UsageLabelRow};
 
 const QUESTION: &str = "how do I reset the flux capacitor";
 const OTHER: &str = "pancake batter with eggs and milk";
@@ -94,44 +93,14 @@ fn rank_of(r: &[u64], id: u64) -> usize {
 /// Logs `query`, shown `shown`, with usage labels (of the serving analyzer
 /// version) saying the answer used `used`.
 fn log(engine: &Engine, uid: &str, query: &str, shown: &[u64], used: &[u64]) {
-    let db = &engine.store().db;
-    let id = db
-        .append_interaction(&LoggedInteraction {
-            uid: uid.into(),
-            ts_ms: 0,
-            kind: "test".into(),
-            query: query.into(),
-            model_version: "fusion".into(),
-            explored: false,
-            response: Some("an answer".into()),
-            complete: true,
-            meta: Default::default(),
-            candidates: shown
-                .iter()
-                .enumerate()
-                .map(|(i, &c)| LoggedCandidate {
-                    chunk_id: c,
-                    position: Some(i as u32 + 1),
-                    score: 1.0,
-                    propensity: 1.0,
-                    features: serde_json::json!({}),
-                    text: Some("shown".into()),
-                })
-                .collect(),
-        })
-        .unwrap();
-    let rows: Vec<UsageLabelRow> = shown
-        .iter()
-        .map(|&c| UsageLabelRow {
-            interaction_id: id,
-            chunk_id: c,
-            analyzer_version: ANALYZER_VERSION.into(),
-            score: used.contains(&c) as u8 as f32,
-            used: used.contains(&c),
-            evidence: serde_json::json!(null),
-        })
-        .collect();
-    db.put_labels(&rows).unwrap();
+    anectx_testing::log::log_used(
+        &engine.store().db,
+        uid,
+        query,
+        shown,
+        used,
+        ANALYZER_VERSION,
+    );
 }
 
 struct Setup {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 #[cfg(feature = "fake-llm")]
 pub mod fake_llm;
+#[cfg(feature = "log")]
+pub mod log;
 #[cfg(feature = "tiny")]
 pub mod tiny;
 
