@@ -52,10 +52,9 @@ enum Command {
     Context(cmd::context::ContextArgs),
     /// Evaluate retrieval on a BEIR-layout collection.
     Eval(cmd::eval::EvalArgs),
-    /// Serve embeddings, rerank, context and a chat proxy over HTTP.
+    // `serve` and `mcp` take their help from their argument structs: a
+    // one-line summary in the command list, the whole text in `--help`.
     Serve(cmd::serve::ServeArgs),
-    /// Serve the store to an MCP client (Claude Desktop, Cursor, VS Code,
-    /// Zed) over stdio: search, fetch, context and index_status tools.
     Mcp(cmd::mcp::McpArgs),
     /// Show a store: documents, embedder, relevance model, log, last runs.
     Status(cmd::status::StatusArgs),

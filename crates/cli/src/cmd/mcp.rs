@@ -10,12 +10,17 @@ use anectx_serve::{BatcherConfig, ContextService, Metrics, RelevanceReloader};
 use anyhow::{Context, Result};
 use clap::Args;
 
-/// Serve the store to an MCP client over stdio (newline-delimited JSON-RPC
-/// on stdin/stdout; logs go to stderr).
+/// Serve the store to an MCP client (Claude Desktop, Cursor, VS Code, Zed)
+/// over stdio.
 ///
-/// Tools: `search` (query, k → id, path, page, snippet, score), `fetch` (id →
-/// the chunk's text), `context` (query, budget → packed context with [n]
-/// sources; logged for learning like /v1/context) and `index_status`.
+/// The protocol is newline-delimited JSON-RPC on stdin/stdout; logs go to
+/// stderr.
+///
+/// Tools: `search` (query, k, filters → id, path, page, snippet, score),
+/// `fetch` (id → the chunk's text), `context` (query, budget, filters →
+/// packed context with [n] sources; logged for learning like /v1/context)
+/// and `index_status`. `filters` is `{path: glob, kind: [..],
+/// modified_after, modified_before}`, applied inside retrieval.
 ///
 /// MCP clients often start servers in `/`, so the store is never looked up
 /// in the working directory alone: --store, ANECTX_STORE, the config file's
