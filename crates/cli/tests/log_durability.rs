@@ -4,11 +4,13 @@
 //! (`"logged": true` in a complete 200 answer) must be in the log
 //! afterwards. Also `anectx log export` / `stats` on empty and missing logs.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +20,7 @@ use anectx_models::{ConvEmbedder, ConvEmbedderConfig, WeightDtype};
 use anectx_store::{Db, Store};
 use anectx_testing::tiny;
 use candle_core::DType;
+use common::{anectx, start_server, Server};
 use serde_json::Value;
 
 const ROUNDS: usize = 5;
@@ -26,23 +29,6 @@ const CLIENTS: usize = 4;
 const ACKS_BEFORE_KILL: usize = 40;
 /// Requests per client and round, at most.
 const MAX_REQUESTS: usize = 400;
-
-fn empty_config(dir: &Path) -> PathBuf {
-    let p = dir.join("config.toml");
-    std::fs::write(&p, "").unwrap();
-    p
-}
-
-fn anectx(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anectx"));
-    c.env_remove("ANECTX_MODEL")
-        .env_remove("ANECTX_STORE")
-        .env_remove("ANECTX_API_KEY")
-        .env_remove("ANECTX_LLM_URL")
-        .env("ANECTX_CONFIG", empty_config(dir))
-        .current_dir(dir);
-    c
-}
 
 /// A small random ConvEmbedder with the tiny word-level tokenizer, saved as
 /// a model directory `anectx serve --model` can load.
@@ -81,15 +67,6 @@ fn corpus(dir: &Path) -> PathBuf {
     docs
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One POST /v1/context; `Some(interaction id)` only for a complete 200
 /// answer that says `"logged": true`.
 fn context_call(addr: &str, query: &str) -> Result<Option<String>, ()> {
@@ -124,28 +101,16 @@ fn context_call(addr: &str, query: &str) -> Result<Option<String>, ()> {
 }
 
 fn start(dir: &Path, model: &Path, store: &Path, sync: &str) -> (Server, String) {
-    let mut child = anectx(dir)
-        .arg("serve")
-        .arg("--model")
-        .arg(model)
-        .arg("--store")
-        .arg(store)
-        .args(["--port", "0", "--log-sync", sync])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("anectx listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    (server, addr)
+    start_server(
+        anectx(dir)
+            .arg("serve")
+            .arg("--model")
+            .arg(model)
+            .arg("--store")
+            .arg(store)
+            .args(["--port", "0", "--log-sync", sync])
+            .stderr(Stdio::null()),
+    )
 }
 
 #[test]

@@ -3,29 +3,16 @@
 //! `/` (as Claude Desktop does), and over Streamable HTTP against `anectx
 //! serve`'s `/mcp`. `context` calls land in the interaction log.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
 
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::{anectx, start_server};
 use serde_json::Value;
 
 const QUESTION: &str = "What is the capital of France?";
-
-fn empty_config(dir: &Path) -> PathBuf {
-    let p = dir.join("config.toml");
-    std::fs::write(&p, "").unwrap();
-    p
-}
-
-fn anectx(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anectx"));
-    c.env_remove("ANECTX_MODEL")
-        .env_remove("ANECTX_STORE")
-        .env_remove("ANECTX_API_KEY")
-        .env("ANECTX_CONFIG", empty_config(dir))
-        .current_dir(dir);
-    c
-}
 
 /// A python with the `mcp` package, or `None` (a failure under `CI=true`).
 fn mcp_python() -> Option<PathBuf> {
@@ -243,16 +230,6 @@ fn the_python_sdk_uses_the_tools_over_stdio_from_the_root_directory() {
     assert_eq!(logged_questions(dir, &store), [QUESTION]);
 }
 
-/// Kills the server if the test fails before it stops it.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_python_sdk_uses_the_tools_over_http_on_serve() {
     let Some(python) = mcp_python() else {
@@ -261,24 +238,14 @@ fn the_python_sdk_uses_the_tools_over_http_on_serve() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let store = store(dir);
-    let mut child = anectx(dir)
-        .arg("serve")
-        .arg("--store")
-        .arg(&store)
-        .args(["--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let _server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("anectx listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (_server, addr) = start_server(
+        anectx(dir)
+            .arg("serve")
+            .arg("--store")
+            .arg(&store)
+            .args(["--port", "0"])
+            .stderr(Stdio::null()),
+    );
     let v = client(&python, &["http", QUESTION, &format!("http://{addr}/mcp")]);
     check(&v, &store);
     assert_eq!(logged_questions(dir, &store), [QUESTION]);

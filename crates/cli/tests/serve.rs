@@ -2,9 +2,12 @@
 //! the real `openai` Python client (embeddings; chat through the proxy to a
 //! fake LLM started here on 127.0.0.1:0) and by plain HTTP (rerank).
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::io::{BufReader, Read};
+use std::process::{Command, Stdio};
+
+use common::{anectx, start_server, Server};
 
 use anectx_core::Backend;
 use serde_json::{json, Value};
@@ -37,53 +40,11 @@ out["framework_model"] = [e3.model, len(e3.data[0].embedding)]
 print(json.dumps(out))
 "#;
 
-/// An empty config file so a developer's config is not read.
-fn empty_config(dir: &Path) -> std::path::PathBuf {
-    let p = dir.join("config.toml");
-    std::fs::write(&p, "").unwrap();
-    p
-}
-
-fn anectx(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_anectx"));
-    c.env_remove("ANECTX_MODEL")
-        .env_remove("ANECTX_STORE")
-        .env_remove("ANECTX_API_KEY")
-        .env_remove("ANECTX_LLM_URL")
-        .env("ANECTX_CONFIG", empty_config(dir))
-        .current_dir(dir);
-    c
-}
-
-/// Kills the server if the test fails before it stops it.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `anectx serve` (already given its arguments) and reads the
-/// address it prints; returns the server, `host:port` and its stderr.
+/// Starts `anectx serve` (already given its arguments) with stderr piped;
+/// returns the server, `host:port` and its stderr.
 fn start(cmd: &mut Command) -> (Server, String, std::process::ChildStderr) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let server = Server(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("anectx listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let (mut server, addr) = start_server(cmd.stderr(Stdio::piped()));
+    let stderr = server.0.stderr.take().unwrap();
     (server, addr, stderr)
 }
 

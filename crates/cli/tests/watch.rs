@@ -3,6 +3,8 @@
 //! watcher runs. Waits are bounded polls that name what they waited for;
 //! the latencies are printed (`--nocapture`), not asserted against a clock.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -269,34 +271,15 @@ fn serve_watch_keeps_the_served_store_up_to_date() {
     let store = tmp.path().join("store");
     std::fs::create_dir_all(&root).unwrap();
     std::fs::write(root.join("first.md"), "# First\n\nquokkas smile at dawn.\n").unwrap();
-    let config = tmp.path().join("none.toml");
-    std::fs::write(&config, "").unwrap();
     // No store yet: `serve --watch` creates it from the folder.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_anectx"))
-        .args(["serve", "--port", "0", "--debounce-ms", "200", "--store"])
-        .arg(&store)
-        .arg("--watch")
-        .arg(&root)
-        .env_remove("ANECTX_MODEL")
-        .env_remove("ANECTX_STORE")
-        .env_remove("ANECTX_API_KEY")
-        .env("ANECTX_CONFIG", &config)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let w = Watcher {
-        child,
-        lines: mpsc::channel().1,
-    };
-    let mut line = String::new();
-    BufReader::new(out).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("anectx listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
+    let (_server, addr) = common::start_server(
+        common::anectx(tmp.path())
+            .args(["serve", "--port", "0", "--debounce-ms", "200", "--store"])
+            .arg(&store)
+            .arg("--watch")
+            .arg(&root)
+            .stderr(Stdio::inherit()),
+    );
     // The reconcile at start indexes what is there.
     wait_for("serve --watch indexes the folder at start", || {
         served_hits(&addr, "quokkas smile")
@@ -321,5 +304,4 @@ fn serve_watch_keeps_the_served_store_up_to_date() {
             .iter()
             .any(|p| p.ends_with("new.md"))
     });
-    drop(w);
 }
