@@ -248,6 +248,8 @@ fn a_burst_of_1000_files_is_indexed_and_idle_use_is_reported() {
             ticks as f64 / secs
         );
     }
+    // The watcher process stops here (and its guard is used on every OS).
+    drop(w);
 }
 
 /// Paths of the chunks `/v1/context` returns for `query` on `addr`.
