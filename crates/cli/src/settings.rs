@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anectx_core::settings::{ConfigFile, Source};
+use anectx_core::BackendRequest;
 use anectx_models::WeightDtype;
 use anyhow::{Context, Result};
 
@@ -24,16 +25,19 @@ pub enum Key {
     Model,
     /// The compute precision: `f32` or `f16`.
     Dtype,
+    /// The embedder's runtime: `auto`, `candle` or `coreml`.
+    Backend,
 }
 
 impl Key {
-    pub const ALL: [Key; 3] = [Key::Store, Key::Model, Key::Dtype];
+    pub const ALL: [Key; 4] = [Key::Store, Key::Model, Key::Dtype, Key::Backend];
 
     pub fn flag(self) -> &'static str {
         match self {
             Key::Store => "--store",
             Key::Model => "--model",
             Key::Dtype => "--dtype",
+            Key::Backend => "--backend",
         }
     }
 
@@ -42,6 +46,7 @@ impl Key {
             Key::Store => "ANECTX_STORE",
             Key::Model => "ANECTX_MODEL",
             Key::Dtype => "ANECTX_DTYPE",
+            Key::Backend => "ANECTX_BACKEND",
         }
     }
 
@@ -51,6 +56,7 @@ impl Key {
             Key::Store => "store",
             Key::Model => "model",
             Key::Dtype => "dtype",
+            Key::Backend => "backend",
         }
     }
 }
@@ -163,6 +169,32 @@ impl Layers {
     }
 }
 
+impl Layers {
+    /// `--backend` > `ANECTX_BACKEND` > config `backend` > `auto`; a value
+    /// that is not a backend is an error naming where it came from.
+    pub fn backend(&self, cli: Option<String>) -> Result<Setting<BackendRequest>> {
+        let Some(s) = self.raw(Key::Backend, cli) else {
+            return Ok(Setting {
+                value: BackendRequest::Auto,
+                source: Source::Default,
+                key: Key::Backend,
+            });
+        };
+        let value = BackendRequest::parse(&s.value).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown backend {:?} (from {}): use auto, candle or coreml",
+                s.value,
+                s.origin()
+            )
+        })?;
+        Ok(Setting {
+            value,
+            source: s.source,
+            key: s.key,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,5 +281,25 @@ mod tests {
         let l = layers(&[], "dtype = f7\n");
         let e = l.dtype(None).unwrap_err().to_string();
         assert!(e.contains("the config file"), "{e}");
+    }
+
+    #[test]
+    fn the_backend_resolves_in_the_same_order_and_defaults_to_auto() {
+        let none = layers(&[], "");
+        let b = none.backend(None).unwrap();
+        assert_eq!((b.value, b.origin()), (BackendRequest::Auto, "the default"));
+        let file = layers(&[], "backend = candle\n");
+        assert_eq!(file.backend(None).unwrap().value, BackendRequest::Candle);
+        let env = layers(&[("ANECTX_BACKEND", "coreml")], "backend = candle\n");
+        let b = env.backend(None).unwrap();
+        assert_eq!(
+            (b.value, b.origin()),
+            (BackendRequest::CoreMl, "ANECTX_BACKEND")
+        );
+        let b = env.backend(Some("auto".into())).unwrap();
+        assert_eq!((b.value, b.origin()), (BackendRequest::Auto, "--backend"));
+        let bad = layers(&[("ANECTX_BACKEND", "metal")], "");
+        let e = bad.backend(None).unwrap_err().to_string();
+        assert!(e.contains("ANECTX_BACKEND") && e.contains("metal"), "{e}");
     }
 }

@@ -94,3 +94,138 @@ pub trait Backend: Send {
     /// Relevance scores in `[0, 1]`, one per (query, chunk) pair sequence in `batch`.
     fn score(&self, pairs: &TokenBatch) -> Result<Vec<f32>, BackendError>;
 }
+
+/// What `--backend` asks for (`ANECTX_BACKEND`, config `backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendRequest {
+    /// On Apple platforms, the embedder exported to Core ML and run on the
+    /// CPU and Neural Engine when its output matches candle's; candle
+    /// otherwise (and always elsewhere).
+    #[default]
+    Auto,
+    /// candle on the CPU, everywhere.
+    Candle,
+    /// Core ML, or an error saying why not.
+    #[serde(rename = "coreml")]
+    CoreMl,
+}
+
+impl BackendRequest {
+    pub const ALL: [BackendRequest; 3] = [Self::Auto, Self::Candle, Self::CoreMl];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Candle => "candle",
+            Self::CoreMl => "coreml",
+        }
+    }
+
+    /// `auto`, `candle` or `coreml` (any case; `core-ml` too).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "candle" | "cpu" => Some(Self::Candle),
+            "coreml" | "core-ml" => Some(Self::CoreMl),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for BackendRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How closely a backend's embeddings matched the reference (candle) on a
+/// fixed probe set: cosine similarity per text.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Parity {
+    pub texts: usize,
+    pub min_cosine: f32,
+    pub mean_cosine: f32,
+    /// The lowest `min_cosine` that passes.
+    pub threshold: f32,
+}
+
+impl Parity {
+    pub fn passes(&self) -> bool {
+        self.texts > 0 && self.min_cosine >= self.threshold
+    }
+}
+
+/// Which backend runs the embedder, and why: the decision `--backend auto`
+/// made, shown by `anectx status`, `serve`'s `/info` and `embed --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendChoice {
+    pub requested: BackendRequest,
+    /// The backend's name, e.g. `candle-cpu` or `coreml-ane`.
+    pub used: String,
+    /// One line: why this backend (or why not Core ML).
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute_units: Option<ComputeUnits>,
+    /// The Core ML package in use (or tried).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parity: Option<Parity>,
+    /// Cost-weighted share of the model `MLComputePlan` places on the Neural
+    /// Engine (macOS 14.4+), from the last placement report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ane_share: Option<f64>,
+}
+
+impl BackendChoice {
+    /// candle, for `reason`.
+    pub fn candle(requested: BackendRequest, reason: impl Into<String>) -> Self {
+        Self {
+            requested,
+            used: "candle-cpu".into(),
+            reason: reason.into(),
+            compute_units: None,
+            package: None,
+            parity: None,
+            ane_share: None,
+        }
+    }
+}
+
+/// One backend embeds, another scores: e.g. the embedder on Core ML and a
+/// relevance classifier on candle. Shapes and health are the embedder's.
+pub struct PairedBackend {
+    pub embed: Box<dyn Backend>,
+    pub score: Box<dyn Backend>,
+}
+
+impl Backend for PairedBackend {
+    fn name(&self) -> &str {
+        self.embed.name()
+    }
+
+    fn health(&self) -> BackendHealth {
+        let (e, s) = (self.embed.health(), self.score.health());
+        BackendHealth {
+            ok: e.ok && s.ok,
+            detail: format!("embed: {}; score: {}", e.detail, s.detail),
+        }
+    }
+
+    fn shapes(&self) -> SupportedShapes {
+        self.embed.shapes()
+    }
+
+    fn embedding_dim(&self) -> Option<usize> {
+        self.embed.embedding_dim()
+    }
+
+    fn embed(&self, batch: &TokenBatch) -> Result<Embeddings, BackendError> {
+        self.embed.embed(batch)
+    }
+
+    fn score(&self, pairs: &TokenBatch) -> Result<Vec<f32>, BackendError> {
+        self.score.score(pairs)
+    }
+}

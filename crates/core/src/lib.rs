@@ -12,6 +12,9 @@ pub mod rng;
 pub mod settings;
 mod tokens;
 
-pub use backend::{Backend, BackendHealth, ComputeUnits, Embeddings, SupportedShapes};
+pub use backend::{
+    Backend, BackendChoice, BackendHealth, BackendRequest, ComputeUnits, Embeddings, PairedBackend,
+    Parity, SupportedShapes,
+};
 pub use error::{BackendError, CoreError};
 pub use tokens::{TokenBatch, Truncation, SEQ_BUCKETS};

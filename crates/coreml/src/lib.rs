@@ -17,6 +17,7 @@
 //! - [`runtime`]: runs an exported package on text (tokenizer and embedding
 //!   tables travel inside the package, see [`runtime::SIDE_DIR`]).
 
+pub mod auto;
 pub mod blob;
 pub mod builder;
 pub mod check;

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anectx_core::TokenBatch;
+use anectx_core::{BackendError, Embeddings, TokenBatch};
 use anectx_models::{ModelKind, TextTokenizer};
 use candle_core::{DType, Device, Tensor};
 
@@ -210,5 +210,72 @@ impl PackageRunner {
             rows.extend(self.run_batch(self.tokenizer.encode_pairs(&[(query, t)])?)?);
         }
         Ok(rows)
+    }
+}
+
+/// An exported package run by this crate's MIL executor, as a [`Backend`]
+/// (`mil-cpu`): the stand-in for Core ML where Core ML cannot run, e.g. to
+/// test [`crate::auto`]'s probe and decision on Linux. Slow; not for serving.
+impl anectx_core::Backend for PackageRunner {
+    fn name(&self) -> &str {
+        "mil-cpu"
+    }
+
+    fn health(&self) -> anectx_core::BackendHealth {
+        anectx_core::BackendHealth {
+            ok: true,
+            detail: format!("MIL executor over {}", self.path.display()),
+        }
+    }
+
+    fn shapes(&self) -> anectx_core::SupportedShapes {
+        anectx_core::SupportedShapes {
+            max_batch: 1,
+            seq_buckets: self.side.seq_lengths.clone(),
+            max_seq: self.side.seq_lengths.iter().copied().max().unwrap_or(0),
+        }
+    }
+
+    fn embedding_dim(&self) -> Option<usize> {
+        (self.side.outputs.first().map(String::as_str) == Some("embedding"))
+            .then_some(self.side.embed_dim)
+    }
+
+    fn embed(&self, batch: &TokenBatch) -> std::result::Result<Embeddings, BackendError> {
+        if !self.side.seq_lengths.contains(&batch.seq) {
+            return Err(BackendError::Input(format!(
+                "sequence length {} is not one of the package's lengths {:?}",
+                batch.seq, self.side.seq_lengths
+            )));
+        }
+        let mut data = Vec::new();
+        let mut dim = 0;
+        for r in 0..batch.batch {
+            let run = || -> Result<Vec<f32>> {
+                let inputs = self.inputs_for(batch, r)?;
+                let mut out = crate::exec::run(&self.model, &inputs)?;
+                let e = out.remove("embedding").ok_or_else(|| {
+                    CoremlError::Unsupported(format!(
+                        "{} has no `embedding` output: not an embedder",
+                        self.path.display()
+                    ))
+                })?;
+                Ok(e.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+            };
+            let row = run().map_err(|e| BackendError::Inference(e.to_string()))?;
+            dim = row.len();
+            data.extend(row);
+        }
+        Ok(Embeddings {
+            rows: batch.batch,
+            dim,
+            data,
+        })
+    }
+
+    fn score(&self, _pairs: &TokenBatch) -> std::result::Result<Vec<f32>, BackendError> {
+        Err(BackendError::Unsupported(
+            "the MIL executor backend only embeds".into(),
+        ))
     }
 }

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub model_version: String,
     /// The relevance classifier's name, when one is loaded.
     pub classifier_id: Option<String>,
+    /// Which backend runs the embedder and why (`--backend auto`'s
+    /// decision), for `/info`.
+    pub backend_choice: Option<anectx_core::BackendChoice>,
     /// Bearer key required on every route except `/health`.
     pub api_key: Option<String>,
     /// Token required on `/admin/*` in the `x-anectx-admin-token` header,
@@ -90,6 +93,7 @@ impl ServerConfig {
             model_kind: String::new(),
             model_version: String::new(),
             classifier_id: None,
+            backend_choice: None,
             api_key: None,
             admin_token: None,
             payload_limit: 2 * 1024 * 1024,

@@ -1,8 +1,8 @@
 use std::io::{BufRead, IsTerminal};
 
-use anectx_core::{Backend, ComputeUnits, Truncation};
+use anectx_core::{Backend, BackendChoice, BackendRequest, ComputeUnits, Truncation};
 use anectx_coreml_runtime::{CoreMlBackend, CoreMlConfig};
-use anectx_models::{load_embedder, CandleBackend, TextTokenizer};
+use anectx_models::TextTokenizer;
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -12,7 +12,8 @@ use serde::Serialize;
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
     /// Model directory (or Hugging Face id in the local cache), `default` for
-    /// the embedder built into anectx, or a .mlpackage with --backend coreml.
+    /// the embedder built into anectx, or a .mlpackage exported with
+    /// `anectx export coreml --ids` (runs on Core ML).
     /// Env: ANECTX_MODEL. Default: the built-in embedder.
     #[arg(long, short)]
     model: Option<String>,
@@ -22,10 +23,12 @@ pub struct EmbedArgs {
     /// Print JSON (one object with every embedding) instead of a summary.
     #[arg(long)]
     json: bool,
-    /// Runtime: `candle` (CPU, everywhere) or `coreml` (Apple platforms; then
-    /// --model is a .mlpackage exported with `anectx export coreml --ids`).
-    #[arg(long, value_enum, env = "ANECTX_BACKEND", default_value = "candle")]
-    backend: BackendKind,
+    /// Runtime: `auto` (on a Mac, the model exported to Core ML and run on
+    /// the Neural Engine when it matches candle; candle elsewhere), `candle`
+    /// (CPU, everywhere) or `coreml` (Core ML or an error saying why).
+    /// Env: ANECTX_BACKEND; config `backend`. Default: auto.
+    #[arg(long)]
+    backend: Option<String>,
     /// Core ML compute units: cpu (CPU only), gpu (CPU+GPU), ane (CPU+Neural
     /// Engine), all.
     #[arg(long, default_value = "ane", value_parser = parse_units)]
@@ -41,13 +44,7 @@ pub struct EmbedArgs {
     texts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum BackendKind {
-    Candle,
-    Coreml,
-}
-
-fn parse_units(s: &str) -> Result<ComputeUnits, String> {
+pub fn parse_units(s: &str) -> Result<ComputeUnits, String> {
     ComputeUnits::parse(s)
         .ok_or_else(|| format!("unknown compute units {s:?} (cpu, gpu, ane, all)"))
 }
@@ -64,6 +61,8 @@ struct Row {
 struct Output {
     model: String,
     backend: String,
+    /// Which backend runs and why (`--backend auto`'s decision).
+    backend_choice: BackendChoice,
     dtype: String,
     dim: usize,
     data: Vec<Row>,
@@ -71,11 +70,11 @@ struct Output {
 
 pub fn run(args: EmbedArgs) -> Result<()> {
     // Without --model / ANECTX_MODEL / config `model` (or with `default`),
-    // the candle backend uses the built-in embedder compiled into the binary.
-    let dir = match super::resolve_model(args.model)? {
-        super::embedder::ModelChoice::Dir(d) => Some(d),
-        super::embedder::ModelChoice::Builtin => None,
-    };
+    // the built-in embedder compiled into the binary.
+    let choice = super::resolve_model(args.model)?;
+    let requested = crate::settings::Layers::get()?
+        .backend(args.backend.clone())?
+        .value;
     let dtype = super::resolve_dtype(args.dtype)?;
     let texts = if args.texts.is_empty() {
         let stdin = std::io::stdin();
@@ -96,32 +95,47 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     if texts.is_empty() {
         anyhow::bail!("no non-empty texts to embed");
     }
-    let (backend, tok): (Box<dyn Backend>, TextTokenizer) = match args.backend {
-        BackendKind::Candle => {
-            let (model, tok) = match &dir {
-                Some(dir) => load_embedder(dir, dtype)
-                    .with_context(|| format!("loading the model from {}", dir.display()))?,
-                None => anectx_models::default_model::load_with_tokenizer(dtype)
-                    .context("loading the built-in default embedder")?,
-            };
-            (Box::new(CandleBackend::new(Some(model), None)), tok)
+    let package = match &choice {
+        super::embedder::ModelChoice::Dir(d) if d.extension().is_some_and(|e| e == "mlpackage") => {
+            Some(d.clone())
         }
-        BackendKind::Coreml => {
-            let dir = dir
-                .clone()
-                .context("--backend coreml needs --model PACKAGE.mlpackage (export one with `anectx export coreml`)")?;
-            let b = CoreMlBackend::load(CoreMlConfig::new(&dir, args.units))
-                .with_context(|| format!("loading the Core ML package {}", dir.display()))?;
-            let tpath = args
-                .tokenizer
-                .clone()
-                .unwrap_or_else(|| dir.join(anectx_coreml_runtime::PACKAGE_TOKENIZER));
-            let shapes = b.shapes();
-            let tok =
-                TextTokenizer::from_file(&tpath, shapes.max_seq)?.with_buckets(shapes.seq_buckets);
-            (Box::new(b), tok)
-        }
+        _ => None,
     };
+    let (backend, tok, backend_choice): (Box<dyn Backend>, TextTokenizer, BackendChoice) =
+        match package {
+            Some(dir) => {
+                if requested == BackendRequest::Candle {
+                    anyhow::bail!(
+                        "{} is a Core ML package: it runs with --backend coreml (or auto), \
+                         not candle",
+                        dir.display()
+                    );
+                }
+                let b = CoreMlBackend::load(CoreMlConfig::new(&dir, args.units))
+                    .with_context(|| format!("loading the Core ML package {}", dir.display()))?;
+                let tpath = args
+                    .tokenizer
+                    .clone()
+                    .unwrap_or_else(|| dir.join(anectx_coreml_runtime::PACKAGE_TOKENIZER));
+                let shapes = b.shapes();
+                let tok = TextTokenizer::from_file(&tpath, shapes.max_seq)?
+                    .with_buckets(shapes.seq_buckets);
+                let c = BackendChoice {
+                    requested,
+                    used: b.name().to_string(),
+                    reason: "the Core ML package given with --model".into(),
+                    compute_units: Some(args.units),
+                    package: Some(dir.clone()),
+                    parity: None,
+                    ane_share: None,
+                };
+                (Box::new(b), tok, c)
+            }
+            None => {
+                let p = choice.prepare(dtype, requested, args.units)?;
+                (p.backend, p.tokenizer, p.choice)
+            }
+        };
     let dim = backend.embedding_dim().unwrap_or(0);
 
     let bs = args.batch_size as usize;
@@ -165,12 +179,12 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     pb.finish_and_clear();
 
     let out = Output {
-        model: dir
-            .as_ref()
-            .map_or_else(anectx_models::default_model::id, |d| {
-                d.display().to_string()
-            }),
+        model: match &choice {
+            super::embedder::ModelChoice::Builtin => anectx_models::default_model::id(),
+            super::embedder::ModelChoice::Dir(d) => d.display().to_string(),
+        },
         backend: backend.name().to_string(),
+        backend_choice,
         dtype: dtype.to_string(),
         dim: rows.first().map_or(dim, |r: &Row| r.embedding.len()),
         data: rows,

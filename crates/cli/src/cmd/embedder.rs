@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use anectx_core::{Backend, BackendChoice, BackendRequest, ComputeUnits};
 use anectx_engine::{ModelEmbedder, ModelIdentity, TextEmbedder};
-use anectx_models::{Embedder, TextTokenizer, WeightDtype};
+use anectx_models::{CandleBackend, Embedder, TextTokenizer, WeightDtype};
 use anectx_store::EmbedderInfo;
 use anyhow::{Context, Result};
 
@@ -21,13 +22,18 @@ pub enum ModelChoice {
     Dir(PathBuf),
 }
 
-/// What a command resolved: the model (`None` = BM25 only) and its dtype.
+/// What a command resolved: the model (`None` = BM25 only), its dtype and
+/// the runtime that runs it.
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub model: Option<ModelChoice>,
     pub dtype: WeightDtype,
     /// Where the choice came from, for messages.
     pub source: &'static str,
+    /// `--backend` > `ANECTX_BACKEND` > config `backend` > `auto`.
+    pub backend: BackendRequest,
+    /// Core ML compute units (`--units`, default CPU + Neural Engine).
+    pub units: ComputeUnits,
 }
 
 /// Parses a model spec: `none`/`bm25`, `default`/`builtin`, or a directory
@@ -75,11 +81,15 @@ pub fn resolve_for_store(
     store_dir: Option<&Path>,
 ) -> Result<Resolved> {
     let dtype = given_dtype(cli_dtype)?;
+    let backend = crate::settings::Layers::get()?.backend(None)?.value;
+    let units = ComputeUnits::CpuAndNeuralEngine;
     if let Some((spec, source)) = given(cli_model)? {
         return Ok(Resolved {
             model: parse_spec(&spec)?,
             dtype: dtype.unwrap_or(WeightDtype::F32),
             source,
+            backend,
+            units,
         });
     }
     let stored = match store_dir {
@@ -93,6 +103,8 @@ pub fn resolve_for_store(
                     model: Some(ModelChoice::Builtin),
                     dtype: dtype.unwrap_or(dt),
                     source: "the store",
+                    backend,
+                    units,
                 });
             }
         }
@@ -107,6 +119,8 @@ pub fn resolve_for_store(
         model: Some(ModelChoice::Builtin),
         dtype: dtype.unwrap_or(WeightDtype::F32),
         source: "the default",
+        backend,
+        units,
     })
 }
 
@@ -203,11 +217,124 @@ impl ModelChoice {
 }
 
 impl Resolved {
-    /// The engine embedder (`None` for BM25 only).
+    /// The runtime given on the command line (`None`: the environment, the
+    /// config file or `auto`) and the Core ML compute units.
+    pub fn with_backend(
+        mut self,
+        cli: Option<String>,
+        units: Option<ComputeUnits>,
+    ) -> Result<Self> {
+        self.backend = crate::settings::Layers::get()?.backend(cli)?.value;
+        if let Some(u) = units {
+            self.units = u;
+        }
+        Ok(self)
+    }
+
+    /// The engine embedder (`None` for BM25 only) on the resolved backend.
     pub fn embedder(&self) -> Result<Option<Arc<dyn TextEmbedder>>> {
-        self.model
-            .as_ref()
-            .map(|m| m.embedder(self.dtype))
-            .transpose()
+        let Some(m) = &self.model else {
+            return Ok(None);
+        };
+        if self.backend == BackendRequest::Candle || !cfg!(target_vendor = "apple") {
+            if self.backend == BackendRequest::CoreMl {
+                anyhow::bail!("--backend coreml: {}", anectx_coreml_runtime::NEEDS_MACOS);
+            }
+            // candle, as before (on Linux `auto` is candle, unchanged).
+            return Ok(Some(m.embedder(self.dtype)?));
+        }
+        let p = m.prepare(self.dtype, self.backend, self.units)?;
+        Ok(Some(Arc::new(
+            ModelEmbedder::new(p.backend, p.tokenizer, p.info).with_legacy(p.legacy),
+        )))
+    }
+}
+
+/// An embedder ready to run: the backend `--backend` chose (and why), the
+/// tokenizer that fits it, and the identity stores know the model by.
+pub struct Prepared {
+    pub backend: Box<dyn Backend>,
+    pub tokenizer: TextTokenizer,
+    pub info: EmbedderInfo,
+    pub legacy: Vec<String>,
+    /// The model's kind, e.g. `Conv` or `Bert`.
+    pub kind: String,
+    pub choice: BackendChoice,
+}
+
+impl ModelChoice {
+    /// Loads the model on candle and, unless asked for candle, tries Core ML
+    /// (`anectx_coreml::auto`): exported once into the cache, used only when
+    /// it matches candle on the probe set. `auto` falls back to candle with
+    /// one line on standard error saying why; `coreml` is an error instead.
+    pub fn prepare(
+        &self,
+        dtype: WeightDtype,
+        request: BackendRequest,
+        units: ComputeUnits,
+    ) -> Result<Prepared> {
+        let (model, tokenizer, info, legacy) = self.load(dtype)?;
+        let kind = format!("{:?}", model.kind());
+        let reference = CandleBackend::new(Some(model), None);
+        use anectx_coreml::auto::{self, Outcome};
+        let outcome = if request == BackendRequest::Candle {
+            Outcome::Candle {
+                choice: BackendChoice::candle(request, "asked for candle"),
+            }
+        } else if !cfg!(target_vendor = "apple") {
+            Outcome::Candle {
+                choice: BackendChoice::candle(request, auto::not_apple(request)),
+            }
+        } else {
+            auto::choose(&auto::Request {
+                requested: request,
+                model: match self {
+                    ModelChoice::Builtin => auto::ModelSource::Builtin,
+                    ModelChoice::Dir(d) => auto::ModelSource::Dir(d),
+                },
+                model_identity: &info.fingerprint,
+                reference: &reference,
+                tokenizer: &tokenizer,
+                units,
+                cache_root: None,
+            })
+        };
+        match outcome {
+            Outcome::CoreMl {
+                backend,
+                tokenizer,
+                choice,
+            } => {
+                tracing::info!(backend = %choice.used, "{}", choice.reason);
+                Ok(Prepared {
+                    backend,
+                    tokenizer: *tokenizer,
+                    info,
+                    legacy,
+                    kind,
+                    choice,
+                })
+            }
+            Outcome::Candle { choice } => {
+                match request {
+                    BackendRequest::CoreMl => anyhow::bail!("--backend coreml: {}", choice.reason),
+                    BackendRequest::Auto if cfg!(target_vendor = "apple") => {
+                        eprintln!(
+                            "anectx: running on candle (CPU), not Core ML: {}",
+                            choice.reason
+                        )
+                    }
+                    _ => {}
+                }
+                Ok(Prepared {
+                    backend: Box::new(reference),
+                    tokenizer,
+                    info,
+                    legacy,
+                    kind,
+                    choice,
+                })
+            }
+        }
     }
 }

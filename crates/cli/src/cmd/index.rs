@@ -58,6 +58,16 @@ pub struct StoreArgs {
     /// Compute precision: f32 or f16. Env: ANECTX_DTYPE.
     #[arg(long)]
     pub dtype: Option<String>,
+    /// The embedder's runtime: `auto` (on a Mac, the model exported to Core
+    /// ML and run on the Neural Engine when it matches candle; candle
+    /// elsewhere), `candle` or `coreml`. Env: ANECTX_BACKEND; config
+    /// `backend`; default: auto.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Core ML compute units: cpu, gpu, ane (CPU + Neural Engine) or all.
+    /// Default: ane.
+    #[arg(long, value_parser = super::embed::parse_units)]
+    pub units: Option<anectx_core::ComputeUnits>,
 }
 
 impl StoreArgs {
@@ -83,6 +93,7 @@ impl StoreArgs {
         store: Option<&std::path::Path>,
     ) -> Result<Option<Arc<dyn TextEmbedder>>> {
         super::embedder::resolve_for_store(self.model.clone(), self.dtype.clone(), store)?
+            .with_backend(self.backend.clone(), self.units)?
             .embedder()
     }
 }

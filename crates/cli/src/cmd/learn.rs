@@ -69,6 +69,8 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         store: args.store.clone(),
         model: None,
         dtype: None,
+        backend: None,
+        units: None,
     }
     .store_dir()?;
     if !store_dir.join("anectx.sqlite").exists() {
@@ -143,6 +145,8 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         store: args.store.clone(),
         model: None,
         dtype: None,
+        backend: None,
+        units: None,
     };
     let engine = anectx_engine::Engine::open(&store_dir, store_args.embedder()?)
         .with_context(|| format!("opening the store in {}", store_dir.display()))?;
@@ -559,6 +563,8 @@ impl RegistryOpts {
             store: self.store.clone(),
             model: None,
             dtype: None,
+            backend: None,
+            units: None,
         }
         .store_dir()?;
         Ok(Registry::open(&registry_dir(

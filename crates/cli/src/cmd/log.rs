@@ -83,6 +83,8 @@ fn open(arg: &StoreArg) -> Result<(PathBuf, Db)> {
         store: arg.store.clone(),
         model: None,
         dtype: None,
+        backend: None,
+        units: None,
     }
     .store_dir()?;
     if !Store::exists(&dir) {

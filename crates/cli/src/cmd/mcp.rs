@@ -4,8 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anectx_core::{Backend, BackendError};
-use anectx_models::CandleBackend;
+use anectx_core::BackendError;
 use anectx_serve::{BatcherConfig, ContextService, Metrics, RelevanceReloader};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -125,11 +124,19 @@ pub fn run(args: McpArgs) -> Result<()> {
     )?;
     let choice = resolved
         .model
+        .clone()
         .context("`anectx mcp` needs an embedder (`--model none` is for BM25-only commands)")?;
-    let (embedder, tokenizer, info, legacy) = choice.load(resolved.dtype)?;
+    // The runtime from ANECTX_BACKEND / config `backend` (default auto).
+    let prepared = choice.prepare(resolved.dtype, resolved.backend, resolved.units)?;
+    let (backend, tokenizer, info, legacy) = (
+        prepared.backend,
+        prepared.tokenizer,
+        prepared.info,
+        prepared.legacy,
+    );
     let metrics = Arc::new(Metrics::new());
     let batcher = anectx_serve::Batcher::spawn(
-        move || Ok(Box::new(CandleBackend::new(Some(embedder), None)) as Box<dyn Backend>),
+        move || Ok(backend),
         BatcherConfig::default(),
         metrics.clone(),
     )

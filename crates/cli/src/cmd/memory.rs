@@ -178,6 +178,8 @@ fn run_stats(args: StatsArgs) -> Result<()> {
         store: args.store.clone(),
         model: None,
         dtype: None,
+        backend: None,
+        units: None,
     };
     let (dir, reg) = open(&store, args.registry.as_ref())?;
     let (version, current) = which(&reg, args.name.as_deref())?;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anectx_core::{Backend, BackendError};
+use anectx_core::{Backend, BackendError, PairedBackend};
 use anectx_engine::{ContextOptions, Engine};
 use anectx_models::{load_classifier, CandleBackend};
 use anectx_server::{
@@ -36,6 +36,16 @@ pub struct ServeArgs {
     /// Compute precision: f32 or f16. Env: ANECTX_DTYPE.
     #[arg(long)]
     dtype: Option<String>,
+    /// The embedder's runtime: `auto` (on a Mac, the model exported to Core
+    /// ML and run on the Neural Engine when it matches candle; candle
+    /// elsewhere), `candle` or `coreml`. Env: ANECTX_BACKEND; config
+    /// `backend`; default: auto. `/info` shows the decision.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Core ML compute units: cpu, gpu, ane (CPU + Neural Engine) or all.
+    /// Default: ane.
+    #[arg(long, value_parser = super::embed::parse_units)]
+    units: Option<anectx_core::ComputeUnits>,
     /// Relevance classifier directory; /v1/rerank uses it when given,
     /// otherwise the embedder's cosine similarity mapped to [0, 1].
     #[arg(long)]
@@ -182,14 +192,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
         args.model.clone(),
         args.dtype.clone(),
         Some(&store_dir),
-    )?;
+    )?
+    .with_backend(args.backend.clone(), args.units)?;
     let dtype = resolved.dtype;
     let choice = resolved
         .model
+        .clone()
         .context("`anectx serve` needs an embedder (`--model none` is for BM25-only commands)")?;
-    let (embedder, tokenizer, info, legacy) = choice.load(dtype)?;
-    let kind = format!("{:?}", embedder.kind());
-    let fingerprint = info.fingerprint.clone();
+    let prepared = choice.prepare(dtype, resolved.backend, resolved.units)?;
+    let kind = prepared.kind.clone();
+    let fingerprint = prepared.info.fingerprint.clone();
+    let backend_choice = prepared.choice.clone();
+    let (embed_backend, tokenizer, info, legacy) = (
+        prepared.backend,
+        prepared.tokenizer,
+        prepared.info,
+        prepared.legacy,
+    );
     let (classifier, classifier_tok) = match &args.classifier {
         Some(spec) => {
             let cdir = anectx_models::io::resolve_model_dir(spec)?;
@@ -208,7 +227,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let classifier_model = classifier.map(|(c, _)| c);
     let batcher = anectx_server::Batcher::spawn(
         move || {
-            Ok(Box::new(CandleBackend::new(Some(embedder), classifier_model)) as Box<dyn Backend>)
+            Ok(match classifier_model {
+                None => embed_backend,
+                Some(c) => Box::new(PairedBackend {
+                    embed: embed_backend,
+                    score: Box::new(CandleBackend::new(None, Some(c))),
+                }) as Box<dyn Backend>,
+            })
         },
         BatcherConfig {
             max_batch_rows: args.max_batch_rows.max(1),
@@ -255,6 +280,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     config.model_aliases = args.model_aliases.clone();
     config.strict_model = args.strict_model;
     config.model_kind = kind;
+    config.backend_choice = Some(backend_choice);
     config.model_version = fingerprint.chars().take(16).collect();
     config.classifier_id = classifier_id;
     config.api_key = args.api_key.clone().filter(|k| !k.trim().is_empty());

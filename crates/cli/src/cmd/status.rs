@@ -60,6 +60,8 @@ pub fn run(args: StatusArgs) -> Result<()> {
         store: args.store.clone(),
         model: None,
         dtype: None,
+        backend: None,
+        units: None,
     }
     .store_dir()?;
     let registry_dir = super::learn::registry_dir(&dir, args.registry.as_ref());

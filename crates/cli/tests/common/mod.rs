@@ -21,6 +21,7 @@ pub fn anectx(dir: &Path) -> Command {
         .env_remove("ANECTX_STORE")
         .env_remove("ANECTX_API_KEY")
         .env_remove("ANECTX_LLM_URL")
+        .env_remove("ANECTX_BACKEND")
         .env("ANECTX_CONFIG", empty_config(dir))
         .current_dir(dir);
     c

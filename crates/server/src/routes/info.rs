@@ -63,6 +63,7 @@ pub(crate) async fn info(State(state): State<AppState>) -> Json<Value> {
             "name": b.name,
             "max_batch": b.shapes.max_batch,
             "seq_buckets": b.shapes.seq_buckets,
+            "choice": s.config.backend_choice,
         },
         "limits": {
             "payload_bytes": s.config.payload_limit,
