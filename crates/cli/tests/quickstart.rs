@@ -68,6 +68,8 @@ fn analyzer_and_baseline(dir: &Path, round: u64) -> ((u64, u64, u64), (u64, u64,
 fn quickstart_runs_end_to_end_offline() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("qs");
+    // An empty config file, so a developer's own is not read.
+    std::fs::write(tmp.path().join("none.toml"), "").unwrap();
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_anectx"))
             .arg("quickstart")
@@ -76,6 +78,7 @@ fn quickstart_runs_end_to_end_offline() {
             .arg("--json")
             .args(extra)
             .env_remove("ANECTX_MODEL")
+            .env_remove("ANECTX_BACKEND")
             .env("ANECTX_CONFIG", tmp.path().join("none.toml"))
             .env("HF_HUB_OFFLINE", "1")
             .output()
@@ -93,6 +96,11 @@ fn quickstart_runs_end_to_end_offline() {
         .as_str()
         .unwrap()
         .contains("anectx-default-embedder"));
+    // The runtime is `auto`'s decision: candle off Apple platforms.
+    assert_eq!(v["backend"]["requested"], "auto", "{}", v["backend"]);
+    if cfg!(not(target_vendor = "apple")) {
+        assert_eq!(v["backend"]["used"], "candle-cpu", "{}", v["backend"]);
+    }
     let answers = v["answers"].as_array().unwrap();
     assert_eq!(answers.len(), 3);
     assert!(answers

@@ -223,8 +223,19 @@ fn off_apple_platforms_auto_is_candle_without_exporting() {
     let out = auto::choose(&request(&f, BackendRequest::Auto));
     let choice = out.choice();
     assert_eq!(choice.used, "candle-cpu");
-    assert!(choice.reason.contains("macOS"), "{}", choice.reason);
+    assert!(
+        choice.reason.contains("Apple platforms"),
+        "{}",
+        choice.reason
+    );
     assert!(!f.cache.exists(), "a package was exported off macOS");
+    // Asked for Core ML explicitly: the reason names macOS.
+    let out = auto::choose(&request(&f, BackendRequest::CoreMl));
+    assert!(
+        out.choice().reason.contains("Core ML needs macOS"),
+        "{}",
+        out.choice().reason
+    );
 }
 
 #[test]

@@ -53,6 +53,11 @@ pub struct QuickstartArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// The embedder's runtime: `auto` (on a Mac, Core ML on the Neural
+    /// Engine when it matches candle; candle elsewhere), `candle` or
+    /// `coreml`. Env: ANECTX_BACKEND; config `backend`; default: auto.
+    #[arg(long)]
+    backend: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +73,8 @@ struct Summary {
     documents: u64,
     chunks: u64,
     embedder: String,
+    /// Which runtime embedded, and why (`--backend auto`'s decision).
+    backend: anectx_core::BackendChoice,
     answers: Vec<Answer>,
     interactions_logged: usize,
     analyzer_f1_vs_judgments: f64,
@@ -299,9 +306,21 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
     let sample = dir.join("sample");
     write_sample(&sample)?;
     let coll = Collection::load(&sample)?;
+    let requested = crate::settings::Layers::get()?
+        .backend(args.backend.clone())?
+        .value;
+    let prepared = super::embedder::ModelChoice::Builtin.prepare(
+        WeightDtype::F32,
+        requested,
+        anectx_core::ComputeUnits::CpuAndNeuralEngine,
+    )?;
+    let backend = prepared.choice.clone();
+    if !args.json {
+        eprintln!("  runtime: {} ({})", backend.used, backend.reason);
+    }
     let embedder = std::sync::Arc::new(
-        ModelEmbedder::embedded_default(WeightDtype::F32)
-            .context("loading the built-in embedder")?,
+        ModelEmbedder::new(prepared.backend, prepared.tokenizer, prepared.info)
+            .with_legacy(prepared.legacy),
     );
     let embedder_desc = anectx_engine::TextEmbedder::info(embedder.as_ref())
         .description
@@ -438,6 +457,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         documents: rep.documents_total,
         chunks: rep.chunks_total,
         embedder: embedder_desc,
+        backend,
         answers,
         interactions_logged: round.interactions_logged,
         analyzer_f1_vs_judgments: round.analyzer_vs_judgments.f1,
