@@ -29,17 +29,33 @@ pub struct LlmConfig {
     pub first_byte_timeout: Duration,
     /// Longest wait for a whole non-streamed answer (504 after it).
     pub total_timeout: Duration,
+    /// Largest non-streamed answer body in bytes (502 above).
+    pub max_body_bytes: usize,
+    /// Longest line of a streamed (SSE) answer in bytes; past it the stream
+    /// ends with an error event.
+    pub max_sse_line_bytes: usize,
+    /// Largest streamed answer in bytes in all; past it the stream ends with
+    /// an error event.
+    pub max_stream_bytes: usize,
+    /// Longest silence between two chunks of a streamed answer; past it the
+    /// stream ends with an error event.
+    pub idle_timeout: Duration,
 }
 
 impl LlmConfig {
     /// An upstream at `base_url` with the default timeouts (first byte
-    /// 120 s, whole answer 600 s).
+    /// 120 s, whole answer 600 s, silence in a stream 120 s) and caps (body
+    /// 16 MiB, SSE line 1 MiB, stream 64 MiB).
     pub fn new(base_url: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into(),
             api_key: None,
             first_byte_timeout: Duration::from_secs(120),
             total_timeout: Duration::from_secs(600),
+            max_body_bytes: 16 << 20,
+            max_sse_line_bytes: 1 << 20,
+            max_stream_bytes: 64 << 20,
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
