@@ -358,18 +358,27 @@ pub(crate) fn context_error(e: ServeError) -> ApiError {
 pub(crate) use anectx_serve::service::now_ms;
 
 /// A JSON body whose rejections become [`ApiError`]s (400 syntax, 422 types,
-/// 413 size, 415 content type) in the OpenAI error shape.
+/// 413 size or too many items in a bounded list, 415 content type) in the
+/// OpenAI error shape. Bounded list fields count their items against
+/// `--max-client-batch` while the body is parsed.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    AppState: axum::extract::FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(v) = Json::<T>::from_request(req, state).await?;
-        Ok(Self(v))
+        let app = <AppState as axum::extract::FromRef<S>>::from_ref(state);
+        let max = app.inner.config.max_client_batch.max(1);
+        let (r, refusal) = crate::body::Scope::run(max, Json::<T>::from_request(req, state)).await;
+        match (r, refusal) {
+            (Ok(Json(v)), _) => Ok(Self(v)),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e.into()),
+        }
     }
 }
