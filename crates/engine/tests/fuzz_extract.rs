@@ -84,3 +84,19 @@ fn extractors_survive_mutated_documents() {
     assert!(report.cases > 0);
 }
 
+/// Found by this fuzzer (seed 0x5eed, case 5530): a mutated PDF on which
+/// pdf_oxide 0.3.78 panics slicing a string inside a character
+/// (document.rs:25363). The reader answers "corrupt" instead.
+#[test]
+fn a_pdf_that_panics_the_pdf_library_is_a_corrupt_file() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus/regressions/pdf-oxide-char-boundary.pdf");
+    let bytes = std::fs::read(&p).unwrap();
+    match extract(Format::Pdf, &bytes) {
+        Err(anectx_engine::formats::FormatError::Corrupt { format, detail }) => {
+            assert_eq!(format, "pdf");
+            assert!(detail.contains("not a char boundary"), "{detail}");
+        }
+        other => panic!("expected a corrupt-file error, got {other:?}"),
+    }
+}
