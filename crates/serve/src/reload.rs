@@ -88,6 +88,11 @@ struct State {
 pub struct RelevanceReloader {
     engine: Arc<Engine>,
     source: Arc<dyn RelevanceSource>,
+    /// Serialises reloads; held across a whole reload (file reads, the
+    /// probe), so only ever taken on blocking threads.
+    serial: Mutex<()>,
+    /// What `/info` reports; held only to copy or set a few fields, never
+    /// across a load, so an async handler never waits on a reload.
     state: Mutex<State>,
     ok: AtomicU64,
     failed: AtomicU64,
@@ -173,6 +178,7 @@ impl RelevanceReloader {
         Self {
             engine,
             source,
+            serial: Mutex::new(()),
             state: Mutex::new(State::default()),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -199,12 +205,13 @@ impl RelevanceReloader {
     /// last failed one. Blocking (loading a model reads files): call it on a
     /// blocking thread. Reloads are serialised.
     pub fn reload(&self, force: bool) -> Result<ReloadOutcome, ReloadError> {
-        let mut st = self.state();
+        let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
         let serving = self.version();
-        let fail = |st: &mut State, stamp: Option<String>, message: String| {
+        let fail = |stamp: Option<String>, message: String| {
             self.failed.fetch_add(1, Ordering::Relaxed);
             self.metrics.record_reload(false);
             tracing::warn!("relevance model reload refused: {message}; `{serving}` keeps serving");
+            let mut st = self.state();
             st.failed_stamp = stamp.clone();
             st.last_error = Some(message.clone());
             ReloadError {
@@ -215,17 +222,21 @@ impl RelevanceReloader {
         };
         let stamp = match catch_unwind(AssertUnwindSafe(|| self.source.stamp())) {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(fail(&mut st, None, format!("reading the stamp: {e}"))),
+            Ok(Err(e)) => return Err(fail(None, format!("reading the stamp: {e}"))),
             Err(p) => {
                 let m = format!("reading the stamp panicked: {}", panic_message(p));
-                return Err(fail(&mut st, None, m));
+                return Err(fail(None, m));
             }
         };
-        if !force
-            && (st.stamp.as_deref() == Some(stamp.as_str())
-                || st.failed_stamp.as_deref() == Some(stamp.as_str()))
-        {
-            if st.stamp.as_deref() == Some(stamp.as_str()) {
+        let (same, failed_before) = {
+            let st = self.state();
+            (
+                st.stamp.as_deref() == Some(stamp.as_str()),
+                st.failed_stamp.as_deref() == Some(stamp.as_str()),
+            )
+        };
+        if !force && (same || failed_before) {
+            if same {
                 match catch_unwind(AssertUnwindSafe(|| self.source.refresh())) {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::warn!("refreshing `{stamp}`: {e}"),
@@ -244,25 +255,22 @@ impl RelevanceReloader {
         }));
         let (model, version) = match loaded {
             Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                return Err(fail(
-                    &mut st,
-                    Some(stamp.clone()),
-                    format!("loading `{stamp}`: {e}"),
-                ))
-            }
+            Ok(Err(e)) => return Err(fail(Some(stamp.clone()), format!("loading `{stamp}`: {e}"))),
             Err(p) => {
                 let m = format!("loading `{stamp}` panicked: {}", panic_message(p));
-                return Err(fail(&mut st, Some(stamp), m));
+                return Err(fail(Some(stamp), m));
             }
         };
         self.engine.set_relevance_model(model);
         self.ok.fetch_add(1, Ordering::Relaxed);
         self.metrics.record_reload(true);
         self.metrics.set_relevance_version(&version);
-        st.stamp = Some(stamp.clone());
-        st.failed_stamp = None;
-        st.last_error = None;
+        {
+            let mut st = self.state();
+            st.stamp = Some(stamp.clone());
+            st.failed_stamp = None;
+            st.last_error = None;
+        }
         if serving != version {
             tracing::info!("relevance model swapped: `{serving}` → `{version}` ({stamp})");
         }
@@ -328,6 +336,60 @@ mod tests {
         fn score(&self, _q: &str, _c: &[Candidate]) -> anectx_engine::Result<Vec<f32>> {
             Ok(vec![0.5])
         }
+    }
+
+    /// A source whose load waits for the test's token (bounded: it gives
+    /// up after 60 s and says so).
+    struct Gated {
+        entered: std::sync::mpsc::Sender<()>,
+        gate: Mutex<std::sync::mpsc::Receiver<()>>,
+    }
+    impl RelevanceSource for Gated {
+        fn stamp(&self) -> Result<String, SourceError> {
+            Ok("v2".into())
+        }
+        fn load(&self) -> Result<Arc<dyn RelevanceModel>, SourceError> {
+            let _ = self.entered.send(());
+            self.gate
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(60))
+                .map_err(|_| "the load was never released: status() waited on it")?;
+            Ok(Arc::new(FusionRelevance::default()))
+        }
+    }
+
+    /// `status()` (what the async `/info` handler calls) answers while a
+    /// reload is loading, instead of waiting on a lock the load holds.
+    #[test]
+    fn status_answers_while_a_reload_is_loading() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(Engine::open(&dir.path().join("store"), None).unwrap());
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, gate) = std::sync::mpsc::channel();
+        let r = Arc::new(RelevanceReloader::new(
+            engine,
+            Arc::new(Gated {
+                entered: entered_tx,
+                gate: Mutex::new(gate),
+            }),
+            Duration::ZERO,
+            Arc::new(Metrics::new()),
+        ));
+        let loading = {
+            let r = r.clone();
+            std::thread::spawn(move || r.reload(true))
+        };
+        entered.recv().unwrap();
+        // With the load holding the status lock, this waits until the load
+        // gives up, and the reload below then fails.
+        let st = r.status();
+        release.send(()).unwrap();
+        let outcome = loading.join().unwrap();
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(st.reloads_ok, 0);
+        assert_eq!(r.status().reloads_ok, 1);
+        assert_eq!(r.status().stamp.as_deref(), Some("v2"));
     }
 
     #[test]

@@ -22,6 +22,7 @@
 //! [`InteractionRecorder`] traits, [`SqliteRecorder`] (the interaction log),
 //! [`RelevanceReloader`] (hot swap) and [`Metrics`].
 
+mod body;
 mod error;
 mod listen;
 mod middleware;

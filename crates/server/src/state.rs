@@ -29,17 +29,33 @@ pub struct LlmConfig {
     pub first_byte_timeout: Duration,
     /// Longest wait for a whole non-streamed answer (504 after it).
     pub total_timeout: Duration,
+    /// Largest non-streamed answer body in bytes (502 above).
+    pub max_body_bytes: usize,
+    /// Longest line of a streamed (SSE) answer in bytes; past it the stream
+    /// ends with an error event.
+    pub max_sse_line_bytes: usize,
+    /// Largest streamed answer in bytes in all; past it the stream ends with
+    /// an error event.
+    pub max_stream_bytes: usize,
+    /// Longest silence between two chunks of a streamed answer; past it the
+    /// stream ends with an error event.
+    pub idle_timeout: Duration,
 }
 
 impl LlmConfig {
     /// An upstream at `base_url` with the default timeouts (first byte
-    /// 120 s, whole answer 600 s).
+    /// 120 s, whole answer 600 s, silence in a stream 120 s) and caps (body
+    /// 16 MiB, SSE line 1 MiB, stream 64 MiB).
     pub fn new(base_url: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into(),
             api_key: None,
             first_byte_timeout: Duration::from_secs(120),
             total_timeout: Duration::from_secs(600),
+            max_body_bytes: 16 << 20,
+            max_sse_line_bytes: 1 << 20,
+            max_stream_bytes: 64 << 20,
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -346,18 +362,27 @@ pub(crate) fn context_error(e: ServeError) -> ApiError {
 pub(crate) use anectx_serve::service::now_ms;
 
 /// A JSON body whose rejections become [`ApiError`]s (400 syntax, 422 types,
-/// 413 size, 415 content type) in the OpenAI error shape.
+/// 413 size or too many items in a bounded list, 415 content type) in the
+/// OpenAI error shape. Bounded list fields count their items against
+/// `--max-client-batch` while the body is parsed.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    AppState: axum::extract::FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(v) = Json::<T>::from_request(req, state).await?;
-        Ok(Self(v))
+        let app = <AppState as axum::extract::FromRef<S>>::from_ref(state);
+        let max = app.inner.config.max_client_batch.max(1);
+        let (r, refusal) = crate::body::Scope::run(max, Json::<T>::from_request(req, state)).await;
+        match (r, refusal) {
+            (Ok(Json(v)), _) => Ok(Self(v)),
+            (Err(_), Some(e)) => Err(e),
+            (Err(e), None) => Err(e.into()),
+        }
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[cfg(feature = "fake-llm")]
 pub mod fake_llm;
+pub mod fuzz;
 #[cfg(feature = "log")]
 pub mod log;
 #[cfg(feature = "tiny")]

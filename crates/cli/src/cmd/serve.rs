@@ -73,6 +73,19 @@ pub struct ServeArgs {
     /// Seconds to wait for a whole non-streamed upstream answer (504 after).
     #[arg(long, default_value_t = 600.0)]
     llm_total_secs: f64,
+    /// Seconds a streamed upstream answer may stay silent between chunks
+    /// (the stream then ends with an error event).
+    #[arg(long, default_value_t = 120.0)]
+    llm_idle_secs: f64,
+    /// Largest non-streamed upstream answer in MiB (502 above).
+    #[arg(long, default_value_t = 16)]
+    llm_max_body_mb: usize,
+    /// Longest line of a streamed (SSE) upstream answer in MiB.
+    #[arg(long, default_value_t = 1)]
+    llm_max_sse_line_mb: usize,
+    /// Largest streamed upstream answer in MiB in all.
+    #[arg(long, default_value_t = 64)]
+    llm_max_stream_mb: usize,
     /// Bearer key sent to the upstream LLM.
     #[arg(long, env = "ANECTX_LLM_API_KEY", hide_env_values = true)]
     llm_api_key: Option<String>,
@@ -173,6 +186,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     for (name, v) in [
         ("--llm-first-byte-secs", args.llm_first_byte_secs),
         ("--llm-total-secs", args.llm_total_secs),
+        ("--llm-idle-secs", args.llm_idle_secs),
         ("--request-timeout-secs", args.request_timeout_secs),
         ("--header-timeout-secs", args.header_timeout_secs),
         ("--shutdown-grace-secs", args.shutdown_grace_secs),
@@ -304,6 +318,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         api_key: args.llm_api_key.clone(),
         first_byte_timeout: std::time::Duration::from_secs_f64(args.llm_first_byte_secs),
         total_timeout: std::time::Duration::from_secs_f64(args.llm_total_secs),
+        idle_timeout: std::time::Duration::from_secs_f64(args.llm_idle_secs),
+        max_body_bytes: args.llm_max_body_mb.clamp(1, 4096) << 20,
+        max_sse_line_bytes: args.llm_max_sse_line_mb.clamp(1, 4096) << 20,
+        max_stream_bytes: args.llm_max_stream_mb.clamp(1, 65536) << 20,
         ..LlmConfig::new(base_url)
     });
     let recorder = match (&context, args.no_log) {

@@ -108,13 +108,26 @@ pub enum FormatError {
     },
 }
 
-/// Reads `bytes` as `format`.
+/// Reads `bytes` as `format`. A panic in a reader (third-party parsers of
+/// hostile files: fuzzing found one in the PDF reader) is a
+/// [`FormatError::Corrupt`], not a crash.
 pub fn extract(format: Format, bytes: &[u8]) -> Result<Extracted, FormatError> {
-    match format {
+    let read = std::panic::AssertUnwindSafe(|| match format {
         Format::Pdf => pdf::extract(bytes),
         Format::Docx | Format::Pptx | Format::Xlsx => office::extract(format, bytes),
         Format::Epub => epub::extract(bytes),
-    }
+    });
+    std::panic::catch_unwind(read).unwrap_or_else(|p| {
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(FormatError::Corrupt {
+            format: format.as_str(),
+            detail: format!("the reader failed on this file ({why})"),
+        })
+    })
 }
 
 /// `1, 2, 3, … and N more` for notes about page lists.

@@ -17,15 +17,23 @@
 //!    recorded when it ends. The `x-anectx-interaction-id` response header
 //!    carries the id for `POST /v1/feedback`.
 //!
+//! The upstream is bounded: a non-streamed answer larger than
+//! [`LlmConfig::max_body_bytes`] is a 502 (OpenAI error shape); a stream
+//! with a line longer than [`LlmConfig::max_sse_line_bytes`], more than
+//! [`LlmConfig::max_stream_bytes`] in all, silent for longer than
+//! [`LlmConfig::idle_timeout`] or failing mid-way ends with an error event,
+//! `data: {"error": {"message", "type": "upstream_error", …}}`.
+//!
 //! A request may carry an `anectx` object, which is removed before
 //! forwarding: `{"context": false}` skips selection, `{"budget_tokens": N}`
 //! overrides the budget. When no context store is configured, or selection
 //! fails, the request is forwarded without context (fail open) and the
 //! `x-anectx-context` response header says why.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
@@ -38,7 +46,7 @@ use serde_json::{json, Value};
 
 use crate::context::{ContextChunk, ContextRequest, Interaction, InteractionKind};
 use crate::error::ApiError;
-use crate::state::{now_ms, ApiJson, AppState};
+use crate::state::{now_ms, ApiJson, AppState, LlmConfig};
 
 /// The instruction that precedes the packed context.
 pub const CONTEXT_INSTRUCTION: &str = "Answer the user's question using the numbered sources \
@@ -275,23 +283,23 @@ pub(crate) async fn chat_completions(
             start,
             sse: SseText::default(),
         };
-        let body = Body::from_stream(TapStream {
-            inner: Box::pin(upstream.bytes_stream()),
+        let body = Body::from_stream(TapStream::new(
+            Box::pin(upstream.bytes_stream()),
             tap,
-        });
+            StreamLimits::of(&llm),
+        ));
         return Ok((status, out_headers, body).into_response());
     }
 
     let left = llm.total_timeout.saturating_sub(start.elapsed());
-    let bytes = tokio::time::timeout(left, upstream.bytes())
+    let bytes = tokio::time::timeout(left, read_capped(upstream, llm.max_body_bytes, &url))
         .await
         .map_err(|_| {
             ApiError::upstream_timeout(format!(
                 "the LLM at {url} did not finish its answer within {:.0} s (--llm-total-secs)",
                 llm.total_timeout.as_secs_f64()
             ))
-        })?
-        .map_err(|e| ApiError::upstream(format!("the LLM at {url} failed mid-answer: {e}")))?;
+        })??;
     let mut interaction = interaction;
     interaction.latency_ms = start.elapsed().as_millis() as u64;
     if status.is_success() {
@@ -315,10 +323,72 @@ pub(crate) async fn chat_completions(
     Ok((status, out_headers, bytes).into_response())
 }
 
+/// Reads a non-streamed answer, refusing (502) one larger than `cap` bytes
+/// as soon as its `Content-Length` or the bytes received say so.
+async fn read_capped(
+    mut upstream: reqwest::Response,
+    cap: usize,
+    url: &str,
+) -> Result<Bytes, ApiError> {
+    let too_big = || {
+        ApiError::upstream(format!(
+            "the LLM at {url} sent an answer larger than {cap} bytes (--llm-max-body-mb)"
+        ))
+    };
+    if upstream.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_big());
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = upstream
+        .chunk()
+        .await
+        .map_err(|e| ApiError::upstream(format!("the LLM at {url} failed mid-answer: {e}")))?
+    {
+        if buf.len() + chunk.len() > cap {
+            return Err(too_big());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// The bounds on a streamed answer.
+#[derive(Debug, Clone, Copy)]
+struct StreamLimits {
+    line: usize,
+    total: usize,
+    idle: Duration,
+}
+
+impl StreamLimits {
+    fn of(llm: &LlmConfig) -> Self {
+        Self {
+            line: llm.max_sse_line_bytes,
+            total: llm.max_stream_bytes,
+            idle: llm.idle_timeout,
+        }
+    }
+}
+
+/// The SSE event that ends a stream cut short: OpenAI's error shape as the
+/// `data` of an event (what OpenAI clients raise), after a blank line that
+/// ends any partial line already sent.
+pub fn sse_error_event(message: &str) -> Bytes {
+    let v = json!({"error": {
+        "message": message,
+        "type": "upstream_error",
+        "param": null,
+        "code": null,
+    }});
+    Bytes::from(format!("\n\ndata: {v}\n\n"))
+}
+
 /// Accumulates `choices[0].delta.content` from an SSE byte stream.
 #[derive(Debug, Default)]
 pub struct SseText {
     buf: Vec<u8>,
+    /// Bytes of `buf` already searched for a newline.
+    scanned: usize,
     pub text: String,
     pub done: bool,
 }
@@ -326,9 +396,14 @@ pub struct SseText {
 impl SseText {
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
-        while let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=nl).collect();
-            let line = String::from_utf8_lossy(&line);
+        // Each byte is searched once, and the consumed lines are dropped
+        // from the buffer once per feed.
+        let mut start = 0;
+        while let Some(p) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+            let nl = self.scanned + p;
+            let line = String::from_utf8_lossy(&self.buf[start..nl]).into_owned();
+            start = nl + 1;
+            self.scanned = start;
             let line = line.trim();
             let Some(data) = line.strip_prefix("data:") else {
                 continue;
@@ -351,6 +426,8 @@ impl SseText {
                 }
             }
         }
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
     }
 }
 
@@ -380,9 +457,78 @@ impl Drop for Tap {
     }
 }
 
+/// The upstream's stream, passed through and tapped, within
+/// [`StreamLimits`]: past a limit (or on an upstream failure) it yields one
+/// error event ([`sse_error_event`]) and ends.
 struct TapStream {
     inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
     tap: Tap,
+    limits: StreamLimits,
+    /// Bytes since the last newline.
+    line: usize,
+    total: usize,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    ended: bool,
+}
+
+impl TapStream {
+    fn new(
+        inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+        tap: Tap,
+        limits: StreamLimits,
+    ) -> Self {
+        Self {
+            inner,
+            tap,
+            limits,
+            line: 0,
+            total: 0,
+            idle: Box::pin(tokio::time::sleep(limits.idle)),
+            ended: false,
+        }
+    }
+
+    /// Ends the stream with an error event.
+    fn fail(&mut self, message: String) -> Poll<Option<Result<Bytes, reqwest::Error>>> {
+        tracing::warn!("{message}");
+        self.ended = true;
+        self.tap.finish();
+        Poll::Ready(Some(Ok(sse_error_event(&message))))
+    }
+
+    /// Checks a chunk against the limits; the message of the one it breaks.
+    fn check(&mut self, b: &[u8]) -> Option<String> {
+        self.total = self.total.saturating_add(b.len());
+        if self.total > self.limits.total {
+            return Some(format!(
+                "the LLM stream was cut: it sent more than {} bytes (--llm-max-stream-mb)",
+                self.limits.total
+            ));
+        }
+        let mut rest = b;
+        let mut longest = 0;
+        loop {
+            match rest.iter().position(|&c| c == b'\n') {
+                Some(p) => {
+                    longest = longest.max(self.line + p);
+                    self.line = 0;
+                    rest = &rest[p + 1..];
+                }
+                None => {
+                    self.line += rest.len();
+                    longest = longest.max(self.line);
+                    break;
+                }
+            }
+        }
+        (longest > self.limits.line).then(|| {
+            format!(
+                "the LLM stream was cut: it sent a line longer than {} bytes \
+                 (--llm-max-sse-line-mb)",
+                self.limits.line
+            )
+        })
+    }
 }
 
 impl Stream for TapStream {
@@ -390,21 +536,32 @@ impl Stream for TapStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.ended {
+            return Poll::Ready(None);
+        }
         match this.inner.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(b))) => {
+                if let Some(m) = this.check(&b) {
+                    return this.fail(m);
+                }
+                let next = tokio::time::Instant::now() + this.limits.idle;
+                this.idle.as_mut().reset(next);
                 this.tap.sse.feed(&b);
                 Poll::Ready(Some(Ok(b)))
             }
-            Poll::Ready(Some(Err(e))) => {
-                tracing::warn!("the LLM stream failed: {e}");
-                this.tap.finish();
-                Poll::Ready(Some(Err(e)))
-            }
+            Poll::Ready(Some(Err(e))) => this.fail(format!("the LLM stream failed: {e}")),
             Poll::Ready(None) => {
+                this.ended = true;
                 this.tap.finish();
                 Poll::Ready(None)
             }
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => this.fail(format!(
+                    "the LLM stream was cut: nothing came for {:.0} s (--llm-idle-secs)",
+                    this.limits.idle.as_secs_f64()
+                )),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 }

@@ -13,6 +13,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::body::{Bounded, Input};
 use crate::error::ApiError;
 use crate::state::{ApiJson, AppState};
 
@@ -62,7 +63,7 @@ pub(crate) fn timing_headers(t: CallTimings, truncated: &[usize]) -> HeaderMap {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbeddingsRequest {
-    input: Option<Value>,
+    input: Option<Bounded<Input>>,
     model: Option<String>,
     encoding_format: Option<String>,
     dimensions: Option<usize>,
@@ -245,7 +246,10 @@ pub(crate) async fn embeddings(
             .with_param("encoding_format"))
         }
     };
-    let texts = parse_input(req.input, state.inner.config.max_client_batch)?;
+    let texts = parse_input(
+        req.input.map(Bounded::into_inner),
+        state.inner.config.max_client_batch,
+    )?;
     let (emb, tokens, headers) = embed_texts(&state, texts).await?;
     if let Some(d) = req.dimensions {
         if d != emb.dim {

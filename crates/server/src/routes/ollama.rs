@@ -15,13 +15,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::embeddings::{check_model, embed_texts_with, parse_texts, shorten, too_long};
+use crate::body::{Bounded, Input};
 use crate::error::ApiError;
 use crate::state::{ApiJson, AppState};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbedRequest {
     model: Option<String>,
-    input: Option<Value>,
+    input: Option<Bounded<Input>>,
     /// Ollama's default is to cut too-long inputs.
     truncate: Option<bool>,
     /// 0 (Ollama's "unset") or absent: the model's dimension.
@@ -71,7 +72,8 @@ pub(crate) async fn embed(
                 .with_param("dimensions")
         })?),
     };
-    let nothing = match &req.input {
+    let input = req.input.map(Bounded::into_inner);
+    let nothing = match &input {
         None => true,
         Some(Value::String(s)) => s.is_empty(),
         Some(Value::Array(a)) => a.is_empty(),
@@ -88,7 +90,7 @@ pub(crate) async fn embed(
         return Ok(Json(body).into_response());
     }
     let texts = parse_texts(
-        req.input,
+        input,
         "input",
         state.inner.config.max_client_batch,
         ApiError::invalid,

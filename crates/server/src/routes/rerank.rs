@@ -12,6 +12,7 @@ use anectx_serve::{ServeError, Truncate};
 use axum::http::HeaderMap;
 
 use super::embeddings::{check_model, embed_texts_with, json_type, timing_headers};
+use crate::body::{Bounded, Documents};
 use crate::error::ApiError;
 use crate::state::{ApiJson, AppState};
 
@@ -19,7 +20,7 @@ use crate::state::{ApiJson, AppState};
 pub(crate) struct RerankRequest {
     model: Option<String>,
     query: Option<String>,
-    documents: Option<Vec<Value>>,
+    documents: Option<Bounded<Documents>>,
     top_n: Option<usize>,
     #[serde(default)]
     return_documents: bool,
@@ -118,9 +119,22 @@ pub(crate) async fn rerank(
     let query = req.query.filter(|q| !q.trim().is_empty()).ok_or_else(|| {
         ApiError::invalid("`query` is required and must not be empty").with_param("query")
     })?;
-    let docs = req.documents.ok_or_else(|| {
-        ApiError::invalid("`documents` is required: a list of strings").with_param("documents")
-    })?;
+    let docs = match req.documents.map(Bounded::into_inner) {
+        Some(Value::Array(d)) => d,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "`documents` is {}, expected a list of strings",
+                json_type(&other)
+            ))
+            .with_param("documents"))
+        }
+        None => {
+            return Err(
+                ApiError::invalid("`documents` is required: a list of strings")
+                    .with_param("documents"),
+            )
+        }
+    };
     if docs.is_empty() {
         return Err(ApiError::invalid("`documents` is an empty list").with_param("documents"));
     }

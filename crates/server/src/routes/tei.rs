@@ -12,10 +12,10 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::embeddings::{embed_texts_with, parse_texts, shorten, too_long};
 use super::rerank::score_documents;
+use crate::body::{Bounded, Inputs, Texts};
 use crate::error::ApiError;
 use crate::state::{ApiJson, AppState};
 
@@ -59,7 +59,7 @@ fn check_prompt(prompt_name: Option<&str>) -> Result<(), ApiError> {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct EmbedRequest {
-    inputs: Option<Value>,
+    inputs: Option<Bounded<Inputs>>,
     #[serde(default = "yes")]
     normalize: bool,
     #[serde(default)]
@@ -84,7 +84,7 @@ pub(crate) async fn embed(
     check_direction(req.truncation_direction.as_deref())?;
     check_prompt(req.prompt_name.as_deref())?;
     let texts = parse_texts(
-        req.inputs,
+        req.inputs.map(Bounded::into_inner),
         "inputs",
         state.inner.config.max_client_batch,
         ApiError::empty,
@@ -102,7 +102,7 @@ pub(crate) async fn embed(
 #[derive(Debug, Deserialize)]
 pub(crate) struct RerankRequest {
     query: Option<String>,
-    texts: Option<Vec<Value>>,
+    texts: Option<Bounded<Texts>>,
     #[serde(default)]
     raw_scores: bool,
     #[serde(default)]
@@ -140,7 +140,7 @@ pub(crate) async fn rerank(
         Some(q) => q,
     };
     let texts = parse_texts(
-        req.texts.map(Value::Array),
+        req.texts.map(Bounded::into_inner),
         "texts",
         state.inner.config.max_client_batch,
         ApiError::empty,
@@ -169,7 +169,7 @@ pub(crate) async fn rerank(
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct TokenizeRequest {
-    inputs: Option<Value>,
+    inputs: Option<Bounded<Inputs>>,
     #[serde(default = "yes")]
     add_special_tokens: bool,
     prompt_name: Option<String>,
@@ -184,7 +184,7 @@ pub(crate) async fn tokenize(
 ) -> Result<Response, ApiError> {
     check_prompt(req.prompt_name.as_deref())?;
     let texts = parse_texts(
-        req.inputs,
+        req.inputs.map(Bounded::into_inner),
         "inputs",
         state.inner.config.max_client_batch,
         ApiError::empty,

@@ -215,3 +215,213 @@ async fn a_hung_upstream_is_a_504_after_the_first_byte_timeout() {
     );
     holder.abort();
 }
+
+/// A raw HTTP upstream on loopback: reads each request (headers and a
+/// `Content-Length` body), then lets `answer` write whatever it likes on the
+/// socket; the connection closes when `answer` returns.
+async fn raw_upstream<F, Fut>(answer: F) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = std::sync::Arc::new(answer);
+    let task = tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut req = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Ok(n) = sock.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    req.extend_from_slice(&buf[..n]);
+                    let Some(end) = req.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&req[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if req.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+                answer(sock).await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+async fn chat_through(
+    addr: std::net::SocketAddr,
+    tweak: fn(&mut anectx_server::LlmConfig),
+    stream: bool,
+) -> Reply {
+    let h = harness(Opts {
+        llm: Some(format!("http://{addr}/v1")),
+        llm_tweak: Some(tweak),
+        ..Opts::default()
+    })
+    .await;
+    tokio::time::timeout(
+        WAIT,
+        post(
+            &h.app,
+            "/v1/chat/completions",
+            json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+    )
+    .await
+    .expect("the chat answer never ended")
+}
+
+/// The error event a cut stream ends with, parsed.
+fn last_error_event(r: &Reply) -> Option<serde_json::Value> {
+    let text = String::from_utf8_lossy(&r.body);
+    let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+    let v: serde_json::Value = serde_json::from_str(last.strip_prefix("data: ")?).ok()?;
+    v.get("error").is_some().then_some(v)
+}
+
+/// A non-streamed answer larger than the body cap (no `Content-Length`,
+/// sent until the connection closes) is a 502 in the OpenAI error shape.
+#[tokio::test]
+async fn a_non_streamed_answer_over_the_body_cap_is_a_502() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, up) = raw_upstream(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{\"x\": \"")
+            .await;
+        let block = vec![b'a'; 16 * 1024];
+        // 1 MiB in all, against a 64 KiB cap.
+        for _ in 0..64 {
+            if s.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+        let _ = s.write_all(b"\"}").await;
+    })
+    .await;
+    let r = chat_through(addr, |l| l.max_body_bytes = 64 * 1024, false).await;
+    assert_eq!(
+        r.status,
+        502,
+        "{} bytes: {}…",
+        r.body.len(),
+        String::from_utf8_lossy(&r.body[..r.body.len().min(200)])
+    );
+    assert_eq!(r.json()["error"]["type"], "upstream_error");
+    assert!(
+        r.error_message().contains("larger than 65536 bytes"),
+        "{}",
+        r.error_message()
+    );
+    up.abort();
+}
+
+/// A stream whose one line never ends is cut at the line cap: what came
+/// before is passed through, then an error event ends the stream.
+#[tokio::test]
+async fn a_streamed_line_over_the_cap_ends_the_stream_with_an_error_event() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, up) = raw_upstream(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\ndata: ")
+            .await;
+        // 1 MiB without a newline, against a 16 KiB line cap.
+        let block = vec![b'x'; 16 * 1024];
+        for _ in 0..64 {
+            if s.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    let r = chat_through(addr, |l| l.max_sse_line_bytes = 16 * 1024, true).await;
+    assert_eq!(r.status, 200);
+    assert!(r.body.starts_with(b"data: {\"choices\""));
+    let e = last_error_event(&r).unwrap_or_else(|| {
+        panic!(
+            "no error event at the end of {} bytes: {:?}",
+            r.body.len(),
+            String::from_utf8_lossy(&r.body[r.body.len().saturating_sub(200)..])
+        )
+    });
+    assert_eq!(e["error"]["type"], "upstream_error");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("a line longer than 16384 bytes"), "{m}");
+    assert!(r.body.len() < 64 * 1024, "{} bytes passed", r.body.len());
+    up.abort();
+}
+
+/// Short lines that add up past the total cap are cut too.
+#[tokio::test]
+async fn a_stream_over_the_total_cap_ends_with_an_error_event() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, up) = raw_upstream(|mut s| async move {
+        let _ = s
+            .write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+            )
+            .await;
+        let event = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"la \"}}]}\n\n";
+        let block: Vec<u8> = event
+            .iter()
+            .copied()
+            .cycle()
+            .take(event.len() * 200)
+            .collect();
+        // About 1.2 MiB of events, against a 64 KiB cap.
+        for _ in 0..100 {
+            if s.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+        let _ = s.write_all(b"data: [DONE]\n\n").await;
+    })
+    .await;
+    let r = chat_through(addr, |l| l.max_stream_bytes = 64 * 1024, true).await;
+    assert_eq!(r.status, 200);
+    let e = last_error_event(&r).expect("no error event at the end of the stream");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("more than 65536 bytes"), "{m}");
+    assert!(r.body.len() < 128 * 1024, "{} bytes passed", r.body.len());
+    up.abort();
+}
+
+/// A stream that goes silent is ended by the idle timeout instead of
+/// holding the client (and the shutdown) forever.
+#[tokio::test]
+async fn a_silent_stream_ends_with_an_error_event_after_the_idle_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, up) = raw_upstream(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\n")
+            .await;
+        // Then nothing, with the connection held open.
+        std::future::pending::<()>().await;
+        drop(s);
+    })
+    .await;
+    let r = chat_through(
+        addr,
+        |l| l.idle_timeout = std::time::Duration::from_millis(300),
+        true,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let e = last_error_event(&r).expect("no error event at the end of the stream");
+    let m = e["error"]["message"].as_str().unwrap();
+    assert!(m.contains("--llm-idle-secs"), "{m}");
+    up.abort();
+}

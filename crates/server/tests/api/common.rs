@@ -129,6 +129,8 @@ pub struct Opts {
     pub max_inflight: usize,
     /// `--request-timeout-secs`.
     pub request_timeout: Duration,
+    /// Changes the upstream LLM's settings (caps, idle timeout).
+    pub llm_tweak: Option<fn(&mut LlmConfig)>,
 }
 
 impl Default for Opts {
@@ -146,6 +148,7 @@ impl Default for Opts {
             llm_timeout: Duration::from_secs(120),
             max_inflight: ServerConfig::new("x").max_inflight,
             request_timeout: ServerConfig::new("x").request_timeout,
+            llm_tweak: None,
         }
     }
 }
@@ -190,9 +193,15 @@ fn build(opts: Opts) -> Harness {
     config.max_inflight = opts.max_inflight;
     config.request_timeout = opts.request_timeout;
     config.model_aliases = vec!["text-embedding-3-small".into()];
-    config.llm = opts.llm.clone().map(|base_url| LlmConfig {
-        first_byte_timeout: opts.llm_timeout,
-        ..LlmConfig::new(base_url)
+    config.llm = opts.llm.clone().map(|base_url| {
+        let mut llm = LlmConfig {
+            first_byte_timeout: opts.llm_timeout,
+            ..LlmConfig::new(base_url)
+        };
+        if let Some(tweak) = opts.llm_tweak {
+            tweak(&mut llm);
+        }
+        llm
     });
     if opts.classifier {
         config.classifier_id = Some("tiny-classifier".into());

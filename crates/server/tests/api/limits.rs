@@ -238,3 +238,63 @@ async fn shutdown_does_not_wait_forever_on_a_hung_request() {
     done.unwrap().unwrap().unwrap();
     h.gate.as_ref().unwrap().send(()).unwrap();
 }
+
+/// A list past `--max-client-batch` is refused at its first extra item,
+/// while the body is parsed: the rest of the body (here not even JSON) is
+/// never read. A parse that built the whole list first would answer 400.
+#[tokio::test]
+async fn a_list_past_the_batch_limit_is_refused_while_parsing() {
+    let h = harness(Opts {
+        max_client_batch: 2,
+        ..Opts::default()
+    })
+    .await;
+    for (path, field, body) in [
+        (
+            "/v1/embeddings",
+            "input",
+            r#"{"input": ["a", "b", "c", !!!"#,
+        ),
+        ("/embed", "inputs", r#"{"inputs": ["a", "b", "c", !!!"#),
+        ("/api/embed", "input", r#"{"input": ["a", "b", "c", !!!"#),
+        (
+            "/v1/rerank",
+            "documents",
+            r#"{"query": "q", "documents": ["a", {"text": "b"}, "c", !!!"#,
+        ),
+        (
+            "/rerank",
+            "texts",
+            r#"{"query": "q", "texts": ["a", "b", "c", !!!"#,
+        ),
+    ] {
+        let r = crate::common::post_raw(&h.app, path, body.as_bytes().to_vec(), None).await;
+        let text = String::from_utf8_lossy(&r.body).to_string();
+        // Ollama's dialect answers every unusable request 400.
+        let want = if path.starts_with("/api/") {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::PAYLOAD_TOO_LARGE
+        };
+        assert_eq!(r.status, want, "{path}: {text}");
+        assert!(text.contains("more than 2 items"), "{path}: {text}");
+        if path.starts_with("/v1/") {
+            assert_eq!(r.json()["error"]["param"], field, "{path}: {text}");
+        }
+    }
+    // At the limit, the same lists are read.
+    let r = post(&h.app, "/v1/embeddings", json!({"input": ["a", "b"]})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = post(
+        &h.app,
+        "/v1/rerank",
+        json!({"query": "q", "documents": ["a", {"text": "b"}]}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+}

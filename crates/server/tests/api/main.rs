@@ -7,6 +7,7 @@ mod batching;
 mod chat;
 mod common;
 mod endpoints;
+mod fuzz;
 mod learning;
 mod limits;
 mod minilm;
