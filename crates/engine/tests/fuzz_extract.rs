@@ -100,3 +100,20 @@ fn a_pdf_that_panics_the_pdf_library_is_a_corrupt_file() {
         other => panic!("expected a corrupt-file error, got {other:?}"),
     }
 }
+
+/// Found by this fuzzer (seed 0x5eed, 600 s run): a mutated PDF on which a
+/// reader asked for a 67 PB allocation, which aborts the process (no panic
+/// to catch). Extraction must answer, not abort.
+#[test]
+fn a_pdf_that_asks_for_a_huge_allocation_does_not_abort() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus/regressions/pdf-huge-allocation.pdf");
+    let bytes = std::fs::read(&p).unwrap();
+    match extract(Format::Pdf, &bytes) {
+        Err(anectx_engine::formats::FormatError::Corrupt { format, detail }) => {
+            assert!(format.eq_ignore_ascii_case("pdf"), "{format}");
+            assert!(detail.contains("media box"), "{detail}");
+        }
+        other => panic!("expected a corrupt-file error, got {other:?}"),
+    }
+}

@@ -10,7 +10,9 @@
 //!   counts as a hang (default 60).
 //!
 //! A panicking or hanging case fails the test, naming the seed and the case
-//! number and saving the input under `$TMPDIR/anectx-fuzz/`.
+//! number and saving the input under `$TMPDIR/anectx-fuzz/`. Timed runs also
+//! keep the running input in `<target>-<seed>-current.bin` there, so an
+//! input that aborts the process (a failed allocation) can be found.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{mpsc, Arc};
@@ -192,6 +194,14 @@ where
     let mut rng = Rng::new(budget.seed);
     let start = Instant::now();
     let mut cases = 0usize;
+    // In timed runs each input is written before it runs, so one that kills
+    // the process (an abort on a failed allocation cannot be caught) is
+    // still on disk afterwards.
+    let dir = std::env::temp_dir().join("anectx-fuzz");
+    let current = budget.secs.map(|_| {
+        let _ = std::fs::create_dir_all(&dir);
+        dir.join(format!("{name}-{:x}-current.bin", budget.seed))
+    });
     loop {
         let more = match budget.secs {
             Some(s) => start.elapsed().as_secs_f64() < s,
@@ -202,6 +212,9 @@ where
         }
         let input = make(&mut rng);
         let saved = save(&input);
+        if let Some(c) = &current {
+            let _ = std::fs::write(c, &saved);
+        }
         let (tx, rx) = mpsc::channel();
         let t = target.clone();
         std::thread::spawn(move || {
@@ -222,7 +235,6 @@ where
             )),
         };
         if let Some(f) = failure {
-            let dir = std::env::temp_dir().join("anectx-fuzz");
             let _ = std::fs::create_dir_all(&dir);
             let file = dir.join(format!("{name}-{:x}-{cases}.bin", budget.seed));
             let _ = std::fs::write(&file, &saved);
@@ -235,6 +247,9 @@ where
         cases += 1;
     }
     let elapsed = start.elapsed();
+    if let Some(c) = &current {
+        let _ = std::fs::remove_file(c);
+    }
     eprintln!(
         "fuzz {name}: {cases} cases in {:.1} s, nothing found",
         elapsed.as_secs_f64()

@@ -23,6 +23,10 @@ fn map_err(e: PdfError) -> FormatError {
 }
 
 /// Reads the text of every page of a PDF.
+/// The largest page coordinate accepted (PDF limits a page to 14,400 units
+/// a side; this leaves room for odd but real files).
+const MAX_PAGE_COORD: f32 = 1.0e6;
+
 pub fn extract(bytes: &[u8]) -> Result<Extracted, FormatError> {
     // The header may follow up to 1 KiB of junk (PDF 1.7, annex H.3).
     let head = &bytes[..bytes.len().min(1024)];
@@ -43,6 +47,21 @@ pub fn extract(bytes: &[u8]) -> Result<Extracted, FormatError> {
     };
     for i in 0..n {
         let page = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        // pdf_oxide's layout analysis sizes a buffer by the page width
+        // (one slot per 10 units): a mutated media box of 10^17 units asks
+        // for petabytes and aborts the process, which no panic handler can
+        // catch. Found by the extractor fuzzer.
+        if let Ok((x0, y0, x1, y1)) = doc.get_page_media_box(i) {
+            if [x0, y0, x1, y1]
+                .iter()
+                .any(|v| !v.is_finite() || v.abs() > MAX_PAGE_COORD)
+            {
+                return Err(corrupt(format!(
+                    "page {page}'s media box [{x0} {y0} {x1} {y1}] is far beyond any page size \
+                     (PDF pages are at most 14,400 units wide)"
+                )));
+            }
+        }
         let text = doc.extract_text(i).map_err(map_err)?;
         // Control characters other than whitespace are noise from fonts
         // without a usable encoding.
