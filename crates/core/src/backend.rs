@@ -176,6 +176,10 @@ pub struct BackendChoice {
     /// Engine (macOS 14.4+), from the last placement report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ane_share: Option<f64>,
+    /// Operations per device in that placement report, e.g.
+    /// `{"ANE": 120, "CPU": 2}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_by_device: Option<std::collections::BTreeMap<String, usize>>,
 }
 
 impl BackendChoice {
@@ -189,6 +193,7 @@ impl BackendChoice {
             package: None,
             parity: None,
             ane_share: None,
+            ops_by_device: None,
         }
     }
 }

@@ -236,10 +236,13 @@ pub struct Request<'a> {
     pub cache_root: Option<PathBuf>,
 }
 
-/// A loaded candidate and its placement report's Neural Engine share.
+/// A loaded candidate and a summary of its placement report.
 pub struct Loaded {
     pub backend: Box<dyn Backend>,
+    /// Cost-weighted share on the Neural Engine (op share without costs).
     pub ane_share: Option<f64>,
+    /// Operations per device.
+    pub ops_by_device: Option<std::collections::BTreeMap<String, usize>>,
 }
 
 /// The decision.
@@ -268,16 +271,17 @@ pub fn load_coreml(package: &Path, units: ComputeUnits) -> std::result::Result<L
     let b = rt::CoreMlBackend::load(rt::CoreMlConfig::new(package, units))
         .map_err(|e| e.to_string())?;
     // MLComputePlan exists from macOS 14.4; older systems answer Unsupported.
-    let ane_share = match b.model().placement() {
-        Ok(p) => p.ane_residency.or(Some(p.ane_op_share)),
+    let (ane_share, ops_by_device) = match b.model().placement() {
+        Ok(p) => (p.ane_residency.or(Some(p.ane_op_share)), Some(p.by_device)),
         Err(e) => {
             tracing::debug!("no placement report: {e}");
-            None
+            (None, None)
         }
     };
     Ok(Loaded {
         backend: Box::new(b),
         ane_share,
+        ops_by_device,
     })
 }
 
@@ -359,6 +363,7 @@ pub fn choose_with(
         ));
         c.parity = Some(parity);
         c.ane_share = loaded.ane_share;
+        c.ops_by_device = loaded.ops_by_device;
         return Outcome::Candle { choice: c };
     }
     let choice = BackendChoice {
@@ -372,6 +377,7 @@ pub fn choose_with(
         package: Some(package.clone()),
         parity: Some(parity),
         ane_share: loaded.ane_share,
+        ops_by_device: loaded.ops_by_device,
     };
     Outcome::CoreMl {
         backend: loaded.backend,

@@ -54,6 +54,7 @@ fn mil_loader(package: &Path, _units: ComputeUnits) -> Result<Loaded, String> {
     Ok(Loaded {
         backend: Box::new(runner),
         ane_share: Some(0.99),
+        ops_by_device: Some([("ANE".to_string(), 40), ("CPU".to_string(), 1)].into()),
     })
 }
 
@@ -105,6 +106,7 @@ fn a_package_that_matches_candle_is_used_and_cached() {
     assert_eq!(choice.requested, BackendRequest::Auto);
     assert_eq!(choice.compute_units, Some(ComputeUnits::CpuAndNeuralEngine));
     assert_eq!(choice.ane_share, Some(0.99));
+    assert_eq!(choice.ops_by_device.as_ref().unwrap()["ANE"], 40);
     let parity = choice.parity.unwrap();
     assert_eq!(parity.texts, probe_texts().len());
     assert!(
@@ -168,6 +170,7 @@ fn a_package_that_drifts_from_candle_is_refused_with_the_reason() {
                     eps,
                 }),
                 ane_share: None,
+                ops_by_device: None,
             })
         }
     };

@@ -128,6 +128,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
                     package: Some(dir.clone()),
                     parity: None,
                     ane_share: None,
+                    ops_by_device: None,
                 };
                 (Box::new(b), tok, c)
             }
