@@ -159,18 +159,26 @@ impl TextEmbedder for ModelEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = self.tokenizer.encode_batch(texts)?;
-        for t in &batch.truncations {
-            tracing::debug!(
-                index = t.index,
-                tokens = t.original_len,
-                kept = t.kept,
-                "text cut to the embedder's maximum length"
-            );
-        }
         let backend = self.backend.lock().unwrap_or_else(|p| p.into_inner());
-        let e = backend.embed(&batch)?;
-        checked_rows(&self.info, e, texts.len())
+        // At most the backend's batch size per call (a caller may pass any
+        // number of texts: `bench context --queries 300` passed 300 to a
+        // backend taking 256 and failed).
+        let per_call = backend.shapes().max_batch.max(1);
+        let mut out = Vec::with_capacity(texts.len() * self.info.dim);
+        for part in texts.chunks(per_call) {
+            let batch = self.tokenizer.encode_batch(part)?;
+            for t in &batch.truncations {
+                tracing::debug!(
+                    index = t.index,
+                    tokens = t.original_len,
+                    kept = t.kept,
+                    "text cut to the embedder's maximum length"
+                );
+            }
+            let e = backend.embed(&batch)?;
+            out.extend(checked_rows(&self.info, e, part.len())?);
+        }
+        Ok(out)
     }
 }
 
@@ -274,6 +282,34 @@ fn hash_parts(dtype: &str, small: &[(&str, &[u8])], weights_len: u64, sample: &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// More texts than the backend takes per call are embedded in several
+    /// calls, each row as it would be alone.
+    #[test]
+    fn more_texts_than_one_backend_batch_are_split() {
+        let (model, tok) =
+            anectx_models::default_model::load_with_tokenizer(WeightDtype::F32).unwrap();
+        let info = EmbedderInfo {
+            fingerprint: "test".into(),
+            description: "test".into(),
+            dim: model.dim(),
+        };
+        let backend = CandleBackend::new(Some(model), None).with_max_batch(2);
+        let e = ModelEmbedder::new(Box::new(backend), tok, info);
+        let texts = ["one", "two words", "three small words", "four", "five"];
+        let all = e.embed(&texts).unwrap();
+        let d = e.info().dim;
+        assert_eq!(all.len(), 5 * d);
+        for (i, t) in texts.iter().enumerate() {
+            let alone = e.embed(&[t]).unwrap();
+            let dot: f32 = alone
+                .iter()
+                .zip(&all[i * d..(i + 1) * d])
+                .map(|(a, b)| a * b)
+                .sum();
+            assert!(dot > 0.9999, "text {i}: cosine {dot}");
+        }
+    }
 
     #[test]
     fn the_builtin_model_has_one_identity_however_it_is_loaded() {
