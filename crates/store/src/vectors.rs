@@ -394,7 +394,10 @@ pub fn quantize(v: &[f32], codes: &mut [i8]) -> f32 {
 }
 
 /// Inner product of int8 codes, accumulated in i32 (exact: |a·b| ≤
-/// 127² × dim, far from overflow for any embedding dimension).
+/// 128² × dim, far from overflow for any embedding dimension). Written with
+/// wrapping arithmetic, which cannot wrap here, so that builds with overflow
+/// checks (the dev profile, which tests and `cargo run` use) vectorise the
+/// loop too: with checked adds it ran 4–5× slower than the exact f32 scan.
 #[inline(always)]
 fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     let mut acc = [0i32; 16];
@@ -402,12 +405,12 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..16 {
-            acc[i] += x[i] as i32 * y[i] as i32;
+            acc[i] = acc[i].wrapping_add((x[i] as i32).wrapping_mul(y[i] as i32));
         }
     }
-    let mut s: i32 = acc.iter().sum();
+    let mut s: i32 = acc.iter().fold(0i32, |t, &v| t.wrapping_add(v));
     for (x, y) in ra.iter().zip(rb) {
-        s += *x as i32 * *y as i32;
+        s = s.wrapping_add((*x as i32).wrapping_mul(*y as i32));
     }
     s
 }
