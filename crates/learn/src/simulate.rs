@@ -9,7 +9,7 @@
 //! the engine. Test-query nDCG@10 is measured before and after each round;
 //! the test queries are never asked during training.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use anectx_engine::eval::{score_ranking, Collection};
@@ -191,6 +191,40 @@ pub fn query_ndcgs(
     opts: &ContextOptions,
     k: usize,
 ) -> Result<Vec<f64>> {
+    ranked_ndcgs(engine, coll, queries, qvecs, opts, k, None)
+}
+
+/// The most a usage memory built from an interaction log could give each of
+/// `queries`. A memory only knows the chunks that were *shown* (`known`: for
+/// any logged question), each used or not; it knows nothing about the rest.
+/// The best it can do is to place the known relevant chunks where they
+/// belong and push the known irrelevant ones out of the top, leaving every
+/// unknown chunk in the order the ranking without memory has it. This is
+/// that ranking: known relevant documents, best grade first, merged by grade
+/// into the memory-less ranking with the known documents taken out (the
+/// merge that maximises DCG among all that keep the unknown documents'
+/// order); so it is never below `before`.
+pub fn query_ceilings(
+    engine: &Engine,
+    coll: &Collection,
+    queries: &[(String, String)],
+    qvecs: Option<&[f32]>,
+    opts: &ContextOptions,
+    k: usize,
+    known: &HashSet<u64>,
+) -> Result<Vec<f64>> {
+    ranked_ndcgs(engine, coll, queries, qvecs, opts, k, Some(known))
+}
+
+fn ranked_ndcgs(
+    engine: &Engine,
+    coll: &Collection,
+    queries: &[(String, String)],
+    qvecs: Option<&[f32]>,
+    opts: &ContextOptions,
+    k: usize,
+    known: Option<&HashSet<u64>>,
+) -> Result<Vec<f64>> {
     if queries.is_empty() {
         return Ok(Vec::new());
     }
@@ -200,22 +234,54 @@ pub fn query_ndcgs(
     let mut out = Vec::with_capacity(queries.len());
     for (i, (qid, text)) in queries.iter().enumerate() {
         let qv = qvecs.map(|v| &v[i * dim..(i + 1) * dim]);
+        let qrels = coll.qrels.get(qid).unwrap_or(&empty);
         let ranked = engine.rank(text, qv, RetrievalMode::Full, k, opts)?;
-        let mut seen = std::collections::HashSet::new();
-        let ranking: Vec<String> = ranked
+        let mut seen = HashSet::new();
+        let base: Vec<&String> = ranked
             .iter()
             .filter_map(|(id, _)| paths.get(id))
             .filter(|p| seen.insert(p.as_str()))
-            .cloned()
             .collect();
-        out.push(score_ranking(qid, &ranking, coll.qrels.get(qid).unwrap_or(&empty)).ndcg_10);
+        let grade = |p: &String| qrels.get(p).copied().unwrap_or(0).max(0);
+        let ranking: Vec<String> = match known {
+            None => base.into_iter().cloned().collect(),
+            Some(known) => {
+                let known_paths: HashSet<&String> =
+                    known.iter().filter_map(|id| paths.get(id)).collect();
+                let mut top: Vec<&String> = known_paths
+                    .iter()
+                    .copied()
+                    .filter(|p| grade(p) > 0)
+                    .collect();
+                top.sort_by(|a, b| grade(b).cmp(&grade(a)).then(a.cmp(b)));
+                let rest: Vec<&String> = base
+                    .into_iter()
+                    .filter(|p| !known_paths.contains(p))
+                    .collect();
+                let (mut i, mut j) = (0, 0);
+                let mut merged = Vec::with_capacity(top.len() + rest.len());
+                while i < top.len() || j < rest.len() {
+                    let take_top =
+                        j >= rest.len() || (i < top.len() && grade(top[i]) >= grade(rest[j]));
+                    if take_top {
+                        merged.push(top[i].clone());
+                        i += 1;
+                    } else {
+                        merged.push(rest[j].clone());
+                        j += 1;
+                    }
+                }
+                merged
+            }
+        };
+        out.push(score_ranking(qid, &ranking, qrels).ndcg_10);
     }
     Ok(out)
 }
 
 /// Asks `text` once through the loop: context, simulated answer, logged
 /// interaction (uid `uid`), analyzer quality against the judgments and the
-/// simulator. Returns whether the call explored.
+/// simulator. Returns whether the call explored, and the chunks shown.
 #[allow(clippy::too_many_arguments)]
 fn ask_once(
     engine: &Engine,
@@ -229,7 +295,7 @@ fn ask_once(
     meta: InteractionMeta,
     vs_judg: &mut Prf,
     vs_sim: &mut Prf,
-) -> Result<bool> {
+) -> Result<(bool, Vec<u64>)> {
     let res = engine.context(text, opts)?;
     let rel = coll.qrels.get(qid);
     let relevant = |id: u64| {
@@ -279,7 +345,10 @@ fn ask_once(
         vs_judg.add(l.used, relevant(c.chunk_id));
         vs_sim.add(l.used, answer.used.contains(&c.marker));
     }
-    Ok(res.explored)
+    Ok((
+        res.explored,
+        res.chunks.iter().map(|c| c.chunk_id).collect(),
+    ))
 }
 
 /// `(query id, text)` pairs.
@@ -363,7 +432,8 @@ pub fn simulate(
                     },
                     &mut vs_judg,
                     &mut vs_sim,
-                )? as usize;
+                )?
+                .0 as usize;
                 logged += 1;
                 progress.inc();
             }
@@ -499,6 +569,11 @@ pub struct Stratum {
     /// Questions whose nDCG@10 rose / fell (summed over seeds).
     pub improved: usize,
     pub worsened: usize,
+    /// The most a usage memory built from the logged asks could reach
+    /// ([`query_ceilings`]; mean over seeds): for repeat and variant
+    /// questions, and for the mix with new questions at `before`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling: Option<f64>,
 }
 
 /// The strata of a stream evaluation.
@@ -639,6 +714,8 @@ impl Mix64 {
 struct Paired {
     before: Vec<f64>,
     after: Vec<f64>,
+    /// [`query_ceilings`] (repeat and variant questions only).
+    ceiling: Vec<f64>,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -718,6 +795,7 @@ fn strata(kinds: &[[Paired; 3]], repeat_share: f64, resamples: usize, seed: u64)
             },
             improved: up,
             worsened: down,
+            ceiling: None,
         }
     };
     let count = |k: usize, f: &dyn Fn(f64) -> bool| -> usize {
@@ -744,6 +822,11 @@ fn strata(kinds: &[[Paired; 3]], repeat_share: f64, resamples: usize, seed: u64)
             count(k, &|d| d < -1e-9),
         );
     }
+    for (k, o) in out.iter_mut().enumerate().take(3).skip(1) {
+        if kinds.iter().all(|s| !s[k].ceiling.is_empty()) {
+            o.ceiling = Some(point(k, &|p| mean(&p.ceiling)));
+        }
+    }
     let n_all = out[0].questions + out[1].questions + out[2].questions;
     out[3] = make(
         3,
@@ -753,6 +836,9 @@ fn strata(kinds: &[[Paired; 3]], repeat_share: f64, resamples: usize, seed: u64)
         out[0].improved + out[1].improved + out[2].improved,
         out[0].worsened + out[1].worsened + out[2].worsened,
     );
+    if let (Some(r), Some(v)) = (out[1].ceiling, out[2].ceiling) {
+        out[3].ceiling = Some(w[0] * out[0].before + w[1] * r + w[2] * v);
+    }
     Strata {
         new: out[0],
         repeat: out[1],
@@ -813,13 +899,16 @@ pub fn simulate_stream(
         let (mut vs_judg, mut vs_sim) = (Prf::default(), Prf::default());
         let prefix = format!("stream-{seed}-");
         let mut logged = 0;
+        // Chunks shown for any train question over all asks: all a memory
+        // built from this log can know (for the ceilings).
+        let mut shown: HashSet<u64> = HashSet::new();
         for ask in 0..b.asks_per_query {
             for (qid, text) in &train_q {
                 let o = ContextOptions {
                     explore_seed: Some(seed ^ ((1000 + ask) as u64)),
                     ..opts.clone()
                 };
-                ask_once(
+                let (_, ids) = ask_once(
                     engine,
                     coll,
                     &paths,
@@ -836,6 +925,7 @@ pub fn simulate_stream(
                     &mut vs_judg,
                     &mut vs_sim,
                 )?;
+                shown.extend(ids);
                 logged += 1;
                 progress.inc();
             }
@@ -855,6 +945,17 @@ pub fn simulate_stream(
         let mut paired: [Paired; 3] = Default::default();
         for (k, qs) in sets.iter().enumerate() {
             paired[k].before = query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k)?;
+            if k > 0 {
+                paired[k].ceiling = query_ceilings(
+                    engine,
+                    coll,
+                    qs,
+                    vecs[k].as_deref(),
+                    &eval_opts,
+                    b.k,
+                    &shown,
+                )?;
+            }
             progress.inc();
         }
         let memory = engine.build_memory(
@@ -941,6 +1042,7 @@ mod stream_tests {
         let p = |b: Vec<f64>, a: Vec<f64>| Paired {
             before: b,
             after: a,
+            ceiling: Vec::new(),
         };
         let kinds = vec![[
             p(vec![0.5; 20], vec![0.5; 20]),
@@ -958,6 +1060,14 @@ mod stream_tests {
         assert!((s.mix.delta - mix).abs() < 1e-9);
         assert!(s.mix.ci95_low > 0.0 && s.variant.p_value < 0.01);
         assert!(memory_gate(&s, 0.005).passed);
+        assert_eq!(s.repeat.ceiling, None, "no ceilings were measured");
+        // Ceilings: per kind, and for the mix with new questions at `before`.
+        let mut with = kinds.clone();
+        with[0][1].ceiling = vec![0.7; 10];
+        with[0][2].ceiling = vec![0.5; 10];
+        let c = strata(&with, 0.4, 10, 1);
+        assert!((c.repeat.ceiling.unwrap() - 0.7).abs() < 1e-9);
+        assert!((c.mix.ceiling.unwrap() - (0.6 * 0.5 + 0.2 * 0.7 + 0.2 * 0.5)).abs() < 1e-9);
         // New questions that fall refuse the memory, whatever the mix does.
         let mut worse = kinds.clone();
         worse[0][0].after = vec![0.49; 20];

@@ -78,6 +78,17 @@ fn asked_questions_come_back_better_and_new_ones_do_not_move() {
     // New questions share no words with asked ones: nothing may change.
     assert!(s.new.delta.abs() < 1e-12 && s.new.worsened == 0, "{s:?}");
     assert!(s.mix.delta > 0.05, "{s:?}");
+    // The memory ceiling: measured for asked questions, never below what
+    // they had without memory, and (here) not below what the memory gave.
+    assert_eq!(s.new.ceiling, None, "{s:?}");
+    for k in [&s.repeat, &s.variant] {
+        let c = k
+            .ceiling
+            .expect("a ceiling for repeat and variant questions");
+        assert!(c >= k.before - 1e-12 && c <= 1.0, "{k:?}");
+        assert!(c + 1e-9 >= k.after, "the memory beat its ceiling: {k:?}");
+    }
+    assert!(s.mix.ceiling.is_some(), "{s:?}");
     assert!(r.gate.passed, "{}", r.gate.reason);
     // The engine is left as it was found: no memory.
     assert!(engine.memory().is_none());

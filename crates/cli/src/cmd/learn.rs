@@ -482,8 +482,8 @@ fn print_stream(coll: &Path, r: &StreamReport) {
         100.0 * r.config.repeat_share
     );
     println!(
-        "{:>8} {:>6} {:>8} {:>8} {:>8}  {:>19} {:>7}",
-        "kind", "n", "before", "after", "Δ", "95 % interval", "p"
+        "{:>8} {:>6} {:>8} {:>8} {:>8}  {:>19} {:>7} {:>8}",
+        "kind", "n", "before", "after", "Δ", "95 % interval", "p", "ceiling"
     );
     let s = &r.strata;
     for (name, x) in [
@@ -492,11 +492,24 @@ fn print_stream(coll: &Path, r: &StreamReport) {
         ("variant", &s.variant),
         ("mix", &s.mix),
     ] {
+        // The most a memory built from the shown chunks could reach.
+        let ceiling = x
+            .ceiling
+            .map_or_else(|| "—".to_string(), |c| format!("{:+.4}", c - x.before));
         println!(
-            "{:>8} {:>6} {:>8.4} {:>8.4} {:>+8.4}  [{:>+8.4}, {:>+8.4}] {:>7.4}",
-            name, x.questions, x.before, x.after, x.delta, x.ci95_low, x.ci95_high, x.p_value
+            "{:>8} {:>6} {:>8.4} {:>8.4} {:>+8.4}  [{:>+8.4}, {:>+8.4}] {:>7.4} {:>8}",
+            name,
+            x.questions,
+            x.before,
+            x.after,
+            x.delta,
+            x.ci95_low,
+            x.ci95_high,
+            x.p_value,
+            ceiling
         );
     }
+    println!("(ceiling: the most a usage memory built from the shown chunks could add)");
     println!(
         "memory gate: {} — {}",
         if r.gate.passed { "passes" } else { "refuses" },
