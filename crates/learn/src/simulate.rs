@@ -211,9 +211,20 @@ pub fn query_ceilings(
     qvecs: Option<&[f32]>,
     opts: &ContextOptions,
     k: usize,
-    known: &HashSet<u64>,
+    known: Known<'_>,
 ) -> Result<Vec<f64>> {
     ranked_ndcgs(engine, coll, queries, qvecs, opts, k, Some(known))
+}
+
+/// What a memory is allowed to know for [`query_ceilings`].
+#[derive(Debug, Clone, Copy)]
+pub enum Known<'a> {
+    /// Every chunk shown for any logged question: a true upper bound for a
+    /// memory that links questions to each other's chunks.
+    All(&'a HashSet<u64>),
+    /// The chunks shown for the same question id only: what a memory that
+    /// remembered each question's own history perfectly could reach.
+    PerQuery(&'a HashMap<String, HashSet<u64>>),
 }
 
 fn ranked_ndcgs(
@@ -223,7 +234,7 @@ fn ranked_ndcgs(
     qvecs: Option<&[f32]>,
     opts: &ContextOptions,
     k: usize,
-    known: Option<&HashSet<u64>>,
+    known: Option<Known<'_>>,
 ) -> Result<Vec<f64>> {
     if queries.is_empty() {
         return Ok(Vec::new());
@@ -243,6 +254,11 @@ fn ranked_ndcgs(
             .filter(|p| seen.insert(p.as_str()))
             .collect();
         let grade = |p: &String| qrels.get(p).copied().unwrap_or(0).max(0);
+        let none = HashSet::new();
+        let known = known.map(|k| match k {
+            Known::All(s) => s,
+            Known::PerQuery(m) => m.get(qid).unwrap_or(&none),
+        });
         let ranking: Vec<String> = match known {
             None => base.into_iter().cloned().collect(),
             Some(known) => {
@@ -574,6 +590,11 @@ pub struct Stratum {
     /// questions, and for the mix with new questions at `before`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<f64>,
+    /// The same with each question's own shown chunks only
+    /// ([`Known::PerQuery`]): not a bound (a memory also links questions),
+    /// but how much each question's own history holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ceiling_own: Option<f64>,
 }
 
 /// The strata of a stream evaluation.
@@ -714,8 +735,10 @@ impl Mix64 {
 struct Paired {
     before: Vec<f64>,
     after: Vec<f64>,
-    /// [`query_ceilings`] (repeat and variant questions only).
+    /// [`query_ceilings`] with [`Known::All`] and [`Known::PerQuery`]
+    /// (repeat and variant questions only).
     ceiling: Vec<f64>,
+    ceiling_own: Vec<f64>,
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -796,6 +819,7 @@ fn strata(kinds: &[[Paired; 3]], repeat_share: f64, resamples: usize, seed: u64)
             improved: up,
             worsened: down,
             ceiling: None,
+            ceiling_own: None,
         }
     };
     let count = |k: usize, f: &dyn Fn(f64) -> bool| -> usize {
@@ -826,6 +850,9 @@ fn strata(kinds: &[[Paired; 3]], repeat_share: f64, resamples: usize, seed: u64)
         if kinds.iter().all(|s| !s[k].ceiling.is_empty()) {
             o.ceiling = Some(point(k, &|p| mean(&p.ceiling)));
         }
+        if kinds.iter().all(|s| !s[k].ceiling_own.is_empty()) {
+            o.ceiling_own = Some(point(k, &|p| mean(&p.ceiling_own)));
+        }
     }
     let n_all = out[0].questions + out[1].questions + out[2].questions;
     out[3] = make(
@@ -838,6 +865,9 @@ fn strata(kinds: &[[Paired; 3]], repeat_share: f64, resamples: usize, seed: u64)
     );
     if let (Some(r), Some(v)) = (out[1].ceiling, out[2].ceiling) {
         out[3].ceiling = Some(w[0] * out[0].before + w[1] * r + w[2] * v);
+    }
+    if let (Some(r), Some(v)) = (out[1].ceiling_own, out[2].ceiling_own) {
+        out[3].ceiling_own = Some(w[0] * out[0].before + w[1] * r + w[2] * v);
     }
     Strata {
         new: out[0],
@@ -899,9 +929,10 @@ pub fn simulate_stream(
         let (mut vs_judg, mut vs_sim) = (Prf::default(), Prf::default());
         let prefix = format!("stream-{seed}-");
         let mut logged = 0;
-        // Chunks shown for any train question over all asks: all a memory
-        // built from this log can know (for the ceilings).
+        // Chunks shown for any train question over all asks (all a memory
+        // built from this log can know), and per question (for the ceilings).
         let mut shown: HashSet<u64> = HashSet::new();
+        let mut shown_by_q: HashMap<String, HashSet<u64>> = HashMap::new();
         for ask in 0..b.asks_per_query {
             for (qid, text) in &train_q {
                 let o = ContextOptions {
@@ -925,7 +956,8 @@ pub fn simulate_stream(
                     &mut vs_judg,
                     &mut vs_sim,
                 )?;
-                shown.extend(ids);
+                shown.extend(ids.iter().copied());
+                shown_by_q.entry(qid.clone()).or_default().extend(ids);
                 logged += 1;
                 progress.inc();
             }
@@ -946,14 +978,17 @@ pub fn simulate_stream(
         for (k, qs) in sets.iter().enumerate() {
             paired[k].before = query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k)?;
             if k > 0 {
-                paired[k].ceiling = query_ceilings(
+                let v = vecs[k].as_deref();
+                paired[k].ceiling =
+                    query_ceilings(engine, coll, qs, v, &eval_opts, b.k, Known::All(&shown))?;
+                paired[k].ceiling_own = query_ceilings(
                     engine,
                     coll,
                     qs,
-                    vecs[k].as_deref(),
+                    v,
                     &eval_opts,
                     b.k,
-                    &shown,
+                    Known::PerQuery(&shown_by_q),
                 )?;
             }
             progress.inc();
@@ -1043,6 +1078,7 @@ mod stream_tests {
             before: b,
             after: a,
             ceiling: Vec::new(),
+            ceiling_own: Vec::new(),
         };
         let kinds = vec![[
             p(vec![0.5; 20], vec![0.5; 20]),

@@ -87,6 +87,9 @@ fn asked_questions_come_back_better_and_new_ones_do_not_move() {
             .expect("a ceiling for repeat and variant questions");
         assert!(c >= k.before - 1e-12 && c <= 1.0, "{k:?}");
         assert!(c + 1e-9 >= k.after, "the memory beat its ceiling: {k:?}");
+        // A question's own history is part of everything shown.
+        let own = k.ceiling_own.expect("an own-history ceiling");
+        assert!(own >= k.before - 1e-12 && own <= c + 1e-12, "{k:?}");
     }
     assert!(s.mix.ceiling.is_some(), "{s:?}");
     assert!(r.gate.passed, "{}", r.gate.reason);

@@ -482,8 +482,8 @@ fn print_stream(coll: &Path, r: &StreamReport) {
         100.0 * r.config.repeat_share
     );
     println!(
-        "{:>8} {:>6} {:>8} {:>8} {:>8}  {:>19} {:>7} {:>8}",
-        "kind", "n", "before", "after", "Δ", "95 % interval", "p", "ceiling"
+        "{:>8} {:>6} {:>8} {:>8} {:>8}  {:>19} {:>7} {:>8} {:>8}",
+        "kind", "n", "before", "after", "Δ", "95 % interval", "p", "own", "ceiling"
     );
     let s = &r.strata;
     for (name, x) in [
@@ -492,12 +492,13 @@ fn print_stream(coll: &Path, r: &StreamReport) {
         ("variant", &s.variant),
         ("mix", &s.mix),
     ] {
-        // The most a memory built from the shown chunks could reach.
-        let ceiling = x
-            .ceiling
-            .map_or_else(|| "—".to_string(), |c| format!("{:+.4}", c - x.before));
+        // The most a memory built from the shown chunks could add: from
+        // each question's own history, and from everything shown.
+        let gain =
+            |c: Option<f64>| c.map_or_else(|| "—".to_string(), |c| format!("{:+.4}", c - x.before));
+        let (own, ceiling) = (gain(x.ceiling_own), gain(x.ceiling));
         println!(
-            "{:>8} {:>6} {:>8.4} {:>8.4} {:>+8.4}  [{:>+8.4}, {:>+8.4}] {:>7.4} {:>8}",
+            "{:>8} {:>6} {:>8.4} {:>8.4} {:>+8.4}  [{:>+8.4}, {:>+8.4}] {:>7.4} {:>8} {:>8}",
             name,
             x.questions,
             x.before,
@@ -506,10 +507,14 @@ fn print_stream(coll: &Path, r: &StreamReport) {
             x.ci95_low,
             x.ci95_high,
             x.p_value,
+            own,
             ceiling
         );
     }
-    println!("(ceiling: the most a usage memory built from the shown chunks could add)");
+    println!(
+        "(own: what each question's own shown chunks could add; ceiling: the most a usage \
+         memory built from every shown chunk could add)"
+    );
     println!(
         "memory gate: {} — {}",
         if r.gate.passed { "passes" } else { "refuses" },
