@@ -289,13 +289,10 @@ pub fn load_coreml(package: &Path, units: ComputeUnits) -> std::result::Result<L
 /// [`load_coreml`]; elsewhere `auto` is candle (and `coreml` says it needs
 /// macOS).
 pub fn choose(req: &Request<'_>) -> Outcome {
-    if req.requested == BackendRequest::Candle {
-        return candle(req, "asked for candle");
+    if cfg!(target_vendor = "apple") || req.requested == BackendRequest::Candle {
+        return choose_with(req, load_coreml);
     }
-    if !cfg!(target_vendor = "apple") {
-        return candle(req, not_apple(req.requested));
-    }
-    choose_with(req, load_coreml)
+    candle(req, not_apple(req.requested))
 }
 
 /// The decision with a given loader: export (or reuse) the package, load
@@ -344,13 +341,24 @@ pub fn choose_with(
         }
     };
     let tokenizer = req.tokenizer.clone().with_buckets(opts.seq_lengths.clone());
-    let parity = match parity(req.reference, loaded.backend.as_ref(), &tokenizer) {
-        Ok(p) => p,
-        Err(e) => {
-            return Outcome::Candle {
-                choice: with_package(candle_choice(req, format!("the probe failed: {e}"))),
+    // A pass is remembered for this package, OS build and compute units, so
+    // later commands do not embed the probe twice at every start.
+    let verdict = verdict_path(&package, req.units);
+    let parity = match read_verdict(&verdict) {
+        Some(p) => p,
+        None => match parity(req.reference, loaded.backend.as_ref(), &tokenizer) {
+            Ok(p) => {
+                if p.passes() {
+                    write_verdict(&verdict, &p);
+                }
+                p
             }
-        }
+            Err(e) => {
+                return Outcome::Candle {
+                    choice: with_package(candle_choice(req, format!("the probe failed: {e}"))),
+                }
+            }
+        },
     };
     if !parity.passes() {
         let mut c = with_package(candle_choice(
@@ -391,6 +399,36 @@ pub fn not_apple(requested: BackendRequest) -> &'static str {
     match requested {
         BackendRequest::Auto => "auto runs candle (CPU) here: Core ML runs only on Apple platforms",
         _ => rt::NEEDS_MACOS,
+    }
+}
+
+/// Where a passing probe is remembered: beside the package, named by the OS
+/// build and the compute units (the package's name already carries the
+/// model's identity and the export format).
+pub fn verdict_path(package: &Path, units: ComputeUnits) -> PathBuf {
+    let os: String = rt::os_build()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    package.with_extension(format!("{os}.{}.parity.json", units.short_name()))
+}
+
+/// A remembered pass, if there is a readable one that still passes.
+fn read_verdict(path: &Path) -> Option<Parity> {
+    let p: Parity = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    (p.passes() && p.threshold >= MIN_COSINE && p.texts == probe_texts().len()).then_some(p)
+}
+
+/// Writes a pass under a unique name, then renames it into place; a failure
+/// only means the probe runs again next time.
+fn write_verdict(path: &Path, p: &Parity) {
+    let tmp = path.with_extension(format!("{}.tmp", rt::unique_suffix()));
+    let ok = serde_json::to_vec(p)
+        .ok()
+        .and_then(|b| std::fs::write(&tmp, b).ok())
+        .and_then(|_| std::fs::rename(&tmp, path).ok());
+    if ok.is_none() {
+        let _ = std::fs::remove_file(&tmp);
     }
 }
 

@@ -150,6 +150,31 @@ fn a_package_that_matches_candle_is_used_and_cached() {
         .modified()
         .unwrap();
     assert_eq!(modified, after);
+    // The pass is remembered for this package, OS build and units: the next
+    // start does not run the probe again (a loader that would now fail it
+    // is still used), while other compute units are probed afresh.
+    let verdict = auto::verdict_path(&package, ComputeUnits::CpuAndNeuralEngine);
+    assert!(verdict.is_file(), "no verdict at {verdict:?}");
+    let drifting_now = |p: &Path, _u: ComputeUnits| -> Result<Loaded, String> {
+        Ok(Loaded {
+            backend: Box::new(Drifting {
+                inner: PackageRunner::open(p).map_err(|e| e.to_string())?,
+                eps: 0.2,
+            }),
+            ane_share: None,
+            ops_by_device: None,
+        })
+    };
+    match auto::choose_with(&request(&f, BackendRequest::Auto), drifting_now) {
+        Outcome::CoreMl { choice, .. } => assert_eq!(choice.parity, Some(parity)),
+        Outcome::Candle { choice } => panic!("the remembered pass was not used: {}", choice.reason),
+    }
+    let mut cpu = request(&f, BackendRequest::Auto);
+    cpu.units = ComputeUnits::CpuOnly;
+    assert!(matches!(
+        auto::choose_with(&cpu, drifting_now),
+        Outcome::Candle { .. }
+    ));
     // Another identity is another package.
     let other = auto::package_key("another-model", &opts);
     assert_ne!(
@@ -185,7 +210,9 @@ fn a_package_that_drifts_from_candle_is_refused_with_the_reason() {
             );
             let p = choice.parity.unwrap();
             assert!(p.min_cosine < MIN_COSINE && p.min_cosine > 0.9, "{p:?}");
-            assert!(choice.package.is_some());
+            let package = choice.package.unwrap();
+            let verdict = auto::verdict_path(&package, ComputeUnits::CpuAndNeuralEngine);
+            assert!(!verdict.exists(), "a refusal was remembered as a pass");
         }
         Outcome::CoreMl { choice, .. } => {
             panic!("a drifting backend was used: {:?}", choice.parity)

@@ -184,18 +184,6 @@ impl ModelChoice {
         Ok((model, tok, info, identity.legacy))
     }
 
-    /// The model as an engine embedder on the CPU backend.
-    pub fn embedder(&self, dtype: WeightDtype) -> Result<Arc<dyn TextEmbedder>> {
-        let e = match self {
-            Self::Builtin => {
-                ModelEmbedder::embedded_default(dtype).context("loading the built-in embedder")?
-            }
-            Self::Dir(dir) => ModelEmbedder::load(dir, dtype)
-                .with_context(|| format!("loading the embedder from {}", dir.display()))?,
-        };
-        Ok(Arc::new(e))
-    }
-
     /// A directory holding the model's files: the directory itself, or the
     /// built-in model written into a temporary directory (kept alive by the
     /// returned guard).
@@ -236,13 +224,6 @@ impl Resolved {
         let Some(m) = &self.model else {
             return Ok(None);
         };
-        if self.backend == BackendRequest::Candle || !cfg!(target_vendor = "apple") {
-            if self.backend == BackendRequest::CoreMl {
-                anyhow::bail!("--backend coreml: {}", anectx_coreml_runtime::NEEDS_MACOS);
-            }
-            // candle, as before (on Linux `auto` is candle, unchanged).
-            return Ok(Some(m.embedder(self.dtype)?));
-        }
         let p = m.prepare(self.dtype, self.backend, self.units)?;
         Ok(Some(Arc::new(
             ModelEmbedder::new(p.backend, p.tokenizer, p.info).with_legacy(p.legacy),
@@ -277,28 +258,20 @@ impl ModelChoice {
         let kind = format!("{:?}", model.kind());
         let reference = CandleBackend::new(Some(model), None);
         use anectx_coreml::auto::{self, Outcome};
-        let outcome = if request == BackendRequest::Candle {
-            Outcome::Candle {
-                choice: BackendChoice::candle(request, "asked for candle"),
-            }
-        } else if !cfg!(target_vendor = "apple") {
-            Outcome::Candle {
-                choice: BackendChoice::candle(request, auto::not_apple(request)),
-            }
-        } else {
-            auto::choose(&auto::Request {
-                requested: request,
-                model: match self {
-                    ModelChoice::Builtin => auto::ModelSource::Builtin,
-                    ModelChoice::Dir(d) => auto::ModelSource::Dir(d),
-                },
-                model_identity: &info.fingerprint,
-                reference: &reference,
-                tokenizer: &tokenizer,
-                units,
-                cache_root: None,
-            })
-        };
+        // `auto::choose` answers candle at once when asked for candle or off
+        // Apple platforms; only there does it export, load and probe.
+        let outcome = auto::choose(&auto::Request {
+            requested: request,
+            model: match self {
+                ModelChoice::Builtin => auto::ModelSource::Builtin,
+                ModelChoice::Dir(d) => auto::ModelSource::Dir(d),
+            },
+            model_identity: &info.fingerprint,
+            reference: &reference,
+            tokenizer: &tokenizer,
+            units,
+            cache_root: None,
+        });
         match outcome {
             Outcome::CoreMl {
                 backend,
