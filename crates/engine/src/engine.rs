@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use anectx_store::{Bm25Params, Store, VectorIndex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::{Deserialize, Serialize};
@@ -818,9 +820,11 @@ impl Engine {
             .map(|w| (w[0].as_str(), w[1].as_str()))
             .collect();
         // Each candidate's analysed terms, computed once: the coverage
-        // features use them, and so does BM25-only MMR below.
+        // features use them, and so does BM25-only MMR below. Candidates are
+        // analysed in parallel (order kept): this is the costliest part of
+        // the stage, and retrieval has finished with the cores.
         let (cands, chunk_terms): (Vec<Candidate>, Vec<Vec<String>>) = records
-            .into_iter()
+            .into_par_iter()
             .map(|chunk| {
                 let id = chunk.id;
                 let mut features = Features {
@@ -889,14 +893,14 @@ impl Engine {
         let t_mmr = Instant::now();
         let norm = rank_relevance(&rel);
         let vecs = self.store.vectors();
-        let dense_vecs: Option<Vec<&[f32]>> = if self.dense_enabled() {
+        let dense_vecs: Option<Vec<Vec<f32>>> = if self.dense_enabled() {
             cands.iter().map(|c| vecs.get(c.chunk.id)).collect()
         } else {
             None
         };
         let order = match dense_vecs {
             Some(v) => mmr(&norm, opts.mmr_lambda, opts.dedup_threshold, |i, j| {
-                anectx_store::vectors::dot(v[i], v[j])
+                anectx_store::vectors::dot(&v[i], &v[j])
             }),
             None => {
                 let sets: Vec<HashSet<&str>> = chunk_terms

@@ -1104,6 +1104,8 @@ fn finish_pending(
                     progress.inc(ids.len() as u64);
                 }
             }
+            // The graph (large stores) is written once a run, not per batch.
+            store.vectors_mut().save_index()?;
             report.embed_seconds = t.elapsed().as_secs_f64();
             report.embedder = Some(e.info().description.clone());
         }

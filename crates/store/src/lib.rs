@@ -18,6 +18,7 @@
 
 pub mod db;
 mod error;
+pub mod hnsw;
 pub mod lexical;
 pub mod log;
 pub mod private;
@@ -42,13 +43,15 @@ const DB_FILE: &str = "anectx.sqlite";
 const LEXICAL_DIR: &str = "lexical";
 const VECTORS_FILE: &str = "vectors.f16";
 /// Everything the store keeps in its directory.
-const OWN_FILES: [&str; 6] = [
+const OWN_FILES: [&str; 8] = [
     DB_FILE,
     "anectx.sqlite-wal",
     "anectx.sqlite-shm",
     LEXICAL_DIR,
     VECTORS_FILE,
     "vectors.f16.tmp",
+    "vectors.hnsw",
+    "vectors.hnsw.tmp",
 ];
 
 /// A store directory: SQLite metadata, tantivy postings and vectors.
@@ -121,10 +124,9 @@ impl Store {
     pub fn reload_vectors(&self) -> Result<()> {
         let live = self.db.embedded_chunk_ids()?;
         let dim = self.db.embedder()?.map(|e| e.dim);
-        let mut v = FlatVectors::load(&self.dir.join(VECTORS_FILE), dim, &live)?;
-        let mut cur = self.vectors_mut();
-        v.set_search(cur.search_mode());
-        *cur = v;
+        let mode = self.vectors().search_mode();
+        let v = FlatVectors::load_with(&self.dir.join(VECTORS_FILE), dim, &live, mode)?;
+        *self.vectors_mut() = v;
         Ok(())
     }
 
