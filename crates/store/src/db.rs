@@ -166,6 +166,21 @@ impl std::fmt::Debug for Db {
 const CHUNK_COLUMNS: &str = "c.id, c.doc_id, d.path, c.ord, c.text, c.heading, c.byte_start, \
      c.byte_end, c.line_start, c.line_end, c.tokens";
 
+/// Ids bound in one `IN (…)` statement (SQLite allows 32,766 variables).
+const ID_BATCH: usize = 500;
+
+/// `?, ?, …` for `n` parameters.
+fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(3 * n);
+    for i in 0..n {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push('?');
+    }
+    s
+}
+
 fn chunk_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ChunkRecord> {
     Ok(ChunkRecord {
         id: r.get::<_, i64>(0)? as u64,
@@ -497,17 +512,24 @@ impl Db {
 
     /// Chunks by id, in the order given; ids that no longer exist are skipped.
     pub fn chunks_by_ids(&self, ids: &[u64]) -> Result<Vec<ChunkRecord>> {
+        // One statement per batch of ids (a `context` call asks for about a
+        // hundred), not one per id; rows come back in `ids` order.
         let conn = self.conn();
-        let mut st = conn.prepare_cached(&format!(
-            "SELECT {CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.doc_id WHERE c.id = ?1"
-        ))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(c) = st.query_row([*id as i64], chunk_from_row).optional()? {
-                out.push(c);
+        let mut found: std::collections::HashMap<u64, ChunkRecord> =
+            std::collections::HashMap::with_capacity(ids.len());
+        for batch in ids.chunks(ID_BATCH) {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {CHUNK_COLUMNS} FROM chunks c JOIN documents d ON d.id = c.doc_id \
+                 WHERE c.id IN ({})",
+                placeholders(batch.len())
+            ))?;
+            let params = rusqlite::params_from_iter(batch.iter().map(|&i| i as i64));
+            for c in st.query_map(params, chunk_from_row)? {
+                let c = c?;
+                found.insert(c.id, c);
             }
         }
-        Ok(out)
+        Ok(ids.iter().filter_map(|id| found.get(id).cloned()).collect())
     }
 
     /// Chunk id → page for those of `ids` that carry a page (PDF pages,
@@ -515,13 +537,20 @@ impl Db {
     /// are absent.
     pub fn chunk_pages(&self, ids: &[u64]) -> Result<std::collections::HashMap<u64, u32>> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached("SELECT page FROM chunks WHERE id = ?1")?;
         let mut out = std::collections::HashMap::new();
-        for id in ids {
-            let page: Option<Option<i64>> = st.query_row([*id as i64], |r| r.get(0)).optional()?;
-            if let Some(Some(p)) = page {
-                if let Ok(p) = u32::try_from(p) {
-                    out.insert(*id, p);
+        for batch in ids.chunks(ID_BATCH) {
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT id, page FROM chunks WHERE page IS NOT NULL AND id IN ({})",
+                placeholders(batch.len())
+            ))?;
+            let params = rusqlite::params_from_iter(batch.iter().map(|&i| i as i64));
+            let rows = st.query_map(params, |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+            })?;
+            for row in rows {
+                let (id, page) = row?;
+                if let Some(p) = page.and_then(|p| u32::try_from(p).ok()) {
+                    out.insert(id as u64, p);
                 }
             }
         }
