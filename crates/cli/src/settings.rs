@@ -14,6 +14,7 @@ use std::sync::OnceLock;
 use anectx_core::settings::{ConfigFile, Source};
 use anectx_core::BackendRequest;
 use anectx_models::WeightDtype;
+use anectx_store::VectorSearch;
 use anyhow::{Context, Result};
 
 /// A setting shared by several commands.
@@ -27,10 +28,18 @@ pub enum Key {
     Dtype,
     /// The embedder's runtime: `auto`, `candle` or `coreml`.
     Backend,
+    /// How vectors are searched: `auto`, `exact`, `int8` or `hnsw`.
+    VectorSearch,
 }
 
 impl Key {
-    pub const ALL: [Key; 4] = [Key::Store, Key::Model, Key::Dtype, Key::Backend];
+    pub const ALL: [Key; 5] = [
+        Key::Store,
+        Key::Model,
+        Key::Dtype,
+        Key::Backend,
+        Key::VectorSearch,
+    ];
 
     pub fn flag(self) -> &'static str {
         match self {
@@ -38,6 +47,7 @@ impl Key {
             Key::Model => "--model",
             Key::Dtype => "--dtype",
             Key::Backend => "--backend",
+            Key::VectorSearch => "--vector-search",
         }
     }
 
@@ -47,6 +57,7 @@ impl Key {
             Key::Model => "ANECTX_MODEL",
             Key::Dtype => "ANECTX_DTYPE",
             Key::Backend => "ANECTX_BACKEND",
+            Key::VectorSearch => "ANECTX_VECTOR_SEARCH",
         }
     }
 
@@ -57,6 +68,7 @@ impl Key {
             Key::Model => "model",
             Key::Dtype => "dtype",
             Key::Backend => "backend",
+            Key::VectorSearch => "vector_search",
         }
     }
 }
@@ -195,6 +207,43 @@ impl Layers {
     }
 }
 
+impl Layers {
+    /// `--vector-search` > `ANECTX_VECTOR_SEARCH` > config `vector_search` >
+    /// `auto`; a value that is not a search is an error naming where it
+    /// came from.
+    pub fn vector_search(&self, cli: Option<String>) -> Result<Setting<VectorSearch>> {
+        let Some(s) = self.raw(Key::VectorSearch, cli) else {
+            return Ok(Setting {
+                value: VectorSearch::Auto,
+                source: Source::Default,
+                key: Key::VectorSearch,
+            });
+        };
+        let value = VectorSearch::parse(&s.value).ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown vector search {:?} (from {}): use auto, exact, bits, int8 or hnsw",
+                s.value,
+                s.origin()
+            )
+        })?;
+        Ok(Setting {
+            value,
+            source: s.source,
+            key: s.key,
+        })
+    }
+}
+
+/// Applies the resolved vector search to an opened engine's store (the
+/// store starts on `auto`; choosing `hnsw` loads or builds the graph).
+pub fn apply_vector_search(engine: &anectx_engine::Engine, cli: Option<String>) -> Result<()> {
+    let s = Layers::get()?.vector_search(cli)?;
+    if s.explicit() {
+        engine.store().vectors_mut().set_search(s.value);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +330,34 @@ mod tests {
         let l = layers(&[], "dtype = f7\n");
         let e = l.dtype(None).unwrap_err().to_string();
         assert!(e.contains("the config file"), "{e}");
+    }
+
+    #[test]
+    fn the_vector_search_resolves_in_the_same_order_and_defaults_to_auto() {
+        let none = layers(&[], "");
+        let v = none.vector_search(None).unwrap();
+        assert_eq!((v.value, v.origin()), (VectorSearch::Auto, "the default"));
+        let file = layers(&[], "vector_search = int8\n");
+        assert_eq!(file.vector_search(None).unwrap().value, VectorSearch::Int8);
+        let env = layers(
+            &[("ANECTX_VECTOR_SEARCH", "HNSW")],
+            "vector_search = int8\n",
+        );
+        let v = env.vector_search(None).unwrap();
+        assert_eq!(
+            (v.value, v.origin()),
+            (VectorSearch::Hnsw, "ANECTX_VECTOR_SEARCH")
+        );
+        let v = env.vector_search(Some("exact".into())).unwrap();
+        assert_eq!(
+            (v.value, v.origin()),
+            (VectorSearch::Exact, "--vector-search")
+        );
+        let e = layers(&[], "vector_search = fast\n")
+            .vector_search(None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the config file") && e.contains("hnsw"), "{e}");
     }
 
     #[test]

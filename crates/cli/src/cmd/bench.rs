@@ -72,8 +72,10 @@ struct ContextArgs {
     /// removed afterwards).
     #[arg(long)]
     work_dir: Option<PathBuf>,
-    /// Random corpus vectors instead of the embedder's (much faster to
-    /// build, for large sizes); queries are still embedded for real.
+    /// Synthetic corpus vectors instead of the embedder's (each text the
+    /// normalised sum of the embedder's vectors of its words; much faster
+    /// to build, for large sizes). Timed queries are still embedded for real;
+    /// recall is measured with queries embedded the synthetic way.
     #[arg(long)]
     synthetic_vectors: bool,
     /// Also time the usage memory: log this many questions (the timed

@@ -85,6 +85,7 @@ pub fn run(args: ContextArgs) -> Result<()> {
     }
     let engine = Engine::open(&dir, args.store.embedder()?)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
+    crate::settings::apply_vector_search(&engine, args.store.vector_search.clone())?;
     let opts = ContextOptions {
         budget: args.budget,
         mmr_lambda: args.lambda.clamp(0.0, 1.0),

@@ -33,10 +33,6 @@ pub struct EvalArgs {
     /// Reciprocal-rank-fusion constant.
     #[arg(long, default_value_t = 60.0)]
     rrf_k: f32,
-    /// Vector search: auto (int8 from 20,000 vectors, else exact), exact
-    /// or int8 (int8 shortlist re-scored exactly).
-    #[arg(long, default_value = "auto", value_parser = super::bench::parse_search)]
-    vector_search: anectx_store::VectorSearch,
     /// Print JSON with per-query metrics.
     #[arg(long)]
     json: bool,
@@ -122,7 +118,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         rrf_k: args.rrf_k,
         ..ContextOptions::default()
     };
-    engine.store().vectors_mut().set_search(args.vector_search);
+    let search = crate::settings::Layers::get()?
+        .vector_search(args.store.vector_search.clone())?
+        .value;
+    engine.store().vectors_mut().set_search(search);
     let mut out = Output {
         collection: args.collection.display().to_string(),
         vector_search: engine.store().vectors().resolved_search().as_str().into(),

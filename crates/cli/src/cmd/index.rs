@@ -68,6 +68,14 @@ pub struct StoreArgs {
     /// Default: ane.
     #[arg(long, value_parser = super::embed::parse_units)]
     pub units: Option<anectx_core::ComputeUnits>,
+    /// Vector search: auto (exact below 20,000 vectors, else bits), exact,
+    /// bits (a sign-bit scan keeps 1/128 of the rows, int8 codes narrow
+    /// them, the rest are scored exactly), int8 (a full int8 scan's
+    /// shortlist scored exactly) or hnsw (a graph walk's candidates scored
+    /// exactly; the graph is saved beside the vectors). Env:
+    /// ANECTX_VECTOR_SEARCH; config `vector_search`; default: auto.
+    #[arg(long)]
+    pub vector_search: Option<String>,
 }
 
 impl StoreArgs {
@@ -157,6 +165,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
     }
     let engine = Engine::open(&dir, embedder)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
+    crate::settings::apply_vector_search(&engine, args.store.vector_search.clone())?;
     let opts = IndexOptions {
         chunk: ChunkConfig {
             max_tokens: args.chunk_tokens,

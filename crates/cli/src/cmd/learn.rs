@@ -71,6 +71,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         dtype: None,
         backend: None,
         units: None,
+        vector_search: None,
     }
     .store_dir()?;
     if !store_dir.join("anectx.sqlite").exists() {
@@ -147,9 +148,11 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         dtype: None,
         backend: None,
         units: None,
+        vector_search: None,
     };
     let engine = anectx_engine::Engine::open(&store_dir, store_args.embedder()?)
         .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    crate::settings::apply_vector_search(&engine, None)?;
     let mem = anectx_learn::memory::rebuild(
         &engine,
         &registry,
@@ -583,6 +586,7 @@ impl RegistryOpts {
             dtype: None,
             backend: None,
             units: None,
+            vector_search: None,
         }
         .store_dir()?;
         Ok(Registry::open(&registry_dir(

@@ -85,6 +85,7 @@ fn open(arg: &StoreArg) -> Result<(PathBuf, Db)> {
         dtype: None,
         backend: None,
         units: None,
+        vector_search: None,
     }
     .store_dir()?;
     if !Store::exists(&dir) {

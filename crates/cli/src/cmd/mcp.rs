@@ -142,7 +142,7 @@ pub fn run(args: McpArgs) -> Result<()> {
     )
     .map_err(|e: BackendError| anyhow::anyhow!("starting the backend: {e}"))?;
     let context =
-        super::serve::engine_context(&store_dir, &batcher, &tokenizer, info, legacy, 0.0)?;
+        super::serve::engine_context(&store_dir, &batcher, &tokenizer, info, legacy, 0.0, None)?;
     let engine = context.engine().clone();
     let source = super::serve::registry_source(
         &store_dir,

@@ -122,6 +122,7 @@ fn run_rebuild(args: RebuildArgs) -> Result<()> {
     let (version, _) = which(&reg, args.name.as_deref())?;
     let engine = Engine::open(&dir, args.store.embedder()?)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
+    crate::settings::apply_vector_search(&engine, args.store.vector_search.clone())?;
     eprintln!(
         "rebuilding the usage memory of {}",
         label(version.as_deref())
@@ -180,6 +181,7 @@ fn run_stats(args: StatsArgs) -> Result<()> {
         dtype: None,
         backend: None,
         units: None,
+        vector_search: None,
     };
     let (dir, reg) = open(&store, args.registry.as_ref())?;
     let (version, current) = which(&reg, args.name.as_deref())?;

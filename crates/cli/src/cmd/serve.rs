@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// Env: ANECTX_STORE; config `store`; default ./.anectx when it exists.
     #[arg(long)]
     store: Option<PathBuf>,
+    /// Vector search over the store: auto (exact below 20,000 vectors, else
+    /// bits), exact, bits, int8 or hnsw (see `anectx index --help`). Env:
+    /// ANECTX_VECTOR_SEARCH; config `vector_search`; default: auto.
+    #[arg(long)]
+    vector_search: Option<String>,
     /// Address to bind. Anything but loopback requires --api-key.
     #[arg(long, default_value = "127.0.0.1")]
     host: IpAddr,
@@ -275,6 +280,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             info.clone(),
             legacy,
             args.explore,
+            args.vector_search.clone(),
         )?)
     } else if explicit {
         anyhow::bail!(
@@ -428,6 +434,7 @@ pub(crate) fn engine_context(
     info: anectx_store::EmbedderInfo,
     legacy: Vec<String>,
     explore: f32,
+    vector_search: Option<String>,
 ) -> Result<Arc<EngineContext>> {
     let emb = BatcherEmbedder::new(
         anectx_server::EmbedService::new(batcher.clone(), Arc::new(tokenizer.clone())),
@@ -436,6 +443,7 @@ pub(crate) fn engine_context(
     .with_legacy(legacy);
     let engine = Engine::open(store_dir, Some(Arc::new(emb)))
         .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    crate::settings::apply_vector_search(&engine, vector_search)?;
     for n in engine.notes() {
         eprintln!("note: {n}");
     }

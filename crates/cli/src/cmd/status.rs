@@ -62,6 +62,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         dtype: None,
         backend: None,
         units: None,
+        vector_search: None,
     }
     .store_dir()?;
     let registry_dir = super::learn::registry_dir(&dir, args.registry.as_ref());
