@@ -53,10 +53,12 @@ pub struct ContextBenchOptions {
     pub work_dir: Option<PathBuf>,
     /// Seed of the corpus and the queries.
     pub seed: u64,
-    /// Corpus vectors are random unit vectors (seeded by the text) instead
-    /// of the embedder's: builds far faster, so large sizes fit in a run;
-    /// queries are still embedded by the embedder. Latency is unaffected;
-    /// dense relevance is meaningless and `build_s` leaves out embedding.
+    /// Corpus vectors are synthetic (each the normalised sum of the
+    /// embedder's vectors of its words) instead of the embedder's own: builds
+    /// far faster, so large sizes fit in a run. Timed queries are still embedded by the
+    /// embedder; recall is measured with queries embedded the synthetic way,
+    /// in the corpus's own space. Dense relevance is meaningless and
+    /// `build_s` leaves out embedding.
     pub synthetic_vectors: bool,
     /// Questions logged (and labelled used) into a usage memory, which is
     /// then timed against no memory on every size (0: not timed). The
@@ -64,27 +66,92 @@ pub struct ContextBenchOptions {
     pub memory_questions: usize,
 }
 
-/// Random unit vectors seeded by each text, under another embedder's
-/// identity (so the store accepts that embedder for queries).
-struct SyntheticVectors(anectx_store::EmbedderInfo);
+/// Synthetic embeddings, cheap enough for a million chunks, under another
+/// embedder's identity (so the store accepts that embedder for queries): a
+/// text is the normalised sum of its words' vectors. With a base embedder
+/// each word's vector is that embedder's embedding of the word (computed
+/// once a word), so the corpus keeps the real model's geometry (its narrow
+/// cone and which words are near which); without one (unit tests) each word
+/// gets a fixed random direction. Uniformly random corpus vectors would
+/// have no neighbourhoods at all, which no real corpus looks like.
+struct SyntheticVectors {
+    info: anectx_store::EmbedderInfo,
+    base: Option<Arc<dyn TextEmbedder>>,
+    words: std::sync::Mutex<std::collections::HashMap<String, Vec<f32>>>,
+}
+
+impl SyntheticVectors {
+    fn new(info: anectx_store::EmbedderInfo, base: Option<Arc<dyn TextEmbedder>>) -> Self {
+        Self {
+            info,
+            base,
+            words: Default::default(),
+        }
+    }
+
+    fn random_direction(&self, word: &str) -> Vec<f32> {
+        // FNV-1a of the word seeds its direction.
+        let seed = word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        let mut rng = Rng::new(seed);
+        (0..self.info.dim).map(|_| rng.normal()).collect()
+    }
+
+    /// Fills the word cache for every word of `texts`.
+    fn learn_words(&self, texts: &[&str]) -> anectx_engine::Result<()> {
+        let mut cache = self.words.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new: Vec<&str> = texts
+            .iter()
+            .flat_map(|t| t.split_whitespace())
+            .filter(|w| !cache.contains_key(*w))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        let d = self.info.dim;
+        match &self.base {
+            Some(base) if !new.is_empty() => {
+                let v = base.embed(&new)?;
+                for (w, row) in new.iter().zip(v.chunks_exact(d)) {
+                    cache.insert(w.to_string(), row.to_vec());
+                }
+            }
+            _ => {
+                for w in new {
+                    let v = self.random_direction(w);
+                    cache.insert(w.to_string(), v);
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 impl TextEmbedder for SyntheticVectors {
     fn info(&self) -> &anectx_store::EmbedderInfo {
-        &self.0
+        &self.info
     }
 
     fn embed(&self, texts: &[&str]) -> anectx_engine::Result<Vec<f32>> {
-        let d = self.0.dim;
+        self.learn_words(texts)?;
+        let cache = self.words.lock().unwrap_or_else(|p| p.into_inner());
+        let d = self.info.dim;
         let mut out = Vec::with_capacity(texts.len() * d);
+        let mut v = vec![0f32; d];
         for t in texts {
-            // FNV-1a of the text seeds the vector.
-            let seed = t.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
-            });
-            let mut rng = Rng::new(seed);
-            let v: Vec<f32> = (0..d).map(|_| rng.normal()).collect();
-            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            out.extend(v.iter().map(|x| x / n));
+            v.fill(0.0);
+            for w in t.split_whitespace() {
+                if let Some(x) = cache.get(w) {
+                    v.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+                }
+            }
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if n > 0.0 {
+                out.extend(v.iter().map(|x| x / n));
+            } else {
+                // An empty text: any fixed unit vector.
+                out.extend((0..d).map(|i| if i == 0 { 1.0 } else { 0.0 }));
+            }
         }
         Ok(out)
     }
@@ -306,7 +373,7 @@ pub struct ContextReport {
     pub created_utc: String,
     pub duration_s: f64,
     pub embedder: String,
-    /// Corpus vectors were random (see `--synthetic-vectors`).
+    /// Corpus vectors were synthetic (see `--synthetic-vectors`).
     pub synthetic_vectors: bool,
     pub queries: usize,
     pub samples_per_path: usize,
@@ -510,8 +577,10 @@ pub fn run_context(
     let mut notes = Vec::new();
     if opts.synthetic_vectors {
         notes.push(
-            "corpus vectors are random (--synthetic-vectors): build_s leaves out model \
-             embedding and dense relevance is meaningless; queries are embedded for real"
+            "corpus vectors are synthetic (--synthetic-vectors: each text the normalised \
+             sum of the embedder's vectors of its words): build_s leaves out most model \
+             embedding and dense relevance is approximate; timed queries are embedded for \
+             real, recall is measured with queries embedded the synthetic way"
                 .into(),
         );
     }
@@ -534,7 +603,7 @@ pub fn run_context(
             ..IndexOptions::default()
         };
         let t = Instant::now();
-        let synthetic = SyntheticVectors(embedder.info().clone());
+        let synthetic = SyntheticVectors::new(embedder.info().clone(), Some(Arc::clone(&embedder)));
         let corpus_embedder: &dyn TextEmbedder = if opts.synthetic_vectors {
             &synthetic
         } else {
@@ -557,7 +626,11 @@ pub fn run_context(
         let chunks = rep.chunks_total as usize;
         // Query vectors for recall, embedded once.
         let qrefs: Vec<&str> = queries.iter().map(String::as_str).collect();
-        let qvecs = embedder.embed(&qrefs)?;
+        let qvecs = if opts.synthetic_vectors {
+            synthetic.embed(&qrefs)?
+        } else {
+            embedder.embed(&qrefs)?
+        };
         engine.store().vectors_mut().set_search(VectorSearch::Exact);
         let truth = search_ids(&engine, &qvecs, dim)?;
         let mut paths: Vec<PathReport> = Vec::new();
@@ -868,7 +941,7 @@ mod tests {
             description: "hashing test embedder".into(),
             dim: 16,
         };
-        let embedder: Arc<dyn TextEmbedder> = Arc::new(SyntheticVectors(info));
+        let embedder: Arc<dyn TextEmbedder> = Arc::new(SyntheticVectors::new(info, None));
         let work = tempfile::tempdir().unwrap();
         let opts = ContextBenchOptions {
             sizes: vec![150, 300],
@@ -914,11 +987,14 @@ mod tests {
             sizes: vec![0],
             ..opts
         };
-        let e = Arc::new(SyntheticVectors(anectx_store::EmbedderInfo {
-            fingerprint: "x".into(),
-            description: "x".into(),
-            dim: 4,
-        }));
+        let e = Arc::new(SyntheticVectors::new(
+            anectx_store::EmbedderInfo {
+                fingerprint: "x".into(),
+                description: "x".into(),
+                dim: 4,
+            },
+            None,
+        ));
         assert!(matches!(
             run_context(e, &bad, &crate::NoProgress),
             Err(BenchError::Config(_))
