@@ -182,19 +182,28 @@ impl Layers {
 }
 
 impl Layers {
-    /// `--backend` > `ANECTX_BACKEND` > config `backend` > `auto`; a value
-    /// that is not a backend is an error naming where it came from.
-    pub fn backend(&self, cli: Option<String>) -> Result<Setting<BackendRequest>> {
-        let Some(s) = self.raw(Key::Backend, cli) else {
+    /// A setting with a fixed set of values: `default` when no layer names
+    /// one, otherwise `parse`d, or an error naming where the bad value came
+    /// from and listing `choices`.
+    fn choice<T>(
+        &self,
+        key: Key,
+        cli: Option<String>,
+        default: T,
+        what: &str,
+        choices: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Setting<T>> {
+        let Some(s) = self.raw(key, cli) else {
             return Ok(Setting {
-                value: BackendRequest::Auto,
+                value: default,
                 source: Source::Default,
-                key: Key::Backend,
+                key,
             });
         };
-        let value = BackendRequest::parse(&s.value).ok_or_else(|| {
+        let value = parse(&s.value).ok_or_else(|| {
             anyhow::anyhow!(
-                "unknown backend {:?} (from {}): use auto, candle or coreml",
+                "unknown {what} {:?} (from {}): use {choices}",
                 s.value,
                 s.origin()
             )
@@ -205,32 +214,32 @@ impl Layers {
             key: s.key,
         })
     }
-}
 
-impl Layers {
+    /// `--backend` > `ANECTX_BACKEND` > config `backend` > `auto`; a value
+    /// that is not a backend is an error naming where it came from.
+    pub fn backend(&self, cli: Option<String>) -> Result<Setting<BackendRequest>> {
+        self.choice(
+            Key::Backend,
+            cli,
+            BackendRequest::Auto,
+            "backend",
+            "auto, candle or coreml",
+            BackendRequest::parse,
+        )
+    }
+
     /// `--vector-search` > `ANECTX_VECTOR_SEARCH` > config `vector_search` >
     /// `auto`; a value that is not a search is an error naming where it
     /// came from.
     pub fn vector_search(&self, cli: Option<String>) -> Result<Setting<VectorSearch>> {
-        let Some(s) = self.raw(Key::VectorSearch, cli) else {
-            return Ok(Setting {
-                value: VectorSearch::Auto,
-                source: Source::Default,
-                key: Key::VectorSearch,
-            });
-        };
-        let value = VectorSearch::parse(&s.value).ok_or_else(|| {
-            anyhow::anyhow!(
-                "unknown vector search {:?} (from {}): use auto, exact, bits, int8 or hnsw",
-                s.value,
-                s.origin()
-            )
-        })?;
-        Ok(Setting {
-            value,
-            source: s.source,
-            key: s.key,
-        })
+        self.choice(
+            Key::VectorSearch,
+            cli,
+            VectorSearch::Auto,
+            "vector search",
+            "auto, exact, bits, int8 or hnsw",
+            VectorSearch::parse,
+        )
     }
 }
 

@@ -67,21 +67,23 @@ fn corpus(root: &Path, version: u32) {
     }
 }
 
+/// The part of `context --json` these tests read.
+#[derive(serde::Deserialize)]
+struct Answer {
+    chunks: Vec<Shown>,
+}
+
+#[derive(serde::Deserialize)]
+struct Shown {
+    text: String,
+}
+
 /// The texts `context` returns for `query` with a vector search.
 fn context(store: &Path, query: &str, search: &str) -> Vec<String> {
-    let out = ok(anectx(
-        store,
-        &["context", query, "--json", "--vector-search", search],
-    )
-    .output()
-    .unwrap());
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["chunks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["text"].as_str().unwrap().to_string())
-        .collect()
+    let args = ["context", query, "--json", "--vector-search", search];
+    let out = ok(anectx(store, &args).output().unwrap());
+    let answer: Answer = serde_json::from_slice(&out.stdout).unwrap();
+    answer.chunks.into_iter().map(|c| c.text).collect()
 }
 
 const QUERIES: [&str; 3] = [

@@ -767,13 +767,14 @@ impl FlatVectors {
         let mut way_codes: Vec<i8> = Vec::new();
         let mut way_scales: Vec<f32> = Vec::new();
         let mut used = vec![false; self.ids.len()];
-        for _ in 0..n {
-            let id = body
-                .get(at..at + 8)
-                .ok_or("truncated node table")?
-                .try_into()
+        let u64_at = |at: usize| -> std::result::Result<u64, &'static str> {
+            body.get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
                 .map(u64::from_le_bytes)
-                .map_err(|_| "truncated node table")?;
+                .ok_or("truncated node table")
+        };
+        for _ in 0..n {
+            let id = u64_at(at)?;
             at += 8;
             if id == TOMB {
                 let c = body.get(at..at + d + 4).ok_or("truncated waypoint")?;
@@ -783,12 +784,7 @@ impl FlatVectors {
                 nodes.push(None);
                 continue;
             }
-            let h = body
-                .get(at..at + 8)
-                .ok_or("truncated node table")?
-                .try_into()
-                .map(u64::from_le_bytes)
-                .map_err(|_| "truncated node table")?;
+            let h = u64_at(at)?;
             at += 8;
             let r = *self.rows.get(&id).ok_or("names a vector no longer held")?;
             if used[r] || row_hash(self.row(r)) != h {
@@ -1368,7 +1364,7 @@ impl FlatVectors {
 mod tests {
     use super::*;
 
-    fn unit(v: &[f32]) -> Vec<f32> {
+    pub(super) fn unit(v: &[f32]) -> Vec<f32> {
         let n = dot(v, v).sqrt();
         v.iter().map(|x| x / n).collect()
     }
@@ -1442,6 +1438,19 @@ mod tests {
     /// `n` unit vectors in `dim` dimensions around 40 random centres (so
     /// neighbours are close, as with real embeddings), seeded.
     fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
+        clustered_with(n, dim, seed, 40, 0.35, 1)
+    }
+
+    /// `n` unit vectors, the i-th around centre `i × stride` (of `centres`
+    /// random ones) with uniform noise of width `spread`, seeded.
+    pub(super) fn clustered_with(
+        n: usize,
+        dim: usize,
+        seed: u64,
+        centres: usize,
+        spread: f32,
+        stride: usize,
+    ) -> Vec<f32> {
         let mut x = seed;
         let mut next = || {
             x = x
@@ -1449,19 +1458,19 @@ mod tests {
                 .wrapping_add(1442695040888963407);
             ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         };
-        let centres: Vec<Vec<f32>> = (0..40)
+        let centres: Vec<Vec<f32>> = (0..centres)
             .map(|_| (0..dim).map(|_| next()).collect())
             .collect();
         let mut out = Vec::with_capacity(n * dim);
         for i in 0..n {
-            let c = &centres[i % centres.len()];
-            let v: Vec<f32> = c.iter().map(|m| m + 0.35 * next()).collect();
+            let c = &centres[(i * stride) % centres.len()];
+            let v: Vec<f32> = c.iter().map(|m| m + spread * next()).collect();
             out.extend(unit(&v));
         }
         out
     }
 
-    fn ids_of(h: &[(u64, f32)]) -> Vec<u64> {
+    pub(super) fn ids_of(h: &[(u64, f32)]) -> Vec<u64> {
         h.iter().map(|x| x.0).collect()
     }
 
@@ -1506,6 +1515,33 @@ mod tests {
         assert_eq!(big.resolved_search(), VectorSearch::Bits);
     }
 
+    /// A store at `p` (searching with `mode`) holding ids `0..n` of
+    /// `data`, then ids 0..100 updated to the vectors of `n..n + 100` and
+    /// ids 100..400 deleted durably; with the ids left.
+    pub(super) fn updated_and_deleted(
+        p: &Path,
+        n: usize,
+        data: &[f32],
+        mode: VectorSearch,
+    ) -> (FlatVectors, HashSet<u64>) {
+        let d = data.len() / (n + 400);
+        let mut live: HashSet<u64> = (0..n as u64).collect();
+        let mut v = FlatVectors::load_with(p, Some(d), &live, mode).unwrap();
+        v.append(&(0..n as u64).collect::<Vec<_>>(), &data[..n * d])
+            .unwrap();
+        v.append(
+            &(0..100u64).collect::<Vec<_>>(),
+            &data[n * d..(n + 100) * d],
+        )
+        .unwrap();
+        v.remove(&(100..400u64).collect::<Vec<_>>());
+        v.rewrite().unwrap();
+        for id in 100..400 {
+            live.remove(&id);
+        }
+        (v, live)
+    }
+
     /// Int8 results of `v` equal those of an index loaded afresh from the
     /// same file (codes rebuilt from the stored vectors).
     fn agrees_with_fresh_load(v: &mut FlatVectors, p: &Path, live: &HashSet<u64>) {
@@ -1527,22 +1563,7 @@ mod tests {
         let p = dir.path().join("v.f16");
         let (n, d) = (3000, 32);
         let data = clustered(n + 400, d, 3);
-        let mut live: HashSet<u64> = (0..n as u64).collect();
-        let mut v = FlatVectors::load(&p, Some(d), &live).unwrap();
-        v.append(&(0..n as u64).collect::<Vec<_>>(), &data[..n * d])
-            .unwrap();
-        // Update: ids 0..100 get the vectors of 3000..3100.
-        v.append(
-            &(0..100u64).collect::<Vec<_>>(),
-            &data[n * d..(n + 100) * d],
-        )
-        .unwrap();
-        // Delete 100..400, durably.
-        v.remove(&(100..400u64).collect::<Vec<_>>());
-        v.rewrite().unwrap();
-        for id in 100..400 {
-            live.remove(&id);
-        }
+        let (mut v, mut live) = updated_and_deleted(&p, n, &data, VectorSearch::Auto);
         agrees_with_fresh_load(&mut v, &p, &live);
         // An updated vector is found by int8 search under its new value.
         let q = &data[n * d..(n + 1) * d];
@@ -1619,36 +1640,12 @@ mod tests {
 
 #[cfg(test)]
 mod graph_tests {
+    use super::tests::{clustered_with, ids_of, unit, updated_and_deleted};
     use super::*;
-
-    fn unit(v: &[f32]) -> Vec<f32> {
-        let n = dot(v, v).sqrt();
-        v.iter().map(|x| x / n).collect()
-    }
 
     /// `n` unit vectors around 200 random centres, seeded.
     fn clustered(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut x = seed;
-        let mut next = || {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((x >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
-        let centres: Vec<Vec<f32>> = (0..200)
-            .map(|_| (0..dim).map(|_| next()).collect())
-            .collect();
-        let mut out = Vec::with_capacity(n * dim);
-        for i in 0..n {
-            let c = &centres[(i * 7) % centres.len()];
-            let v: Vec<f32> = c.iter().map(|m| m + 0.5 * next()).collect();
-            out.extend(unit(&v));
-        }
-        out
-    }
-
-    fn ids_of(h: &[(u64, f32)]) -> Vec<u64> {
-        h.iter().map(|x| x.0).collect()
+        clustered_with(n, dim, seed, 200, 0.5, 7)
     }
 
     /// `n` unit vectors shaped like sentence embeddings: a 24-dimensional
@@ -1784,24 +1781,10 @@ mod graph_tests {
         let p = dir.path().join("v.f16");
         let (n, d) = (6000, 32);
         let data = clustered(n + 400, d, 3);
-        let mut live: HashSet<u64> = (0..n as u64).collect();
-        let mut v = FlatVectors::load_with(&p, Some(d), &live, VectorSearch::Hnsw).unwrap();
-        v.append(&(0..n as u64).collect::<Vec<_>>(), &data[..n * d])
-            .unwrap();
+        // Deleted rows become waypoints of the graph.
+        let (mut v, live) = updated_and_deleted(&p, n, &data, VectorSearch::Hnsw);
         assert!(v.has_graph());
-        // Update: ids 0..100 get the vectors of n..n+100.
-        v.append(
-            &(0..100u64).collect::<Vec<_>>(),
-            &data[n * d..(n + 100) * d],
-        )
-        .unwrap();
-        // Delete 100..400 (waypoints), durably.
-        v.remove(&(100..400u64).collect::<Vec<_>>());
-        v.rewrite().unwrap();
         v.save_index().unwrap();
-        for id in 100..400 {
-            live.remove(&id);
-        }
         assert_eq!(v.len(), live.len());
         assert!(v.dead > 0, "deleted rows stay as waypoints");
         let q = &data[n * d..(n + 1) * d];
