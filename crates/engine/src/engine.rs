@@ -814,13 +814,12 @@ impl Engine {
         let ids: Vec<u64> = fused.iter().map(|f| f.0).collect();
         let records = self.store.db.chunks_by_ids(&ids)?;
         let rrf_of: HashMap<u64, f32> = fused.into_iter().collect();
-        let qterms: HashSet<String> = qtoks.iter().cloned().collect();
-        let qpairs: HashSet<(&str, &str)> = qtoks
-            .windows(2)
-            .map(|w| (w[0].as_str(), w[1].as_str()))
-            .collect();
-        // Each candidate's analysed terms, computed once: the coverage
-        // features use them, and so does BM25-only MMR below. Candidates are
+        let terms = QueryTerms::new(&qtoks);
+        // BM25-only MMR compares candidates by their terms; with vectors
+        // they are not kept.
+        let keep_terms = !self.dense_enabled();
+        // Each candidate's coverage features, from one pass over its tokens
+        // (and its terms, when BM25-only MMR needs them). Candidates are
         // analysed in parallel (order kept): this is the costliest part of
         // the stage, and retrieval has finished with the cores.
         let (cands, chunk_terms): (Vec<Candidate>, Vec<Vec<String>>) = records
@@ -849,25 +848,23 @@ impl Engine {
                     features.dup_similarity = Some(e.similarity);
                     features.dup_unused = Some(e.unused);
                 }
-                let toks = self.store.lexical.analyze(&chunk.text);
-                features.coverage = coverage(&qterms, &toks);
-                if !qpairs.is_empty() {
-                    // Distinct query bigrams seen in the chunk, without
-                    // building a set of every chunk bigram.
-                    let mut found: Vec<(&str, &str)> = Vec::new();
-                    for w in toks.windows(2) {
-                        let p = (w[0].as_str(), w[1].as_str());
-                        if qpairs.contains(&p) && !found.contains(&p) {
-                            found.push(p);
-                        }
+                let mut toks = Vec::new();
+                let mut seen = terms.seen();
+                self.store.lexical.for_each_token(&chunk.text, |t| {
+                    seen.token(t);
+                    if keep_terms {
+                        toks.push(t.to_string());
                     }
-                    features.bigram_coverage = found.len() as f32 / qpairs.len() as f32;
-                }
+                });
+                features.coverage = seen.coverage();
+                features.bigram_coverage = seen.bigram_coverage();
                 let title = match &chunk.heading {
                     Some(h) => h.as_str(),
                     None => chunk.text.lines().next().unwrap_or(""),
                 };
-                features.title_coverage = coverage(&qterms, &self.store.lexical.analyze(title));
+                let mut seen = terms.seen();
+                self.store.lexical.for_each_token(title, |t| seen.token(t));
+                features.title_coverage = seen.coverage();
                 (Candidate { chunk, features }, toks)
             })
             .unzip();
@@ -903,6 +900,19 @@ impl Engine {
                 anectx_store::vectors::dot(&v[i], &v[j])
             }),
             None => {
+                // Terms were kept only for a store without vectors; here a
+                // candidate lacks its vector (an interrupted run), so take
+                // them now.
+                let taken: Vec<Vec<String>>;
+                let chunk_terms = if keep_terms {
+                    &chunk_terms
+                } else {
+                    taken = cands
+                        .iter()
+                        .map(|c| self.store.lexical.analyze(&c.chunk.text))
+                        .collect();
+                    &taken
+                };
                 let sets: Vec<HashSet<&str>> = chunk_terms
                     .iter()
                     .map(|t| t.iter().map(String::as_str).collect())
@@ -1118,22 +1128,150 @@ struct MemoryHits {
     evidence: HashMap<u64, crate::memory::DupEvidence>,
 }
 
-/// Share of the query's analysed terms that occur in the chunk's terms.
-fn coverage(query_terms: &HashSet<String>, chunk_terms: &[String]) -> f32 {
-    if query_terms.is_empty() {
-        return 0.0;
+/// A query's distinct analysed terms and adjacent pairs, for the
+/// coverage features. Queries have a handful of terms, so lists searched
+/// in order beat hashing every chunk token.
+struct QueryTerms<'a> {
+    terms: Vec<&'a str>,
+    pairs: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> QueryTerms<'a> {
+    fn new(qtoks: &'a [String]) -> Self {
+        let mut terms: Vec<&str> = Vec::new();
+        for t in qtoks {
+            if !terms.contains(&t.as_str()) {
+                terms.push(t);
+            }
+        }
+        let mut pairs: Vec<(&str, &str)> = Vec::new();
+        for w in qtoks.windows(2) {
+            let p = (w[0].as_str(), w[1].as_str());
+            if !pairs.contains(&p) {
+                pairs.push(p);
+            }
+        }
+        Self { terms, pairs }
     }
-    // Distinct query terms seen, without building a set of the chunk's terms.
-    let mut found: Vec<&str> = Vec::new();
-    for t in chunk_terms {
-        if query_terms.contains(t.as_str()) && !found.contains(&t.as_str()) {
-            found.push(t);
+
+    fn seen(&self) -> Seen<'_, 'a> {
+        Seen {
+            q: self,
+            terms: vec![false; self.terms.len()],
+            pairs: vec![false; self.pairs.len()],
+            prev: String::new(),
+            first: true,
         }
     }
-    found.len() as f32 / query_terms.len() as f32
+}
+
+/// Which query terms and pairs a token stream has shown.
+struct Seen<'q, 'a> {
+    q: &'q QueryTerms<'a>,
+    terms: Vec<bool>,
+    pairs: Vec<bool>,
+    /// The previous token (reused buffer).
+    prev: String,
+    first: bool,
+}
+
+impl Seen<'_, '_> {
+    fn token(&mut self, t: &str) {
+        if let Some(i) = self.q.terms.iter().position(|q| *q == t) {
+            self.terms[i] = true;
+        }
+        if !self.first {
+            let prev = self.prev.as_str();
+            if let Some(j) = self.q.pairs.iter().position(|(a, b)| *a == prev && *b == t) {
+                self.pairs[j] = true;
+            }
+        }
+        self.prev.clear();
+        self.prev.push_str(t);
+        self.first = false;
+    }
+
+    /// Share of the query's distinct terms seen.
+    fn coverage(&self) -> f32 {
+        share(&self.terms)
+    }
+
+    /// Share of the query's distinct adjacent pairs seen in order.
+    fn bigram_coverage(&self) -> f32 {
+        share(&self.pairs)
+    }
+}
+
+fn share(seen: &[bool]) -> f32 {
+    if seen.is_empty() {
+        0.0
+    } else {
+        seen.iter().filter(|&&s| s).count() as f32 / seen.len() as f32
+    }
 }
 
 fn hash_str(s: &str) -> u64 {
     let h = blake3::hash(s.as_bytes());
     u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+#[cfg(test)]
+mod coverage_tests {
+    use super::*;
+
+    /// The coverage features from one pass over the tokens equal their
+    /// definition with sets: distinct query terms (and adjacent query
+    /// pairs) found in the chunk, over how many distinct ones the query has.
+    #[test]
+    fn one_pass_coverage_matches_the_set_definition() {
+        let toks = |s: &str| -> Vec<String> { s.split(' ').map(String::from).collect() };
+        let reference = |q: &[String], c: &[String]| -> (f32, f32) {
+            let qs: HashSet<&str> = q.iter().map(String::as_str).collect();
+            let cs: HashSet<&str> = c.iter().map(String::as_str).collect();
+            let qp: HashSet<(&str, &str)> = q
+                .windows(2)
+                .map(|w| (w[0].as_str(), w[1].as_str()))
+                .collect();
+            let cp: HashSet<(&str, &str)> = c
+                .windows(2)
+                .map(|w| (w[0].as_str(), w[1].as_str()))
+                .collect();
+            let share = |hit: usize, all: usize| {
+                if all == 0 {
+                    0.0
+                } else {
+                    hit as f32 / all as f32
+                }
+            };
+            (
+                share(qs.intersection(&cs).count(), qs.len()),
+                share(qp.intersection(&cp).count(), qp.len()),
+            )
+        };
+        let cases = [
+            ("a b a c", "c a b x a"),
+            ("a b a c", "a c"),
+            ("a", "b a a"),
+            ("x y", "z w"),
+            ("a b", "b a b"),
+            ("a a a", "a a"),
+        ];
+        for (q, c) in cases {
+            let (q, c) = (toks(q), toks(c));
+            let terms = QueryTerms::new(&q);
+            let mut seen = terms.seen();
+            for t in &c {
+                seen.token(t);
+            }
+            let (cov, big) = reference(&q, &c);
+            assert_eq!(
+                (seen.coverage(), seen.bigram_coverage()),
+                (cov, big),
+                "{q:?} in {c:?}"
+            );
+        }
+        let empty = QueryTerms::new(&[]);
+        let seen = empty.seen();
+        assert_eq!((seen.coverage(), seen.bigram_coverage()), (0.0, 0.0));
+    }
 }

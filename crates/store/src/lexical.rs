@@ -96,6 +96,16 @@ impl LexicalIndex {
         })
     }
 
+    /// Calls `f` with each token of `text` as the index sees it, without
+    /// collecting them (no allocation per token).
+    pub fn for_each_token(&self, text: &str, mut f: impl FnMut(&str)) {
+        let mut a = self.analyzer.clone();
+        let mut stream = a.token_stream(text);
+        while stream.advance() {
+            f(&stream.token().text);
+        }
+    }
+
     /// Tokens of `text` as the index sees them.
     pub fn analyze(&self, text: &str) -> Vec<String> {
         let mut a = self.analyzer.clone();
