@@ -280,10 +280,24 @@ impl FlatVectors {
             for (o, b) in row.iter_mut().zip(r[8..].chunks_exact(2)) {
                 *o = f16::from_bits(u16::from_le_bytes([b[0], b[1]]));
             }
-            me.upsert_mem(id, &row);
+            // Later records for an id win. Codes and bits are made once,
+            // below, when the centre is known.
+            match me.rows.get(&id) {
+                Some(&at) => me.data[at * me.dim..(at + 1) * me.dim].copy_from_slice(&row),
+                None => {
+                    me.rows.insert(id, me.ids.len());
+                    me.ids.push(id);
+                    me.data.extend_from_slice(&row);
+                }
+            }
         }
         drop(bytes);
-        me.maybe_recentre();
+        let n = me.ids.len();
+        me.codes = vec![0; n * me.dim];
+        me.scales = vec![0.0; n];
+        // The data's mean is the centre from 1,024 vectors (as in
+        // `maybe_recentre`); below that, none.
+        me.recentre(if n >= 1024 { None } else { Some(Vec::new()) });
         // Growth by doubling can leave up to half of each buffer unused.
         me.shrink();
         if me.resolved_search() == VectorSearch::Hnsw {
@@ -798,7 +812,9 @@ impl FlatVectors {
             return Err("graph does not match its node table");
         }
         // The codes of the graph's centre (the waypoints' are read as such).
-        self.recentre(Some(centre));
+        if centre != self.centre {
+            self.recentre(Some(centre));
+        }
         // Rows in graph order: its nodes, then vectors it lacks.
         let mut ids = Vec::with_capacity(self.ids.len() + way_scales.len());
         let mut data = Vec::with_capacity((self.ids.len() + way_scales.len()) * d);
