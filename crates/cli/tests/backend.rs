@@ -16,12 +16,8 @@ mod off_apple {
     use super::common::{anectx, start_server};
     use serde_json::Value;
 
-    fn json_of(out: &std::process::Output) -> Value {
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    fn json_of(out: std::process::Output) -> Value {
+        let out = anectx_testing::succeeded(out);
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -29,7 +25,7 @@ mod off_apple {
     fn auto_is_the_default_and_is_candle_off_apple_platforms() {
         let tmp = tempfile::tempdir().unwrap();
         let v = json_of(
-            &anectx(tmp.path())
+            anectx(tmp.path())
                 .args(["embed", "--json", "hello"])
                 .output()
                 .unwrap(),
@@ -43,7 +39,7 @@ mod off_apple {
         );
         // Asked for candle: the same vectors, and the choice says so.
         let v2 = json_of(
-            &anectx(tmp.path())
+            anectx(tmp.path())
                 .args(["embed", "--json", "--backend", "candle", "hello"])
                 .output()
                 .unwrap(),
@@ -62,11 +58,7 @@ mod off_apple {
             .args(["index", "docs", "--store", "st"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        anectx_testing::succeeded(out);
         let mut cmd = anectx(tmp.path());
         cmd.args(["serve", "--store", "st", "--port", "0"])
             .stderr(Stdio::null());

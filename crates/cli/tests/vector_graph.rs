@@ -5,7 +5,9 @@
 //! answers at once and that the next run repairs.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
+
+use anectx_testing::succeeded;
 
 /// Files in the corpus: more than the graph walk's candidate count
 /// (`hnsw_ef(50)` = 300), so queries walk the graph instead of falling
@@ -29,15 +31,6 @@ fn anectx(store: &Path, args: &[&str]) -> Command {
     }
     c.env("ANECTX_CONFIG", cfg);
     c
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn corpus(root: &Path, version: u32) {
@@ -81,7 +74,7 @@ struct Shown {
 /// The texts `context` returns for `query` with a vector search.
 fn context(store: &Path, query: &str, search: &str) -> Vec<String> {
     let args = ["context", query, "--json", "--vector-search", search];
-    let out = ok(anectx(store, &args).output().unwrap());
+    let out = succeeded(anectx(store, &args).output().unwrap());
     let answer: Answer = serde_json::from_slice(&out.stdout).unwrap();
     answer.chunks.into_iter().map(|c| c.text).collect()
 }
@@ -101,7 +94,7 @@ fn graph_search_survives_a_kill_while_the_graph_is_written() {
     let torn = store.join("vectors.hnsw.tmp");
     corpus(root.path(), 1);
     let root_s = root.path().to_str().unwrap();
-    ok(
+    succeeded(
         anectx(&store, &["index", root_s, "--vector-search", "hnsw"])
             .output()
             .unwrap(),
@@ -145,7 +138,7 @@ fn graph_search_survives_a_kill_while_the_graph_is_written() {
         assert!(hnsw.iter().all(|t| !t.contains("Note 3,")), "{hnsw:?}");
     }
     // The next run writes a whole graph again.
-    ok(
+    succeeded(
         anectx(&store, &["index", root_s, "--vector-search", "hnsw"])
             .output()
             .unwrap(),
@@ -163,9 +156,11 @@ fn a_bad_vector_search_names_where_it_came_from() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     std::fs::write(root.path().join("a.txt"), "a small note").unwrap();
-    ok(anectx(&store, &["index", root.path().to_str().unwrap()])
-        .output()
-        .unwrap());
+    succeeded(
+        anectx(&store, &["index", root.path().to_str().unwrap()])
+            .output()
+            .unwrap(),
+    );
     let out = anectx(&store, &["context", "x", "--vector-search", "fast"])
         .output()
         .unwrap();

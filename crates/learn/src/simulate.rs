@@ -178,45 +178,11 @@ pub fn test_ndcg(
     if queries.is_empty() {
         return Ok(0.0);
     }
-    let v = query_ndcgs(engine, coll, queries, qvecs, opts, k)?;
+    let v = query_ndcgs(engine, coll, queries, qvecs, opts, k, None)?;
     Ok(v.iter().sum::<f64>() / v.len() as f64)
 }
 
-/// nDCG@10 of each of `queries`, in order (see [`test_ndcg`]).
-pub fn query_ndcgs(
-    engine: &Engine,
-    coll: &Collection,
-    queries: &[(String, String)],
-    qvecs: Option<&[f32]>,
-    opts: &ContextOptions,
-    k: usize,
-) -> Result<Vec<f64>> {
-    ranked_ndcgs(engine, coll, queries, qvecs, opts, k, None)
-}
-
-/// The most a usage memory built from an interaction log could give each of
-/// `queries`. A memory only knows the chunks that were *shown* (`known`: for
-/// any logged question), each used or not; it knows nothing about the rest.
-/// The best it can do is to place the known relevant chunks where they
-/// belong and push the known irrelevant ones out of the top, leaving every
-/// unknown chunk in the order the ranking without memory has it. This is
-/// that ranking: known relevant documents, best grade first, merged by grade
-/// into the memory-less ranking with the known documents taken out (the
-/// merge that maximises DCG among all that keep the unknown documents'
-/// order); so it is never below `before`.
-pub fn query_ceilings(
-    engine: &Engine,
-    coll: &Collection,
-    queries: &[(String, String)],
-    qvecs: Option<&[f32]>,
-    opts: &ContextOptions,
-    k: usize,
-    known: Known<'_>,
-) -> Result<Vec<f64>> {
-    ranked_ndcgs(engine, coll, queries, qvecs, opts, k, Some(known))
-}
-
-/// What a memory is allowed to know for [`query_ceilings`].
+/// What a memory is allowed to know for the ceilings of [`query_ndcgs`].
 #[derive(Debug, Clone, Copy)]
 pub enum Known<'a> {
     /// Every chunk shown for any logged question: a true upper bound for a
@@ -227,7 +193,20 @@ pub enum Known<'a> {
     PerQuery(&'a HashMap<String, HashSet<u64>>),
 }
 
-fn ranked_ndcgs(
+/// nDCG@10 of each of `queries`, in order (see [`test_ndcg`]); with
+/// `known`, the ceiling instead:
+///
+/// The most a usage memory built from an interaction log could give each of
+/// `queries`. A memory only knows the chunks that were *shown* (`known`: for
+/// any logged question), each used or not; it knows nothing about the rest.
+/// The best it can do is to place the known relevant chunks where they
+/// belong and push the known irrelevant ones out of the top, leaving every
+/// unknown chunk in the order the ranking without memory has it. This is
+/// that ranking: known relevant documents, best grade first, merged by grade
+/// into the memory-less ranking with the known documents taken out (the
+/// merge that maximises DCG among all that keep the unknown documents'
+/// order); so it is never below `before`.
+pub fn query_ndcgs(
     engine: &Engine,
     coll: &Collection,
     queries: &[(String, String)],
@@ -586,7 +565,7 @@ pub struct Stratum {
     pub improved: usize,
     pub worsened: usize,
     /// The most a usage memory built from the logged asks could reach
-    /// ([`query_ceilings`]; mean over seeds): for repeat and variant
+    /// (the ceilings of [`query_ndcgs`]; mean over seeds): for repeat and variant
     /// questions, and for the mix with new questions at `before`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ceiling: Option<f64>,
@@ -735,7 +714,7 @@ impl Mix64 {
 struct Paired {
     before: Vec<f64>,
     after: Vec<f64>,
-    /// [`query_ceilings`] with [`Known::All`] and [`Known::PerQuery`]
+    /// the ceilings of [`query_ndcgs`] with [`Known::All`] and [`Known::PerQuery`]
     /// (repeat and variant questions only).
     ceiling: Vec<f64>,
     ceiling_own: Vec<f64>,
@@ -976,19 +955,27 @@ pub fn simulate_stream(
             .collect::<Result<_>>()?;
         let mut paired: [Paired; 3] = Default::default();
         for (k, qs) in sets.iter().enumerate() {
-            paired[k].before = query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k)?;
+            paired[k].before =
+                query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k, None)?;
             if k > 0 {
                 let v = vecs[k].as_deref();
-                paired[k].ceiling =
-                    query_ceilings(engine, coll, qs, v, &eval_opts, b.k, Known::All(&shown))?;
-                paired[k].ceiling_own = query_ceilings(
+                paired[k].ceiling = query_ndcgs(
                     engine,
                     coll,
                     qs,
                     v,
                     &eval_opts,
                     b.k,
-                    Known::PerQuery(&shown_by_q),
+                    Some(Known::All(&shown)),
+                )?;
+                paired[k].ceiling_own = query_ndcgs(
+                    engine,
+                    coll,
+                    qs,
+                    v,
+                    &eval_opts,
+                    b.k,
+                    Some(Known::PerQuery(&shown_by_q)),
                 )?;
             }
             progress.inc();
@@ -1001,7 +988,8 @@ pub fn simulate_stream(
         let mstats = memory.as_ref().map(|m| m.stats().clone());
         engine.set_memory(memory.map(Arc::new));
         for (k, qs) in sets.iter().enumerate() {
-            paired[k].after = query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k)?;
+            paired[k].after =
+                query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k, None)?;
             progress.inc();
         }
         engine.set_memory(None);

@@ -156,6 +156,18 @@ pub fn http(
     (status, payload.to_string())
 }
 
+/// `out` when its process exited successfully; otherwise the test fails
+/// showing the process's standard error.
+pub fn succeeded(out: std::process::Output) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
