@@ -108,12 +108,8 @@ impl LexicalIndex {
 
     /// Tokens of `text` as the index sees them.
     pub fn analyze(&self, text: &str) -> Vec<String> {
-        let mut a = self.analyzer.clone();
-        let mut stream = a.token_stream(text);
         let mut out = Vec::new();
-        while stream.advance() {
-            out.push(stream.token().text.clone());
-        }
+        self.for_each_token(text, |t| out.push(t.to_string()));
         out
     }
 
