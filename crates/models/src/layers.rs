@@ -80,9 +80,27 @@ pub struct KConv {
     pub weight: Tensor,
     pub bias: Tensor,
     pub k: usize,
+    /// [`KConv::weight_matrix`] computed once, for weights that are not
+    /// trained (a trained weight must be reshaped on every call so that its
+    /// gradient flows and its updates show).
+    matrix: Option<Tensor>,
 }
 
 impl KConv {
+    /// A convolution of kernel width `k` over `(C_out, C_in, 1, k)` weights.
+    pub fn new(weight: Tensor, bias: Tensor, k: usize) -> Result<Self> {
+        let mut conv = Self {
+            weight,
+            bias,
+            k,
+            matrix: None,
+        };
+        if !conv.weight.is_variable() {
+            conv.matrix = Some(conv.weight_matrix()?);
+        }
+        Ok(conv)
+    }
+
     pub fn load(vb: VarBuilder, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
         if k == 0 || k % 2 == 0 {
             return Err(crate::ModelError::Unsupported(format!(
@@ -91,12 +109,15 @@ impl KConv {
         }
         let weight = vb.get((c_out, c_in, 1, k), "weight")?;
         let bias = vb.get(c_out, "bias")?;
-        Ok(Self { weight, bias, k })
+        Self::new(weight, bias, k)
     }
 
     /// The kernel as the `(C_out, k·C_in)` matrix that multiplies im2col
     /// columns whose row index is `j·C_in + ci`.
     fn weight_matrix(&self) -> Result<Tensor> {
+        if let Some(m) = &self.matrix {
+            return Ok(m.clone());
+        }
         let (c_out, c_in) = (self.weight.dims()[0], self.weight.dims()[1]);
         Ok(self
             .weight
@@ -717,11 +738,7 @@ mod tests {
         let g = Var::from_tensor(&f64t(&[c_out], 24)).unwrap();
         let p = Var::from_tensor(&f64t(&[c_out, c_out], 25)).unwrap();
         let loss = |w: &Tensor, bias: &Tensor, g: &Tensor, p: &Tensor| -> Tensor {
-            let conv = KConv {
-                weight: w.clone(),
-                bias: bias.clone(),
-                k,
-            };
+            let conv = KConv::new(w.clone(), bias.clone(), k).unwrap();
             let y = conv
                 .forward_folded(&x)
                 .unwrap()
@@ -821,11 +838,7 @@ mod tests {
         let x = rand(&[b, ci, s], 7);
         let w = rand(&[co, ci, 1, k], 8);
         let bias = rand(&[co], 9);
-        let conv = KConv {
-            weight: w.clone(),
-            bias: bias.clone(),
-            k,
-        };
+        let conv = KConv::new(w.clone(), bias.clone(), k).unwrap();
         let y = conv.forward(&x).unwrap();
         let folded = conv
             .forward_folded(&x.transpose(0, 1).unwrap().contiguous().unwrap())
