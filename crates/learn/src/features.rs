@@ -9,7 +9,12 @@
 use anectx_engine::Features;
 
 /// Number of features per candidate.
-pub const N_FEATURES: usize = 15;
+pub const N_FEATURES: usize = 20;
+
+/// Features of models trained before the usage memory's features existed
+/// (their files list exactly these first names; see
+/// [`crate::model::FeatureModel::from_file`]).
+pub const LEGACY_FEATURES: usize = 15;
 
 /// Feature names, in vector order (stored with every model).
 pub const FEATURE_NAMES: [&str; N_FEATURES] = [
@@ -28,6 +33,13 @@ pub const FEATURE_NAMES: [&str; N_FEATURES] = [
     "log_tokens",
     "adapted_dense",
     "adapted_margin",
+    // The usage memory (zero without a memory or without evidence): how far
+    // to trust it is learned from what the answers used.
+    "memory_norm",
+    "memory_rank",
+    "dup_used",
+    "dup_similarity",
+    "dup_unused",
 ];
 
 /// Rank positions beyond this count as "far" (the logged lists hold 50+).
@@ -52,6 +64,7 @@ pub fn features(cands: &[&Features]) -> Vec<[f32; N_FEATURES]> {
     let m_rrf = max(&|f| f.rrf);
     let m_bm = max(&|f| f.bm25.unwrap_or(0.0));
     let m_de = max(&|f| f.dense.unwrap_or(0.0).max(0.0));
+    let m_mem = max(&|f| f.memory.unwrap_or(0.0).max(0.0));
     // The adapter's cosine, or the retrieval cosine for models without one.
     let adapted = |f: &Features| f.adapted.or(f.dense);
     let m_ad = cands
@@ -85,6 +98,13 @@ pub fn features(cands: &[&Features]) -> Vec<[f32; N_FEATURES]> {
                     Some(a) => a - m_ad,
                     None => -1.0,
                 },
+                f.memory.unwrap_or(0.0).max(0.0) / m_mem,
+                rank_feature(f.memory_rank),
+                // Sums over neighbours, compressed: one more ask matters less
+                // the more there are.
+                f.dup_used.unwrap_or(0.0).max(0.0).ln_1p(),
+                f.dup_similarity.unwrap_or(0.0),
+                f.dup_unused.unwrap_or(0.0).max(0.0).ln_1p(),
             ]
         })
         .collect()
@@ -134,6 +154,29 @@ mod tests {
         // The adapter's cosine when present, else the retrieval cosine.
         assert_eq!((f[0][13], f[1][13]), (0.5, 0.9));
         assert!((f[0][14] + 0.4).abs() < 1e-6 && f[1][14] == 0.0);
+        // No memory: its features are all zero.
+        assert!(f
+            .iter()
+            .all(|r| r[LEGACY_FEATURES..].iter().all(|&x| x == 0.0)));
+        let c = Features {
+            memory: Some(4.0),
+            memory_rank: Some(1),
+            dup_used: Some(1.0),
+            dup_similarity: Some(0.95),
+            dup_unused: Some(0.5),
+            ..b.clone()
+        };
+        let d = Features {
+            memory: Some(2.0),
+            memory_rank: Some(2),
+            ..b
+        };
+        let f = features(&[&c, &d]);
+        assert_eq!((f[0][15], f[1][15]), (1.0, 0.5));
+        assert!(f[0][16] > f[1][16] && f[1][16] > 0.0);
+        assert!((f[0][17] - 2f32.ln()).abs() < 1e-6 && f[1][17] == 0.0);
+        assert_eq!((f[0][18], f[1][18]), (0.95, 0.0));
+        assert!((f[0][19] - 1.5f32.ln()).abs() < 1e-6 && f[1][19] == 0.0);
         assert!(features(&[]).is_empty());
     }
 }

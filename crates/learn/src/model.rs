@@ -21,7 +21,7 @@ use anectx_engine::{Candidate, RelevanceModel};
 use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapter;
-use crate::features::{features, FEATURE_NAMES, N_FEATURES};
+use crate::features::{features, FEATURE_NAMES, LEGACY_FEATURES, N_FEATURES};
 
 /// The fine-tuned embedder's directory beside `model.json`.
 pub const ADAPTER_DIR: &str = "adapter";
@@ -61,7 +61,15 @@ pub struct FeatureModel {
 
 impl FeatureModel {
     /// Checks shapes and values; refuses anything that would not score.
-    pub fn from_file(file: FeatureModelFile) -> Result<Self> {
+    pub fn from_file(mut file: FeatureModelFile) -> Result<Self> {
+        if file
+            .feature_names
+            .iter()
+            .map(String::as_str)
+            .eq(FEATURE_NAMES[..LEGACY_FEATURES].iter().copied())
+        {
+            upgrade_legacy(&mut file);
+        }
         let bad = |m: String| LearnError::Invalid(format!("relevance model {}: {m}", file.version));
         if file.format != FORMAT {
             return Err(bad(format!(
@@ -163,6 +171,33 @@ impl FeatureModel {
     }
 }
 
+/// A model trained before the usage memory's features existed: the new
+/// features get zero weights (so it scores exactly as it did) and a unit
+/// deviation. Shapes that do not fit the legacy count are left for
+/// [`FeatureModel::from_file`] to refuse.
+fn upgrade_legacy(file: &mut FeatureModelFile) {
+    let (old, new) = (LEGACY_FEATURES, N_FEATURES);
+    let hidden = file.b1.len();
+    let fits = [file.mean.len(), file.std.len(), file.skip.len()] == [old; 3]
+        && file.w1.len() == hidden * old;
+    if !fits {
+        return;
+    }
+    file.feature_names = FEATURE_NAMES.iter().map(|s| s.to_string()).collect();
+    file.mean.resize(new, 0.0);
+    file.std.resize(new, 1.0);
+    file.skip.resize(new, 0.0);
+    file.w1 = file
+        .w1
+        .chunks(old)
+        .flat_map(|row| {
+            row.iter()
+                .copied()
+                .chain(std::iter::repeat_n(0.0, new - old))
+        })
+        .collect();
+}
+
 impl RelevanceModel for FeatureModel {
     fn version(&self) -> String {
         self.file.version.clone()
@@ -197,5 +232,92 @@ impl RelevanceModel for FeatureModel {
             .iter()
             .map(|x| 1.0 / (1.0 + (-self.score_features(x)).exp()))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anectx_engine::Features;
+
+    fn legacy_file() -> FeatureModelFile {
+        let n = LEGACY_FEATURES;
+        let wave = |k: usize, s: f32| (0..k).map(|i| (i as f32 * 0.7).sin() * s).collect();
+        FeatureModelFile {
+            format: FORMAT.into(),
+            version: "rel-legacy".into(),
+            feature_names: FEATURE_NAMES[..n].iter().map(|s| s.to_string()).collect(),
+            mean: wave(n, 0.1),
+            std: (0..n).map(|i| 0.5 + i as f32 * 0.1).collect(),
+            w1: wave(2 * n, 0.8),
+            b1: vec![0.1, -0.2],
+            w2: vec![0.7, -0.4],
+            skip: wave(n, 0.3),
+            adapter: false,
+        }
+    }
+
+    /// The legacy model's score, computed from its own 15 weights.
+    fn legacy_score(f: &FeatureModelFile, x: &[f32]) -> f32 {
+        let n = LEGACY_FEATURES;
+        let z: Vec<f32> = (0..n).map(|i| (x[i] - f.mean[i]) / f.std[i]).collect();
+        let mut s: f32 = z.iter().zip(&f.skip).map(|(a, b)| a * b).sum();
+        for h in 0..f.b1.len() {
+            let a: f32 = f.w1[h * n..(h + 1) * n]
+                .iter()
+                .zip(&z)
+                .map(|(w, v)| w * v)
+                .sum::<f32>()
+                + f.b1[h];
+            s += f.w2[h] * a.tanh();
+        }
+        s
+    }
+
+    /// A model saved before the memory's features existed still loads and
+    /// scores exactly as it did, with or without a memory's evidence.
+    #[test]
+    fn a_model_without_the_memory_features_loads_and_scores_as_before() {
+        let file = legacy_file();
+        let m = FeatureModel::from_file(file.clone()).unwrap();
+        assert_eq!(m.file().feature_names.len(), N_FEATURES);
+        let plain = Features {
+            rrf: 0.02,
+            bm25: Some(3.0),
+            bm25_rank: Some(2),
+            dense: Some(0.4),
+            dense_rank: Some(5),
+            tokens: 80,
+            coverage: 0.5,
+            ..Features::default()
+        };
+        let remembered = Features {
+            memory: Some(2.0),
+            memory_rank: Some(1),
+            dup_used: Some(1.5),
+            dup_similarity: Some(0.97),
+            dup_unused: Some(0.3),
+            ..plain.clone()
+        };
+        let other = Features {
+            rrf: 0.03,
+            dense: Some(0.6),
+            dense_rank: Some(1),
+            ..Features::default()
+        };
+        let x = features(&[&plain, &other, &remembered]);
+        for r in &x {
+            let want = legacy_score(&file, &r[..LEGACY_FEATURES]);
+            assert!((m.score_features(r) - want).abs() < 1e-5);
+        }
+        assert!(x[2][LEGACY_FEATURES..].iter().any(|&v| v != 0.0));
+        assert_eq!(m.score_features(&x[0]), m.score_features(&x[2]));
+        // A file whose shapes do not fit its names is still refused.
+        let mut bad = legacy_file();
+        bad.skip.pop();
+        assert!(FeatureModel::from_file(bad).is_err());
+        let mut renamed = legacy_file();
+        renamed.feature_names[3] = "other".into();
+        assert!(FeatureModel::from_file(renamed).is_err());
     }
 }

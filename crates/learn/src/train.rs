@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::adapter::Adapter;
 use crate::analyzer::{Analyzer, ShownChunk, ANALYZER_VERSION};
-use crate::features::{features, FEATURE_NAMES, N_FEATURES};
+use crate::features::{features, FEATURE_NAMES, LEGACY_FEATURES, N_FEATURES};
 use crate::model::{FeatureModel, FeatureModelFile, FORMAT};
 use crate::{LearnError, Result};
 
@@ -463,7 +463,18 @@ fn pairs_of(groups: &[&Group], cfg: &TrainConfig) -> Pairs {
     Pairs { x, pairs }
 }
 
-fn mean_std(x: &[[f32; N_FEATURES]]) -> (Vec<f32>, Vec<f32>) {
+/// Standardisation of the training features. A feature that never varied
+/// in training (the usage memory's, before any logged answer had a memory)
+/// taught the model nothing: its weights are zeroed in the saved model
+/// ([`Params::to_file`]) and its deviation set to 1, so that when it starts
+/// to vary in serving it cannot move scores through untrained weights.
+struct Norm {
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    constant: Vec<bool>,
+}
+
+fn mean_std(x: &[[f32; N_FEATURES]]) -> Norm {
     let n = x.len().max(1) as f64;
     let mut mean = [0f64; N_FEATURES];
     for r in x {
@@ -472,15 +483,22 @@ fn mean_std(x: &[[f32; N_FEATURES]]) -> (Vec<f32>, Vec<f32>) {
         }
     }
     let mut var = [0f64; N_FEATURES];
+    let mut constant = [true; N_FEATURES];
     for r in x {
         for i in 0..N_FEATURES {
             var[i] += (r[i] as f64 - mean[i]).powi(2) / n;
+            constant[i] &= r[i] == x[0][i];
         }
     }
-    (
-        mean.iter().map(|&m| m as f32).collect(),
-        var.iter().map(|&v| (v.sqrt() as f32).max(1e-3)).collect(),
-    )
+    Norm {
+        mean: mean.iter().map(|&m| m as f32).collect(),
+        std: var
+            .iter()
+            .zip(&constant)
+            .map(|(&v, &c)| if c { 1.0 } else { (v.sqrt() as f32).max(1e-3) })
+            .collect(),
+        constant: constant.to_vec(),
+    }
 }
 
 struct Params {
@@ -493,11 +511,15 @@ struct Params {
 impl Params {
     fn new(hidden: usize, seed: u64, dev: &Device) -> Result<Self> {
         let mut rng = anectx_models::weights::Rng::new(seed);
+        // The retrieval features start as they always have (same draws, same
+        // scale); the memory's start at zero, so a model trained on a log
+        // without memory is the model trained before they existed.
         let w1 = anectx_models::weights::randn(
-            &[hidden, N_FEATURES],
-            (1.0 / N_FEATURES as f32).sqrt(),
+            &[hidden, LEGACY_FEATURES],
+            (1.0 / LEGACY_FEATURES as f32).sqrt(),
             &mut rng,
-        )?;
+        )?
+        .pad_with_zeros(1, 0, N_FEATURES - LEGACY_FEATURES)?;
         let w2 = anectx_models::weights::randn(&[hidden], 0.1, &mut rng)?;
         Ok(Self {
             w1: Var::from_tensor(&w1.to_device(dev)?)?,
@@ -534,17 +556,25 @@ impl Params {
         Ok((s + lin)?)
     }
 
-    fn to_file(&self, version: &str, mean: &[f32], std: &[f32]) -> Result<FeatureModelFile> {
+    fn to_file(&self, version: &str, norm: &Norm) -> Result<FeatureModelFile> {
+        let mut w1: Vec<f32> = self.w1.as_tensor().flatten_all()?.to_vec1()?;
+        let mut skip: Vec<f32> = self.skip.as_tensor().to_vec1()?;
+        for (i, _) in norm.constant.iter().enumerate().filter(|c| *c.1) {
+            skip[i] = 0.0;
+            for row in w1.chunks_mut(N_FEATURES) {
+                row[i] = 0.0;
+            }
+        }
         Ok(FeatureModelFile {
             format: FORMAT.into(),
             version: version.into(),
             feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
-            mean: mean.to_vec(),
-            std: std.to_vec(),
-            w1: self.w1.as_tensor().flatten_all()?.to_vec1()?,
+            mean: norm.mean.clone(),
+            std: norm.std.clone(),
+            w1,
             b1: self.b1.as_tensor().to_vec1()?,
             w2: self.w2.as_tensor().to_vec1()?,
-            skip: self.skip.as_tensor().to_vec1()?,
+            skip,
             adapter: false,
         })
     }
@@ -656,12 +686,13 @@ pub fn train(
     };
     let ptr = pairs_of(&tr, cfg);
     let pte = pairs_of(&te, cfg);
-    let (mean, std) = mean_std(&ptr.x);
-    let ttr = pair_tensors(&ptr, &mean, &std, &dev)?;
+    let norm = mean_std(&ptr.x);
+    let (mean, std) = (&norm.mean, &norm.std);
+    let ttr = pair_tensors(&ptr, mean, std, &dev)?;
     let tte = if pte.pairs.is_empty() {
         None
     } else {
-        Some(pair_tensors(&pte, &mean, &std, &dev)?)
+        Some(pair_tensors(&pte, mean, std, &dev)?)
     };
     let params = Params::new(cfg.hidden, cfg.seed, &dev)?;
     let mut opt = AdamW::new(
@@ -678,7 +709,7 @@ pub fn train(
         let m = FeatureModel::from_file(file)?;
         evaluate(&m, &te, cfg.ips_clip)
     };
-    let first = params.to_file(version, &mean, &std)?;
+    let first = params.to_file(version, &norm)?;
     let mut best = (score_of(first.clone())?, 0usize, first, f64::NAN);
     let mut epochs = 0;
     let mut train_loss = f64::NAN;
@@ -699,7 +730,7 @@ pub fn train(
             Some(t) => pair_loss(&params, t)?.to_scalar::<f32>()? as f64,
             None => train_loss,
         };
-        let file = params.to_file(version, &mean, &std)?;
+        let file = params.to_file(version, &norm)?;
         let metric = score_of(file.clone())?;
         tracing::debug!(epoch, train_loss, held, metric, "relevance training");
         if metric > best.0 + 1e-9 {

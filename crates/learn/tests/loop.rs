@@ -329,3 +329,165 @@ fn splits_keep_every_question_on_one_side() {
     assert_eq!(k_tr.len() + k_val.len() + k_gate.len(), 25);
     assert_eq!(tr.len() + val.len() + gate_side.len(), ds.groups.len());
 }
+
+/// Interactions where the usage memory knows the answer: the used chunks
+/// are those near-duplicate questions used before (`dup_used`,
+/// `dup_similarity`), or whose "asked as" field matches (`memory`), while
+/// the retrieval features say nothing. With `memory` false the same log is
+/// written without the memory's features (a log from before the memory).
+fn memory_log(store: &Store, n: usize, memory: bool) {
+    let mut rng = anectx_models::weights::Rng::new(5);
+    for i in 0..n {
+        let mut cands = Vec::new();
+        let mut truth = Vec::new();
+        for c in 0..20u64 {
+            let known = rng.uniform() < 0.3;
+            let used = if known {
+                rng.uniform() < 0.9
+            } else {
+                rng.uniform() < 0.1
+            };
+            let mut f = Features {
+                rrf: 1.0 / (60.0 + c as f32),
+                bm25: Some(10.0 * rng.uniform()),
+                bm25_rank: Some(c as u32 + 1),
+                dense: Some(rng.uniform()),
+                dense_rank: Some(c as u32 + 1),
+                tokens: 50 + (rng.uniform() * 100.0) as u32,
+                coverage: rng.uniform(),
+                ..Features::default()
+            };
+            if memory && known {
+                f.dup_used = Some(0.5 + rng.uniform());
+                f.dup_similarity = Some(0.9 + 0.1 * rng.uniform());
+                f.memory = Some(5.0 * rng.uniform());
+                f.memory_rank = Some(1 + (rng.uniform() * 20.0) as u32);
+            }
+            if memory && !known && rng.uniform() < 0.3 {
+                f.dup_unused = Some(rng.uniform());
+                f.dup_similarity = Some(0.9 + 0.1 * rng.uniform());
+            }
+            let shown = (c < 8).then_some(c as u32 + 1);
+            cands.push(LoggedCandidate {
+                chunk_id: i as u64 * 100 + c,
+                position: shown,
+                score: 1.0 - c as f32 / 20.0,
+                propensity: if shown.is_some() { 0.95 } else { 0.02 },
+                features: serde_json::to_value(&f).unwrap(),
+                text: shown.map(|_| format!("chunk {c}")),
+            });
+            truth.push(used);
+        }
+        let id = store
+            .db
+            .append_interaction(&LoggedInteraction {
+                uid: format!("m-{i}"),
+                ts_ms: i as i64,
+                kind: "test".into(),
+                query: format!("question {i}"),
+                model_version: "fusion-v1".into(),
+                explored: false,
+                response: Some("an answer".into()),
+                complete: true,
+                meta: Default::default(),
+                candidates: cands,
+            })
+            .unwrap();
+        let rows: Vec<UsageLabelRow> = (0..8u64)
+            .map(|c| UsageLabelRow {
+                interaction_id: id,
+                chunk_id: i as u64 * 100 + c,
+                analyzer_version: "test-v1".into(),
+                score: truth[c as usize] as u8 as f32,
+                used: truth[c as usize],
+                evidence: serde_json::Value::Null,
+            })
+            .collect();
+        store.db.put_labels(&rows).unwrap();
+    }
+}
+
+/// How far to trust the usage memory is learned from the log: where the
+/// memory's evidence predicts what answers use, the trained model ranks by
+/// it and beats the logging policy; the same log without the memory's
+/// features teaches nothing.
+#[test]
+fn the_model_learns_to_trust_the_memory_from_the_log() {
+    let run = |memory: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        memory_log(&store, 300, memory);
+        let ds = Dataset::from_log(&store.db, "test-v1").unwrap();
+        let cfg = TrainConfig::default();
+        let (model, _) = train(&ds, &cfg, "rel-mem").unwrap();
+        let (_, _, held) = ds.split3(cfg.held_out, cfg.seed);
+        let learned = evaluate(&model, &held, cfg.ips_clip).unwrap();
+        let baseline = evaluate(&FusionRelevance::default(), &held, cfg.ips_clip).unwrap();
+        (learned, baseline, model)
+    };
+    let (with, base, model) = run(true);
+    assert!(
+        with > base + 0.15,
+        "with memory {with} vs logging policy {base}"
+    );
+    let (without, _, _) = run(false);
+    assert!(
+        with > without + 0.1,
+        "with memory features {with}, without {without}"
+    );
+    // The learned weights raise a candidate the memory says was used.
+    let plain = Features {
+        rrf: 0.016,
+        bm25: Some(5.0),
+        bm25_rank: Some(3),
+        dense: Some(0.5),
+        dense_rank: Some(3),
+        tokens: 100,
+        coverage: 0.5,
+        ..Features::default()
+    };
+    let remembered = Features {
+        dup_used: Some(1.0),
+        dup_similarity: Some(0.95),
+        memory: Some(3.0),
+        memory_rank: Some(2),
+        ..plain.clone()
+    };
+    let x = anectx_learn::features::features(&[&plain, &remembered]);
+    assert!(model.score_features(&x[1]) > model.score_features(&x[0]) + 0.5);
+}
+
+/// A model trained on a log without memory cannot be moved by the memory's
+/// features later: they never varied, so their weights are zero.
+#[test]
+fn features_that_never_varied_in_training_get_no_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    synthetic_log(&store, 200);
+    let ds = Dataset::from_log(&store.db, "test-v1").unwrap();
+    let (model, _) = train(&ds, &TrainConfig::default(), "rel-nomem").unwrap();
+    let f = model.file();
+    let mem = anectx_learn::features::LEGACY_FEATURES..N_FEATURES;
+    assert!(mem.clone().all(|i| f.skip[i] == 0.0 && f.std[i] == 1.0));
+    assert!(f
+        .w1
+        .chunks(N_FEATURES)
+        .all(|row| row[mem.clone()].iter().all(|&w| w == 0.0)));
+    let plain = Features {
+        rrf: 0.016,
+        bm25: Some(5.0),
+        dense: Some(0.5),
+        coverage: 0.7,
+        ..Features::default()
+    };
+    let remembered = Features {
+        dup_used: Some(3.0),
+        dup_similarity: Some(1.0),
+        dup_unused: Some(2.0),
+        memory: Some(9.0),
+        memory_rank: Some(1),
+        ..plain.clone()
+    };
+    let x = anectx_learn::features::features(&[&plain, &remembered]);
+    assert_eq!(model.score_features(&x[0]), model.score_features(&x[1]));
+}
