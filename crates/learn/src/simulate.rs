@@ -19,11 +19,11 @@ use anectx_store::{InteractionKind, InteractionMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::analyzer::{Analyzer, ANALYZER_VERSION};
-use crate::gate::{GateConfig, GateReport};
+use crate::gate::{gate, GateConfig, GateReport};
 use crate::model::FeatureModel;
 use crate::registry::Registry;
 use crate::simllm::{SimChunk, SimLlm, SimLlmConfig};
-use crate::train::{label_log, TrainConfig, TrainReport};
+use crate::train::{label_log, train, Dataset, TrainConfig, TrainReport};
 use crate::{LearnError, Result};
 
 /// Settings of a simulation.
@@ -527,6 +527,14 @@ pub struct StreamConfig {
     pub memory_dup_weight: f32,
     pub memory_dup_threshold: f32,
     pub memory_unused_weight: f32,
+    /// Close the loop: from the second ask on, the train questions are
+    /// asked with the memory built from the asks before, as `serve` reloads
+    /// its memory (otherwise every ask runs without memory).
+    pub closed_loop: bool,
+    /// Also train a relevance model on each seed's log (its features include
+    /// the memory's, so it learns how far to trust it); the "after" engine
+    /// uses it when the held-out gate passes. Implies `closed_loop`.
+    pub learn: bool,
 }
 
 impl Default for StreamConfig {
@@ -542,6 +550,8 @@ impl Default for StreamConfig {
             memory_dup_weight: o.memory_dup_weight,
             memory_dup_threshold: o.memory_dup_threshold,
             memory_unused_weight: o.memory_unused_weight,
+            closed_loop: false,
+            learn: false,
         }
     }
 }
@@ -633,6 +643,22 @@ pub struct StreamSeed {
     pub variant: (f64, f64),
     /// Up to three example variants `(question, variant)`.
     pub examples: Vec<(String, String)>,
+    /// With [`StreamConfig::learn`]: the relevance model trained on this
+    /// seed's log and the gate's verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learned: Option<StreamLearned>,
+}
+
+/// The relevance model one stream seed trained (see [`StreamConfig::learn`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamLearned {
+    /// Interactions with a used and an unused shown chunk.
+    pub groups: usize,
+    /// Why no model was trained (too little data), if so.
+    pub not_trained: Option<String>,
+    pub gate: Option<GateReport>,
+    /// Whether the "after" engine used the trained model.
+    pub used: bool,
 }
 
 /// The result of [`simulate_stream`].
@@ -856,6 +882,39 @@ fn strata(kinds: &[[Paired; 3]], repeat_share: f64, resamples: usize, seed: u64)
     }
 }
 
+/// Trains a relevance model on the interactions logged after `first_id`
+/// (one stream seed) and gates it against `current` on that log's held-out
+/// questions, as a learning round does; returns the model when it passes.
+fn learn_from_seed(
+    engine: &Engine,
+    current: &dyn RelevanceModel,
+    b: &SimulateConfig,
+    first_id: i64,
+) -> Result<(StreamLearned, Option<Arc<dyn RelevanceModel>>)> {
+    let mut ds = Dataset::from_log(&engine.store().db, ANALYZER_VERSION)?;
+    ds.groups.retain(|g| g.interaction_id > first_id);
+    let mut out = StreamLearned {
+        groups: ds.groups.len(),
+        not_trained: None,
+        gate: None,
+        used: false,
+    };
+    let model = match train(&ds, &b.train, &format!("stream-{first_id}")) {
+        Ok((m, _)) => m,
+        Err(e @ LearnError::TooLittleData(_)) => {
+            out.not_trained = Some(e.to_string());
+            return Ok((out, None));
+        }
+        Err(e) => return Err(e),
+    };
+    let (_, _, held) = ds.split3(b.train.held_out, b.train.seed);
+    let g = gate(&model, current, &held, &b.gate)?;
+    out.used = g.passed;
+    out.gate = Some(g);
+    let model = out.used.then(|| model.into_arc());
+    Ok((out, model))
+}
+
 /// The stream evaluation. For each seed: split the judged queries into
 /// train and test; ask every train question `asks_per_query` times through
 /// the loop (context with exploration, simulated LLM answer, logged, labelled
@@ -912,7 +971,18 @@ pub fn simulate_stream(
         // built from this log can know), and per question (for the ceilings).
         let mut shown: HashSet<u64> = HashSet::new();
         let mut shown_by_q: HashMap<String, HashSet<u64>> = HashMap::new();
+        let first_id = engine.store().db.last_interaction_id()?;
         for ask in 0..b.asks_per_query {
+            if (cfg.closed_loop || cfg.learn) && ask > 0 {
+                // A server reloads its memory from the log between asks.
+                label_log(&engine.store().db, analyzer)?;
+                let m = engine.build_memory(
+                    ANALYZER_VERSION,
+                    &anectx_engine::MemoryConfig::default(),
+                    &|it| it.uid.starts_with(&prefix),
+                )?;
+                engine.set_memory(m.map(Arc::new));
+            }
             for (qid, text) in &train_q {
                 let o = ContextOptions {
                     explore_seed: Some(seed ^ ((1000 + ask) as u64)),
@@ -942,6 +1012,7 @@ pub fn simulate_stream(
             }
         }
         progress.stage(&format!("seed {seed}: labelling, memory, evaluation"), 7);
+        engine.set_memory(None);
         label_log(&engine.store().db, analyzer)?;
         progress.inc();
         let embed = |qs: &[(String, String)]| -> Result<Option<Vec<f32>>> {
@@ -987,12 +1058,30 @@ pub fn simulate_stream(
         )?;
         let mstats = memory.as_ref().map(|m| m.stats().clone());
         engine.set_memory(memory.map(Arc::new));
-        for (k, qs) in sets.iter().enumerate() {
-            paired[k].after =
-                query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k, None)?;
-            progress.inc();
-        }
+        let current = engine.relevance_model();
+        let learned = if cfg.learn {
+            let (learned, model) = learn_from_seed(engine, current.as_ref(), b, first_id)?;
+            if let Some(m) = model {
+                engine.set_relevance_model(m);
+            }
+            Some(learned)
+        } else {
+            None
+        };
+        let after: Result<Vec<Vec<f64>>> = sets
+            .iter()
+            .enumerate()
+            .map(|(k, qs)| {
+                let v = query_ndcgs(engine, coll, qs, vecs[k].as_deref(), &eval_opts, b.k, None);
+                progress.inc();
+                v
+            })
+            .collect();
+        engine.set_relevance_model(current);
         engine.set_memory(None);
+        for (k, a) in after?.into_iter().enumerate() {
+            paired[k].after = a;
+        }
         let ex: HashMap<&str, &str> = train_q
             .iter()
             .map(|(i, t)| (i.as_str(), t.as_str()))
@@ -1013,6 +1102,7 @@ pub fn simulate_stream(
                 .take(3)
                 .map(|(id, v)| (ex.get(id.as_str()).unwrap_or(&"").to_string(), v.clone()))
                 .collect(),
+            learned,
         });
         kinds.push(paired);
     }

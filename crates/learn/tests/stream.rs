@@ -96,3 +96,52 @@ fn asked_questions_come_back_better_and_new_ones_do_not_move() {
     // The engine is left as it was found: no memory.
     assert!(engine.memory().is_none());
 }
+
+/// With the loop closed, the second ask of every train question runs with
+/// the memory built from the first (as `serve` reloads it), so its logged
+/// candidates carry the memory's evidence for the relevance model to learn
+/// from; with `learn`, each seed trains and gates a model, and the engine
+/// is left with the model and memory it had.
+#[test]
+fn a_closed_loop_asks_with_the_memory_and_learns_from_it() {
+    let coll = collection(40);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), None).unwrap();
+    index_texts(
+        engine.store(),
+        None,
+        &coll.docs,
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let serving = engine.relevance_model().version();
+    let cfg = StreamConfig {
+        base: SimulateConfig::default(),
+        seeds: 2,
+        bootstrap: 300,
+        learn: true,
+        ..StreamConfig::default()
+    };
+    let r = simulate_stream(&engine, &coll, &Analyzer::default(), &cfg, &NoSimProgress).unwrap();
+    assert!(r.seeds.iter().all(|x| x.learned.is_some()), "{:?}", r.seeds);
+    assert!(r.strata.repeat.delta > 0.1, "{:?}", r.strata);
+    assert!(r.strata.new.delta.abs() < 1e-12, "{:?}", r.strata);
+    assert_eq!(engine.relevance_model().version(), serving);
+    assert!(engine.memory().is_none());
+    // Which asks logged the memory's evidence.
+    let mut with_evidence: HashMap<usize, usize> = HashMap::new();
+    for (_, it) in engine.store().db.interactions(0, 100_000).unwrap() {
+        let ask: usize = it.uid.split('-').nth(2).unwrap().parse().unwrap();
+        let has = it
+            .candidates
+            .iter()
+            .any(|c| c.features.get("dup_similarity").is_some());
+        *with_evidence.entry(ask).or_default() += has as usize;
+    }
+    assert_eq!(with_evidence.get(&0), Some(&0), "{with_evidence:?}");
+    assert!(
+        with_evidence.get(&1).copied().unwrap_or(0) > 20,
+        "{with_evidence:?}"
+    );
+}

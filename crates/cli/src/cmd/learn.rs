@@ -313,6 +313,17 @@ pub struct SimulateArgs {
     /// Stream: similarity from which a logged question is a near duplicate.
     #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_dup_threshold)]
     memory_dup_threshold: f32,
+    /// Stream: close the loop. From the second ask on, train questions are
+    /// asked with the memory built from the asks before, as `serve` reloads
+    /// it (otherwise every ask runs without memory).
+    #[arg(long)]
+    closed_loop: bool,
+    /// Stream: also train a relevance model on each seed's log, whose
+    /// features include the memory's, so it learns how far to trust the
+    /// memory; "after" uses it when the held-out gate passes. Implies
+    /// `--closed-loop`.
+    #[arg(long)]
+    learn: bool,
     /// Write the JSON report here too.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -444,6 +455,8 @@ pub fn run_simulate(args: SimulateArgs) -> Result<()> {
             memory_dup_weight: args.memory_dup_weight,
             memory_unused_weight: args.memory_unused_weight,
             memory_dup_threshold: args.memory_dup_threshold,
+            closed_loop: args.closed_loop,
+            learn: args.learn,
             ..StreamConfig::default()
         };
         let t0 = std::time::Instant::now();
@@ -518,6 +531,23 @@ fn print_stream(coll: &Path, r: &StreamReport) {
         "(own: what each question's own shown chunks could add; ceiling: the most a usage \
          memory built from every shown chunk could add)"
     );
+    let learned: Vec<_> = r.seeds.iter().filter_map(|s| s.learned.as_ref()).collect();
+    if !learned.is_empty() {
+        let used = learned.iter().filter(|l| l.used).count();
+        println!(
+            "learned trust: {used} of {} seed(s) passed the gate and used the trained model",
+            learned.len()
+        );
+        for (s, l) in r.seeds.iter().zip(&learned) {
+            if let Some(why) = l
+                .not_trained
+                .as_ref()
+                .or(l.gate.as_ref().map(|g| &g.reason))
+            {
+                println!("  seed {}: {why}", s.seed);
+            }
+        }
+    }
     println!(
         "memory gate: {} — {}",
         if r.gate.passed { "passes" } else { "refuses" },
