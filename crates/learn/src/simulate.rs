@@ -527,13 +527,15 @@ pub struct StreamConfig {
     pub memory_dup_weight: f32,
     pub memory_dup_threshold: f32,
     pub memory_unused_weight: f32,
-    /// Close the loop: from the second ask on, the train questions are
-    /// asked with the memory built from the asks before, as `serve` reloads
-    /// its memory (otherwise every ask runs without memory).
+    /// Close the loop (the default): from the second ask on, the train
+    /// questions are asked with the memory built from the asks before, as
+    /// `serve` reloads its memory. Open (`false`), every ask runs without
+    /// memory: the protocol of the figures before this option existed.
     pub closed_loop: bool,
     /// Also train a relevance model on each seed's log (its features include
     /// the memory's, so it learns how far to trust it); the "after" engine
-    /// uses it when the held-out gate passes. Implies `closed_loop`.
+    /// uses it when the held-out gate passes. Closes the loop whatever
+    /// `closed_loop` says.
     pub learn: bool,
 }
 
@@ -550,7 +552,7 @@ impl Default for StreamConfig {
             memory_dup_weight: o.memory_dup_weight,
             memory_dup_threshold: o.memory_dup_threshold,
             memory_unused_weight: o.memory_unused_weight,
-            closed_loop: false,
+            closed_loop: true,
             learn: false,
         }
     }

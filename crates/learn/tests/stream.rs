@@ -97,16 +97,22 @@ fn asked_questions_come_back_better_and_new_ones_do_not_move() {
     assert!(engine.memory().is_none());
 }
 
-/// With the loop closed, the second ask of every train question runs with
-/// the memory built from the first (as `serve` reloads it), so its logged
-/// candidates carry the memory's evidence for the relevance model to learn
-/// from; with `learn`, each seed trains and gates a model, and the engine
-/// is left with the model and memory it had.
-#[test]
-fn a_closed_loop_asks_with_the_memory_and_learns_from_it() {
-    let coll = collection(40);
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), None).unwrap();
+/// How many interactions of each ask logged the memory's evidence.
+fn evidence_by_ask(engine: &Engine) -> HashMap<usize, usize> {
+    let mut by_ask: HashMap<usize, usize> = HashMap::new();
+    for (_, it) in engine.store().db.interactions(0, 100_000).unwrap() {
+        let ask: usize = it.uid.split('-').nth(2).unwrap().parse().unwrap();
+        let has = it
+            .candidates
+            .iter()
+            .any(|c| c.features.get("dup_similarity").is_some());
+        *by_ask.entry(ask).or_default() += has as usize;
+    }
+    by_ask
+}
+
+fn indexed_engine(coll: &Collection, dir: &std::path::Path) -> Engine {
+    let engine = Engine::open(dir, None).unwrap();
     index_texts(
         engine.store(),
         None,
@@ -115,13 +121,50 @@ fn a_closed_loop_asks_with_the_memory_and_learns_from_it() {
         &NoProgress,
     )
     .unwrap();
+    engine
+}
+
+/// With the loop closed (the default), the second ask of every train
+/// question runs with the memory built from the first (as `serve` reloads
+/// it), so its logged candidates carry the memory's evidence for the
+/// relevance model to learn from; open, no ask sees a memory. With `learn`,
+/// each seed trains and gates a model, and the engine is left with the model
+/// and memory it had.
+#[test]
+fn a_closed_loop_asks_with_the_memory_and_learns_from_it() {
+    let coll = collection(40);
+    let base = StreamConfig {
+        base: SimulateConfig::default(),
+        seeds: 1,
+        bootstrap: 300,
+        ..StreamConfig::default()
+    };
+    assert!(base.closed_loop && !base.learn);
+    for closed in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = indexed_engine(&coll, dir.path());
+        let cfg = StreamConfig {
+            closed_loop: closed,
+            ..base.clone()
+        };
+        simulate_stream(&engine, &coll, &Analyzer::default(), &cfg, &NoSimProgress).unwrap();
+        let by_ask = evidence_by_ask(&engine);
+        assert_eq!(by_ask.get(&0), Some(&0), "{by_ask:?}");
+        let second = by_ask.get(&1).copied().unwrap_or(0);
+        if closed {
+            assert!(second > 10, "{by_ask:?}");
+        } else {
+            assert_eq!(second, 0, "{by_ask:?}");
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let engine = indexed_engine(&coll, dir.path());
     let serving = engine.relevance_model().version();
     let cfg = StreamConfig {
-        base: SimulateConfig::default(),
         seeds: 2,
-        bootstrap: 300,
+        closed_loop: false,
         learn: true,
-        ..StreamConfig::default()
+        ..base
     };
     let r = simulate_stream(&engine, &coll, &Analyzer::default(), &cfg, &NoSimProgress).unwrap();
     assert!(r.seeds.iter().all(|x| x.learned.is_some()), "{:?}", r.seeds);
@@ -129,19 +172,6 @@ fn a_closed_loop_asks_with_the_memory_and_learns_from_it() {
     assert!(r.strata.new.delta.abs() < 1e-12, "{:?}", r.strata);
     assert_eq!(engine.relevance_model().version(), serving);
     assert!(engine.memory().is_none());
-    // Which asks logged the memory's evidence.
-    let mut with_evidence: HashMap<usize, usize> = HashMap::new();
-    for (_, it) in engine.store().db.interactions(0, 100_000).unwrap() {
-        let ask: usize = it.uid.split('-').nth(2).unwrap().parse().unwrap();
-        let has = it
-            .candidates
-            .iter()
-            .any(|c| c.features.get("dup_similarity").is_some());
-        *with_evidence.entry(ask).or_default() += has as usize;
-    }
-    assert_eq!(with_evidence.get(&0), Some(&0), "{with_evidence:?}");
-    assert!(
-        with_evidence.get(&1).copied().unwrap_or(0) > 20,
-        "{with_evidence:?}"
-    );
+    // Learning closes the loop whatever `closed_loop` says.
+    assert!(evidence_by_ask(&engine).get(&1).copied().unwrap_or(0) > 20);
 }

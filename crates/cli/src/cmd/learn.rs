@@ -313,15 +313,16 @@ pub struct SimulateArgs {
     /// Stream: similarity from which a logged question is a near duplicate.
     #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_dup_threshold)]
     memory_dup_threshold: f32,
-    /// Stream: close the loop. From the second ask on, train questions are
-    /// asked with the memory built from the asks before, as `serve` reloads
-    /// it (otherwise every ask runs without memory).
+    /// Stream: leave the loop open. By default, from the second ask on,
+    /// train questions are asked with the memory built from the asks before,
+    /// as `serve` reloads it; with this flag every ask runs without memory
+    /// (the protocol of earlier reports).
     #[arg(long)]
-    closed_loop: bool,
+    open_loop: bool,
     /// Stream: also train a relevance model on each seed's log, whose
     /// features include the memory's, so it learns how far to trust the
-    /// memory; "after" uses it when the held-out gate passes. Implies
-    /// `--closed-loop`.
+    /// memory; "after" uses it when the held-out gate passes. Closes the
+    /// loop even with `--open-loop`.
     #[arg(long)]
     learn: bool,
     /// Write the JSON report here too.
@@ -455,7 +456,7 @@ pub fn run_simulate(args: SimulateArgs) -> Result<()> {
             memory_dup_weight: args.memory_dup_weight,
             memory_unused_weight: args.memory_unused_weight,
             memory_dup_threshold: args.memory_dup_threshold,
-            closed_loop: args.closed_loop,
+            closed_loop: !args.open_loop,
             learn: args.learn,
             ..StreamConfig::default()
         };
