@@ -47,33 +47,48 @@ fn synthetic_log_asking(store: &Store, n: usize, question: &dyn Fn(usize) -> Str
             });
             truth.push(cov > 0.5);
         }
-        let id = store
-            .db
-            .append_interaction(&LoggedInteraction {
-                uid: format!("t-{i}"),
-                ts_ms: i as i64,
-                kind: "test".into(),
-                query: question(i),
-                model_version: "fusion-v1".into(),
-                explored: false,
-                response: Some("an answer".into()),
-                complete: true,
-                meta: Default::default(),
-                candidates: cands,
-            })
-            .unwrap();
-        let rows: Vec<UsageLabelRow> = (0..6u64)
-            .map(|c| UsageLabelRow {
-                interaction_id: id,
-                chunk_id: i as u64 * 100 + c,
-                analyzer_version: "test-v1".into(),
-                score: truth[c as usize] as u8 as f32,
-                used: truth[c as usize],
-                evidence: serde_json::Value::Null,
-            })
-            .collect();
-        store.db.put_labels(&rows).unwrap();
+        append_labelled(store, i, format!("t-{i}"), question(i), cands, &truth[..6]);
     }
+}
+
+/// Logs interaction `i` (candidate `c` has chunk id `100 i + c`) and labels
+/// its first `used.len()` candidates.
+fn append_labelled(
+    store: &Store,
+    i: usize,
+    uid: String,
+    query: String,
+    candidates: Vec<LoggedCandidate>,
+    used: &[bool],
+) {
+    let id = store
+        .db
+        .append_interaction(&LoggedInteraction {
+            uid,
+            ts_ms: i as i64,
+            kind: "test".into(),
+            query,
+            model_version: "fusion-v1".into(),
+            explored: false,
+            response: Some("an answer".into()),
+            complete: true,
+            meta: Default::default(),
+            candidates,
+        })
+        .unwrap();
+    let rows: Vec<UsageLabelRow> = used
+        .iter()
+        .enumerate()
+        .map(|(c, &u)| UsageLabelRow {
+            interaction_id: id,
+            chunk_id: i as u64 * 100 + c as u64,
+            analyzer_version: "test-v1".into(),
+            score: u as u8 as f32,
+            used: u,
+            evidence: serde_json::Value::Null,
+        })
+        .collect();
+    store.db.put_labels(&rows).unwrap();
 }
 
 #[test]
@@ -378,32 +393,8 @@ fn memory_log(store: &Store, n: usize, memory: bool) {
             });
             truth.push(used);
         }
-        let id = store
-            .db
-            .append_interaction(&LoggedInteraction {
-                uid: format!("m-{i}"),
-                ts_ms: i as i64,
-                kind: "test".into(),
-                query: format!("question {i}"),
-                model_version: "fusion-v1".into(),
-                explored: false,
-                response: Some("an answer".into()),
-                complete: true,
-                meta: Default::default(),
-                candidates: cands,
-            })
-            .unwrap();
-        let rows: Vec<UsageLabelRow> = (0..8u64)
-            .map(|c| UsageLabelRow {
-                interaction_id: id,
-                chunk_id: i as u64 * 100 + c,
-                analyzer_version: "test-v1".into(),
-                score: truth[c as usize] as u8 as f32,
-                used: truth[c as usize],
-                evidence: serde_json::Value::Null,
-            })
-            .collect();
-        store.db.put_labels(&rows).unwrap();
+        let (uid, query) = (format!("m-{i}"), format!("question {i}"));
+        append_labelled(store, i, uid, query, cands, &truth[..8]);
     }
 }
 

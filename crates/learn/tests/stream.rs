@@ -52,15 +52,7 @@ fn collection(topics: usize) -> Collection {
 fn asked_questions_come_back_better_and_new_ones_do_not_move() {
     let coll = collection(40);
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path(), None).unwrap();
-    index_texts(
-        engine.store(),
-        None,
-        &coll.docs,
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    let engine = indexed_engine(&coll, dir.path());
     let cfg = StreamConfig {
         base: SimulateConfig::default(),
         seeds: 2,
