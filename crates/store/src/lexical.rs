@@ -196,9 +196,9 @@ impl LexicalIndex {
     /// allowed part of the overall top `k`. Scores (IDF, length norms) are
     /// those of the whole index.
     ///
-    /// Unfiltered searches skip work with MaxScore (see
-    /// [`LexicalIndex::search_pruned`]); they return the same chunks with the
-    /// same scores as scoring every posting.
+    /// Searches skip work with MaxScore (see [`LexicalIndex::search_pruned`]);
+    /// they return the same chunks with the same scores as scoring every
+    /// posting.
     pub fn search_in(
         &self,
         query: &str,
@@ -209,11 +209,10 @@ impl LexicalIndex {
         let Some(q) = self.prepare(query, k, params)? else {
             return Ok(Vec::new());
         };
-        // The bounds need non-negative length norms; a filter is applied by
-        // chunk id, after scoring.
+        // The bounds need non-negative length norms.
         let prunable = params.k1 >= 0.0 && (0.0..=1.0).contains(&params.b);
-        if allowed.is_none() && prunable && q.terms.len() <= MAX_PRUNED_TERMS {
-            self.search_pruned(&q, k)
+        if prunable && q.terms.len() <= MAX_PRUNED_TERMS {
+            self.search_pruned(&q, k, allowed)
         } else {
             self.search_exhaustive(&q, k, allowed)
         }
@@ -356,8 +355,15 @@ impl LexicalIndex {
     /// soon as the top `k` fills, so most of their postings are never read.
     /// A document is dropped only when its bound is strictly below the
     /// `k`-th score, so ties are settled by chunk id exactly as by
-    /// [`LexicalIndex::search_exhaustive`].
-    fn search_pruned(&self, q: &Prepared, k: usize) -> Result<Vec<(u64, f32)>> {
+    /// [`LexicalIndex::search_exhaustive`]. With `allowed`, a candidate
+    /// outside it is skipped before its non-essential terms are looked up,
+    /// and the `k`-th score is that of the allowed chunks.
+    fn search_pruned(
+        &self,
+        q: &Prepared,
+        k: usize,
+        allowed: Option<&std::collections::HashSet<u64>>,
+    ) -> Result<Vec<(u64, f32)>> {
         let m = q.terms.len();
         // prefix[i]: the bounds of terms 0..=i added up.
         let prefix: Vec<f32> = q
@@ -392,19 +398,30 @@ impl LexicalIndex {
                 if doc == TERMINATED {
                     break;
                 }
+                // Deleted and filtered-out documents are stepped over.
+                let allowed_id = match allowed {
+                    _ if alive.is_some_and(|a| !a.is_alive(doc)) => Err(()),
+                    None => Ok(None),
+                    Some(a) => match ids.first(doc) {
+                        Some(id) if a.contains(&id) => Ok(Some(id)),
+                        _ => Err(()),
+                    },
+                };
                 let mut score = 0f32;
                 let norm = q.norm[norms.fieldnorm_id(doc) as usize];
                 for i in e..m {
                     if cur[i] == doc {
                         if let Some(p) = posts[i].as_mut() {
-                            score += term_score(q.terms[i].weight, p.term_freq(), norm);
+                            if allowed_id.is_ok() {
+                                score += term_score(q.terms[i].weight, p.term_freq(), norm);
+                            }
                             cur[i] = p.advance();
                         }
                     }
                 }
-                if alive.is_some_and(|a| !a.is_alive(doc)) {
+                let Ok(allowed_id) = allowed_id else {
                     continue;
-                }
+                };
                 let mut reachable = true;
                 for i in (0..e).rev() {
                     if score + prefix[i] < theta {
@@ -424,7 +441,7 @@ impl LexicalIndex {
                 if !reachable || score < theta {
                     continue;
                 }
-                let Some(id) = ids.first(doc) else {
+                let Some(id) = allowed_id.or_else(|| ids.first(doc)) else {
                     continue;
                 };
                 if top.offer(score, id) {
@@ -672,14 +689,22 @@ mod tests {
 
     /// MaxScore returns what scoring every posting returns: the same chunks
     /// in the same order with the same scores (up to the order in which a
-    /// document's terms are added), for any k and BM25 parameters, across
-    /// segments, deletes and replacements; and it reads fewer postings.
+    /// document's terms are added), for any k, BM25 parameters and filter,
+    /// across segments, deletes and replacements; and it reads fewer
+    /// postings.
     #[test]
     fn pruned_search_equals_exhaustive_search() {
         let dir = tempfile::tempdir().unwrap();
         let (ix, queries) = zipf_index(dir.path());
         assert!(ix.reader.searcher().segment_readers().len() > 1);
         let (mut pruned_reads, mut all_reads) = (0u64, 0u64);
+        // No filter, a third of the chunks, and five chunks.
+        let filters: [Option<std::collections::HashSet<u64>>; 4] = [
+            None,
+            Some((0..3000).step_by(3).collect()),
+            Some([5, 77, 901, 1500, 2300].into()),
+            None,
+        ];
         for params in [
             Bm25Params::default(),
             Bm25Params { k1: 1.2, b: 0.75 },
@@ -691,9 +716,11 @@ mod tests {
                 for k in [1, 3, 10, 50, 5000] {
                     let prep = ix.prepare(q, k, params).unwrap().unwrap();
                     let before = scored();
-                    let want = ix.search_exhaustive(&prep, k, None).unwrap();
+                    let allowed = filters.get((k + q.len()) % filters.len()).unwrap();
+                    let allowed = allowed.as_ref();
+                    let want = ix.search_exhaustive(&prep, k, allowed).unwrap();
                     let mid = scored();
-                    let got = ix.search_pruned(&prep, k).unwrap();
+                    let got = ix.search_pruned(&prep, k, allowed).unwrap();
                     all_reads += mid - before;
                     pruned_reads += scored() - mid;
                     assert_eq!(got.len(), want.len(), "{q:?} k={k} {params:?}");
@@ -713,7 +740,7 @@ mod tests {
                         }
                     }
                     // The public entry point takes the pruned path.
-                    assert_eq!(ix.search(q, k, params).unwrap(), got);
+                    assert_eq!(ix.search_in(q, k, params, allowed).unwrap(), got);
                 }
             }
         }
