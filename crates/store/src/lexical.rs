@@ -460,9 +460,10 @@ impl LexicalIndex {
     }
 }
 
-/// Query terms at most this many are pruned; longer queries (a pasted
-/// paragraph) are scored exhaustively, where finding the next candidate
-/// among many postings would cost more than it saves.
+/// Queries of at most this many distinct terms are pruned; longer ones (a
+/// pasted paragraph) are scored term at a time, because each candidate scans
+/// every essential term's position to find the next document (a linear
+/// scan, not a heap). The cut-over was not timed.
 const MAX_PRUNED_TERMS: usize = 32;
 
 /// One query term: its BM25 weight `qtf · idf · (k1 + 1)` and an upper bound
@@ -515,7 +516,8 @@ impl TopK {
     fn new(k: usize) -> Self {
         Self {
             k,
-            heap: std::collections::BinaryHeap::with_capacity(k + 1),
+            // `k` comes from callers (`context --k`) and may be huge.
+            heap: std::collections::BinaryHeap::with_capacity(k.min(1024) + 1),
         }
     }
 
@@ -713,10 +715,12 @@ mod tests {
             Bm25Params { k1: 0.9, b: 0.0 },
         ] {
             for q in &queries {
-                for k in [1, 3, 10, 50, 5000] {
+                for k in [1, 3, 10, 50, 5000, usize::MAX] {
                     let prep = ix.prepare(q, k, params).unwrap().unwrap();
                     let before = scored();
-                    let allowed = filters.get((k + q.len()) % filters.len()).unwrap();
+                    let allowed = filters
+                        .get(k.wrapping_add(q.len()) % filters.len())
+                        .unwrap();
                     let allowed = allowed.as_ref();
                     let want = ix.search_exhaustive(&prep, k, allowed).unwrap();
                     let mid = scored();
