@@ -48,6 +48,40 @@ pub struct RoundOutcome {
     pub not_trained: Option<String>,
 }
 
+/// A candidate trained on a dataset and gated, or why none was trained.
+pub enum Trial {
+    Trained {
+        model: FeatureModel,
+        report: TrainReport,
+        gate: GateReport,
+    },
+    /// Too little data (the log is too young); not an error.
+    NotTrained(String),
+}
+
+/// Trains a candidate on `ds` and gates it against `current` on the
+/// dataset's held-out gate questions: the core of a round, without the
+/// registry ([`round`] and the stream evaluation's `--learn` share it).
+pub fn train_and_gate(
+    ds: &Dataset,
+    current: &dyn RelevanceModel,
+    cfg: &RoundConfig,
+    version: &str,
+) -> Result<Trial> {
+    let (model, report) = match train(ds, &cfg.train, version) {
+        Ok(x) => x,
+        Err(e @ LearnError::TooLittleData(_)) => return Ok(Trial::NotTrained(e.to_string())),
+        Err(e) => return Err(e),
+    };
+    let (_, _, held) = ds.split3(cfg.train.held_out, cfg.train.seed);
+    let gate = gate(&model, current, &held, &cfg.gate)?;
+    Ok(Trial::Trained {
+        model,
+        report,
+        gate,
+    })
+}
+
 /// A second opinion on a candidate that passed the held-out gate (e.g.
 /// `simulate`'s nDCG on judged queries): it may refuse it.
 pub type ExtraGate<'a> = &'a mut dyn FnMut(&FeatureModel, GateReport) -> Result<GateReport>;
@@ -65,19 +99,20 @@ pub fn round(
     let newly_labelled = label_log(db, analyzer)?;
     let ds = Dataset::from_log(db, ANALYZER_VERSION)?;
     let version = registry.new_version_name(&ds.hash);
-    let (model, report) = match train(&ds, &cfg.train, &version) {
-        Ok(x) => x,
-        Err(e @ LearnError::TooLittleData(_)) => {
+    let (model, report, mut g) = match train_and_gate(&ds, current, cfg, &version)? {
+        Trial::Trained {
+            model,
+            report,
+            gate,
+        } => (model, report, gate),
+        Trial::NotTrained(why) => {
             return Ok(RoundOutcome {
                 newly_labelled,
                 trained: None,
-                not_trained: Some(e.to_string()),
+                not_trained: Some(why),
             })
         }
-        Err(e) => return Err(e),
     };
-    let (_, _, held) = ds.split3(cfg.train.held_out, cfg.train.seed);
-    let mut g = gate(&model, current, &held, &cfg.gate)?;
     if g.passed {
         if let Some(extra) = extra_gate {
             g = extra(&model, g)?;

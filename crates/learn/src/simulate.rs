@@ -19,11 +19,12 @@ use anectx_store::{InteractionKind, InteractionMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::analyzer::{Analyzer, ANALYZER_VERSION};
-use crate::gate::{gate, GateConfig, GateReport};
+use crate::gate::{GateConfig, GateReport};
 use crate::model::FeatureModel;
 use crate::registry::Registry;
+use crate::round::{train_and_gate, Trial};
 use crate::simllm::{SimChunk, SimLlm, SimLlmConfig};
-use crate::train::{label_log, train, Dataset, TrainConfig, TrainReport};
+use crate::train::{label_log, Dataset, TrainConfig, TrainReport};
 use crate::{LearnError, Result};
 
 /// Settings of a simulation.
@@ -901,18 +902,22 @@ fn learn_from_seed(
         gate: None,
         used: false,
     };
-    let model = match train(&ds, &b.train, &format!("stream-{first_id}")) {
-        Ok((m, _)) => m,
-        Err(e @ LearnError::TooLittleData(_)) => {
-            out.not_trained = Some(e.to_string());
+    let cfg = crate::round::RoundConfig {
+        train: b.train.clone(),
+        gate: b.gate.clone(),
+        promote: false,
+    };
+    let model = match train_and_gate(&ds, current, &cfg, &format!("stream-{first_id}"))? {
+        Trial::NotTrained(why) => {
+            out.not_trained = Some(why);
             return Ok((out, None));
         }
-        Err(e) => return Err(e),
+        Trial::Trained { model, gate, .. } => {
+            out.used = gate.passed;
+            out.gate = Some(gate);
+            model
+        }
     };
-    let (_, _, held) = ds.split3(b.train.held_out, b.train.seed);
-    let g = gate(&model, current, &held, &b.gate)?;
-    out.used = g.passed;
-    out.gate = Some(g);
     let model = out.used.then(|| model.into_arc());
     Ok((out, model))
 }

@@ -76,7 +76,9 @@ impl Conv1x1 {
 /// (candle's CPU `conv1d` backward is wrong for batch > 1).
 #[derive(Debug, Clone)]
 pub struct KConv {
-    /// `(C_out, C_in, 1, k)`, the Core ML conv weight layout.
+    /// `(C_out, C_in, 1, k)`, the Core ML conv weight layout. Read it freely;
+    /// to change the weights build a new `KConv` (the im2col matrix of
+    /// untrained weights is computed once, in [`KConv::new`]).
     pub weight: Tensor,
     pub bias: Tensor,
     pub k: usize,

@@ -532,20 +532,24 @@ fn print_stream(coll: &Path, r: &StreamReport) {
         "(own: what each question's own shown chunks could add; ceiling: the most a usage \
          memory built from every shown chunk could add)"
     );
-    let learned: Vec<_> = r.seeds.iter().filter_map(|s| s.learned.as_ref()).collect();
+    let learned: Vec<_> = r
+        .seeds
+        .iter()
+        .filter_map(|s| Some((s.seed, s.learned.as_ref()?)))
+        .collect();
     if !learned.is_empty() {
-        let used = learned.iter().filter(|l| l.used).count();
+        let used = learned.iter().filter(|l| l.1.used).count();
         println!(
             "learned trust: {used} of {} seed(s) passed the gate and used the trained model",
             learned.len()
         );
-        for (s, l) in r.seeds.iter().zip(&learned) {
+        for (seed, l) in &learned {
             if let Some(why) = l
                 .not_trained
                 .as_ref()
                 .or(l.gate.as_ref().map(|g| &g.reason))
             {
-                println!("  seed {}: {why}", s.seed);
+                println!("  seed {seed}: {why}");
             }
         }
     }
