@@ -48,13 +48,16 @@ pub struct RoundOutcome {
     pub not_trained: Option<String>,
 }
 
-/// A candidate trained on a dataset and gated, or why none was trained.
+/// A candidate trained on a dataset, with the gate's verdict.
+pub struct Gated {
+    pub model: FeatureModel,
+    pub report: TrainReport,
+    pub gate: GateReport,
+}
+
+/// A gated candidate, or why none was trained.
 pub enum Trial {
-    Trained {
-        model: FeatureModel,
-        report: TrainReport,
-        gate: GateReport,
-    },
+    Trained(Box<Gated>),
     /// Too little data (the log is too young); not an error.
     NotTrained(String),
 }
@@ -75,11 +78,11 @@ pub fn train_and_gate(
     };
     let (_, _, held) = ds.split3(cfg.train.held_out, cfg.train.seed);
     let gate = gate(&model, current, &held, &cfg.gate)?;
-    Ok(Trial::Trained {
+    Ok(Trial::Trained(Box::new(Gated {
         model,
         report,
         gate,
-    })
+    })))
 }
 
 /// A second opinion on a candidate that passed the held-out gate (e.g.
@@ -100,11 +103,7 @@ pub fn round(
     let ds = Dataset::from_log(db, ANALYZER_VERSION)?;
     let version = registry.new_version_name(&ds.hash);
     let (model, report, mut g) = match train_and_gate(&ds, current, cfg, &version)? {
-        Trial::Trained {
-            model,
-            report,
-            gate,
-        } => (model, report, gate),
+        Trial::Trained(t) => (t.model, t.report, t.gate),
         Trial::NotTrained(why) => {
             return Ok(RoundOutcome {
                 newly_labelled,

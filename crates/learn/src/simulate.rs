@@ -912,10 +912,10 @@ fn learn_from_seed(
             out.not_trained = Some(why);
             return Ok((out, None));
         }
-        Trial::Trained { model, gate, .. } => {
-            out.used = gate.passed;
-            out.gate = Some(gate);
-            model
+        Trial::Trained(t) => {
+            out.used = t.gate.passed;
+            out.gate = Some(t.gate);
+            t.model
         }
     };
     let model = out.used.then(|| model.into_arc());
