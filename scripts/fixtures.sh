@@ -46,6 +46,15 @@ if [[ "$(cat "$mcp_stamp" 2>/dev/null)" != "$mcp_reqs" ]]; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check $mcp_reqs
   echo "$mcp_reqs" > "$mcp_stamp"
 fi
+# PostgreSQL 16 + pgvector for the shared-store tests (PyPI package pgserver,
+# which bundles both; started per test by scripts/pg-test-server.py).
+pg_stamp="$venv/.anectx-pg"
+pg_reqs="pgserver==0.1.4"
+if [[ "$(cat "$pg_stamp" 2>/dev/null)" != "$pg_reqs" ]]; then
+  echo "fixtures: installing $pg_reqs into $venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check $pg_reqs
+  echo "$pg_reqs" > "$pg_stamp"
+fi
 echo "fixtures: python venv at $venv" >&2
 
 # Real documents for the PDF/Office/EPUB extractor tests and the PDF

@@ -599,6 +599,70 @@ impl Engine {
         self.indexed(report)
     }
 
+    /// Publishes what this engine's store holds under `roots` (the roots
+    /// just indexed) to a shared store: changed documents with their chunks
+    /// and vectors, one transaction each, and deletions of documents under
+    /// `roots` that are gone here (see [`anectx_store_pg::PgStore::publish`]).
+    pub fn publish_shared(
+        &self,
+        shared: &anectx_store_pg::PgStore,
+        roots: &[std::path::PathBuf],
+    ) -> Result<anectx_store_pg::PublishReport> {
+        let scope: Vec<String> = roots
+            .iter()
+            .map(|r| {
+                std::fs::canonicalize(r)
+                    .unwrap_or_else(|_| r.clone())
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        Ok(shared.publish(&self.store, &scope)?)
+    }
+
+    /// Brings this engine's store, as a replica's cache, up to a shared
+    /// store: documents and vectors written there since the last sync,
+    /// deletions, then postings (and vectors the shared store lacks, with
+    /// this engine's embedder). The embedder must be the shared store's.
+    pub fn sync_shared(
+        &self,
+        shared: &anectx_store_pg::PgStore,
+        progress: &dyn Progress,
+    ) -> Result<anectx_store_pg::SyncReport> {
+        let _guard = self.store.write_guard();
+        if let Some(s) = shared.embedder()? {
+            match self.embedder.as_deref() {
+                Some(e) if e.accepts(&s) => {}
+                Some(e) => {
+                    return Err(EngineError::EmbedderMismatch {
+                        store: shared.target().into(),
+                        stored: format!("{} [{}]", s.description, s.fingerprint),
+                        stored_dim: s.dim,
+                        requested: format!("{} [{}]", e.info().description, e.info().fingerprint),
+                        requested_dim: e.info().dim,
+                    })
+                }
+                None => {
+                    return Err(EngineError::EmbedderRequired {
+                        store: shared.target().into(),
+                        stored: format!("{} [{}]", s.description, s.fingerprint),
+                    })
+                }
+            }
+        }
+        let report = shared.sync_into(&self.store)?;
+        let mut index_report = IndexReport::default();
+        crate::ingest::finish_pending(
+            &self.store,
+            self.embedder.as_deref(),
+            &IndexOptions::default(),
+            progress,
+            &mut index_report,
+        )?;
+        self.store.lexical.reload()?;
+        Ok(report)
+    }
+
     /// Picks up changes another process committed (postings and vectors).
     pub fn reload(&self) -> Result<()> {
         self.store.lexical.reload()?;

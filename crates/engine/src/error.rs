@@ -5,6 +5,8 @@ use std::path::PathBuf;
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] anectx_store::StoreError),
+    #[error("shared store: {0}")]
+    Shared(#[from] anectx_store_pg::PgError),
     #[error(transparent)]
     Model(#[from] anectx_models::ModelError),
     #[error("embedding backend: {0}")]

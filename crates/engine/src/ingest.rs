@@ -1026,7 +1026,7 @@ pub fn index_texts(
 }
 
 /// Brings tantivy and the vector store in line with SQLite.
-fn finish_pending(
+pub(crate) fn finish_pending(
     store: &Store,
     embedder: Option<&dyn TextEmbedder>,
     opts: &IndexOptions,

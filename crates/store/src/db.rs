@@ -117,6 +117,36 @@ pub struct NewChunk {
     pub page: Option<u32>,
 }
 
+/// A stored document with its modification time and its chunks (id and
+/// content, in order): see [`Db::document_with_chunks`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredDocument {
+    pub record: DocumentRecord,
+    pub modified: Option<i64>,
+    pub chunks: Vec<(u64, NewChunk)>,
+}
+
+/// A document as a shared store holds it: what a replica writes into its
+/// local cache (see [`Db::apply_shared`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedDocument {
+    pub path: String,
+    pub content_hash: String,
+    pub bytes: u64,
+    pub kind: String,
+    pub modified: Option<i64>,
+    pub chunks: Vec<NewChunk>,
+}
+
+/// One change of a shared store, as a replica applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedChange {
+    /// The document as it is now (inserted or replaced).
+    Put(SharedDocument),
+    /// The document at this path is gone.
+    Delete(String),
+}
+
 /// A stored chunk with its document path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRecord {
@@ -337,6 +367,117 @@ impl Db {
             ids.push(tx.last_insert_rowid() as u64);
         }
         Ok(ids)
+    }
+
+    /// Applies changes from a shared store in one transaction, together
+    /// with the meta entry `watermark` (key, value) that records how far the
+    /// cache has caught up; so a crash leaves both before or both after. A
+    /// `Put` whose content hash the cache already holds is skipped. Returns,
+    /// for each change, the new chunk ids of a written `Put` (in chunk
+    /// order), else `None`.
+    pub fn apply_shared(
+        &self,
+        changes: &[SharedChange],
+        watermark: (&str, &str),
+    ) -> Result<Vec<Option<Vec<u64>>>> {
+        self.transaction(|tx| {
+            let mut out = Vec::with_capacity(changes.len());
+            for ch in changes {
+                match ch {
+                    SharedChange::Put(d) => {
+                        let have: Option<String> = tx
+                            .query_row(
+                                "SELECT content_hash FROM documents WHERE path = ?1",
+                                [&d.path],
+                                |r| r.get(0),
+                            )
+                            .optional()?;
+                        if have.as_deref() == Some(d.content_hash.as_str()) {
+                            out.push(None);
+                            continue;
+                        }
+                        let ids = Self::replace_document(
+                            tx,
+                            &d.path,
+                            &d.content_hash,
+                            d.bytes,
+                            &d.kind,
+                            &d.chunks,
+                        )?;
+                        if let Some(m) = d.modified {
+                            Self::set_modified(tx, &d.path, m)?;
+                        }
+                        out.push(Some(ids));
+                    }
+                    SharedChange::Delete(path) => {
+                        Self::delete_document(tx, path)?;
+                        out.push(None);
+                    }
+                }
+            }
+            tx.execute(
+                "INSERT INTO meta(key, value) VALUES (?1, ?2) \
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![watermark.0, watermark.1],
+            )?;
+            Ok(out)
+        })
+    }
+
+    /// A document's record, modification time and chunks in order, each
+    /// with its id, as [`replace_document`](Self::replace_document) took
+    /// them (`None` when no document has `path`). What a shared store
+    /// publishes.
+    pub fn document_with_chunks(&self, path: &str) -> Result<Option<StoredDocument>> {
+        let conn = self.conn();
+        let doc = conn
+            .query_row(
+                "SELECT id, path, content_hash, bytes, kind, modified FROM documents WHERE path = ?1",
+                [path],
+                |r| {
+                    Ok((
+                        DocumentRecord {
+                            id: r.get(0)?,
+                            path: r.get(1)?,
+                            content_hash: r.get(2)?,
+                            bytes: r.get::<_, i64>(3)? as u64,
+                            kind: r.get(4)?,
+                        },
+                        r.get::<_, Option<i64>>(5)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((doc, modified)) = doc else {
+            return Ok(None);
+        };
+        let mut st = conn.prepare_cached(
+            "SELECT id, text, heading, byte_start, byte_end, line_start, line_end, tokens, page \
+             FROM chunks WHERE doc_id = ?1 ORDER BY ord",
+        )?;
+        let rows = st.query_map([doc.id], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                NewChunk {
+                    text: r.get(1)?,
+                    heading: r.get(2)?,
+                    byte_start: r.get::<_, i64>(3)? as usize,
+                    byte_end: r.get::<_, i64>(4)? as usize,
+                    line_start: r.get::<_, i64>(5)? as usize,
+                    line_end: r.get::<_, i64>(6)? as usize,
+                    tokens: r.get::<_, i64>(7)? as usize,
+                    page: r
+                        .get::<_, Option<i64>>(8)?
+                        .and_then(|p| u32::try_from(p).ok()),
+                },
+            ))
+        })?;
+        let chunks = rows.collect::<rusqlite::Result<_>>()?;
+        Ok(Some(StoredDocument {
+            record: doc,
+            modified,
+            chunks,
+        }))
     }
 
     /// Records a document's file modification time (Unix seconds) in `tx`;

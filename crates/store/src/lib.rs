@@ -27,7 +27,10 @@ pub mod vectors;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
-pub use db::{ChunkRecord, Db, DocumentFacts, DocumentRecord, EmbedderInfo, NewChunk, Pending};
+pub use db::{
+    ChunkRecord, Db, DocumentFacts, DocumentRecord, EmbedderInfo, NewChunk, Pending, SharedChange,
+    SharedDocument, StoredDocument,
+};
 pub use error::StoreError;
 pub use lexical::{Bm25Params, LexicalIndex};
 pub use log::{

@@ -11,6 +11,8 @@ pub mod fake_llm;
 pub mod fuzz;
 #[cfg(feature = "log")]
 pub mod log;
+#[cfg(feature = "pg")]
+pub mod pg;
 #[cfg(feature = "tiny")]
 pub mod tiny;
 

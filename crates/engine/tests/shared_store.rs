@@ -1,0 +1,197 @@
+//! Replicas of one shared store (PostgreSQL + pgvector, started per test
+//! from the pgserver PyPI package on a Unix socket): what one replica
+//! indexes and publishes, another finds after it syncs, with the same
+//! vectors and the same ranking; changes and deletions follow; a replica
+//! with another embedder is refused before it takes anything.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anectx_engine::{ContextOptions, Engine, EngineError, IndexOptions, NoProgress};
+use anectx_store::VectorIndex;
+use anectx_store_pg::PgStore;
+use anectx_testing::pg::PgServer;
+use common::{write, HashEmbedder};
+
+fn replica(dir: &Path, seed: &str) -> Engine {
+    Engine::open(dir, Some(Arc::new(HashEmbedder::new(48, seed)))).unwrap()
+}
+
+fn corpus(root: &Path) {
+    write(
+        root,
+        "lighthouse.md",
+        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening at the lighthouse.\n",
+    );
+    write(
+        root,
+        "garden.txt",
+        "Compost, seedlings and a watering schedule for the vegetable garden.\n",
+    );
+    write(
+        root,
+        "tides.md",
+        "# Tides\n\nSpring tides follow the new and the full moon; neap tides the quarters.\n",
+    );
+}
+
+/// (chunk text, relevance) of the packed context, in order.
+fn answer(e: &Engine, q: &str) -> Vec<(String, f32)> {
+    let r = e.context(q, &ContextOptions::default()).unwrap();
+    r.chunks
+        .iter()
+        .map(|c| (c.text.clone(), c.scores.relevance))
+        .collect()
+}
+
+/// Every chunk's text → its stored vector.
+fn vectors_by_text(e: &Engine) -> std::collections::BTreeMap<String, Vec<u32>> {
+    let db = &e.store().db;
+    let ids: Vec<u64> = db.chunk_paths().unwrap().into_keys().collect();
+    let v = e.store().vectors();
+    db.chunks_by_ids(&ids)
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            let x = v.get(c.id).unwrap();
+            (c.text, x.iter().map(|f| f.to_bits()).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn index_through_one_replica_and_query_through_the_other() {
+    let Some(pg) = PgServer::start() else { return };
+    let root = tempfile::tempdir().unwrap();
+    corpus(root.path());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(dir_a.path(), "s");
+    let b = replica(dir_b.path(), "s");
+    let shared_a = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    let shared_b = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+
+    a.index(&[root.path().into()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    let p = a.publish_shared(&shared_a, &[root.path().into()]).unwrap();
+    assert_eq!((p.documents_written, p.documents_deleted), (3, 0));
+    assert_eq!(shared_b.counts().unwrap().0, 3);
+
+    // Before its sync, B knows nothing.
+    assert!(answer(&b, "lighthouse keeper lamp").is_empty());
+    let s = b.sync_shared(&shared_b, &NoProgress).unwrap();
+    assert_eq!((s.documents_written, s.documents_deleted), (3, 0));
+    let chunks = b.store().db.chunk_count().unwrap();
+    assert_eq!(chunks, a.store().db.chunk_count().unwrap());
+    assert_eq!(
+        s.vectors_copied, chunks,
+        "vectors come from the shared store"
+    );
+    assert!(b.store().check_consistency().unwrap().is_empty());
+
+    // Same vectors, same ranking.
+    let q = "lighthouse keeper lamp";
+    let (ra, rb) = (answer(&a, q), answer(&b, q));
+    assert!(ra[0].0.contains("keeper trimmed the lamp"), "{ra:?}");
+    assert_eq!(ra, rb);
+    assert_eq!(vectors_by_text(&a), vectors_by_text(&b));
+
+    // A second sync with nothing new changes nothing.
+    let again = b.sync_shared(&shared_b, &NoProgress).unwrap();
+    assert_eq!((again.changes, again.from, again.to), (0, s.to, s.to));
+
+    // A change and a deletion, indexed and published through A.
+    write(
+        root.path(),
+        "garden.txt",
+        "Compost, seedlings and a quokka that visits the vegetable garden.\n",
+    );
+    std::fs::remove_file(root.path().join("tides.md")).unwrap();
+    a.index(&[root.path().into()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    let p = a.publish_shared(&shared_a, &[root.path().into()]).unwrap();
+    assert_eq!(
+        (
+            p.documents_written,
+            p.documents_deleted,
+            p.documents_unchanged
+        ),
+        (1, 1, 1)
+    );
+    let s = b.sync_shared(&shared_b, &NoProgress).unwrap();
+    assert_eq!((s.documents_written, s.documents_deleted), (1, 1));
+    assert!(answer(&b, "quokka")[0].0.contains("quokka"));
+    assert!(answer(&b, "neap tides moon")
+        .iter()
+        .all(|(t, _)| !t.contains("neap")));
+    assert_eq!(b.store().db.document_count().unwrap(), 2);
+    assert!(b.store().check_consistency().unwrap().is_empty());
+    assert_eq!(answer(&a, "quokka garden"), answer(&b, "quokka garden"));
+}
+
+#[test]
+fn publishing_other_roots_leaves_their_documents_alone() {
+    let Some(pg) = PgServer::start() else { return };
+    let (r1, r2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    write(r1.path(), "one.md", "alpha bravo charlie");
+    write(r2.path(), "two.md", "delta echo foxtrot");
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (e1, e2) = (replica(d1.path(), "s"), replica(d2.path(), "s"));
+    let shared = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    e1.index(&[r1.path().into()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    e1.publish_shared(&shared, &[r1.path().into()]).unwrap();
+    e2.index(&[r2.path().into()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    // e2 does not have one.md, but it is not under e2's root.
+    let p = e2.publish_shared(&shared, &[r2.path().into()]).unwrap();
+    assert_eq!((p.documents_written, p.documents_deleted), (1, 0));
+    assert_eq!(shared.counts().unwrap().0, 2);
+}
+
+#[test]
+fn a_replica_with_another_embedder_is_refused_before_it_takes_anything() {
+    let Some(pg) = PgServer::start() else { return };
+    let root = tempfile::tempdir().unwrap();
+    corpus(root.path());
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(dir_a.path(), "s");
+    let shared = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    a.index(&[root.path().into()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    a.publish_shared(&shared, &[root.path().into()]).unwrap();
+
+    let b = replica(dir_b.path(), "other");
+    let err = b.sync_shared(&shared, &NoProgress).unwrap_err();
+    assert!(matches!(err, EngineError::EmbedderMismatch { .. }), "{err}");
+    assert_eq!(b.store().db.document_count().unwrap(), 0);
+
+    // Publishing with another embedder is refused too.
+    let c_root = tempfile::tempdir().unwrap();
+    write(c_root.path(), "c.md", "golf hotel india");
+    b.index(
+        &[c_root.path().into()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let err = b
+        .publish_shared(&shared, &[c_root.path().into()])
+        .unwrap_err();
+    assert!(err.to_string().contains("same embedder"), "{err}");
+    assert_eq!(shared.counts().unwrap().0, 3);
+}
+
+#[test]
+fn a_cache_of_one_shared_store_refuses_another() {
+    let Some(pg1) = PgServer::start() else { return };
+    let Some(pg2) = PgServer::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let e = replica(dir.path(), "s");
+    let s1 = PgStore::connect(&pg1.conninfo("postgres")).unwrap();
+    let s2 = PgStore::connect(&pg2.conninfo("postgres")).unwrap();
+    e.sync_shared(&s1, &NoProgress).unwrap();
+    let err = e.sync_shared(&s2, &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("another shared store"), "{err}");
+}

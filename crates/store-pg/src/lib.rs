@@ -1,0 +1,231 @@
+//! The shared store on PostgreSQL + pgvector (issue 23, first part).
+//!
+//! One PostgreSQL database holds what a fleet of `anectx serve` replicas
+//! shares: documents, their chunks and vectors (pgvector, with an HNSW index
+//! once the embedder is known), a change sequence, and the interaction log.
+//! Each replica keeps its local store (SQLite, tantivy, vector file) as a
+//! *cache* of this one:
+//! - [`PgStore::publish`] writes what a local indexing run produced to the
+//!   shared store, one transaction per document (a killed indexer leaves
+//!   every document whole or absent);
+//! - [`PgStore::sync_into`] brings a local store up to the shared store's
+//!   change sequence: new and changed documents with their vectors (no
+//!   re-embedding), and deletions. The local watermark is written in the same
+//!   SQLite transaction as the documents, so a killed sync resumes cleanly.
+//!
+//! Changes are numbered by one sequence, and writers take a transaction
+//! lock before they draw a number, so numbers commit in order: a replica that
+//! has seen change `n` has seen every change below `n`.
+//!
+//! The schema is versioned like the SQLite one: `anectx_schema` records how
+//! many of [`MIGRATIONS`] ran; a database from a newer anectx is refused.
+
+mod error;
+mod log;
+mod schema;
+mod sync;
+
+pub use error::{PgError, Result};
+pub use log::{PullReport, LOG_WATERMARK_KEY};
+pub use schema::MIGRATIONS;
+pub use sync::{PublishReport, SyncReport, STORE_ID_KEY, WATERMARK_KEY};
+
+use std::sync::{Mutex, MutexGuard};
+
+use anectx_store::EmbedderInfo;
+use postgres::{Client, NoTls};
+
+/// Advisory-lock key (arbitrary, fixed) taken by migrations.
+const MIGRATION_LOCK: i64 = 0x616e_6563_7478_0001;
+/// Advisory-lock key taken by every writer before it draws a change number.
+const CHANGE_LOCK: i64 = 0x616e_6563_7478_0002;
+
+/// A connection to the shared store.
+pub struct PgStore {
+    client: Mutex<Client>,
+    /// Where it points, without a password (for messages).
+    target: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// Whether `s` names a PostgreSQL store (`postgres://…`, `postgresql://…`)
+/// rather than a local directory.
+pub fn is_postgres_url(s: &str) -> bool {
+    s.starts_with("postgres://") || s.starts_with("postgresql://")
+}
+
+impl PgStore {
+    /// Connects (URL `postgres://user@host/db` or libpq `key=value` form)
+    /// and applies pending migrations. Plain TCP or a Unix socket; TLS is not
+    /// supported yet.
+    pub fn connect(conninfo: &str) -> Result<Self> {
+        let config: postgres::Config = conninfo.parse().map_err(|e| PgError::Connect {
+            target: redact(conninfo),
+            source: e,
+        })?;
+        let target = describe(&config);
+        let client = config.connect(NoTls).map_err(|e| PgError::Connect {
+            target: target.clone(),
+            source: e,
+        })?;
+        let store = Self {
+            client: Mutex::new(client),
+            target,
+        };
+        schema::migrate(&mut store.client())?;
+        Ok(store)
+    }
+
+    /// Where this store points (host, port, database; never a password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn client(&self) -> MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many migrations the database has run.
+    pub fn schema_version(&self) -> Result<i64> {
+        schema::version(&mut self.client())
+    }
+
+    /// The embedder whose vectors the store holds, if any.
+    pub fn embedder(&self) -> Result<Option<EmbedderInfo>> {
+        let row = self
+            .client()
+            .query_opt("SELECT value FROM anectx_meta WHERE key = 'embedder'", &[])?;
+        match row {
+            None => Ok(None),
+            Some(r) => {
+                let s: String = r.get(0);
+                serde_json::from_str(&s)
+                    .map(Some)
+                    .map_err(|e| PgError::Invalid(format!("corrupt embedder record: {e}")))
+            }
+        }
+    }
+
+    /// Records the embedder (first publish with vectors) and creates the
+    /// HNSW index for its dimension; refuses a different embedder than the
+    /// one recorded, because vectors of two embedders cannot be compared.
+    pub fn set_embedder(&self, info: &EmbedderInfo) -> Result<()> {
+        if let Some(have) = self.embedder()? {
+            if have.fingerprint != info.fingerprint || have.dim != info.dim {
+                return Err(PgError::Embedder {
+                    store: format!("{} ({} dims)", have.description, have.dim),
+                    given: format!("{} ({} dims)", info.description, info.dim),
+                });
+            }
+            return Ok(());
+        }
+        let s = serde_json::to_string(info)
+            .map_err(|e| PgError::Invalid(format!("embedder record: {e}")))?;
+        let mut c = self.client();
+        let mut tx = c.transaction()?;
+        tx.execute(
+            "INSERT INTO anectx_meta(key, value) VALUES ('embedder', $1) \
+             ON CONFLICT (key) DO NOTHING",
+            &[&s],
+        )?;
+        // The column has no fixed dimension (the embedder is chosen at the
+        // first index); the index is built on a cast to this one.
+        tx.batch_execute(&format!(
+            "CREATE INDEX IF NOT EXISTS anectx_chunks_hnsw ON anectx_chunks \
+             USING hnsw ((embedding::vector({dim})) vector_ip_ops)",
+            dim = info.dim
+        ))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The last change number committed (0 when none).
+    pub fn head(&self) -> Result<i64> {
+        let r = self
+            .client()
+            .query_one("SELECT COALESCE(MAX(seq), 0) FROM anectx_changes", &[])?;
+        Ok(r.get(0))
+    }
+
+    /// Number of documents and chunks in the shared store.
+    pub fn counts(&self) -> Result<(u64, u64)> {
+        let r = self.client().query_one(
+            "SELECT (SELECT COUNT(*) FROM anectx_documents), (SELECT COUNT(*) FROM anectx_chunks)",
+            &[],
+        )?;
+        Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
+    }
+
+    /// The `k` chunks nearest to `query` by inner product, through the HNSW
+    /// index: `(document path, chunk order, score)`, best first.
+    pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(String, u32, f32)>> {
+        let Some(info) = self.embedder()? else {
+            return Ok(Vec::new());
+        };
+        if query.len() != info.dim {
+            return Err(PgError::Invalid(format!(
+                "query has {} dimensions, the store {}",
+                query.len(),
+                info.dim
+            )));
+        }
+        let v = pgvector::Vector::from(query.to_vec());
+        let rows = self.client().query(
+            &format!(
+                "SELECT d.path, c.ord, -(c.embedding::vector({dim}) <#> $1) \
+                 FROM anectx_chunks c JOIN anectx_documents d ON d.id = c.doc_id \
+                 WHERE c.embedding IS NOT NULL \
+                 ORDER BY c.embedding::vector({dim}) <#> $1 LIMIT $2",
+                dim = info.dim
+            ),
+            &[&v, &(k as i64)],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, i32>(1) as u32,
+                    r.get::<_, f64>(2) as f32,
+                )
+            })
+            .collect())
+    }
+}
+
+/// `conninfo` without anything after a password marker.
+fn redact(conninfo: &str) -> String {
+    if let Some(at) = conninfo.find('@') {
+        if let Some(scheme) = conninfo.find("://") {
+            return format!("{}://…{}", &conninfo[..scheme], &conninfo[at..]);
+        }
+    }
+    conninfo
+        .split_whitespace()
+        .filter(|kv| !kv.starts_with("password="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn describe(c: &postgres::Config) -> String {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(s) => s.clone(),
+            postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres {host}:{port}/{}",
+        c.get_dbname().unwrap_or("(default)")
+    )
+}

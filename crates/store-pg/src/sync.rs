@@ -1,0 +1,402 @@
+//! Publishing a local store's documents to the shared store, and bringing a
+//! local cache up to the shared store's change sequence.
+
+use std::collections::{HashMap, HashSet};
+
+use anectx_store::{NewChunk, SharedChange, SharedDocument, Store, VectorIndex};
+use postgres::types::ToSql;
+use serde::Serialize;
+
+use crate::{PgError, PgStore, Result, CHANGE_LOCK};
+
+/// Local meta key: the last shared change this cache has applied.
+pub const WATERMARK_KEY: &str = "shared_watermark";
+/// Local meta key: which shared store this cache belongs to.
+pub const STORE_ID_KEY: &str = "shared_store_id";
+/// Changes read per batch (and applied per local transaction).
+const BATCH: i64 = 512;
+
+/// What [`PgStore::publish`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PublishReport {
+    pub documents_written: u64,
+    pub documents_deleted: u64,
+    pub documents_unchanged: u64,
+    pub chunks_written: u64,
+    /// The shared store's last change number afterwards.
+    pub head: i64,
+}
+
+/// What [`PgStore::sync_into`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Watermark before and after.
+    pub from: i64,
+    pub to: i64,
+    pub changes: u64,
+    pub documents_written: u64,
+    pub documents_deleted: u64,
+    pub chunks_written: u64,
+    /// Chunks whose vectors came from the shared store (not re-embedded).
+    pub vectors_copied: u64,
+}
+
+impl PgStore {
+    /// Writes the documents of `local` under any of `scope` (paths of the
+    /// roots just indexed: the root itself or anything below it) to the shared store, one transaction per
+    /// document, and deletes shared documents under `scope` that `local` no
+    /// longer has. Documents whose content hash the shared store already
+    /// holds are left alone. Vectors go with their chunks when `local` has
+    /// an embedder; every chunk must then have one (a finished index run).
+    pub fn publish(&self, local: &Store, scope: &[String]) -> Result<PublishReport> {
+        let in_scope = |p: &str| {
+            scope.iter().any(|s| {
+                p == s
+                    || (p.starts_with(s.as_str())
+                        && p[s.len()..].starts_with(std::path::MAIN_SEPARATOR))
+            })
+        };
+        let embedder = local.db.embedder()?;
+        if let Some(info) = &embedder {
+            self.set_embedder(info)?;
+        }
+        let shared: HashMap<String, String> = self
+            .client()
+            .query("SELECT path, content_hash FROM anectx_documents", &[])?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut report = PublishReport::default();
+        let local_docs = local.db.documents()?;
+        let local_paths: HashSet<&str> = local_docs.iter().map(|d| d.path.as_str()).collect();
+        for d in &local_docs {
+            if !in_scope(&d.path) {
+                continue;
+            }
+            if shared.get(&d.path) == Some(&d.content_hash) {
+                report.documents_unchanged += 1;
+                continue;
+            }
+            let Some(stored) = local.db.document_with_chunks(&d.path)? else {
+                continue; // deleted locally meanwhile
+            };
+            let (doc, modified, chunks) = (stored.record, stored.modified, stored.chunks);
+            let vectors: Option<Vec<pgvector::Vector>> = match &embedder {
+                None => None,
+                Some(_) => {
+                    let v = local.vectors();
+                    let mut out = Vec::with_capacity(chunks.len());
+                    for (id, _) in &chunks {
+                        let Some(x) = v.get(*id) else {
+                            return Err(PgError::Invalid(format!(
+                                "chunk {id} of {} has no vector yet; finish the local index \
+                                 run (anectx index) before publishing",
+                                doc.path
+                            )));
+                        };
+                        out.push(pgvector::Vector::from(x));
+                    }
+                    Some(out)
+                }
+            };
+            let doc = SharedDocument {
+                path: doc.path,
+                content_hash: doc.content_hash,
+                bytes: doc.bytes,
+                kind: doc.kind,
+                modified,
+                chunks: chunks.into_iter().map(|(_, c)| c).collect(),
+            };
+            self.put_document(&doc, vectors.as_deref())?;
+            report.documents_written += 1;
+            report.chunks_written += doc.chunks.len() as u64;
+        }
+        for path in shared.keys() {
+            if in_scope(path)
+                && !local_paths.contains(path.as_str())
+                && self.delete_document(path)?
+            {
+                report.documents_deleted += 1;
+            }
+        }
+        report.head = self.head()?;
+        Ok(report)
+    }
+
+    /// Inserts or replaces one document with its chunks (and vectors, one
+    /// per chunk), in one transaction with its change number.
+    pub fn put_document(
+        &self,
+        doc: &SharedDocument,
+        vectors: Option<&[pgvector::Vector]>,
+    ) -> Result<i64> {
+        if let Some(v) = vectors {
+            if v.len() != doc.chunks.len() {
+                return Err(PgError::Invalid(format!(
+                    "{}: {} vectors for {} chunks",
+                    doc.path,
+                    v.len(),
+                    doc.chunks.len()
+                )));
+            }
+        }
+        let mut c = self.client();
+        let mut tx = c.transaction()?;
+        // Numbers are drawn under this lock and committed before the next
+        // writer draws, so they become visible in order.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK])?;
+        let seq: i64 = tx
+            .query_one(
+                "INSERT INTO anectx_changes(path, op) VALUES ($1, 'put') RETURNING seq",
+                &[&doc.path],
+            )?
+            .get(0);
+        let doc_id: i64 = tx
+            .query_one(
+                "INSERT INTO anectx_documents(path, content_hash, bytes, kind, modified, seq) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (path) DO UPDATE SET content_hash = excluded.content_hash, \
+                 bytes = excluded.bytes, kind = excluded.kind, modified = excluded.modified, \
+                 seq = excluded.seq RETURNING id",
+                &[
+                    &doc.path,
+                    &doc.content_hash,
+                    &(doc.bytes as i64),
+                    &doc.kind,
+                    &doc.modified,
+                    &seq,
+                ],
+            )?
+            .get(0);
+        tx.execute("DELETE FROM anectx_chunks WHERE doc_id = $1", &[&doc_id])?;
+        let st = tx.prepare(
+            "INSERT INTO anectx_chunks(doc_id, ord, text, heading, byte_start, byte_end, \
+             line_start, line_end, tokens, page, embedding) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )?;
+        for (i, ch) in doc.chunks.iter().enumerate() {
+            let emb = vectors.map(|v| &v[i]);
+            let params: [&(dyn ToSql + Sync); 11] = [
+                &doc_id,
+                &(i as i32),
+                &ch.text,
+                &ch.heading,
+                &(ch.byte_start as i64),
+                &(ch.byte_end as i64),
+                &(ch.line_start as i64),
+                &(ch.line_end as i64),
+                &(ch.tokens as i32),
+                &ch.page.map(|p| p as i32),
+                &emb,
+            ];
+            tx.execute(&st, &params)?;
+        }
+        tx.execute(
+            "SELECT pg_notify('anectx_changes', $1::text)",
+            &[&seq.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    /// Deletes one document (in one transaction with its change number);
+    /// returns whether it existed.
+    pub fn delete_document(&self, path: &str) -> Result<bool> {
+        let mut c = self.client();
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK])?;
+        let n = tx.execute("DELETE FROM anectx_documents WHERE path = $1", &[&path])?;
+        if n > 0 {
+            let seq: i64 = tx
+                .query_one(
+                    "INSERT INTO anectx_changes(path, op) VALUES ($1, 'delete') RETURNING seq",
+                    &[&path],
+                )?
+                .get(0);
+            tx.execute(
+                "SELECT pg_notify('anectx_changes', $1::text)",
+                &[&seq.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    /// The shared store's identity (made by its first migration).
+    pub fn store_id(&self) -> Result<String> {
+        Ok(self
+            .client()
+            .query_one("SELECT value FROM anectx_meta WHERE key = 'store_id'", &[])?
+            .get(0))
+    }
+
+    /// Brings `local` (a replica's cache) up to the shared store's last
+    /// change: documents written or replaced since its watermark, with their
+    /// vectors, and deletions. Postings, and vectors the shared store lacks,
+    /// are left to the local store's pending work (the engine finishes it).
+    /// A local store that caches another shared store is refused.
+    pub fn sync_into(&self, local: &Store) -> Result<SyncReport> {
+        let id = self.store_id()?;
+        match local.db.meta(STORE_ID_KEY)? {
+            Some(have) if have != id => {
+                return Err(PgError::OtherStore {
+                    local: have,
+                    shared: id,
+                })
+            }
+            Some(_) => {}
+            None => local.db.set_meta(STORE_ID_KEY, &id)?,
+        }
+        if let Some(info) = self.embedder()? {
+            match local.db.embedder()? {
+                None => local.set_embedder(&info)?,
+                Some(have) if have.fingerprint != info.fingerprint || have.dim != info.dim => {
+                    return Err(PgError::Embedder {
+                        store: format!("{} ({} dims)", info.description, info.dim),
+                        given: format!("{} ({} dims), this replica's", have.description, have.dim),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        let from: i64 = local
+            .db
+            .meta(WATERMARK_KEY)?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut report = SyncReport {
+            from,
+            to: from,
+            ..SyncReport::default()
+        };
+        loop {
+            let (changes, vectors, last) = self.read_changes(report.to)?;
+            let Some(last) = last else { break };
+            let written = local
+                .db
+                .apply_shared(&changes, (WATERMARK_KEY, &last.to_string()))?;
+            report.changes += changes.len() as u64;
+            report.to = last;
+            let mut ids = Vec::new();
+            let mut flat = Vec::new();
+            for ((ch, new_ids), vecs) in changes.iter().zip(&written).zip(&vectors) {
+                match (ch, new_ids) {
+                    (SharedChange::Put(d), Some(new_ids)) => {
+                        report.documents_written += 1;
+                        report.chunks_written += d.chunks.len() as u64;
+                        if let Some(vecs) = vecs {
+                            for (id, v) in new_ids.iter().zip(vecs) {
+                                ids.push(*id);
+                                flat.extend_from_slice(v);
+                            }
+                        }
+                    }
+                    (SharedChange::Delete(_), _) => report.documents_deleted += 1,
+                    _ => {}
+                }
+            }
+            if !ids.is_empty() {
+                local.vectors_mut().append(&ids, &flat)?;
+                local.db.mark_embedded(&ids)?;
+                report.vectors_copied += ids.len() as u64;
+            }
+        }
+        Ok(report)
+    }
+
+    /// The changes after `after` (at most one batch), each path once, as
+    /// the shared store holds it now, read in one snapshot; with each put's
+    /// vectors (when every chunk has one) and the batch's last number.
+    #[allow(clippy::type_complexity)]
+    fn read_changes(
+        &self,
+        after: i64,
+    ) -> Result<(Vec<SharedChange>, Vec<Option<Vec<Vec<f32>>>>, Option<i64>)> {
+        let mut c = self.client();
+        let mut tx = c
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let rows = tx.query(
+            "SELECT seq, path FROM anectx_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&after, &BATCH],
+        )?;
+        let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+            return Ok((Vec::new(), Vec::new(), None));
+        };
+        // Each path once, in order of its last change in the batch.
+        let mut paths: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        for r in rows.iter().rev() {
+            let p: String = r.get(1);
+            if seen.insert(p.clone()) {
+                paths.push(p);
+            }
+        }
+        paths.reverse();
+        let docs = tx.query(
+            "SELECT id, path, content_hash, bytes, kind, modified FROM anectx_documents \
+             WHERE path = ANY($1)",
+            &[&paths],
+        )?;
+        let mut by_path: HashMap<String, (i64, SharedDocument)> = HashMap::new();
+        for r in &docs {
+            let path: String = r.get(1);
+            by_path.insert(
+                path.clone(),
+                (
+                    r.get(0),
+                    SharedDocument {
+                        path,
+                        content_hash: r.get(2),
+                        bytes: r.get::<_, i64>(3) as u64,
+                        kind: r.get(4),
+                        modified: r.get(5),
+                        chunks: Vec::new(),
+                    },
+                ),
+            );
+        }
+        let ids: Vec<i64> = by_path.values().map(|d| d.0).collect();
+        let chunk_rows = tx.query(
+            "SELECT doc_id, text, heading, byte_start, byte_end, line_start, line_end, tokens, \
+             page, embedding FROM anectx_chunks WHERE doc_id = ANY($1) ORDER BY doc_id, ord",
+            &[&ids],
+        )?;
+        tx.commit()?;
+        let mut chunks: HashMap<i64, (Vec<NewChunk>, Vec<Option<Vec<f32>>>)> = HashMap::new();
+        for r in &chunk_rows {
+            let e = chunks.entry(r.get(0)).or_default();
+            e.0.push(NewChunk {
+                text: r.get(1),
+                heading: r.get(2),
+                byte_start: r.get::<_, i64>(3) as usize,
+                byte_end: r.get::<_, i64>(4) as usize,
+                line_start: r.get::<_, i64>(5) as usize,
+                line_end: r.get::<_, i64>(6) as usize,
+                tokens: r.get::<_, i32>(7) as usize,
+                page: r.get::<_, Option<i32>>(8).map(|p| p as u32),
+            });
+            e.1.push(r.get::<_, Option<pgvector::Vector>>(9).map(|v| v.to_vec()));
+        }
+        let mut changes = Vec::with_capacity(paths.len());
+        let mut vectors = Vec::with_capacity(paths.len());
+        for p in paths {
+            match by_path.remove(&p) {
+                None => {
+                    changes.push(SharedChange::Delete(p));
+                    vectors.push(None);
+                }
+                Some((id, mut d)) => {
+                    let (cs, vs) = chunks.remove(&id).unwrap_or_default();
+                    d.chunks = cs;
+                    let all: Option<Vec<Vec<f32>>> = vs.into_iter().collect();
+                    vectors.push(all);
+                    changes.push(SharedChange::Put(d));
+                }
+            }
+        }
+        Ok((changes, vectors, Some(last)))
+    }
+}

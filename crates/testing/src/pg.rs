@@ -1,0 +1,93 @@
+//! A throwaway PostgreSQL 16 + pgvector per test, from the PyPI package
+//! `pgserver` that `scripts/fixtures.sh` installs into `.fixtures/venv`.
+//!
+//! [`PgServer::start`] runs `scripts/pg-test-server.py`, which starts the
+//! server on a Unix socket only (no TCP port) in a fresh data directory. The
+//! server lives as long as the `PgServer`: dropping it (or the test process
+//! dying, even by SIGKILL) closes the helper's stdin, and the helper stops the
+//! server and deletes its data.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+/// A running test server.
+pub struct PgServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// `host=<socket dir> port=<port>`.
+    location: String,
+}
+
+impl std::fmt::Debug for PgServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgServer")
+            .field("location", &self.location)
+            .finish()
+    }
+}
+
+/// The venv's Python when it has pgserver, else `None`.
+fn python() -> Option<PathBuf> {
+    let venv = std::env::var_os("ANECTX_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join(".fixtures").join("venv"));
+    let py = venv.join("bin").join("python");
+    let stamp = venv.join(".anectx-pg");
+    (py.is_file() && stamp.is_file()).then_some(py)
+}
+
+impl PgServer {
+    /// Starts a server, or returns `None` (with a note) when the pgserver
+    /// fixture is missing outside CI. Panics when it is missing under CI, or
+    /// when the server does not start.
+    pub fn start() -> Option<Self> {
+        let Some(py) = python() else {
+            let msg = "fixture pgserver is missing from .fixtures/venv (run scripts/fixtures.sh)";
+            if crate::in_ci() {
+                panic!("{msg}; CI=true, so a missing fixture is a failure");
+            }
+            eprintln!("SKIPPED: {msg}");
+            return None;
+        };
+        let script = crate::workspace_root()
+            .join("scripts")
+            .join("pg-test-server.py");
+        let mut child = Command::new(py)
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reading the test server's address");
+        let location = line.trim().to_string();
+        assert!(
+            location.starts_with("host="),
+            "the PostgreSQL test server did not start (printed {line:?})"
+        );
+        Some(Self {
+            child,
+            stdin,
+            location,
+        })
+    }
+
+    /// A libpq-style connection string for `database` as the superuser.
+    pub fn conninfo(&self, database: &str) -> String {
+        format!("{} user=postgres dbname={database}", self.location)
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        // Closing stdin tells the helper to stop the server and clean up.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
