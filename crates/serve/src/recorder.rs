@@ -28,6 +28,12 @@ const QUEUE: usize = 4096;
 
 type Reply = SyncSender<Result<i64, anectx_store::StoreError>>;
 
+/// A second log that each committed group is also written to before
+/// `record` returns (the shared store's log, for a fleet of replicas). A
+/// failure there is logged and does not fail the request: the group is in
+/// the local log, and the replica's catch-up sends it later.
+pub type Mirror = Box<dyn FnMut(&[LoggedInteraction]) -> Result<(), String> + Send>;
+
 struct Job {
     item: LoggedInteraction,
     reply: Reply,
@@ -59,11 +65,30 @@ impl SqliteRecorder {
 
     /// Starts the writer over an open database.
     pub fn new(db: Arc<Db>) -> Result<Self, anectx_store::StoreError> {
+        Self::with_mirror(db, None)
+    }
+
+    /// [`SqliteRecorder::open`], also writing every committed group to
+    /// `mirror` before acknowledging it.
+    pub fn open_mirrored(
+        dir: &Path,
+        durability: Durability,
+        mirror: Mirror,
+    ) -> Result<Self, anectx_store::StoreError> {
+        let db = Db::open(&Store::db_path(dir))?;
+        db.set_durability(durability)?;
+        Self::with_mirror(Arc::new(db), Some(mirror))
+    }
+
+    fn with_mirror(
+        db: Arc<Db>,
+        mut mirror: Option<Mirror>,
+    ) -> Result<Self, anectx_store::StoreError> {
         let (tx, rx) = mpsc::sync_channel::<Job>(QUEUE);
         let wdb = db.clone();
         let writer = std::thread::Builder::new()
             .name("anectx-log-writer".into())
-            .spawn(move || write_loop(&wdb, &rx))
+            .spawn(move || write_loop(&wdb, &rx, &mut mirror))
             .map_err(|e| anectx_store::StoreError::Invalid(format!("log writer thread: {e}")))?;
         Ok(Self {
             db,
@@ -123,7 +148,7 @@ impl Drop for SqliteRecorder {
     }
 }
 
-fn write_loop(db: &Db, rx: &Receiver<Job>) {
+fn write_loop(db: &Db, rx: &Receiver<Job>, mirror: &mut Option<Mirror>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -135,6 +160,14 @@ fn write_loop(db: &Db, rx: &Receiver<Job>) {
         let items: Vec<LoggedInteraction> = jobs.iter().map(|j| j.item.clone()).collect();
         match db.append_interactions(&items) {
             Ok(ids) => {
+                if let Some(m) = mirror.as_mut() {
+                    if let Err(e) = m(&items) {
+                        tracing::warn!(
+                            "{} interactions logged locally but not in the shared log yet: {e}",
+                            items.len()
+                        );
+                    }
+                }
                 for (j, id) in jobs.into_iter().zip(ids) {
                     let _ = j.reply.send(Ok(id));
                 }

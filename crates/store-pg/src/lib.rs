@@ -26,7 +26,7 @@ mod schema;
 mod sync;
 
 pub use error::{PgError, Result};
-pub use log::{PullReport, LOG_WATERMARK_KEY};
+pub use log::{PullReport, LOG_PUSHED_KEY, LOG_WATERMARK_KEY};
 pub use schema::MIGRATIONS;
 pub use sync::{PublishReport, SyncReport, STORE_ID_KEY, WATERMARK_KEY};
 
@@ -43,6 +43,7 @@ const CHANGE_LOCK: i64 = 0x616e_6563_7478_0002;
 /// A connection to the shared store.
 pub struct PgStore {
     client: Mutex<Client>,
+    config: postgres::Config,
     /// Where it points, without a password (for messages).
     target: String,
 }
@@ -77,10 +78,21 @@ impl PgStore {
         })?;
         let store = Self {
             client: Mutex::new(client),
+            config,
             target,
         };
         schema::migrate(&mut store.client())?;
         Ok(store)
+    }
+
+    /// A second connection that waits for new changes (LISTEN/NOTIFY).
+    pub fn listener(&self) -> Result<ChangeListener> {
+        let mut client = self.config.connect(NoTls).map_err(|e| PgError::Connect {
+            target: self.target.clone(),
+            source: e,
+        })?;
+        client.batch_execute("LISTEN anectx_changes")?;
+        Ok(ChangeListener { client })
     }
 
     /// Where this store points (host, port, database; never a password).
@@ -200,6 +212,34 @@ impl PgStore {
     }
 }
 
+/// Waits for the shared store's change notifications.
+pub struct ChangeListener {
+    client: Client,
+}
+
+impl std::fmt::Debug for ChangeListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChangeListener")
+    }
+}
+
+impl ChangeListener {
+    /// Waits until a writer commits a change or `timeout` passes (the
+    /// polling fallback: a notification can be missed while reconnecting);
+    /// returns whether a notification came. Pending notifications are
+    /// drained, so one wake-up covers a burst of changes.
+    pub fn wait(&mut self, timeout: std::time::Duration) -> Result<bool> {
+        use postgres::fallible_iterator::FallibleIterator;
+        let mut n = self.client.notifications();
+        let mut it = n.timeout_iter(timeout);
+        let got = it.next()?.is_some();
+        drop(it);
+        let mut it = n.iter();
+        while it.next()?.is_some() {}
+        Ok(got)
+    }
+}
+
 /// `conninfo` without anything after a password marker.
 fn redact(conninfo: &str) -> String {
     if let Some(at) = conninfo.find('@') {
@@ -215,17 +255,24 @@ fn redact(conninfo: &str) -> String {
 }
 
 fn describe(c: &postgres::Config) -> String {
-    let host = c
+    let ports = c.get_ports();
+    let hosts: Vec<String> = c
         .get_hosts()
-        .first()
-        .map(|h| match h {
-            postgres::config::Host::Tcp(s) => s.clone(),
-            postgres::config::Host::Unix(p) => p.display().to_string(),
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                postgres::config::Host::Tcp(s) => s.clone(),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            format!("{host}:{port}")
         })
-        .unwrap_or_else(|| "localhost".into());
-    let port = c.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "postgres {host}:{port}/{}",
-        c.get_dbname().unwrap_or("(default)")
-    )
+        .collect();
+    let hosts = if hosts.is_empty() {
+        "localhost:5432".to_string()
+    } else {
+        hosts.join(",")
+    };
+    format!("postgres {hosts}/{}", c.get_dbname().unwrap_or("(default)"))
 }

@@ -12,6 +12,9 @@ use crate::{PgError, PgStore, Result};
 /// Local meta key: the last shared interaction pulled into this local log.
 pub const LOG_WATERMARK_KEY: &str = "shared_log_watermark";
 
+/// Local meta key: the last local interaction row pushed to the shared log.
+pub const LOG_PUSHED_KEY: &str = "shared_log_pushed";
+
 /// What [`PgStore::pull_log`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PullReport {
@@ -81,6 +84,31 @@ impl PgStore {
                     .map_err(|e| PgError::Invalid(format!("shared interaction {id}: {e}")))
             })
             .collect()
+    }
+
+    /// Sends `local`'s interactions logged since the last push to the
+    /// shared log (those it already has, by uid, are not written twice):
+    /// the catch-up for interactions a replica logged while the shared
+    /// store was unreachable. Returns how many were sent.
+    pub fn push_log(&self, local: &Store) -> Result<u64> {
+        let mut after: i64 = local
+            .db
+            .meta(LOG_PUSHED_KEY)?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut sent = 0u64;
+        loop {
+            let batch = local.db.interactions(after, 500)?;
+            let Some(last) = batch.last().map(|b| b.0) else {
+                break;
+            };
+            let items: Vec<LoggedInteraction> = batch.into_iter().map(|(_, it)| it).collect();
+            self.append_interactions(&items)?;
+            sent += items.len() as u64;
+            local.db.set_meta(LOG_PUSHED_KEY, &last.to_string())?;
+            after = last;
+        }
+        Ok(sent)
     }
 
     /// Copies the shared log's new interactions into `local`'s log (those

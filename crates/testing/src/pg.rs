@@ -78,6 +78,21 @@ impl PgServer {
         })
     }
 
+    /// A `postgresql://` URL for `database` as the superuser (the socket
+    /// directory and port as query parameters).
+    pub fn url(&self, database: &str) -> String {
+        let mut host = "";
+        let mut port = "";
+        for kv in self.location.split_whitespace() {
+            if let Some(v) = kv.strip_prefix("host=") {
+                host = v;
+            } else if let Some(v) = kv.strip_prefix("port=") {
+                port = v;
+            }
+        }
+        format!("postgresql://postgres@/{database}?host={host}&port={port}")
+    }
+
     /// A libpq-style connection string for `database` as the superuser.
     pub fn conninfo(&self, database: &str) -> String {
         format!("{} user=postgres dbname={database}", self.location)

@@ -77,7 +77,8 @@ pub fn run(args: ContextArgs) -> Result<()> {
         anyhow::bail!("{flag}: {e}");
     }
     let dir = args.store.store_dir()?;
-    if !anectx_engine::Store::exists(&dir) {
+    let shared = args.store.shared()?;
+    if shared.is_none() && !anectx_engine::Store::exists(&dir) {
         anyhow::bail!(
             "no store in {}: run `anectx index <path>` first (or pass --store)",
             dir.display()
@@ -86,6 +87,9 @@ pub fn run(args: ContextArgs) -> Result<()> {
     let engine = Engine::open(&dir, args.store.embedder()?)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
     crate::settings::apply_vector_search(&engine, args.store.vector_search.clone())?;
+    if let Some(pg) = &shared {
+        super::shared::sync(&engine, pg)?;
+    }
     let opts = ContextOptions {
         budget: args.budget,
         mmr_lambda: args.lambda.clamp(0.0, 1.0),

@@ -47,7 +47,10 @@ pub struct IndexArgs {
 /// Store and embedder options shared by index, context and eval.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    /// Store directory, or a shared store `postgres://user@host/db`
+    /// (PostgreSQL with pgvector: this machine keeps a cache of it under
+    /// ~/.cache/anectx/shared/; `index` publishes to it, `context` catches up
+    /// from it first). Env: ANECTX_STORE; config `store`; default ./.anectx
     #[arg(long)]
     pub store: Option<PathBuf>,
     /// Embedder: a model directory, a Hugging Face id in the local cache,
@@ -79,11 +82,29 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
-    /// --store > ANECTX_STORE > config `store` > ./.anectx
+    /// --store > ANECTX_STORE > config `store` > ./.anectx; for a shared
+    /// store (`postgres://…`), this machine's cache of it.
     pub fn store_dir(&self) -> Result<PathBuf> {
+        let raw = self.raw_store()?;
+        match super::shared::url(&raw) {
+            Some(url) => super::shared::cache_dir(url),
+            None => Ok(raw),
+        }
+    }
+
+    fn raw_store(&self) -> Result<PathBuf> {
         Ok(crate::settings::Layers::get()?
             .store(self.store.as_deref())
             .value)
+    }
+
+    /// The shared store when `--store` (or its env/config layers) names
+    /// one, connected and migrated; `None` for a local store.
+    pub fn shared(&self) -> Result<Option<anectx_store_pg::PgStore>> {
+        let raw = self.raw_store()?;
+        super::shared::url(&raw)
+            .map(super::shared::connect)
+            .transpose()
     }
 
     /// The configured embedder for the store this command works on:
@@ -175,6 +196,10 @@ pub fn run(args: IndexArgs) -> Result<()> {
         follow_links: args.follow_links,
         ..IndexOptions::default()
     };
+    let shared = args.store.shared()?;
+    if shared.is_some() && args.watch {
+        anyhow::bail!("--watch does not publish to a shared store yet; index without --watch");
+    }
     if args.watch {
         return super::watch::run(
             &engine,
@@ -190,8 +215,16 @@ pub fn run(args: IndexArgs) -> Result<()> {
         );
     }
     let report = engine.index(&args.paths, &opts, &Bars::new())?;
+    let published = match &shared {
+        Some(pg) => Some(super::shared::publish_and_sync(&engine, pg, &args.paths)?),
+        None => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut v = serde_json::to_value(&report)?;
+        if let (Some(p), Some(o)) = (&published, v.as_object_mut()) {
+            o.insert("shared".into(), serde_json::to_value(p)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         println!(
             "{}: {} files seen, {} indexed, {} unchanged, {} removed, {} skipped; \
@@ -210,6 +243,9 @@ pub fn run(args: IndexArgs) -> Result<()> {
             report.chunks_lexed.max(report.chunks_embedded) as f64 / report.seconds.max(1e-9),
         );
         print_details(&report);
+        if let (Some(p), Some(pg)) = (&published, &shared) {
+            println!("{}", super::shared::describe(pg, p));
+        }
     }
     Ok(())
 }

@@ -33,7 +33,9 @@ pub fn registry_dir(store: &Path, registry: Option<&PathBuf>) -> PathBuf {
 /// passes the gate becomes current; a running `anectx serve` picks it up.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    /// Store directory, or a shared store `postgres://…` (the fleet's log
+    /// is pulled into this machine's cache first). Env: ANECTX_STORE;
+    /// config `store`; default ./.anectx
     #[arg(long)]
     store: Option<PathBuf>,
     /// Model registry directory (default: <store>/registry).
@@ -65,15 +67,28 @@ pub struct TrainArgs {
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {
-    let store_dir = StoreArgs {
+    let store_args = StoreArgs {
         store: args.store.clone(),
         model: None,
         dtype: None,
         backend: None,
         units: None,
         vector_search: None,
+    };
+    let store_dir = store_args.store_dir()?;
+    if let Some(pg) = store_args.shared()? {
+        // Train on the whole fleet's traffic: the shared log into this cache.
+        let local = Store::open(&store_dir)
+            .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+        let r = pg
+            .pull_log(&local)
+            .with_context(|| format!("reading the shared log of {}", pg.target()))?;
+        eprintln!(
+            "shared store {}: {} interactions taken from the fleet's log",
+            pg.target(),
+            r.pulled
+        );
     }
-    .store_dir()?;
     if !store_dir.join("anectx.sqlite").exists() {
         anyhow::bail!(
             "no store at {} (index documents and serve them first, or pass --store)",

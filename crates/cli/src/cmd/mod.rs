@@ -13,6 +13,7 @@ pub mod memory;
 pub mod model;
 pub mod quickstart;
 pub mod serve;
+pub mod shared;
 pub mod status;
 pub mod watch;
 

@@ -50,10 +50,18 @@ pub struct ServeArgs {
     /// otherwise the embedder's cosine similarity mapped to [0, 1].
     #[arg(long)]
     classifier: Option<String>,
-    /// Context store for /v1/context and the chat proxy (see `anectx index`).
+    /// Context store for /v1/context and the chat proxy (see `anectx index`),
+    /// or a shared store `postgres://user@host/db`: this replica then serves
+    /// from its cache of it, catches up when another replica publishes
+    /// (LISTEN/NOTIFY, else every --shared-poll-secs), and writes every
+    /// interaction to the shared log before acknowledging it.
     /// Env: ANECTX_STORE; config `store`; default ./.anectx when it exists.
     #[arg(long)]
     store: Option<PathBuf>,
+    /// With a shared store: most seconds between catch-ups when no change
+    /// notification arrives.
+    #[arg(long, default_value_t = 2.0)]
+    shared_poll_secs: f64,
     /// Vector search over the store: auto (exact below 20,000 vectors, else
     /// bits), exact, bits, int8 or hnsw (see `anectx index --help`). Env:
     /// ANECTX_VECTOR_SEARCH; config `vector_search`; default: auto.
@@ -204,9 +212,20 @@ pub fn run(args: ServeArgs) -> Result<()> {
         anyhow::bail!("--relevance-poll-secs must be 0 or more");
     }
     // The store first: when no model is given, the store's own embedder serves.
+    if !args.shared_poll_secs.is_finite() || args.shared_poll_secs <= 0.0 {
+        anyhow::bail!("--shared-poll-secs must be more than 0");
+    }
     let store = crate::settings::Layers::get()?.store(args.store.as_deref());
     let explicit = store.explicit();
-    let store_dir = store.value;
+    let shared_url = super::shared::url(&store.value).map(str::to_string);
+    let store_dir = match &shared_url {
+        Some(url) => super::shared::cache_dir(url)?,
+        None => store.value,
+    };
+    let shared = shared_url
+        .as_deref()
+        .map(super::shared::connect)
+        .transpose()?;
     let resolved = super::embedder::resolve_for_store(
         args.model.clone(),
         args.dtype.clone(),
@@ -272,29 +291,30 @@ pub fn run(args: ServeArgs) -> Result<()> {
         );
     }
     // The store is optional unless named explicitly (or watched into being).
-    let context = if anectx_engine::Store::exists(&store_dir) || !args.watch.is_empty() {
-        Some(engine_context(
-            &store_dir,
-            &batcher,
-            &tokenizer,
-            info.clone(),
-            legacy,
-            args.explore,
-            args.vector_search.clone(),
-        )?)
-    } else if explicit {
-        anyhow::bail!(
-            "no store in {}: run `anectx index <path> --store {}` first",
-            store_dir.display(),
-            store_dir.display()
-        );
-    } else {
-        tracing::info!(
-            "no store in {}: /v1/context is off and the chat proxy forwards without context",
-            store_dir.display()
-        );
-        None
-    };
+    let context =
+        if anectx_engine::Store::exists(&store_dir) || !args.watch.is_empty() || shared.is_some() {
+            Some(engine_context(
+                &store_dir,
+                &batcher,
+                &tokenizer,
+                info.clone(),
+                legacy,
+                args.explore,
+                args.vector_search.clone(),
+            )?)
+        } else if explicit {
+            anyhow::bail!(
+                "no store in {}: run `anectx index <path> --store {}` first",
+                store_dir.display(),
+                store_dir.display()
+            );
+        } else {
+            tracing::info!(
+                "no store in {}: /v1/context is off and the chat proxy forwards without context",
+                store_dir.display()
+            );
+            None
+        };
 
     let mut config = ServerConfig::new(model_id);
     config.model_aliases = args.model_aliases.clone();
@@ -330,13 +350,36 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_stream_bytes: args.llm_max_stream_mb.clamp(1, 65536) << 20,
         ..LlmConfig::new(base_url)
     });
+    if let (Some(pg), Some(c)) = (&shared, &context) {
+        // A replica that starts empty rebuilds its cache here, with progress.
+        let r = c
+            .engine()
+            .sync_shared(pg, &super::index::Bars::new())
+            .with_context(|| format!("catching up from {}", pg.target()))?;
+        tracing::info!(
+            "shared store {}: cache at change {} ({} documents taken)",
+            pg.target(),
+            r.to,
+            r.documents_written
+        );
+    }
     let recorder = match (&context, args.no_log) {
         (Some(_), false) => {
-            let r = recorder(&store_dir, &args.log_sync)?.with_metrics(metrics.clone());
-            Some(Arc::new(r))
+            let r = match &shared_url {
+                Some(url) => super::shared::mirrored_recorder(&store_dir, &args.log_sync, url)?,
+                None => recorder(&store_dir, &args.log_sync)?,
+            };
+            Some(Arc::new(r.with_metrics(metrics.clone())))
         }
         _ => None,
     };
+    if let (Some(pg), Some(c)) = (shared, &context) {
+        super::shared::spawn_follower(
+            pg,
+            c.engine().clone(),
+            std::time::Duration::from_secs_f64(args.shared_poll_secs),
+        )?;
+    }
     let mut builder = AppState::builder(config, batcher, tokenizer, metrics)
         .relevance_poll(std::time::Duration::from_secs_f64(args.relevance_poll_secs));
     if let Some(t) = classifier_tok {
@@ -457,14 +500,18 @@ pub(crate) fn engine_context(
     )))
 }
 
-/// The store's interaction log as a recorder (`sync`: `normal` or `full`).
-pub(crate) fn recorder(store_dir: &std::path::Path, sync: &str) -> Result<SqliteRecorder> {
-    let durability = if sync == "normal" {
+/// The log durability named by `--log-sync` (`normal` or `full`).
+pub(crate) fn durability(sync: &str) -> Durability {
+    if sync == "normal" {
         Durability::Normal
     } else {
         Durability::Full
-    };
-    SqliteRecorder::open(store_dir, durability)
+    }
+}
+
+/// The store's interaction log as a recorder (`sync`: `normal` or `full`).
+pub(crate) fn recorder(store_dir: &std::path::Path, sync: &str) -> Result<SqliteRecorder> {
+    SqliteRecorder::open(store_dir, durability(sync))
         .with_context(|| format!("opening the interaction log in {}", store_dir.display()))
 }
 

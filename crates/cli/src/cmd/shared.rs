@@ -1,0 +1,186 @@
+//! `--store postgres://…`: a shared store on PostgreSQL + pgvector, with
+//! this machine's cache of it as the local store every command works on.
+//!
+//! The cache lives in `$XDG_CACHE_HOME/anectx/shared/<id>` (else
+//! `~/.cache/anectx/shared/<id>`), where `<id>` hashes the URL without its
+//! password. `index` indexes into the cache and publishes what changed
+//! (one transaction per document); `context` catches the cache up first.
+
+use std::path::{Path, PathBuf};
+
+use anectx_engine::{Engine, NoProgress};
+use anectx_store_pg::{PgStore, PublishReport, SyncReport};
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// The URL when `store` names a shared store.
+pub fn url(store: &Path) -> Option<&str> {
+    store
+        .to_str()
+        .filter(|s| anectx_store_pg::is_postgres_url(s))
+}
+
+/// The URL without a password (`user:secret@` becomes `user@`).
+fn without_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let Some(at) = rest.find('@') else {
+        return url.to_string();
+    };
+    let user = rest[..at].split(':').next().unwrap_or("");
+    format!("{}{user}{}", &url[..scheme_end], &rest[at..])
+}
+
+/// This machine's cache directory for the shared store at `url`.
+pub fn cache_dir(url: &str) -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .context("neither XDG_CACHE_HOME nor HOME is set: cannot place the shared store's cache")?;
+    let hash = blake3::hash(without_password(url).as_bytes()).to_hex();
+    let dir = base.join("anectx").join("shared").join(&hash[..16]);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the shared store's cache {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Connects to the shared store (and migrates it).
+pub fn connect(url: &str) -> Result<PgStore> {
+    PgStore::connect(url)
+        .with_context(|| format!("opening the shared store {}", without_password(url)))
+}
+
+/// What `index` did with the shared store.
+#[derive(Debug, Serialize)]
+pub struct Shared {
+    pub target: String,
+    pub published: PublishReport,
+    pub synced: SyncReport,
+}
+
+/// Publishes what `engine` indexed under `roots`, then catches its cache up
+/// with what other replicas published.
+pub fn publish_and_sync(engine: &Engine, pg: &PgStore, roots: &[PathBuf]) -> Result<Shared> {
+    let published = engine
+        .publish_shared(pg, roots)
+        .with_context(|| format!("publishing to {}", pg.target()))?;
+    let synced = sync(engine, pg)?;
+    Ok(Shared {
+        target: pg.target().to_string(),
+        published,
+        synced,
+    })
+}
+
+/// Catches `engine`'s cache up with the shared store.
+pub fn sync(engine: &Engine, pg: &PgStore) -> Result<SyncReport> {
+    engine
+        .sync_shared(pg, &NoProgress)
+        .with_context(|| format!("catching up from {}", pg.target()))
+}
+
+/// The cache's interaction log as a recorder that also writes each
+/// committed group to the shared log (its own connection) before it
+/// acknowledges the group; what fails to reach the shared log is sent by
+/// the follower's catch-up ([`spawn_follower`]).
+pub fn mirrored_recorder(
+    store_dir: &Path,
+    sync: &str,
+    url: &str,
+) -> Result<anectx_serve::SqliteRecorder> {
+    let pg = connect(url)?;
+    let mirror: anectx_serve::recorder::Mirror = Box::new(move |items| {
+        pg.append_interactions(items)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    anectx_serve::SqliteRecorder::open_mirrored(store_dir, super::serve::durability(sync), mirror)
+        .with_context(|| format!("opening the interaction log in {}", store_dir.display()))
+}
+
+/// Starts the thread that keeps a serving replica's cache caught up: it
+/// waits for a change notification (or `poll`), syncs the engine's store,
+/// and sends interactions the shared log missed. Errors are logged and
+/// retried at the next wake-up (the shared store may be restarting).
+pub fn spawn_follower(
+    pg: PgStore,
+    engine: std::sync::Arc<Engine>,
+    poll: std::time::Duration,
+) -> Result<()> {
+    let mut listener = pg.listener().ok();
+    std::thread::Builder::new()
+        .name("anectx-shared".into())
+        .spawn(move || loop {
+            match listener.as_mut() {
+                Some(l) => {
+                    if let Err(e) = l.wait(poll) {
+                        tracing::warn!("shared store notifications: {e}; polling");
+                        listener = None;
+                        std::thread::sleep(poll);
+                    }
+                }
+                None => {
+                    std::thread::sleep(poll);
+                    listener = pg.listener().ok();
+                }
+            }
+            match engine.sync_shared(&pg, &NoProgress) {
+                Ok(r) if r.changes > 0 => tracing::info!(
+                    "shared store: caught up to change {} ({} documents written, {} removed)",
+                    r.to,
+                    r.documents_written,
+                    r.documents_deleted
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("shared store: catching up failed: {e}"),
+            }
+            if let Err(e) = pg.push_log(engine.store()) {
+                tracing::warn!("shared store: sending the log failed: {e}");
+            }
+            // The other replicas' interactions, for the usage memory and
+            // training on this replica.
+            if let Err(e) = pg.pull_log(engine.store()) {
+                tracing::warn!("shared store: reading the fleet's log failed: {e}");
+            }
+        })
+        .context("starting the shared store's follower thread")?;
+    Ok(())
+}
+
+/// One line for people.
+pub fn describe(pg: &PgStore, s: &Shared) -> String {
+    let p = &s.published;
+    format!(
+        "shared store {}: {} documents published ({} chunks), {} removed, {} unchanged; \
+         {} documents taken from other replicas; at change {}",
+        pg.target(),
+        p.documents_written,
+        p.chunks_written,
+        p.documents_deleted,
+        p.documents_unchanged,
+        s.synced.documents_written,
+        s.synced.to.max(p.head),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_ignores_the_password() {
+        assert_eq!(
+            without_password("postgres://me:secret@db.example:5432/kb"),
+            "postgres://me@db.example:5432/kb"
+        );
+        assert_eq!(
+            without_password("postgresql://db.example/kb"),
+            "postgresql://db.example/kb"
+        );
+        assert!(url(Path::new("postgres://h/db")).is_some());
+        assert!(url(Path::new("./.anectx")).is_none());
+    }
+}
