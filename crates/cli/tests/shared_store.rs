@@ -244,3 +244,111 @@ fn a_serving_replica_follows_the_store_and_loses_no_acknowledged_interaction_whe
         "acknowledged but not in the shared log: {lost:?}"
     );
 }
+
+/// A registry at `dir` holding one trained-looking version `version`.
+fn registry_with(dir: &Path, version: &str) {
+    use anectx_learn::features::{FEATURE_NAMES, N_FEATURES};
+    use anectx_learn::model::{FeatureModel, FeatureModelFile, FORMAT};
+    let model = FeatureModel::from_file(FeatureModelFile {
+        format: FORMAT.into(),
+        version: version.into(),
+        feature_names: FEATURE_NAMES.iter().map(|s| s.to_string()).collect(),
+        mean: vec![0.0; N_FEATURES],
+        std: vec![1.0; N_FEATURES],
+        w1: vec![0.1; 2 * N_FEATURES],
+        b1: vec![0.0; 2],
+        w2: vec![1.0; 2],
+        skip: vec![0.5; N_FEATURES],
+        adapter: false,
+    })
+    .unwrap();
+    let reg = anectx_learn::Registry::open(dir).unwrap();
+    reg.add(&model, "data", Value::Null).unwrap();
+}
+
+/// The relevance model `addr` serves (GET /info).
+fn model_of(addr: &str) -> String {
+    let (status, body) = anectx_testing::http(addr, "GET", "/info", None, "");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["relevance"]["version"].as_str().unwrap_or("").to_string()
+}
+
+/// Waits (bounded) until `addr` serves `model`.
+fn serves_model(addr: &str, model: &str) -> bool {
+    for _ in 0..80 {
+        if model_of(addr) == model {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    false
+}
+
+#[test]
+fn a_promotion_reaches_every_serving_replica_and_a_rollback_too() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("lighthouse.md"),
+        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening.\n",
+    )
+    .unwrap();
+    let root = docs.path().to_str().unwrap().to_string();
+    let trainer = tempfile::tempdir().unwrap();
+    let out = replica(trainer.path(), &["index", &root, "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let start = |home: &Path| {
+        common::start_server(
+            common::anectx(home)
+                .env("XDG_CACHE_HOME", home)
+                .args(["serve", "--store", &url, "--port", "0"])
+                .args(["--shared-poll-secs", "0.3", "--relevance-poll-secs", "0.2"])
+                .stderr(Stdio::null()),
+        )
+    };
+    let (_sb, addr_b) = start(b.path());
+    let (_sc, addr_c) = start(c.path());
+    let fusion = model_of(&addr_b);
+    assert!(fusion.starts_with("fusion"), "{fusion}");
+
+    // The trainer's registry gets a version and promotes it for the fleet.
+    let reg = trainer.path().join("registry");
+    registry_with(&reg, "rel-fleet-1");
+    let reg_s = reg.to_str().unwrap();
+    let promote = [
+        "model",
+        "promote",
+        "rel-fleet-1",
+        "--store",
+        &url,
+        "--registry",
+        reg_s,
+    ];
+    let out = replica(trainer.path(), &promote);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(serves_model(&addr_b, "rel-fleet-1"), "B never swapped");
+    assert!(serves_model(&addr_c, "rel-fleet-1"), "C never swapped");
+
+    // A rollback through the trainer returns both to the built-in model.
+    let rollback = ["model", "rollback", "--store", &url, "--registry", reg_s];
+    let out = replica(trainer.path(), &rollback);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(serves_model(&addr_b, &fusion), "B kept the model");
+    assert!(serves_model(&addr_c, &fusion), "C kept the model");
+}

@@ -394,6 +394,29 @@ impl Registry {
         self.append_history("promote", from, Some(version.to_string()))
     }
 
+    /// Makes `version` current (`None`: the built-in model) because a
+    /// shared registry says so; recorded in the history as `follow`. A
+    /// version is checked as for [`Registry::promote`].
+    pub fn follow(&self, version: Option<&str>) -> Result<()> {
+        let from = self.current()?;
+        match version {
+            Some(v) => {
+                validate_version(v)?;
+                self.load(v)?;
+                write_atomic(&self.dir.join(CURRENT), v.as_bytes())?;
+            }
+            None => {
+                let path = self.dir.join(CURRENT);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => sync_dir(&self.dir)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(LearnError::io(&path, e)),
+                }
+            }
+        }
+        self.append_history("follow", from, version.map(str::to_string))
+    }
+
     /// Returns to the version that was current before the last promotion
     /// (or the built-in model). Returns the version now current.
     pub fn rollback(&self) -> Result<Option<String>> {
@@ -408,7 +431,10 @@ impl Registry {
         let prev = history
             .iter()
             .rev()
-            .find(|h| h.action == "promote" && h.to.as_deref() == Some(cur_v.as_str()))
+            .find(|h| {
+                (h.action == "promote" || h.action == "follow")
+                    && h.to.as_deref() == Some(cur_v.as_str())
+            })
             .and_then(|h| h.from.clone());
         match &prev {
             Some(p) => {

@@ -22,6 +22,7 @@
 
 mod error;
 mod log;
+mod registry;
 mod schema;
 mod sync;
 

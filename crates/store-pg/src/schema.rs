@@ -54,6 +54,23 @@ pub const MIGRATIONS: &[&str] = &[
         at     timestamptz NOT NULL DEFAULT now()
     );
     "#,
+    // v2: the model registry, shared: every version's files, and which one
+    // is current (with a number that grows at each change, so replicas
+    // notice a promotion, a rollback, or a return to the built-in model).
+    r#"
+    CREATE TABLE anectx_registry_files (
+        version text NOT NULL,
+        path    text NOT NULL,
+        content bytea NOT NULL,
+        PRIMARY KEY (version, path)
+    );
+    CREATE TABLE anectx_registry_current (
+        id      integer PRIMARY KEY CHECK (id = 1),
+        version text,
+        seq     bigint NOT NULL
+    );
+    INSERT INTO anectx_registry_current(id, version, seq) VALUES (1, NULL, 0);
+    "#,
 ];
 
 /// Applies pending migrations, one transaction for all, under an advisory

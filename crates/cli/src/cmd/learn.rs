@@ -185,6 +185,14 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let promoted = args.promote && t.gate.passed;
     if promoted {
         registry.promote(&t.version)?;
+        if let Some(pg) = store_args.shared()? {
+            super::shared::publish_registry(&pg, &registry)?;
+            eprintln!(
+                "shared store {}: {} is the fleet's relevance model",
+                pg.target(),
+                t.version
+            );
+        }
     }
     let (g, report) = (&t.gate, &t.train);
     if args.json {
@@ -617,7 +625,9 @@ fn print_sim(coll: &Path, r: &SimulateReport) {
 /// Where the registry is.
 #[derive(Debug, Clone, Args)]
 pub struct RegistryOpts {
-    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    /// Store directory, or a shared store `postgres://…` (a promotion or
+    /// rollback then applies to the whole fleet). Env: ANECTX_STORE;
+    /// config `store`; default ./.anectx
     #[arg(long)]
     pub store: Option<PathBuf>,
     /// Model registry directory (default: <store>/registry).
@@ -629,8 +639,8 @@ pub struct RegistryOpts {
 }
 
 impl RegistryOpts {
-    fn open(&self) -> Result<Registry> {
-        let store = StoreArgs {
+    fn store_args(&self) -> StoreArgs {
+        StoreArgs {
             store: self.store.clone(),
             model: None,
             dtype: None,
@@ -638,7 +648,16 @@ impl RegistryOpts {
             units: None,
             vector_search: None,
         }
-        .store_dir()?;
+    }
+
+    /// With a shared store: this machine's registry follows the fleet's
+    /// first, and `after` publishes what the command made current.
+    fn shared(&self) -> Result<Option<anectx_store_pg::PgStore>> {
+        self.store_args().shared()
+    }
+
+    fn open(&self) -> Result<Registry> {
+        let store = self.store_args().store_dir()?;
         Ok(Registry::open(&registry_dir(
             &store,
             self.registry.as_ref(),
@@ -681,9 +700,19 @@ pub fn run_list(opts: RegistryOpts) -> Result<()> {
 /// `anectx model promote VERSION`.
 pub fn run_promote(version: &str, opts: RegistryOpts) -> Result<()> {
     let registry = opts.open()?;
+    let shared = opts.shared()?;
+    if let Some(pg) = &shared {
+        super::shared::follow_registry(pg, &registry)?;
+        if !registry.version_dir(version).exists() && pg.has_version(version)? {
+            pg.fetch_version(version, &registry.version_dir(version))?;
+        }
+    }
     registry
         .promote(version)
         .with_context(|| format!("promoting {version}; the current model keeps serving"))?;
+    if let Some(pg) = &shared {
+        super::shared::publish_registry(pg, &registry)?;
+    }
     println!(
         "{version} is current ({})",
         memory_note(&registry, Some(version))
@@ -706,7 +735,14 @@ fn memory_note(registry: &Registry, version: Option<&str>) -> String {
 /// `anectx model rollback`.
 pub fn run_rollback(opts: RegistryOpts) -> Result<()> {
     let registry = opts.open()?;
+    let shared = opts.shared()?;
+    if let Some(pg) = &shared {
+        super::shared::follow_registry(pg, &registry)?;
+    }
     let now = registry.rollback()?;
+    if let Some(pg) = &shared {
+        super::shared::publish_registry(pg, &registry)?;
+    }
     println!(
         "rolled back: {} is current ({})",
         now.as_deref().unwrap_or("the built-in fusion model"),

@@ -350,6 +350,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_stream_bytes: args.llm_max_stream_mb.clamp(1, 65536) << 20,
         ..LlmConfig::new(base_url)
     });
+    if let (Some(pg), Some(_)) = (&shared, &context) {
+        // The fleet's relevance model before the registry source loads it.
+        let registry = anectx_learn::Registry::open(&super::learn::registry_dir(
+            &store_dir,
+            args.registry.as_ref(),
+        ))
+        .context("opening the model registry")?;
+        super::shared::follow_registry(pg, &registry)?;
+    }
     if let (Some(pg), Some(c)) = (&shared, &context) {
         // A replica that starts empty rebuilds its cache here, with progress.
         let r = c
@@ -374,9 +383,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         _ => None,
     };
     if let (Some(pg), Some(c)) = (shared, &context) {
+        let registry = anectx_learn::Registry::open(&super::learn::registry_dir(
+            &store_dir,
+            args.registry.as_ref(),
+        ))
+        .context("opening the model registry")?;
         super::shared::spawn_follower(
             pg,
             c.engine().clone(),
+            registry,
             std::time::Duration::from_secs_f64(args.shared_poll_secs),
         )?;
     }

@@ -102,12 +102,15 @@ pub fn mirrored_recorder(
 }
 
 /// Starts the thread that keeps a serving replica's cache caught up: it
-/// waits for a change notification (or `poll`), syncs the engine's store,
-/// and sends interactions the shared log missed. Errors are logged and
+/// waits for a change notification (or `poll`), takes the fleet's current
+/// relevance model into `registry` (the server's registry poll hot-swaps
+/// it), syncs the engine's store, and sends interactions the shared log
+/// missed. Errors are logged and
 /// retried at the next wake-up (the shared store may be restarting).
 pub fn spawn_follower(
     pg: PgStore,
     engine: std::sync::Arc<Engine>,
+    registry: anectx_learn::Registry,
     poll: std::time::Duration,
 ) -> Result<()> {
     let mut listener = pg.listener().ok();
@@ -126,6 +129,14 @@ pub fn spawn_follower(
                     std::thread::sleep(poll);
                     listener = pg.listener().ok();
                 }
+            }
+            match follow_registry(&pg, &registry) {
+                Ok(true) => tracing::info!(
+                    "shared store: the fleet's relevance model is now {:?}",
+                    registry.current().ok().flatten()
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("shared store: following the registry failed: {e:#}"),
             }
             match engine.sync_shared(&pg, &NoProgress) {
                 Ok(r) if r.changes > 0 => tracing::info!(
@@ -148,6 +159,41 @@ pub fn spawn_follower(
         })
         .context("starting the shared store's follower thread")?;
     Ok(())
+}
+
+/// Makes the fleet's current version the shared registry's: publishes
+/// `registry`'s current version (its files) and sets it current there.
+pub fn publish_registry(pg: &PgStore, registry: &anectx_learn::Registry) -> Result<Option<String>> {
+    let current = registry.current()?;
+    if let Some(v) = &current {
+        pg.publish_version(v, &registry.version_dir(v))
+            .with_context(|| format!("publishing {v} to {}", pg.target()))?;
+    }
+    pg.set_current_version(current.as_deref())
+        .with_context(|| format!("setting the fleet's model in {}", pg.target()))?;
+    Ok(current)
+}
+
+/// Makes `registry`'s current version the fleet's (copying the version
+/// from the shared registry when this machine lacks it); returns whether it
+/// changed. A server polling the registry then hot-swaps it.
+pub fn follow_registry(pg: &PgStore, registry: &anectx_learn::Registry) -> Result<bool> {
+    let (shared, _) = pg.current_version()?;
+    if registry.current()? == shared {
+        return Ok(false);
+    }
+    if let Some(v) = &shared {
+        anectx_learn::registry::validate_version(v)?;
+        let dir = registry.version_dir(v);
+        if !dir.exists() {
+            pg.fetch_version(v, &dir)
+                .with_context(|| format!("copying {v} from {}", pg.target()))?;
+        }
+    }
+    registry
+        .follow(shared.as_deref())
+        .with_context(|| format!("taking the fleet's model {shared:?}"))?;
+    Ok(true)
 }
 
 /// One line for people.
