@@ -64,6 +64,10 @@ pub struct ContextBenchOptions {
     /// then timed against no memory on every size (0: not timed). The
     /// timed queries are among them, so every timed call is a repeat.
     pub memory_questions: usize,
+    /// A shared store (`postgres://…`, an empty database): each corpus is
+    /// also published there, a replica's cache is rebuilt from it, and the
+    /// replica is timed beside the local store (one size per run).
+    pub shared: Option<String>,
 }
 
 /// Synthetic embeddings, cheap enough for a million chunks, under another
@@ -169,6 +173,7 @@ impl Default for ContextBenchOptions {
             seed: 7,
             synthetic_vectors: false,
             memory_questions: 0,
+            shared: None,
         }
     }
 }
@@ -244,6 +249,32 @@ pub struct SizeReport {
     /// The usage memory on against off (with `memory_questions` > 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<MemoryLatency>,
+    /// The same corpus through a shared store (with `shared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedReport>,
+}
+
+/// One corpus published to a shared store (PostgreSQL + pgvector) and
+/// served by a replica whose cache was rebuilt from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedReport {
+    /// Publishing the built local store: one transaction per document,
+    /// chunks with their vectors.
+    pub publish_s: f64,
+    pub publish_chunks_per_s: f64,
+    /// Rebuilding an empty replica's cache from the shared store (documents,
+    /// vectors copied, postings built).
+    pub sync_s: f64,
+    pub sync_chunks_per_s: f64,
+    /// Size of the shared database after publishing (bytes), and per chunk.
+    pub database_bytes: u64,
+    pub database_bytes_per_chunk: f64,
+    /// `context` on the local store and on the replica, the two
+    /// interleaved call by call with the first search of the run.
+    pub local: Percentiles,
+    pub replica: Percentiles,
+    /// `replica.p99_ms / local.p99_ms`.
+    pub p99_ratio: f64,
 }
 
 /// `context` with a usage memory against without one, on the same store,
@@ -460,6 +491,82 @@ pub fn generate(docs: usize, queries: usize, seed: u64) -> (Vec<(String, String)
     (corpus, qs)
 }
 
+/// Publishes `engine`'s store to the shared store at `url` (which must be
+/// empty), rebuilds a replica's cache in `replica_dir` from it, and times
+/// `context` on both, interleaved call by call.
+fn time_shared(
+    engine: &Engine,
+    embedder: &Arc<dyn TextEmbedder>,
+    url: &str,
+    replica_dir: &Path,
+    queries: &[String],
+    opts: &ContextBenchOptions,
+) -> Result<SharedReport> {
+    let pg = anectx_store_pg::PgStore::connect(url)
+        .map_err(|e| BenchError::Eval(anectx_engine::EngineError::from(e)))?;
+    let pg_err = |e: anectx_store_pg::PgError| BenchError::Eval(e.into());
+    if pg.counts().map_err(pg_err)?.0 > 0 {
+        return Err(BenchError::Config(format!(
+            "the shared store {} is not empty: give --shared an empty database",
+            pg.target()
+        )));
+    }
+    let chunks = engine
+        .store()
+        .db
+        .chunk_count()
+        .map_err(|e| BenchError::Eval(e.into()))? as f64;
+    let t = Instant::now();
+    engine.publish_shared_all(&pg)?;
+    let publish_s = t.elapsed().as_secs_f64();
+    if replica_dir.exists() {
+        std::fs::remove_dir_all(replica_dir).map_err(|e| BenchError::io(replica_dir, e))?;
+    }
+    let replica = Engine::open(replica_dir, Some(Arc::clone(embedder)))?;
+    replica
+        .store()
+        .vectors_mut()
+        .set_search(engine.store().vectors().search_mode());
+    let t = Instant::now();
+    replica.sync_shared(&pg, &anectx_engine::NoProgress)?;
+    let sync_s = t.elapsed().as_secs_f64();
+    let database_bytes = pg.database_bytes().map_err(pg_err)?;
+    let copts = ContextOptions::default();
+    for q in queries.iter().cycle().take(opts.warmup) {
+        engine.context(q, &copts)?;
+        replica.context(q, &copts)?;
+    }
+    let (mut local, mut rep) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds.max(1) {
+        for (i, q) in queries.iter().enumerate() {
+            let replica_first = (round + i) % 2 == 1;
+            for which in [replica_first, !replica_first] {
+                let e = if which { &replica } else { engine };
+                let t = Instant::now();
+                e.context(q, &copts)?;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if which {
+                    rep.push(ms);
+                } else {
+                    local.push(ms);
+                }
+            }
+        }
+    }
+    let (local, replica_p) = (Percentiles::of(&local), Percentiles::of(&rep));
+    Ok(SharedReport {
+        publish_s,
+        publish_chunks_per_s: chunks / publish_s.max(1e-9),
+        sync_s,
+        sync_chunks_per_s: chunks / sync_s.max(1e-9),
+        database_bytes,
+        database_bytes_per_chunk: database_bytes as f64 / chunks.max(1.0),
+        p99_ratio: replica_p.p99_ms / local.p99_ms.max(1e-9),
+        local,
+        replica: replica_p,
+    })
+}
+
 fn stage_ms(t: &Timings) -> [f64; 8] {
     [
         t.embed_ms,
@@ -557,6 +664,11 @@ pub fn run_context(
     if opts.searches.is_empty() {
         return Err(BenchError::Config("no vector search to time".into()));
     }
+    if opts.shared.is_some() && opts.sizes.len() != 1 {
+        return Err(BenchError::Config(
+            "--shared times one corpus size per run (its database must start empty)".into(),
+        ));
+    }
     let started = Instant::now();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -570,8 +682,10 @@ pub fn run_context(
             tmp.0.clone()
         }
     };
-    let steps =
-        opts.sizes.len() * (1 + opts.searches.len() + usize::from(opts.memory_questions > 0));
+    let steps = opts.sizes.len()
+        * (1 + opts.searches.len()
+            + usize::from(opts.memory_questions > 0)
+            + usize::from(opts.shared.is_some()));
     let mut step = 0;
     let mut sizes = Vec::new();
     let mut notes = Vec::new();
@@ -687,6 +801,25 @@ pub fn run_context(
         } else {
             None
         };
+        let shared = match &opts.shared {
+            Some(url) => {
+                step += 1;
+                progress.stage(
+                    step,
+                    steps,
+                    &format!("{n} chunks: publishing to the shared store, rebuilding a replica"),
+                );
+                Some(time_shared(
+                    &engine,
+                    &embedder,
+                    url,
+                    &root.join(format!("replica-{n}")),
+                    &queries,
+                    opts,
+                )?)
+            }
+            None => None,
+        };
         let index_bytes = engine.store().vectors().memory_bytes() as u64;
         let first = paths[0].clone();
         if rep.chunks_total as usize != n {
@@ -710,6 +843,7 @@ pub fn run_context(
             stages: first.stages,
             paths,
             memory,
+            shared,
         });
         drop(engine);
         if opts.work_dir.is_none() {
@@ -812,6 +946,23 @@ pub fn render_context_text(r: &ContextReport) -> String {
                 m.off.p99_ms,
                 m.on.p99_ms,
                 m.p99_ratio
+            ));
+        }
+        if let Some(x) = &z.shared {
+            s.push_str(&format!(
+                "          shared store: publish {:.1} s ({:.0} chunks/s), replica rebuild \
+                 {:.1} s ({:.0} chunks/s), database {:.0} B/chunk; context p50 {:.2} / {:.2} ms, \
+                 p99 {:.2} / {:.2} ms (local / replica), p99 ratio {:.3}\n",
+                x.publish_s,
+                x.publish_chunks_per_s,
+                x.sync_s,
+                x.sync_chunks_per_s,
+                x.database_bytes_per_chunk,
+                x.local.p50_ms,
+                x.replica.p50_ms,
+                x.local.p99_ms,
+                x.replica.p99_ms,
+                x.p99_ratio
             ));
         }
     }
@@ -928,6 +1079,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_shared_run_publishes_rebuilds_a_replica_and_times_both() {
+        let Some(pg) = anectx_testing::pg::PgServer::start() else {
+            return;
+        };
+        let info = anectx_store::EmbedderInfo {
+            fingerprint: "test-hash-16".into(),
+            description: "hashing test embedder".into(),
+            dim: 16,
+        };
+        let embedder: Arc<dyn TextEmbedder> = Arc::new(SyntheticVectors::new(info, None));
+        let work = tempfile::tempdir().unwrap();
+        let mut opts = ContextBenchOptions {
+            sizes: vec![200],
+            queries: 8,
+            rounds: 1,
+            warmup: 2,
+            searches: vec![VectorSearch::Exact],
+            work_dir: Some(work.path().to_path_buf()),
+            seed: 1,
+            synthetic_vectors: false,
+            memory_questions: 0,
+            shared: Some(pg.url("postgres")),
+        };
+        let r = run_context(Arc::clone(&embedder), &opts, &crate::NoProgress).unwrap();
+        let x = r.sizes[0].shared.as_ref().expect("shared timed");
+        assert!(x.publish_chunks_per_s > 0.0 && x.sync_chunks_per_s > 0.0);
+        assert!(x.database_bytes > 0);
+        assert!(x.local.p50_ms > 0.0 && x.replica.p50_ms > 0.0 && x.p99_ratio > 0.0);
+        assert!(render_context_text(&r).contains("shared store: publish"));
+        // The database is no longer empty: a second run is refused.
+        let err = run_context(Arc::clone(&embedder), &opts, &crate::NoProgress).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        opts.sizes = vec![100, 200];
+        assert!(run_context(embedder, &opts, &crate::NoProgress).is_err());
+    }
+
+    #[test]
     fn recall_counts_the_shared_top_ten() {
         let truth = vec![(0..10).collect::<Vec<u64>>(), (0..10).collect()];
         let got = vec![(0..10).collect::<Vec<u64>>(), (5..15).collect()];
@@ -953,6 +1141,7 @@ mod tests {
             seed: 1,
             synthetic_vectors: false,
             memory_questions: 30,
+            shared: None,
         };
         let r = run_context(embedder, &opts, &crate::NoProgress).unwrap();
         assert_eq!(r.sizes.len(), 2);

@@ -617,7 +617,16 @@ impl Engine {
                     .into_owned()
             })
             .collect();
-        Ok(shared.publish(&self.store, &scope)?)
+        Ok(shared.publish(&self.store, Some(&scope))?)
+    }
+
+    /// Publishes every document of this engine's store (deleting nothing in
+    /// the shared store): for a store built without file roots.
+    pub fn publish_shared_all(
+        &self,
+        shared: &anectx_store_pg::PgStore,
+    ) -> Result<anectx_store_pg::PublishReport> {
+        Ok(shared.publish(&self.store, None)?)
     }
 
     /// Brings this engine's store, as a replica's cache, up to a shared

@@ -176,6 +176,14 @@ impl PgStore {
         Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
     }
 
+    /// Bytes the shared database takes on disk (`pg_database_size`).
+    pub fn database_bytes(&self) -> Result<u64> {
+        let r = self
+            .client()
+            .query_one("SELECT pg_database_size(current_database())", &[])?;
+        Ok(r.get::<_, i64>(0).max(0) as u64)
+    }
+
     /// The `k` chunks nearest to `query` by inner product, through the HNSW
     /// index: `(document path, chunk order, score)`, best first.
     pub fn nearest(&self, query: &[f32], k: usize) -> Result<Vec<(String, u32, f32)>> {

@@ -43,17 +43,20 @@ pub struct SyncReport {
 
 impl PgStore {
     /// Writes the documents of `local` under any of `scope` (paths of the
-    /// roots just indexed: the root itself or anything below it) to the shared store, one transaction per
-    /// document, and deletes shared documents under `scope` that `local` no
-    /// longer has. Documents whose content hash the shared store already
+    /// roots just indexed: the root itself or anything below it; `None`:
+    /// every document) to the shared store, one transaction per document,
+    /// and deletes shared documents under `scope` that `local` no longer
+    /// has (none without a scope). Documents whose content hash the shared store already
     /// holds are left alone. Vectors go with their chunks when `local` has
     /// an embedder; every chunk must then have one (a finished index run).
-    pub fn publish(&self, local: &Store, scope: &[String]) -> Result<PublishReport> {
+    pub fn publish(&self, local: &Store, scope: Option<&[String]>) -> Result<PublishReport> {
         let in_scope = |p: &str| {
-            scope.iter().any(|s| {
-                p == s
-                    || (p.starts_with(s.as_str())
-                        && p[s.len()..].starts_with(std::path::MAIN_SEPARATOR))
+            scope.is_none_or(|scope| {
+                scope.iter().any(|s| {
+                    p == s
+                        || (p.starts_with(s.as_str())
+                            && p[s.len()..].starts_with(std::path::MAIN_SEPARATOR))
+                })
             })
         };
         let embedder = local.db.embedder()?;
@@ -112,7 +115,8 @@ impl PgStore {
             report.chunks_written += doc.chunks.len() as u64;
         }
         for path in shared.keys() {
-            if in_scope(path)
+            if scope.is_some()
+                && in_scope(path)
                 && !local_paths.contains(path.as_str())
                 && self.delete_document(path)?
             {

@@ -85,6 +85,12 @@ struct ContextArgs {
     /// and off and the p99 ratio (0: not timed).
     #[arg(long, default_value_t = 0)]
     memory_questions: usize,
+    /// Also run the corpus through a shared store (`postgres://…`, an empty
+    /// database; one --chunks size): time publishing it, rebuilding a
+    /// replica's cache from it, and `context` on the replica beside the
+    /// local store, interleaved call by call.
+    #[arg(long)]
+    shared: Option<String>,
     /// Write context.json and context.html into this directory.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -118,6 +124,7 @@ fn run_context(a: ContextArgs) -> Result<()> {
         seed: a.seed,
         synthetic_vectors: a.synthetic_vectors,
         memory_questions: a.memory_questions,
+        shared: a.shared.clone(),
     };
     let progress = Bar(new_bar());
     let report = anectx_bench::context::run_context(embedder, &opts, &progress)
