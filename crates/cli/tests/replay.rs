@@ -9,10 +9,11 @@
 //! - every backticked `anectx …` hint printed by a command that succeeded
 //!   (`index`, `context`, `serve`, `train`, …).
 //!
-//! Lines run through `sh -c` as printed. Two things are substituted, both
+//! Lines run through `sh -c` as printed. Three things are substituted, all
 //! because a test cannot use the real thing: `serve` gets `ANECTX_PORT=0`
-//! (a free port instead of 8181) and its `--llm` URL points at a local fake
-//! LLM instead of Ollama. Commands that cannot run here are listed with the
+//! (a free port instead of 8181), its `--llm` URL points at a local fake
+//! LLM instead of Ollama, and the README's example shared store
+//! ([`README_PG_URL`]) is a PostgreSQL started here (pgserver from PyPI). Commands that cannot run here are listed with the
 //! reason, and the list is checked against the README so it cannot rot.
 
 use std::collections::HashSet;
@@ -21,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use serde_json::{json, Value};
+
+/// The shared store the README's examples name; replaced by a test server.
+const README_PG_URL: &str = "postgres://anectx@db.internal/kb";
 
 /// README commands this test does not run, with why. Each must still be in
 /// the README (a stale entry fails the test).
@@ -287,6 +291,12 @@ fn every_printed_and_documented_command_runs_as_written() {
         python: anectx_testing::python(),
     };
 
+    let pg = anectx_testing::pg::PgServer::start();
+    assert!(
+        readme.contains(README_PG_URL),
+        "the README no longer shows {README_PG_URL}; update README_PG_URL"
+    );
+    let mut pg_lines = 0;
     let all = blocks(&readme);
     for (needle, _) in NOT_RUN.iter().chain(MAC_ONLY) {
         assert!(
@@ -313,7 +323,14 @@ fn every_printed_and_documented_command_runs_as_written() {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let line = line.replace("cargo run --release --", "anectx");
+            let mut line = line.replace("cargo run --release --", "anectx");
+            if line.contains(README_PG_URL) {
+                let Some(pg) = &pg else {
+                    continue; // skipped with a note by PgServer::start; fails under CI
+                };
+                line = line.replace(README_PG_URL, &format!("'{}'", pg.url("postgres")));
+                pg_lines += 1;
+            }
             if let Some((_, why)) = NOT_RUN.iter().find(|(n, _)| line.contains(n)) {
                 eprintln!("replay: not run ({why}): {line}");
                 continue;
@@ -396,6 +413,10 @@ fn every_printed_and_documented_command_runs_as_written() {
     assert_eq!(st["exists"], false, "{st}");
     // The README's own commands and the quickstart's hints were all reached.
     assert!(ran >= 12, "only {ran} commands ran");
+    assert!(
+        pg.is_none() || pg_lines >= 2,
+        "the shared-store lines did not run"
+    );
     for expected in [
         "anectx quickstart",
         "anectx status --store anectx-quickstart/store",
