@@ -74,9 +74,27 @@ fn index_through_one_replica_and_query_through_the_other() {
 
     a.index(&[root.path().into()], &IndexOptions::default(), &NoProgress)
         .unwrap();
+    assert!(!shared_a.has_vector_index().unwrap());
     let p = a.publish_shared(&shared_a, &[root.path().into()]).unwrap();
     assert_eq!((p.documents_written, p.documents_deleted), (3, 0));
     assert_eq!(shared_b.counts().unwrap().0, 3);
+    // The first publish with vectors built the HNSW index, and PostgreSQL
+    // finds a chunk by its own vector.
+    assert!(p.index_built_s.is_some() && shared_a.has_vector_index().unwrap());
+    let (path, v) = {
+        let db = &a.store().db;
+        let ids: Vec<u64> = db.chunk_paths().unwrap().into_keys().collect();
+        let c = db
+            .chunks_by_ids(&ids)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.text.contains("keeper"))
+            .unwrap();
+        (c.path.clone(), a.store().vectors().get(c.id).unwrap())
+    };
+    let near = shared_b.nearest(&v, 2).unwrap();
+    assert_eq!(near[0].0, path, "{near:?}");
+    assert!((near[0].2 - 1.0).abs() < 1e-2, "{near:?}");
 
     // Before its sync, B knows nothing.
     assert!(answer(&b, "lighthouse keeper lamp").is_empty());

@@ -126,9 +126,9 @@ impl PgStore {
         }
     }
 
-    /// Records the embedder (first publish with vectors) and creates the
-    /// HNSW index for its dimension; refuses a different embedder than the
-    /// one recorded, because vectors of two embedders cannot be compared.
+    /// Records the embedder (first publish with vectors); refuses a
+    /// different embedder than the one recorded, because vectors of two
+    /// embedders cannot be compared.
     pub fn set_embedder(&self, info: &EmbedderInfo) -> Result<()> {
         if let Some(have) = self.embedder()? {
             if have.fingerprint != info.fingerprint || have.dim != info.dim {
@@ -141,22 +141,70 @@ impl PgStore {
         }
         let s = serde_json::to_string(info)
             .map_err(|e| PgError::Invalid(format!("embedder record: {e}")))?;
-        let mut c = self.client();
-        let mut tx = c.transaction()?;
-        tx.execute(
+        self.client().execute(
             "INSERT INTO anectx_meta(key, value) VALUES ('embedder', $1) \
              ON CONFLICT (key) DO NOTHING",
             &[&s],
         )?;
+        Ok(())
+    }
+
+    /// Builds the HNSW index over the vectors (inner product, on a cast to
+    /// the embedder's dimension) when it does not exist yet; returns whether
+    /// it built one. `publish` calls it after writing, so a first bulk load
+    /// inserts rows without the index and builds the graph once, which is
+    /// far cheaper than growing it row by row; later publishes then update
+    /// it as they write.
+    pub fn ensure_vector_index(&self) -> Result<bool> {
+        let Some(info) = self.embedder()? else {
+            return Ok(false);
+        };
+        let mut c = self.client();
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM pg_indexes WHERE tablename = 'anectx_chunks' \
+                 AND indexname = 'anectx_chunks_hnsw'",
+                &[],
+            )?
+            .is_some();
+        if exists {
+            return Ok(false);
+        }
+        // The build is much faster when the graph fits in
+        // maintenance_work_mem (pgvector's advice); raise it for this
+        // transaction to 512 MB unless the server allows more already.
+        let mem: i64 = tx
+            .query_one(
+                "SELECT pg_size_bytes(current_setting('maintenance_work_mem'))",
+                &[],
+            )?
+            .get(0);
+        if mem < 512 << 20 {
+            tx.batch_execute("SET LOCAL maintenance_work_mem = '512MB'")?;
+        }
         // The column has no fixed dimension (the embedder is chosen at the
-        // first index); the index is built on a cast to this one.
+        // first publish); the index is built on a cast to this one.
         tx.batch_execute(&format!(
-            "CREATE INDEX IF NOT EXISTS anectx_chunks_hnsw ON anectx_chunks \
+            "CREATE INDEX anectx_chunks_hnsw ON anectx_chunks \
              USING hnsw ((embedding::vector({dim})) vector_ip_ops)",
             dim = info.dim
         ))?;
         tx.commit()?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// Whether the HNSW index over the vectors exists.
+    pub fn has_vector_index(&self) -> Result<bool> {
+        Ok(self
+            .client()
+            .query_opt(
+                "SELECT 1 FROM pg_indexes WHERE tablename = 'anectx_chunks' \
+                 AND indexname = 'anectx_chunks_hnsw'",
+                &[],
+            )?
+            .is_some())
     }
 
     /// The last change number committed (0 when none).

@@ -17,7 +17,7 @@ pub const STORE_ID_KEY: &str = "shared_store_id";
 const BATCH: i64 = 512;
 
 /// What [`PgStore::publish`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PublishReport {
     pub documents_written: u64,
     pub documents_deleted: u64,
@@ -25,6 +25,9 @@ pub struct PublishReport {
     pub chunks_written: u64,
     /// The shared store's last change number afterwards.
     pub head: i64,
+    /// Seconds spent building the HNSW index, when this publish built it
+    /// (the first one with vectors).
+    pub index_built_s: Option<f64>,
 }
 
 /// What [`PgStore::sync_into`] did.
@@ -123,6 +126,12 @@ impl PgStore {
                 report.documents_deleted += 1;
             }
         }
+        if embedder.is_some() {
+            let t = std::time::Instant::now();
+            if self.ensure_vector_index()? {
+                report.index_built_s = Some(t.elapsed().as_secs_f64());
+            }
+        }
         report.head = self.head()?;
         Ok(report)
     }
@@ -146,32 +155,36 @@ impl PgStore {
         }
         let mut c = self.client();
         let mut tx = c.transaction()?;
+        // A document can be published again from its source file, so its
+        // commit does not wait for the disk: a PostgreSQL crash may lose the
+        // last moments of publishing (each document whole or absent, and
+        // the next `index` publishes it again), never a half document. The
+        // interaction log keeps synchronous commits.
+        tx.batch_execute("SET LOCAL synchronous_commit = off")?;
         // Numbers are drawn under this lock and committed before the next
-        // writer draws, so they become visible in order.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK])?;
-        let seq: i64 = tx
-            .query_one(
-                "INSERT INTO anectx_changes(path, op) VALUES ($1, 'put') RETURNING seq",
-                &[&doc.path],
-            )?
-            .get(0);
-        let doc_id: i64 = tx
-            .query_one(
-                "INSERT INTO anectx_documents(path, content_hash, bytes, kind, modified, seq) \
-                 VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (path) DO UPDATE SET content_hash = excluded.content_hash, \
-                 bytes = excluded.bytes, kind = excluded.kind, modified = excluded.modified, \
-                 seq = excluded.seq RETURNING id",
-                &[
-                    &doc.path,
-                    &doc.content_hash,
-                    &(doc.bytes as i64),
-                    &doc.kind,
-                    &doc.modified,
-                    &seq,
-                ],
-            )?
-            .get(0);
+        // writer draws, so they become visible in order. One statement takes
+        // the lock, draws the number, writes the document and clears its old
+        // chunks (fewer round trips per document).
+        let row = tx.query_one(
+            "WITH l AS (SELECT pg_advisory_xact_lock($6)), \
+                 ch AS (INSERT INTO anectx_changes(path, op) SELECT $1, 'put' FROM l \
+                        RETURNING seq), \
+                 d AS (INSERT INTO anectx_documents(path, content_hash, bytes, kind, modified, \
+                        seq) SELECT $1, $2, $3, $4, $5, seq FROM ch \
+                        ON CONFLICT (path) DO UPDATE SET content_hash = excluded.content_hash, \
+                        bytes = excluded.bytes, kind = excluded.kind, \
+                        modified = excluded.modified, seq = excluded.seq RETURNING id, seq) \
+                 SELECT id, seq FROM d",
+            &[
+                &doc.path,
+                &doc.content_hash,
+                &(doc.bytes as i64),
+                &doc.kind,
+                &doc.modified,
+                &CHANGE_LOCK,
+            ],
+        )?;
+        let (doc_id, seq): (i64, i64) = (row.get(0), row.get(1));
         tx.execute("DELETE FROM anectx_chunks WHERE doc_id = $1", &[&doc_id])?;
         let st = tx.prepare(
             "INSERT INTO anectx_chunks(doc_id, ord, text, heading, byte_start, byte_end, \
