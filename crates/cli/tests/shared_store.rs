@@ -141,10 +141,10 @@ fn top_text(v: &Value) -> String {
     v["chunks"][0]["text"].as_str().unwrap_or("").to_string()
 }
 
-#[test]
-fn a_serving_replica_follows_the_store_and_loses_no_acknowledged_interaction_when_killed() {
-    let Some(pg) = PgServer::start() else { return };
-    let url = pg.url("postgres");
+/// Documents (one about a lighthouse keeper) indexed and published through a
+/// first replica: (documents folder, that replica's cache, the folder as a
+/// string).
+fn published_by_a_first_replica(url: &str) -> (tempfile::TempDir, tempfile::TempDir, String) {
     let docs = tempfile::tempdir().unwrap();
     std::fs::write(
         docs.path().join("lighthouse.md"),
@@ -152,13 +152,22 @@ fn a_serving_replica_follows_the_store_and_loses_no_acknowledged_interaction_whe
     )
     .unwrap();
     let root = docs.path().to_str().unwrap().to_string();
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let out = replica(a.path(), &["index", &root, "--store", &url]);
+    let cache = tempfile::tempdir().unwrap();
+    let out = replica(cache.path(), &["index", &root, "--store", url]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (docs, cache, root)
+}
+
+#[test]
+fn a_serving_replica_follows_the_store_and_loses_no_acknowledged_interaction_when_killed() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let (docs, a, root) = published_by_a_first_replica(&url);
+    let b = tempfile::tempdir().unwrap();
 
     // B starts with an empty cache and takes the store at start.
     let (mut server, addr) = common::start_server(
@@ -289,20 +298,7 @@ fn serves_model(addr: &str, model: &str) -> bool {
 fn a_promotion_reaches_every_serving_replica_and_a_rollback_too() {
     let Some(pg) = PgServer::start() else { return };
     let url = pg.url("postgres");
-    let docs = tempfile::tempdir().unwrap();
-    std::fs::write(
-        docs.path().join("lighthouse.md"),
-        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening.\n",
-    )
-    .unwrap();
-    let root = docs.path().to_str().unwrap().to_string();
-    let trainer = tempfile::tempdir().unwrap();
-    let out = replica(trainer.path(), &["index", &root, "--store", &url]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_docs, trainer, _) = published_by_a_first_replica(&url);
 
     let (b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let start = |home: &Path| {
