@@ -368,23 +368,11 @@ fn time_memory(
         set(i % 2 == 0);
         engine.context(q, &copts)?;
     }
-    let (mut off, mut on) = (Vec::new(), Vec::new());
-    for round in 0..opts.rounds.max(1) {
-        for (i, q) in queries.iter().enumerate() {
-            let first_on = (i + round) % 2 == 0;
-            for with in [first_on, !first_on] {
-                set(with);
-                let t = Instant::now();
-                engine.context(q, &copts)?;
-                let ms = t.elapsed().as_secs_f64() * 1e3;
-                if with {
-                    on.push(ms)
-                } else {
-                    off.push(ms)
-                }
-            }
-        }
-    }
+    let (on, off) = interleaved(queries, opts.rounds, |with, q| {
+        set(with);
+        engine.context(q, &copts)?;
+        Ok(())
+    })?;
     engine.set_memory(None);
     let (off, on) = (Percentiles::of(&off), Percentiles::of(&on));
     Ok(MemoryLatency {
@@ -395,6 +383,33 @@ fn time_memory(
         off,
         on,
     })
+}
+
+/// Times `call(true, q)` against `call(false, q)` for every query, `rounds`
+/// times, call by call, alternating which goes first; returns the
+/// milliseconds of the `true` calls and of the `false` calls.
+fn interleaved(
+    queries: &[String],
+    rounds: usize,
+    mut call: impl FnMut(bool, &str) -> Result<()>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let (mut yes, mut no) = (Vec::new(), Vec::new());
+    for round in 0..rounds.max(1) {
+        for (i, q) in queries.iter().enumerate() {
+            let first = (i + round) % 2 == 0;
+            for which in [first, !first] {
+                let t = Instant::now();
+                call(which, q)?;
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                if which {
+                    yes.push(ms);
+                } else {
+                    no.push(ms);
+                }
+            }
+        }
+    }
+    Ok((yes, no))
 }
 
 /// A whole `bench context` run.
@@ -539,23 +554,11 @@ fn time_shared(
         engine.context(q, &copts)?;
         replica.context(q, &copts)?;
     }
-    let (mut local, mut rep) = (Vec::new(), Vec::new());
-    for round in 0..opts.rounds.max(1) {
-        for (i, q) in queries.iter().enumerate() {
-            let replica_first = (round + i) % 2 == 1;
-            for which in [replica_first, !replica_first] {
-                let e = if which { &replica } else { engine };
-                let t = Instant::now();
-                e.context(q, &copts)?;
-                let ms = t.elapsed().as_secs_f64() * 1e3;
-                if which {
-                    rep.push(ms);
-                } else {
-                    local.push(ms);
-                }
-            }
-        }
-    }
+    let (rep, local) = interleaved(queries, opts.rounds, |on_replica, q| {
+        let e = if on_replica { &replica } else { engine };
+        e.context(q, &copts)?;
+        Ok(())
+    })?;
     let (local, replica_p) = (Percentiles::of(&local), Percentiles::of(&rep));
     Ok(SharedReport {
         publish_s,
