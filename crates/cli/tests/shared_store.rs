@@ -348,3 +348,60 @@ fn a_promotion_reaches_every_serving_replica_and_a_rollback_too() {
     assert!(serves_model(&addr_b, &fusion), "B kept the model");
     assert!(serves_model(&addr_c, &fusion), "C kept the model");
 }
+
+#[test]
+fn an_indexer_killed_mid_publish_leaves_every_document_whole_or_absent() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let docs = tempfile::tempdir().unwrap();
+    let long: String = (0..60)
+        .map(|i| format!("Paragraph {i} about tides, moons and harbour charts.\n\n"))
+        .collect();
+    std::fs::write(docs.path().join("a-short.md"), "# Short\n\nA quokka.\n").unwrap();
+    std::fs::write(docs.path().join("b-long.md"), format!("# Tides\n\n{long}")).unwrap();
+    let root = docs.path().to_str().unwrap().to_string();
+    let cache = tempfile::tempdir().unwrap();
+    let index = ["index", &root, "--store", &url, "--chunk-tokens", "64"];
+    // The writer aborts after the first chunk of the first document that
+    // has several: that document's transaction never commits.
+    let config = cache.path().join("none.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_anectx"))
+        .args(index)
+        .env_remove("ANECTX_MODEL")
+        .env_remove("ANECTX_STORE")
+        .env("ANECTX_CONFIG", &config)
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("ANECTX_FAILPOINT", "mid-publish")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the failpoint did not fire");
+    let shared = anectx_store_pg::PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    let after_crash = shared.document_chunk_counts().unwrap();
+    assert!(
+        after_crash.iter().all(|(p, _)| !p.ends_with("b-long.md")),
+        "a half-written document is visible: {after_crash:?}"
+    );
+
+    // The next run publishes what is missing.
+    let out = replica(cache.path(), &index);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = shared.document_chunk_counts().unwrap();
+    assert_eq!(done.len(), 2, "{done:?}");
+    let long_chunks = done
+        .iter()
+        .find(|(p, _)| p.ends_with("b-long.md"))
+        .unwrap()
+        .1;
+    assert!(long_chunks > 1, "{done:?}");
+    let b = tempfile::tempdir().unwrap();
+    let ans = ok_json(&replica(
+        b.path(),
+        &["context", "harbour charts tides", "--store", &url, "--json"],
+    ));
+    assert!(top_text(&ans).contains("harbour"), "{ans}");
+}

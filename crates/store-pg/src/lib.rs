@@ -224,6 +224,19 @@ impl PgStore {
         Ok((r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64))
     }
 
+    /// Each shared document's path and number of chunks, by path.
+    pub fn document_chunk_counts(&self) -> Result<Vec<(String, u64)>> {
+        let rows = self.client().query(
+            "SELECT d.path, COUNT(c.doc_id) FROM anectx_documents d \
+             LEFT JOIN anectx_chunks c ON c.doc_id = d.id GROUP BY d.path ORDER BY d.path",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+            .collect())
+    }
+
     /// Bytes the shared database takes on disk (`pg_database_size`).
     pub fn database_bytes(&self) -> Result<u64> {
         let r = self

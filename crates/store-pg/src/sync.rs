@@ -9,6 +9,15 @@ use serde::Serialize;
 
 use crate::{PgError, PgStore, Result, CHANGE_LOCK};
 
+/// Test hook: with `ANECTX_FAILPOINT=<name>`, the process aborts here (as a
+/// crash would), to show what a killed writer leaves behind.
+fn failpoint(name: &str) {
+    if std::env::var("ANECTX_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("ANECTX_FAILPOINT={name}: aborting");
+        std::process::abort();
+    }
+}
+
 /// Local meta key: the last shared change this cache has applied.
 pub const WATERMARK_KEY: &str = "shared_watermark";
 /// Local meta key: which shared store this cache belongs to.
@@ -207,6 +216,9 @@ impl PgStore {
                 &emb,
             ];
             tx.execute(&st, &params)?;
+            if i == 0 && doc.chunks.len() > 1 {
+                failpoint("mid-publish");
+            }
         }
         tx.execute(
             "SELECT pg_notify('anectx_changes', $1::text)",
