@@ -201,7 +201,7 @@ fn a_serving_replica_follows_the_store_and_loses_no_acknowledged_interaction_whe
         String::from_utf8_lossy(&out.stderr)
     );
     let mut seen = false;
-    for _ in 0..60 {
+    for _ in 0..240 {
         let (_, v) = context_call(&addr, "quokka wallaby island").unwrap();
         if top_text(&v).contains("quokka") {
             seen = true;
@@ -283,9 +283,9 @@ fn model_of(addr: &str) -> String {
     v["relevance"]["version"].as_str().unwrap_or("").to_string()
 }
 
-/// Waits (bounded) until `addr` serves `model`.
+/// Waits (at most 60 s) until `addr` serves `model`.
 fn serves_model(addr: &str, model: &str) -> bool {
-    for _ in 0..80 {
+    for _ in 0..240 {
         if model_of(addr) == model {
             return true;
         }

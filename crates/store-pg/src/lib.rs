@@ -44,6 +44,8 @@ const CHANGE_LOCK: i64 = 0x616e_6563_7478_0002;
 /// A connection to the shared store.
 pub struct PgStore {
     client: Mutex<Client>,
+    /// Prepared on this connection at the first document write.
+    put_statements: std::sync::OnceLock<sync::PutStatements>,
     config: postgres::Config,
     /// Where it points, without a password (for messages).
     target: String,
@@ -79,6 +81,7 @@ impl PgStore {
         })?;
         let store = Self {
             client: Mutex::new(client),
+            put_statements: std::sync::OnceLock::new(),
             config,
             target,
         };

@@ -18,6 +18,44 @@ fn failpoint(name: &str) {
     }
 }
 
+/// The statements a document write runs, prepared once per connection
+/// (parsing and planning them for every document was PostgreSQL's largest
+/// cost when publishing).
+pub(crate) struct PutStatements {
+    /// Takes the change lock, draws the number and writes the document in
+    /// one statement (numbers are drawn under the lock and committed before
+    /// the next writer draws, so they become visible in order).
+    upsert: postgres::Statement,
+    clear: postgres::Statement,
+    chunk: postgres::Statement,
+    notify: postgres::Statement,
+}
+
+impl PutStatements {
+    fn prepare(c: &mut postgres::Client) -> Result<Self> {
+        Ok(Self {
+            upsert: c.prepare(
+                "WITH l AS (SELECT pg_advisory_xact_lock($6)), \
+                 ch AS (INSERT INTO anectx_changes(path, op) SELECT $1, 'put' FROM l \
+                        RETURNING seq), \
+                 d AS (INSERT INTO anectx_documents(path, content_hash, bytes, kind, modified, \
+                        seq) SELECT $1, $2, $3, $4, $5, seq FROM ch \
+                        ON CONFLICT (path) DO UPDATE SET content_hash = excluded.content_hash, \
+                        bytes = excluded.bytes, kind = excluded.kind, \
+                        modified = excluded.modified, seq = excluded.seq RETURNING id, seq) \
+                 SELECT id, seq FROM d",
+            )?,
+            clear: c.prepare("DELETE FROM anectx_chunks WHERE doc_id = $1")?,
+            chunk: c.prepare(
+                "INSERT INTO anectx_chunks(doc_id, ord, text, heading, byte_start, byte_end, \
+                 line_start, line_end, tokens, page, embedding) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )?,
+            notify: c.prepare("SELECT pg_notify('anectx_changes', $1::text)")?,
+        })
+    }
+}
+
 /// Local meta key: the last shared change this cache has applied.
 pub const WATERMARK_KEY: &str = "shared_watermark";
 /// Local meta key: which shared store this cache belongs to.
@@ -163,6 +201,13 @@ impl PgStore {
             }
         }
         let mut c = self.client();
+        let st = match self.put_statements.get() {
+            Some(st) => st,
+            None => {
+                let prepared = PutStatements::prepare(&mut c)?;
+                self.put_statements.get_or_init(|| prepared)
+            }
+        };
         let mut tx = c.transaction()?;
         // A document can be published again from its source file, so its
         // commit does not wait for the disk: a PostgreSQL crash may lose the
@@ -170,20 +215,8 @@ impl PgStore {
         // the next `index` publishes it again), never a half document. The
         // interaction log keeps synchronous commits.
         tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-        // Numbers are drawn under this lock and committed before the next
-        // writer draws, so they become visible in order. One statement takes
-        // the lock, draws the number, writes the document and clears its old
-        // chunks (fewer round trips per document).
         let row = tx.query_one(
-            "WITH l AS (SELECT pg_advisory_xact_lock($6)), \
-                 ch AS (INSERT INTO anectx_changes(path, op) SELECT $1, 'put' FROM l \
-                        RETURNING seq), \
-                 d AS (INSERT INTO anectx_documents(path, content_hash, bytes, kind, modified, \
-                        seq) SELECT $1, $2, $3, $4, $5, seq FROM ch \
-                        ON CONFLICT (path) DO UPDATE SET content_hash = excluded.content_hash, \
-                        bytes = excluded.bytes, kind = excluded.kind, \
-                        modified = excluded.modified, seq = excluded.seq RETURNING id, seq) \
-                 SELECT id, seq FROM d",
+            &st.upsert,
             &[
                 &doc.path,
                 &doc.content_hash,
@@ -194,12 +227,7 @@ impl PgStore {
             ],
         )?;
         let (doc_id, seq): (i64, i64) = (row.get(0), row.get(1));
-        tx.execute("DELETE FROM anectx_chunks WHERE doc_id = $1", &[&doc_id])?;
-        let st = tx.prepare(
-            "INSERT INTO anectx_chunks(doc_id, ord, text, heading, byte_start, byte_end, \
-             line_start, line_end, tokens, page, embedding) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )?;
+        tx.execute(&st.clear, &[&doc_id])?;
         for (i, ch) in doc.chunks.iter().enumerate() {
             let emb = vectors.map(|v| &v[i]);
             let params: [&(dyn ToSql + Sync); 11] = [
@@ -215,15 +243,12 @@ impl PgStore {
                 &ch.page.map(|p| p as i32),
                 &emb,
             ];
-            tx.execute(&st, &params)?;
+            tx.execute(&st.chunk, &params)?;
             if i == 0 && doc.chunks.len() > 1 {
                 failpoint("mid-publish");
             }
         }
-        tx.execute(
-            "SELECT pg_notify('anectx_changes', $1::text)",
-            &[&seq.to_string()],
-        )?;
+        tx.execute(&st.notify, &[&seq.to_string()])?;
         tx.commit()?;
         Ok(seq)
     }
