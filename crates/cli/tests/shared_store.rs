@@ -405,3 +405,44 @@ fn an_indexer_killed_mid_publish_leaves_every_document_whole_or_absent() {
     ));
     assert!(top_text(&ans).contains("harbour"), "{ans}");
 }
+
+#[test]
+fn index_watch_publishes_every_run_to_the_shared_store() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(docs.path().join("first.md"), "# First\n\nA lighthouse.\n").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let config = cache.path().join("none.toml");
+    std::fs::write(&config, "").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_anectx"))
+        .args(["index", "--watch", "--debounce-ms", "200", "--store", &url])
+        .arg(docs.path())
+        .env_remove("ANECTX_MODEL")
+        .env_remove("ANECTX_STORE")
+        .env("ANECTX_CONFIG", &config)
+        .env("XDG_CACHE_HOME", cache.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watcher = common::Server(child);
+    let shared = anectx_store_pg::PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    // Waits at most 60 s until the shared store holds `n` documents.
+    let holds = |n: usize| {
+        (0..240).any(|_| {
+            let ok = shared.document_chunk_counts().unwrap().len() == n;
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            ok
+        })
+    };
+    assert!(holds(1), "the reconcile at start was not published");
+    std::fs::write(docs.path().join("second.md"), "# Second\n\nA quokka.\n").unwrap();
+    assert!(holds(2), "a file created while watching was not published");
+    std::fs::remove_file(docs.path().join("first.md")).unwrap();
+    assert!(holds(1), "a file deleted while watching was not removed");
+    let left = shared.document_chunk_counts().unwrap();
+    assert!(left[0].0.ends_with("second.md"), "{left:?}");
+}

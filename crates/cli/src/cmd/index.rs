@@ -49,8 +49,8 @@ pub struct IndexArgs {
 pub struct StoreArgs {
     /// Store directory, or a shared store `postgres://user@host/db`
     /// (PostgreSQL with pgvector: this machine keeps a cache of it under
-    /// ~/.cache/anectx/shared/; `index` publishes to it, `context` catches up
-    /// from it first). Env: ANECTX_STORE; config `store`; default ./.anectx
+    /// ~/.cache/anectx/shared/; `index` publishes to it, after every run
+    /// with --watch, and `context` catches up from it first). Env: ANECTX_STORE; config `store`; default ./.anectx
     #[arg(long)]
     pub store: Option<PathBuf>,
     /// Embedder: a model directory, a Hugging Face id in the local cache,
@@ -197,9 +197,6 @@ pub fn run(args: IndexArgs) -> Result<()> {
         ..IndexOptions::default()
     };
     let shared = args.store.shared()?;
-    if shared.is_some() && args.watch {
-        anyhow::bail!("--watch does not publish to a shared store yet; index without --watch");
-    }
     if args.watch {
         return super::watch::run(
             &engine,
@@ -212,6 +209,7 @@ pub fn run(args: IndexArgs) -> Result<()> {
                 super::watch::Report::Text
             },
             &Bars::new(),
+            shared.as_ref(),
         );
     }
     let report = engine.index(&args.paths, &opts, &Bars::new())?;

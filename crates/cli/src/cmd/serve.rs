@@ -422,6 +422,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if let Some(engine) = watched {
         let roots = args.watch.clone();
         let debounce = std::time::Duration::from_millis(args.debounce_ms.max(1));
+        // With a shared store, the watched folders are published to it.
+        let watch_pg = shared_url
+            .as_deref()
+            .map(super::shared::connect)
+            .transpose()?;
         std::thread::Builder::new()
             .name("anectx-watch".into())
             .spawn(move || {
@@ -433,6 +438,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     debounce,
                     super::watch::Report::Stderr,
                     &anectx_engine::NoProgress,
+                    watch_pg.as_ref(),
                 ) {
                     eprintln!("error: the folder watch stopped: {e:#}");
                 }

@@ -79,7 +79,24 @@ pub fn run(
     debounce: Duration,
     report: Report,
     progress: &dyn Progress,
+    shared: Option<&anectx_store_pg::PgStore>,
 ) -> Result<()> {
+    // With a shared store, every run is published (one transaction per
+    // document); a failed publish is reported and retried after the next run.
+    let publish = |roots: &[PathBuf]| {
+        if let Some(pg) = shared {
+            match engine.publish_shared(pg, roots) {
+                Ok(p) if p.documents_written + p.documents_deleted > 0 => eprintln!(
+                    "shared store {}: {} documents published, {} removed",
+                    pg.target(),
+                    p.documents_written,
+                    p.documents_deleted
+                ),
+                Ok(_) => {}
+                Err(e) => eprintln!("error: publishing to {}: {e}", pg.target()),
+            }
+        }
+    };
     let roots: Vec<PathBuf> = roots
         .iter()
         .map(|r| std::fs::canonicalize(r).with_context(|| format!("cannot watch {}", r.display())))
@@ -104,6 +121,7 @@ pub fn run(
     );
     let rep = engine.index(&roots, opts, progress)?;
     print("reconcile", 0, &rep, report)?;
+    publish(&roots);
     // Blocks while nothing happens: an idle watcher uses no CPU.
     while let Ok(first) = rx.recv() {
         let t0 = Instant::now();
@@ -154,6 +172,7 @@ pub fn run(
                 let did = rep.files_indexed + rep.files_removed + rep.files_skipped;
                 if run == "reconcile" || did > 0 {
                     print(run, n, &rep, report)?;
+                    publish(&roots);
                 }
                 tracing::debug!(ms = t0.elapsed().as_millis() as u64, "watch batch");
             }
