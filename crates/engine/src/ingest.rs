@@ -3,6 +3,7 @@
 //! Each stage works off SQLite's queues (`lexed = 0`, `embedded = 0`,
 //! `pending_deletes`), so an interrupted run is finished by the next one.
 
+use anectx_store::failpoint;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -105,15 +106,6 @@ pub struct IndexReport {
 pub struct SkippedFile {
     pub path: String,
     pub reason: String,
-}
-
-/// Aborts the process at a named point when `ANECTX_FAILPOINT` names it.
-/// Used by the crash-recovery tests to simulate a crash between stages.
-fn failpoint(name: &str) {
-    if std::env::var("ANECTX_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("ANECTX_FAILPOINT={name}: aborting");
-        std::process::abort();
-    }
 }
 
 /// A document ready to be written.

@@ -32,6 +32,16 @@ pub use db::{
     SharedDocument, StoredDocument,
 };
 pub use error::StoreError;
+
+/// Aborts the process when `ANECTX_FAILPOINT` names `name`: the crash tests
+/// of the store, the engine's indexing and the shared store's publishing
+/// stop a real process at a named point this way.
+pub fn failpoint(name: &str) {
+    if std::env::var("ANECTX_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("ANECTX_FAILPOINT={name}: aborting");
+        std::process::abort();
+    }
+}
 pub use lexical::{Bm25Params, LexicalIndex};
 pub use log::{
     Durability, Feedback, InteractionKind, InteractionMeta, LogStats, LoggedCandidate,

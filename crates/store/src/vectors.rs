@@ -22,6 +22,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use crate::failpoint;
 use crate::hnsw::{Graph, Space};
 use crate::{Result, StoreError};
 
@@ -201,14 +202,6 @@ fn bytes_hash(b: &[u8]) -> u64 {
         w[..c.len()].copy_from_slice(c);
         u64::from_le_bytes(w)
     }))
-}
-
-/// Aborts the process when `ANECTX_FAILPOINT` names `name` (crash tests).
-fn failpoint(name: &str) {
-    if std::env::var("ANECTX_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("ANECTX_FAILPOINT={name}: aborting");
-        std::process::abort();
-    }
 }
 
 impl FlatVectors {
