@@ -41,6 +41,10 @@ const MIGRATION_LOCK: i64 = 0x616e_6563_7478_0001;
 /// Advisory-lock key taken by every writer before it draws a change number.
 const CHANGE_LOCK: i64 = 0x616e_6563_7478_0002;
 
+/// One row when the HNSW index over the vectors exists.
+const HNSW_EXISTS: &str = "SELECT 1 FROM pg_indexes WHERE tablename = 'anectx_chunks' \
+                           AND indexname = 'anectx_chunks_hnsw'";
+
 /// A connection to the shared store.
 pub struct PgStore {
     client: Mutex<Client>,
@@ -165,13 +169,7 @@ impl PgStore {
         let mut c = self.client();
         let mut tx = c.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-        let exists = tx
-            .query_opt(
-                "SELECT 1 FROM pg_indexes WHERE tablename = 'anectx_chunks' \
-                 AND indexname = 'anectx_chunks_hnsw'",
-                &[],
-            )?
-            .is_some();
+        let exists = tx.query_opt(HNSW_EXISTS, &[])?.is_some();
         if exists {
             return Ok(false);
         }
@@ -200,14 +198,7 @@ impl PgStore {
 
     /// Whether the HNSW index over the vectors exists.
     pub fn has_vector_index(&self) -> Result<bool> {
-        Ok(self
-            .client()
-            .query_opt(
-                "SELECT 1 FROM pg_indexes WHERE tablename = 'anectx_chunks' \
-                 AND indexname = 'anectx_chunks_hnsw'",
-                &[],
-            )?
-            .is_some())
+        Ok(self.client().query_opt(HNSW_EXISTS, &[])?.is_some())
     }
 
     /// The last change number committed (0 when none).
@@ -313,18 +304,40 @@ impl ChangeListener {
     }
 }
 
-/// `conninfo` without anything after a password marker.
-fn redact(conninfo: &str) -> String {
-    if let Some(at) = conninfo.find('@') {
-        if let Some(scheme) = conninfo.find("://") {
-            return format!("{}://…{}", &conninfo[..scheme], &conninfo[at..]);
+/// `conninfo` without its password: `user:secret@` becomes `user@` in a
+/// URL, and `password=…` is dropped from a URL's query or a `key=value`
+/// string. For messages and for keys derived from a connection string.
+pub fn redact(conninfo: &str) -> String {
+    let Some(scheme_end) = conninfo.find("://").map(|i| i + 3) else {
+        return conninfo
+            .split_whitespace()
+            .filter(|kv| !kv.starts_with("password="))
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (head, rest) = conninfo.split_at(scheme_end);
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{user}{}", &rest[at..])
         }
-    }
-    conninfo
-        .split_whitespace()
-        .filter(|kv| !kv.starts_with("password="))
-        .collect::<Vec<_>>()
-        .join(" ")
+        None => rest.to_string(),
+    };
+    let query = query
+        .map(|q| {
+            q.split('&')
+                .filter(|kv| !kv.starts_with("password="))
+                .collect::<Vec<_>>()
+                .join("&")
+        })
+        .filter(|q| !q.is_empty())
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{head}{rest}{query}")
 }
 
 fn describe(c: &postgres::Config) -> String {
@@ -348,4 +361,30 @@ fn describe(c: &postgres::Config) -> String {
         hosts.join(",")
     };
     format!("postgres {hosts}/{}", c.get_dbname().unwrap_or("(default)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redact("postgres://me:secret@db.example:5432/kb"),
+            "postgres://me@db.example:5432/kb"
+        );
+        assert_eq!(
+            redact("postgresql://me@/kb?host=/tmp/s&password=secret&port=5"),
+            "postgresql://me@/kb?host=/tmp/s&port=5"
+        );
+        assert_eq!(
+            redact("postgresql://db.example/kb"),
+            "postgresql://db.example/kb"
+        );
+        assert_eq!(
+            redact("host=/tmp/s password=secret user=me"),
+            "host=/tmp/s user=me"
+        );
+        assert!(is_postgres_url("postgres://h/db") && !is_postgres_url("./.anectx"));
+    }
 }

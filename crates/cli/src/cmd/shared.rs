@@ -3,8 +3,9 @@
 //!
 //! The cache lives in `$XDG_CACHE_HOME/anectx/shared/<id>` (else
 //! `~/.cache/anectx/shared/<id>`), where `<id>` hashes the URL without its
-//! password. `index` indexes into the cache and publishes what changed
-//! (one transaction per document); `context` catches the cache up first.
+//! password ([`anectx_store_pg::redact`]). `index` indexes into the cache
+//! and publishes what changed (one transaction per document); `context`
+//! catches the cache up first.
 
 use std::path::{Path, PathBuf};
 
@@ -20,19 +21,6 @@ pub fn url(store: &Path) -> Option<&str> {
         .filter(|s| anectx_store_pg::is_postgres_url(s))
 }
 
-/// The URL without a password (`user:secret@` becomes `user@`).
-fn without_password(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end..];
-    let Some(at) = rest.find('@') else {
-        return url.to_string();
-    };
-    let user = rest[..at].split(':').next().unwrap_or("");
-    format!("{}{user}{}", &url[..scheme_end], &rest[at..])
-}
-
 /// This machine's cache directory for the shared store at `url`.
 pub fn cache_dir(url: &str) -> Result<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
@@ -40,7 +28,7 @@ pub fn cache_dir(url: &str) -> Result<PathBuf> {
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .context("neither XDG_CACHE_HOME nor HOME is set: cannot place the shared store's cache")?;
-    let hash = blake3::hash(without_password(url).as_bytes()).to_hex();
+    let hash = blake3::hash(anectx_store_pg::redact(url).as_bytes()).to_hex();
     let dir = base.join("anectx").join("shared").join(&hash[..16]);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the shared store's cache {}", dir.display()))?;
@@ -50,7 +38,7 @@ pub fn cache_dir(url: &str) -> Result<PathBuf> {
 /// Connects to the shared store (and migrates it).
 pub fn connect(url: &str) -> Result<PgStore> {
     PgStore::connect(url)
-        .with_context(|| format!("opening the shared store {}", without_password(url)))
+        .with_context(|| format!("opening the shared store {}", anectx_store_pg::redact(url)))
 }
 
 /// What `index` did with the shared store.
@@ -217,15 +205,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cache_key_ignores_the_password() {
-        assert_eq!(
-            without_password("postgres://me:secret@db.example:5432/kb"),
-            "postgres://me@db.example:5432/kb"
-        );
-        assert_eq!(
-            without_password("postgresql://db.example/kb"),
-            "postgresql://db.example/kb"
-        );
+    fn only_postgres_urls_name_a_shared_store() {
         assert!(url(Path::new("postgres://h/db")).is_some());
         assert!(url(Path::new("./.anectx")).is_none());
     }
