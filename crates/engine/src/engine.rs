@@ -660,6 +660,11 @@ impl Engine {
             }
         }
         let report = shared.sync_into(&self.store)?;
+        // A follower calls this every few seconds: with nothing new and no
+        // pending work, there is nothing to commit or reload.
+        if report.changes == 0 && self.store.pending()?.is_empty() {
+            return Ok(report);
+        }
         let mut index_report = IndexReport::default();
         crate::ingest::finish_pending(
             &self.store,

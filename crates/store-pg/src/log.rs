@@ -86,8 +86,8 @@ impl PgStore {
             .collect()
     }
 
-    /// Sends `local`'s interactions logged since the last push to the
-    /// shared log (those it already has, by uid, are not written twice):
+    /// Sends `local`'s interactions logged since the last push that the
+    /// shared log lacks (by uid):
     /// the catch-up for interactions a replica logged while the shared
     /// store was unreachable. Returns how many were sent.
     pub fn push_log(&self, local: &Store) -> Result<u64> {
@@ -102,8 +102,27 @@ impl PgStore {
             let Some(last) = batch.last().map(|b| b.0) else {
                 break;
             };
-            let items: Vec<LoggedInteraction> = batch.into_iter().map(|(_, it)| it).collect();
-            self.append_interactions(&items)?;
+            // Most rows are already there: the server's mirror wrote them
+            // before acknowledging, and rows pulled from other replicas came
+            // from there. One lookup a batch instead of a write a row.
+            let uids: Vec<&str> = batch.iter().map(|(_, it)| it.uid.as_str()).collect();
+            let known: std::collections::HashSet<String> = self
+                .client()
+                .query(
+                    "SELECT uid FROM anectx_interactions WHERE uid = ANY($1)",
+                    &[&uids],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let items: Vec<LoggedInteraction> = batch
+                .into_iter()
+                .map(|(_, it)| it)
+                .filter(|it| !known.contains(&it.uid))
+                .collect();
+            if !items.is_empty() {
+                self.append_interactions(&items)?;
+            }
             sent += items.len() as u64;
             local.db.set_meta(LOG_PUSHED_KEY, &last.to_string())?;
             after = last;

@@ -3,20 +3,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use anectx_store::{NewChunk, SharedChange, SharedDocument, Store, VectorIndex};
+use anectx_store::{failpoint, NewChunk, SharedChange, SharedDocument, Store, VectorIndex};
 use postgres::types::ToSql;
 use serde::Serialize;
 
 use crate::{PgError, PgStore, Result, CHANGE_LOCK};
-
-/// Test hook: with `ANECTX_FAILPOINT=<name>`, the process aborts here (as a
-/// crash would), to show what a killed writer leaves behind.
-fn failpoint(name: &str) {
-    if std::env::var("ANECTX_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("ANECTX_FAILPOINT={name}: aborting");
-        std::process::abort();
-    }
-}
 
 /// The statements a document write runs, prepared once per connection
 /// (parsing and planning them for every document was PostgreSQL's largest

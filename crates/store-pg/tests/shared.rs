@@ -107,6 +107,16 @@ fn the_shared_log_takes_every_replica_and_pulls_into_a_local_log_once() {
     let p = st.pull_log(&local).unwrap();
     assert_eq!(p.pulled, 1);
     assert!(local.db.interaction_id("late").unwrap().is_some());
+    // Pushing the local log sends only what the shared log lacks: none of
+    // the pulled rows, and one interaction logged only here.
+    assert_eq!(st.push_log(&local).unwrap(), 0);
+    local
+        .db
+        .append_interaction(&interaction("only-here"))
+        .unwrap();
+    assert_eq!(st.push_log(&local).unwrap(), 1);
+    assert_eq!(st.interaction_count().unwrap(), 42);
+    assert_eq!(st.push_log(&local).unwrap(), 0);
 }
 
 const CHILD_ENV: &str = "ANECTX_PG_LOG_WRITER";
