@@ -659,7 +659,14 @@ impl Engine {
                 }
             }
         }
-        let report = shared.sync_into(&self.store)?;
+        let mut shown = 0u64;
+        let report = shared.sync_into(&self.store, &mut |done, total| {
+            if shown == 0 && done > 0 {
+                progress.stage("shared store", Some(total));
+            }
+            progress.inc(done.saturating_sub(shown));
+            shown = shown.max(done);
+        })?;
         // A follower calls this every few seconds: with nothing new and no
         // pending work, there is nothing to commit or reload.
         if report.changes == 0 && self.store.pending()?.is_empty() {

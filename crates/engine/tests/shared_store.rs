@@ -46,6 +46,23 @@ fn answer(e: &Engine, q: &str) -> Vec<(String, f32)> {
         .collect()
 }
 
+/// Records each progress stage: (name, total, increments).
+#[derive(Default)]
+struct Recorded {
+    stages: std::sync::Mutex<Vec<(String, Option<u64>, u64)>>,
+}
+
+impl anectx_engine::Progress for Recorded {
+    fn stage(&self, name: &str, total: Option<u64>) {
+        self.stages.lock().unwrap().push((name.into(), total, 0));
+    }
+    fn inc(&self, n: u64) {
+        if let Some(last) = self.stages.lock().unwrap().last_mut() {
+            last.2 += n;
+        }
+    }
+}
+
 /// Every chunk's text → its stored vector.
 fn vectors_by_text(e: &Engine) -> std::collections::BTreeMap<String, Vec<u32>> {
     let db = &e.store().db;
@@ -98,8 +115,17 @@ fn index_through_one_replica_and_query_through_the_other() {
 
     // Before its sync, B knows nothing.
     assert!(answer(&b, "lighthouse keeper lamp").is_empty());
-    let s = b.sync_shared(&shared_b, &NoProgress).unwrap();
+    let seen = Recorded::default();
+    let s = b.sync_shared(&shared_b, &seen).unwrap();
     assert_eq!((s.documents_written, s.documents_deleted), (3, 0));
+    // An empty cache shows its catch-up as a stage with a total.
+    let stages = seen.stages.lock().unwrap().clone();
+    let shared_stage = stages.iter().find(|(n, _, _)| n == "shared store");
+    assert_eq!(
+        shared_stage,
+        Some(&("shared store".to_string(), Some(3), 3)),
+        "{stages:?}"
+    );
     let chunks = b.store().db.chunk_count().unwrap();
     assert_eq!(chunks, a.store().db.chunk_count().unwrap());
     assert_eq!(

@@ -280,7 +280,13 @@ impl PgStore {
     /// vectors, and deletions. Postings, and vectors the shared store lacks,
     /// are left to the local store's pending work (the engine finishes it).
     /// A local store that caches another shared store is refused.
-    pub fn sync_into(&self, local: &Store) -> Result<SyncReport> {
+    /// `progress(done, total)` is called after each batch with change
+    /// numbers caught up, out of those there were when it started.
+    pub fn sync_into(
+        &self,
+        local: &Store,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<SyncReport> {
         let id = self.store_id()?;
         match local.db.meta(STORE_ID_KEY)? {
             Some(have) if have != id => {
@@ -314,6 +320,7 @@ impl PgStore {
             to: from,
             ..SyncReport::default()
         };
+        let total = (self.head()? - from).max(0) as u64;
         loop {
             let (changes, vectors, last) = self.read_changes(report.to)?;
             let Some(last) = last else { break };
@@ -345,6 +352,7 @@ impl PgStore {
                 local.db.mark_embedded(&ids)?;
                 report.vectors_copied += ids.len() as u64;
             }
+            progress(((last - from).max(0) as u64).min(total), total);
         }
         Ok(report)
     }

@@ -211,10 +211,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
     if !args.relevance_poll_secs.is_finite() || args.relevance_poll_secs < 0.0 {
         anyhow::bail!("--relevance-poll-secs must be 0 or more");
     }
-    // The store first: when no model is given, the store's own embedder serves.
     if !args.shared_poll_secs.is_finite() || args.shared_poll_secs <= 0.0 {
         anyhow::bail!("--shared-poll-secs must be more than 0");
     }
+    // The store first: when no model is given, the store's own embedder serves.
     let store = crate::settings::Layers::get()?.store(args.store.as_deref());
     let explicit = store.explicit();
     let shared_url = super::shared::url(&store.value).map(str::to_string);
@@ -350,15 +350,21 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_stream_bytes: args.llm_max_stream_mb.clamp(1, 65536) << 20,
         ..LlmConfig::new(base_url)
     });
-    if let (Some(pg), Some(_)) = (&shared, &context) {
-        // The fleet's relevance model before the registry source loads it.
-        let registry = anectx_learn::Registry::open(&super::learn::registry_dir(
-            &store_dir,
-            args.registry.as_ref(),
-        ))
-        .context("opening the model registry")?;
-        super::shared::follow_registry(pg, &registry)?;
-    }
+    // With a shared store, the registry this replica serves from follows the
+    // fleet's: at start (before the registry source loads it) and then in
+    // the follower thread.
+    let shared_registry = match (&shared, &context) {
+        (Some(pg), Some(_)) => {
+            let registry = anectx_learn::Registry::open(&super::learn::registry_dir(
+                &store_dir,
+                args.registry.as_ref(),
+            ))
+            .context("opening the model registry")?;
+            super::shared::follow_registry(pg, &registry)?;
+            Some(registry)
+        }
+        _ => None,
+    };
     if let (Some(pg), Some(c)) = (&shared, &context) {
         // A replica that starts empty rebuilds its cache here, with progress.
         let r = c
@@ -382,12 +388,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
-    if let (Some(pg), Some(c)) = (shared, &context) {
-        let registry = anectx_learn::Registry::open(&super::learn::registry_dir(
-            &store_dir,
-            args.registry.as_ref(),
-        ))
-        .context("opening the model registry")?;
+    if let (Some(pg), Some(c), Some(registry)) = (shared, &context, shared_registry) {
         super::shared::spawn_follower(
             pg,
             c.engine().clone(),
