@@ -76,7 +76,8 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         vector_search: None,
     };
     let store_dir = store_args.store_dir()?;
-    if let Some(pg) = store_args.shared()? {
+    let shared = store_args.shared()?;
+    if let Some(pg) = &shared {
         // Train on the whole fleet's traffic: the shared log into this cache.
         let local = Store::open(&store_dir)
             .with_context(|| format!("opening the store in {}", store_dir.display()))?;
@@ -185,8 +186,8 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let promoted = args.promote && t.gate.passed;
     if promoted {
         registry.promote(&t.version)?;
-        if let Some(pg) = store_args.shared()? {
-            super::shared::publish_registry(&pg, &registry)?;
+        if let Some(pg) = &shared {
+            super::shared::publish_registry(pg, &registry)?;
             eprintln!(
                 "shared store {}: {} is the fleet's relevance model",
                 pg.target(),
