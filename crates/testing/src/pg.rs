@@ -8,7 +8,6 @@
 //! server and deletes its data.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 /// A running test server.
@@ -27,29 +26,14 @@ impl std::fmt::Debug for PgServer {
     }
 }
 
-/// The venv's Python when it has pgserver, else `None`.
-fn python() -> Option<PathBuf> {
-    let venv = std::env::var_os("ANECTX_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::workspace_root().join(".fixtures").join("venv"));
-    let py = venv.join("bin").join("python");
-    let stamp = venv.join(".anectx-pg");
-    (py.is_file() && stamp.is_file()).then_some(py)
-}
-
 impl PgServer {
     /// Starts a server, or returns `None` (with a note) when the pgserver
     /// fixture is missing outside CI. Panics when it is missing under CI, or
     /// when the server does not start.
     pub fn start() -> Option<Self> {
-        let Some(py) = python() else {
-            let msg = "fixture pgserver is missing from .fixtures/venv (run scripts/fixtures.sh)";
-            if crate::in_ci() {
-                panic!("{msg}; CI=true, so a missing fixture is a failure");
-            }
-            eprintln!("SKIPPED: {msg}");
-            return None;
-        };
+        // The fixtures venv, when scripts/fixtures.sh installed pgserver in it.
+        let venv = crate::fixture("ANECTX_FIXTURE_VENV", "venv", ".anectx-pg")?;
+        let py = venv.join("bin").join("python");
         let script = crate::workspace_root()
             .join("scripts")
             .join("pg-test-server.py");
