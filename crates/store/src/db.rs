@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Result, StoreError};
 
+/// Meta key of [`Db::local_id`].
+const LOCAL_ID_KEY: &str = "local_store_id";
+
 /// Schema migrations; entry `i` takes the schema from version `i` to `i + 1`.
 pub(crate) const MIGRATIONS: &[&str] = &[
     // v1: documents, chunks, consistency queue, key/value metadata.
@@ -115,6 +118,18 @@ pub struct NewChunk {
     pub tokens: usize,
     /// 1-based page (PDF page, PPTX slide) the chunk comes from, if any.
     pub page: Option<u32>,
+}
+
+/// Where a chunk sits, in terms every cache of one shared store agrees on:
+/// chunk ids are local to each store (each assigns its own), so a record
+/// that names chunks and travels between replicas (the fleet's interaction
+/// log) names them this way. A document rewritten with other content is
+/// another `content_hash`, as a rewrite gives new chunk ids locally.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub path: String,
+    pub content_hash: String,
+    pub ord: u32,
 }
 
 /// A stored document with its modification time and its chunks (id and
@@ -285,6 +300,28 @@ impl Db {
             .conn()
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
+    }
+
+    /// This store's own identity, made on first use. Chunk ids are this
+    /// store's own numbering, so what records chunk ids (a usage memory)
+    /// records it too, and another store refuses the record. A copy of the
+    /// store directory keeps it, as it keeps the numbering.
+    pub fn local_id(&self) -> Result<String> {
+        let conn = self.conn();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let fresh = format!("{nanos:x}-{:x}", std::process::id());
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES (?1, ?2)",
+            params![LOCAL_ID_KEY, fresh],
+        )?;
+        Ok(conn.query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [LOCAL_ID_KEY],
+            |r| r.get(0),
+        )?)
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
@@ -478,6 +515,55 @@ impl Db {
             modified,
             chunks,
         }))
+    }
+
+    /// The [`ChunkRef`] of each of `ids` this store holds (ids it does not
+    /// hold are left out).
+    pub fn chunk_refs(&self, ids: &[u64]) -> Result<std::collections::HashMap<u64, ChunkRef>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT d.path, d.content_hash, c.ord FROM chunks c \
+             JOIN documents d ON d.id = c.doc_id WHERE c.id = ?1",
+        )?;
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for &id in ids {
+            if out.contains_key(&id) {
+                continue;
+            }
+            let r = st
+                .query_row([id as i64], |r| {
+                    Ok(ChunkRef {
+                        path: r.get(0)?,
+                        content_hash: r.get(1)?,
+                        ord: r.get::<_, i64>(2)? as u32,
+                    })
+                })
+                .optional()?;
+            if let Some(r) = r {
+                out.insert(id, r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// This store's chunk id for each of `refs` (`None` where it does not
+    /// hold that document with that content).
+    pub fn resolve_chunk_refs(&self, refs: &[&ChunkRef]) -> Result<Vec<Option<u64>>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT c.id FROM documents d JOIN chunks c ON c.doc_id = d.id \
+             WHERE d.path = ?1 AND d.content_hash = ?2 AND c.ord = ?3",
+        )?;
+        refs.iter()
+            .map(|r| {
+                Ok(st
+                    .query_row(params![r.path, r.content_hash, r.ord as i64], |row| {
+                        row.get::<_, i64>(0)
+                    })
+                    .optional()?
+                    .map(|id| id as u64))
+            })
+            .collect()
     }
 
     /// Records a document's file modification time (Unix seconds) in `tx`;

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 pub use db::{
-    ChunkRecord, Db, DocumentFacts, DocumentRecord, EmbedderInfo, NewChunk, Pending, SharedChange,
-    SharedDocument, StoredDocument,
+    ChunkRecord, ChunkRef, Db, DocumentFacts, DocumentRecord, EmbedderInfo, NewChunk, Pending,
+    SharedChange, SharedDocument, StoredDocument,
 };
 pub use error::StoreError;
 
