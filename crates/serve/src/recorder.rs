@@ -32,7 +32,7 @@ type Reply = SyncSender<Result<i64, anectx_store::StoreError>>;
 /// `record` returns (the shared store's log, for a fleet of replicas). A
 /// failure there is logged and does not fail the request: the group is in
 /// the local log, and the replica's catch-up sends it later.
-pub type Mirror = Box<dyn FnMut(&[LoggedInteraction]) -> Result<(), String> + Send>;
+pub type Mirror = Box<dyn FnMut(&Db, &[LoggedInteraction]) -> Result<(), String> + Send>;
 
 struct Job {
     item: LoggedInteraction,
@@ -161,7 +161,7 @@ fn write_loop(db: &Db, rx: &Receiver<Job>, mirror: &mut Option<Mirror>) {
         match db.append_interactions(&items) {
             Ok(ids) => {
                 if let Some(m) = mirror.as_mut() {
-                    if let Err(e) = m(&items) {
+                    if let Err(e) = m(db, &items) {
                         tracing::warn!(
                             "{} interactions logged locally but not in the shared log yet: {e}",
                             items.len()

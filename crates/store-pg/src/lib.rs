@@ -27,7 +27,9 @@ mod schema;
 mod sync;
 
 pub use error::{PgError, Result};
-pub use log::{PullReport, LOG_PUSHED_KEY, LOG_WATERMARK_KEY};
+pub use log::{
+    PullReport, SharedInteraction, FOREIGN_CHUNK_BASE, LOG_PUSHED_KEY, LOG_WATERMARK_KEY,
+};
 pub use schema::MIGRATIONS;
 pub use sync::{PublishReport, SyncReport, STORE_ID_KEY, WATERMARK_KEY};
 

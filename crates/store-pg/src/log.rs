@@ -3,8 +3,16 @@
 //! Every replica appends its interactions here (an append is acknowledged
 //! only after PostgreSQL commits it), and a learner pulls them into its
 //! local log, where `anectx train` and the usage memory read them as today.
+//!
+//! Chunk ids are local to each replica's cache (each assigns its own as it
+//! writes documents), so an interaction travels with a [`ChunkRef`] for each
+//! candidate, and a puller puts its own ids back in. A candidate it cannot
+//! place (the pusher no longer held the chunk, or the puller does not hold
+//! that document with that content yet) gets an id of
+//! [`FOREIGN_CHUNK_BASE`] or above, which no local chunk has: it still
+//! counts for training, and the usage memory never boosts a chunk for it.
 
-use anectx_store::{LoggedInteraction, Store};
+use anectx_store::{ChunkRef, Db, LoggedInteraction, Store};
 use serde::Serialize;
 
 use crate::{PgError, PgStore, Result};
@@ -15,6 +23,35 @@ pub const LOG_WATERMARK_KEY: &str = "shared_log_watermark";
 /// Local meta key: the last local interaction row pushed to the shared log.
 pub const LOG_PUSHED_KEY: &str = "shared_log_pushed";
 
+/// Ids from here up name candidates a pulled interaction had that this
+/// cache could not place (see the module documentation). Local ids count up
+/// from 1 and never reach it.
+pub const FOREIGN_CHUNK_BASE: u64 = 1 << 62;
+
+/// A stand-in id for an unplaceable candidate: stable for the same
+/// reference, at or above [`FOREIGN_CHUNK_BASE`].
+fn foreign_id(key: &str) -> u64 {
+    // FNV-1a: deterministic on every platform and Rust version.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    FOREIGN_CHUNK_BASE | (h & (FOREIGN_CHUNK_BASE - 1))
+}
+
+/// One interaction of the shared log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedInteraction {
+    /// Its id in the shared log.
+    pub id: i64,
+    /// As its replica logged it (chunk ids are that replica's).
+    pub interaction: LoggedInteraction,
+    /// Each candidate's chunk, where the replica held it (empty for a row
+    /// written before references were kept).
+    pub chunk_refs: Vec<Option<ChunkRef>>,
+}
+
 /// What [`PgStore::pull_log`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PullReport {
@@ -24,23 +61,41 @@ pub struct PullReport {
     pub pulled: u64,
     /// Interactions the local log already had (same uid).
     pub already_local: u64,
+    /// Candidates of the pulled interactions this cache could not place
+    /// (given ids from [`FOREIGN_CHUNK_BASE`] up).
+    pub unplaced_candidates: u64,
 }
 
 impl PgStore {
     /// Appends interactions in one transaction; returns their shared ids.
-    /// An interaction whose uid is already in the shared log is not written
-    /// twice (its existing id is returned), so a retried append is safe.
-    pub fn append_interactions(&self, items: &[LoggedInteraction]) -> Result<Vec<i64>> {
+    /// `local` is the store whose chunk ids the candidates carry: each
+    /// candidate is stored with its [`ChunkRef`] there, so other replicas
+    /// can find the same chunk. An interaction whose uid is already in the
+    /// shared log is not written twice (its existing id is returned), so a
+    /// retried append is safe.
+    pub fn append_interactions(&self, local: &Db, items: &[LoggedInteraction]) -> Result<Vec<i64>> {
+        let ids: Vec<u64> = items
+            .iter()
+            .flat_map(|it| it.candidates.iter().map(|c| c.chunk_id))
+            .collect();
+        let refs = local.chunk_refs(&ids)?;
         let mut c = self.client();
         let mut tx = c.transaction()?;
-        let mut ids = Vec::with_capacity(items.len());
+        let mut out = Vec::with_capacity(items.len());
         for it in items {
             let record = serde_json::to_value(it)
                 .map_err(|e| PgError::Invalid(format!("interaction {}: {e}", it.uid)))?;
+            let these: Vec<Option<&ChunkRef>> = it
+                .candidates
+                .iter()
+                .map(|c| refs.get(&c.chunk_id))
+                .collect();
+            let these = serde_json::to_value(these)
+                .map_err(|e| PgError::Invalid(format!("interaction {}: {e}", it.uid)))?;
             let row = tx.query_opt(
-                "INSERT INTO anectx_interactions(uid, record) VALUES ($1, $2) \
+                "INSERT INTO anectx_interactions(uid, record, chunk_refs) VALUES ($1, $2, $3) \
                  ON CONFLICT (uid) DO NOTHING RETURNING id",
-                &[&it.uid, &record],
+                &[&it.uid, &record, &these],
             )?;
             let id = match row {
                 Some(r) => r.get(0),
@@ -51,10 +106,10 @@ impl PgStore {
                     )?
                     .get(0),
             };
-            ids.push(id);
+            out.push(id);
         }
         tx.commit()?;
-        Ok(ids)
+        Ok(out)
     }
 
     /// Number of interactions in the shared log.
@@ -65,23 +120,32 @@ impl PgStore {
         Ok(r.get::<_, i64>(0) as u64)
     }
 
-    /// Up to `limit` interactions with shared id > `after`, in id order.
-    pub fn interactions_after(
-        &self,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<(i64, LoggedInteraction)>> {
+    /// Up to `limit` interactions with shared id > `after`, in id order,
+    /// each with the [`ChunkRef`] of each candidate where its pusher had one
+    /// (none at all for a row written before references were kept).
+    pub fn interactions_after(&self, after: i64, limit: usize) -> Result<Vec<SharedInteraction>> {
         let rows = self.client().query(
-            "SELECT id, record FROM anectx_interactions WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id, record, chunk_refs FROM anectx_interactions WHERE id > $1 \
+             ORDER BY id LIMIT $2",
             &[&after, &(limit.min(i64::MAX as usize) as i64)],
         )?;
         rows.iter()
             .map(|r| {
                 let id: i64 = r.get(0);
-                let v: serde_json::Value = r.get(1);
-                serde_json::from_value(v)
-                    .map(|it| (id, it))
-                    .map_err(|e| PgError::Invalid(format!("shared interaction {id}: {e}")))
+                let bad = |e: serde_json::Error| {
+                    PgError::Invalid(format!("shared interaction {id}: {e}"))
+                };
+                let it: LoggedInteraction = serde_json::from_value(r.get(1)).map_err(bad)?;
+                let refs: Option<serde_json::Value> = r.get(2);
+                let refs: Vec<Option<ChunkRef>> = match refs {
+                    Some(v) => serde_json::from_value(v).map_err(bad)?,
+                    None => Vec::new(),
+                };
+                Ok(SharedInteraction {
+                    id,
+                    interaction: it,
+                    chunk_refs: refs,
+                })
             })
             .collect()
     }
@@ -121,7 +185,7 @@ impl PgStore {
                 .filter(|it| !known.contains(&it.uid))
                 .collect();
             if !items.is_empty() {
-                self.append_interactions(&items)?;
+                self.append_interactions(&local.db, &items)?;
             }
             sent += items.len() as u64;
             local.db.set_meta(LOG_PUSHED_KEY, &last.to_string())?;
@@ -146,16 +210,22 @@ impl PgStore {
         };
         loop {
             let batch = self.interactions_after(report.to, 1000)?;
-            let Some(last) = batch.last().map(|b| b.0) else {
+            let Some(last) = batch.last().map(|b| b.id) else {
                 break;
             };
             let mut fresh = Vec::with_capacity(batch.len());
-            for (_, it) in batch {
+            for SharedInteraction {
+                interaction: mut it,
+                chunk_refs: refs,
+                ..
+            } in batch
+            {
                 if local.db.interaction_id(&it.uid)?.is_some() {
                     report.already_local += 1;
-                } else {
-                    fresh.push(it);
+                    continue;
                 }
+                report.unplaced_candidates += place_candidates(&local.db, &mut it, &refs)?;
+                fresh.push(it);
             }
             local.db.append_interactions(&fresh)?;
             report.pulled += fresh.len() as u64;
@@ -164,4 +234,29 @@ impl PgStore {
         }
         Ok(report)
     }
+}
+
+/// Gives `it`'s candidates this store's chunk ids, from `refs` (one per
+/// candidate); the number it could not place.
+fn place_candidates(db: &Db, it: &mut LoggedInteraction, refs: &[Option<ChunkRef>]) -> Result<u64> {
+    let known: Vec<&ChunkRef> = refs.iter().flatten().collect();
+    let mut placed = db.resolve_chunk_refs(&known)?.into_iter();
+    let mut unplaced = 0;
+    for (i, c) in it.candidates.iter_mut().enumerate() {
+        let here = match refs.get(i) {
+            Some(Some(r)) => placed
+                .next()
+                .flatten()
+                .ok_or_else(|| format!("{}\u{0}{}\u{0}{}", r.path, r.content_hash, r.ord)),
+            _ => Err(format!("{}\u{0}{i}", it.uid)),
+        };
+        c.chunk_id = match here {
+            Ok(id) => id,
+            Err(key) => {
+                unplaced += 1;
+                foreign_id(&key)
+            }
+        };
+    }
+    Ok(unplaced)
 }

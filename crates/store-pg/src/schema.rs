@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO anectx_registry_current(id, version, seq) VALUES (1, NULL, 0);
     "#,
+    // v3: the chunks an interaction names, as (path, content hash, ord)
+    // beside each candidate, since chunk ids are local to each replica.
+    r#"
+    ALTER TABLE anectx_interactions ADD COLUMN chunk_refs jsonb;
+    "#,
 ];
 
 /// Applies pending migrations, one transaction for all, under an advisory

@@ -1,13 +1,16 @@
 //! The shared store against a real PostgreSQL 16 + pgvector (started per
 //! test from the pgserver PyPI package, Unix socket only): migrations from an
-//! empty database, the shared interaction log, and a writer killed with
-//! SIGKILL under load losing no acknowledged interaction.
+//! empty database, the shared interaction log (chunk ids placed in each
+//! replica's own numbering), and a writer killed with SIGKILL under load
+//! losing no acknowledged interaction.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use anectx_store::{InteractionKind, InteractionMeta, LoggedInteraction, Store};
-use anectx_store_pg::{PgError, PgStore, MIGRATIONS};
+use anectx_store::{
+    Db, InteractionKind, InteractionMeta, LoggedCandidate, LoggedInteraction, NewChunk, Store,
+};
+use anectx_store_pg::{PgError, PgStore, FOREIGN_CHUNK_BASE, MIGRATIONS};
 use anectx_testing::pg::PgServer;
 
 fn interaction(uid: &str) -> LoggedInteraction {
@@ -23,6 +26,110 @@ fn interaction(uid: &str) -> LoggedInteraction {
         meta: InteractionMeta::default(),
         candidates: Vec::new(),
     }
+}
+
+/// A local store with no chunks: what a replica that names no chunk pushes
+/// from.
+fn no_chunks() -> (tempfile::TempDir, Db) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("anectx.sqlite")).unwrap();
+    (dir, db)
+}
+
+/// Writes documents `(path, content hash, chunk texts)` into `db`, in
+/// order; the ids it gave each chunk, by text.
+fn write_docs(db: &Db, docs: &[(&str, &str, &[&str])]) -> std::collections::HashMap<String, u64> {
+    let mut ids = std::collections::HashMap::new();
+    for (path, hash, texts) in docs {
+        let chunks: Vec<NewChunk> = texts
+            .iter()
+            .map(|t| NewChunk {
+                text: t.to_string(),
+                heading: None,
+                byte_start: 0,
+                byte_end: t.len(),
+                line_start: 1,
+                line_end: 1,
+                tokens: 3,
+                page: None,
+            })
+            .collect();
+        let got = db
+            .transaction(|tx| Db::replace_document(tx, path, hash, 10, "text", &chunks))
+            .unwrap();
+        for (t, id) in texts.iter().zip(got) {
+            ids.insert(t.to_string(), id);
+        }
+    }
+    ids
+}
+
+#[test]
+fn an_interaction_names_the_same_chunks_on_every_replica() {
+    let Some(pg) = PgServer::start() else { return };
+    let st = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    // Two caches of the same documents that numbered their chunks
+    // differently (B wrote the garden first, then the lighthouse).
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = Store::open(a_dir.path()).unwrap();
+    let (_b_dir, b) = no_chunks();
+    let light: &[&str] = &["the keeper trims the wick", "the lamp turns all night"];
+    let garden: &[&str] = &["compost for the beds", "seedlings in spring"];
+    let a_ids = write_docs(
+        &a.db,
+        &[
+            ("/kb/light.md", "h1", light),
+            ("/kb/garden.md", "h2", garden),
+        ],
+    );
+    let b_ids = write_docs(
+        &b,
+        &[
+            ("/kb/garden.md", "h2", garden),
+            ("/kb/light.md", "h1", light),
+        ],
+    );
+    assert_ne!(
+        a_ids["the keeper trims the wick"],
+        b_ids["the keeper trims the wick"]
+    );
+
+    // B logs a question whose answer used the wick chunk; the lamp chunk
+    // was a candidate too, and one candidate is a chunk B no longer holds.
+    let mut it = interaction("b-1");
+    for (text, shown) in [
+        ("the keeper trims the wick", true),
+        ("the lamp turns all night", false),
+    ] {
+        it.candidates.push(LoggedCandidate {
+            chunk_id: b_ids[text],
+            position: shown.then_some(1),
+            score: 1.0,
+            propensity: 1.0,
+            features: serde_json::Value::Null,
+            text: shown.then(|| text.to_string()),
+        });
+    }
+    let mut gone = it.candidates[1].clone();
+    gone.chunk_id = 9_999;
+    it.candidates.push(gone);
+    st.append_interactions(&b, &[it]).unwrap();
+
+    // A pulls it: every candidate names A's own chunk with that text.
+    let p = st.pull_log(&a).unwrap();
+    assert_eq!((p.pulled, p.unplaced_candidates), (1, 1));
+    let row = a.db.interaction_id("b-1").unwrap().unwrap();
+    let (_, got) = a.db.interactions(row - 1, 1).unwrap().remove(0);
+    assert_eq!(
+        got.candidates[0].chunk_id,
+        a_ids["the keeper trims the wick"]
+    );
+    assert_eq!(
+        got.candidates[1].chunk_id,
+        a_ids["the lamp turns all night"]
+    );
+    // The chunk B no longer held is placed nowhere here.
+    assert!(got.candidates[2].chunk_id >= FOREIGN_CHUNK_BASE, "{got:?}");
 }
 
 #[test]
@@ -77,21 +184,23 @@ fn the_shared_log_takes_every_replica_and_pulls_into_a_local_log_once() {
             let url = &url;
             s.spawn(move || {
                 let st = PgStore::connect(url).unwrap();
+                let (_dir, db) = no_chunks();
                 for i in 0..20 {
-                    st.append_interactions(&[interaction(&format!("r{r}-{i}"))])
+                    st.append_interactions(&db, &[interaction(&format!("r{r}-{i}"))])
                         .unwrap();
                 }
             });
         }
     });
     let st = PgStore::connect(&url).unwrap();
+    let (_dir, db) = no_chunks();
     assert_eq!(st.interaction_count().unwrap(), 40);
     // A retried append is not written twice.
     let first = st.interactions_after(0, 1).unwrap()[0].clone();
     let again = st
-        .append_interactions(std::slice::from_ref(&first.1))
+        .append_interactions(&db, std::slice::from_ref(&first.interaction))
         .unwrap();
-    assert_eq!(again, vec![first.0]);
+    assert_eq!(again, vec![first.id]);
     assert_eq!(st.interaction_count().unwrap(), 40);
 
     let dir = tempfile::tempdir().unwrap();
@@ -103,7 +212,7 @@ fn the_shared_log_takes_every_replica_and_pulls_into_a_local_log_once() {
     assert_eq!(local.db.interaction_count().unwrap(), 40);
     let p = st.pull_log(&local).unwrap();
     assert_eq!((p.pulled, p.already_local), (0, 0));
-    st.append_interactions(&[interaction("late")]).unwrap();
+    st.append_interactions(&db, &[interaction("late")]).unwrap();
     let p = st.pull_log(&local).unwrap();
     assert_eq!(p.pulled, 1);
     assert!(local.db.interaction_id("late").unwrap().is_some());
@@ -129,10 +238,11 @@ fn log_writer_child() {
         return; // only meaningful as the child of the test below
     };
     let st = PgStore::connect(&url).unwrap();
+    let (_dir, db) = no_chunks();
     let out = std::io::stdout();
     for i in 0.. {
         let uid = format!("w-{i}");
-        st.append_interactions(&[interaction(&uid)]).unwrap();
+        st.append_interactions(&db, &[interaction(&uid)]).unwrap();
         let mut o = out.lock();
         writeln!(o, "ack {uid}").unwrap();
         o.flush().unwrap();
@@ -171,7 +281,7 @@ fn a_writer_killed_under_load_loses_no_acknowledged_interaction() {
         .interactions_after(0, 100_000)
         .unwrap()
         .into_iter()
-        .map(|(_, it)| it.uid)
+        .map(|r| r.interaction.uid)
         .collect();
     let lost: Vec<&String> = acked.iter().filter(|u| !stored.contains(*u)).collect();
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");

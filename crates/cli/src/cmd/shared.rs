@@ -80,8 +80,8 @@ pub fn mirrored_recorder(
     url: &str,
 ) -> Result<anectx_serve::SqliteRecorder> {
     let pg = connect(url)?;
-    let mirror: anectx_serve::recorder::Mirror = Box::new(move |items| {
-        pg.append_interactions(items)
+    let mirror: anectx_serve::recorder::Mirror = Box::new(move |db, items| {
+        pg.append_interactions(db, items)
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
@@ -90,10 +90,10 @@ pub fn mirrored_recorder(
 }
 
 /// Starts the thread that keeps a serving replica's cache caught up: it
-/// waits for a change notification (or `poll`), takes the fleet's current
-/// relevance model into `registry` (the server's registry poll hot-swaps
-/// it), syncs the engine's store, and sends interactions the shared log
-/// missed. Errors are logged and
+/// waits for a change notification (or `poll`), syncs the engine's store,
+/// sends interactions the shared log missed, takes the fleet's, then takes
+/// the fleet's current relevance model into `registry` (the server's
+/// registry poll hot-swaps it). Errors are logged and
 /// retried at the next wake-up (the shared store may be restarting).
 pub fn spawn_follower(
     pg: PgStore,
@@ -118,14 +118,6 @@ pub fn spawn_follower(
                     listener = pg.listener().ok();
                 }
             }
-            match follow_registry(&pg, &registry) {
-                Ok(true) => tracing::info!(
-                    "shared store: the fleet's relevance model is now {:?}",
-                    registry.current().ok().flatten()
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::warn!("shared store: following the registry failed: {e:#}"),
-            }
             match engine.sync_shared(&pg, &NoProgress) {
                 Ok(r) if r.changes > 0 => tracing::info!(
                     "shared store: caught up to change {} ({} documents written, {} removed)",
@@ -143,6 +135,16 @@ pub fn spawn_follower(
             // training on this replica.
             if let Err(e) = pg.pull_log(engine.store()) {
                 tracing::warn!("shared store: reading the fleet's log failed: {e}");
+            }
+            // Last, so a new version's memory (rebuilt here at its first
+            // load, in this cache's chunk ids) sees the log just pulled.
+            match follow_registry(&pg, &registry) {
+                Ok(true) => tracing::info!(
+                    "shared store: the fleet's relevance model is now {:?}",
+                    registry.current().ok().flatten()
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("shared store: following the registry failed: {e:#}"),
             }
         })
         .context("starting the shared store's follower thread")?;
