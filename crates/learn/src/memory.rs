@@ -49,6 +49,13 @@ pub struct MemorySpec {
     pub data: Option<String>,
     pub data_blake3: Option<String>,
     pub bytes: u64,
+    /// The store whose chunk ids it holds ([`anectx_store::Db::local_id`]).
+    /// Chunk ids are each store's own: a version taken from a shared
+    /// registry carries the memory of the machine that trained it, which
+    /// another replica refuses and rebuilds from its own log. Absent in
+    /// specs written before it was recorded (accepted as this store's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_ids_of: Option<String>,
 }
 
 /// Why a stored snapshot was refused (it is then rebuilt from the log).
@@ -61,6 +68,15 @@ pub enum MemoryRefused {
         path: PathBuf,
         found: String,
         expected: String,
+    },
+    #[error(
+        "{path}: built in another store, whose chunk ids are not this store's (store {built_in}, \
+         this one is {here})"
+    )]
+    OtherStore {
+        path: PathBuf,
+        built_in: String,
+        here: String,
     },
     #[error("{path}: {source}")]
     File {
@@ -207,6 +223,7 @@ pub fn save(
     version: Option<&str>,
     memory: Option<&UsageMemory>,
     embedder: &str,
+    chunk_ids_of: &str,
     cfg: &MemoryConfig,
     watermark: i64,
 ) -> Result<MemorySpec> {
@@ -243,6 +260,7 @@ pub fn save(
         data: data.clone(),
         data_blake3,
         bytes,
+        chunk_ids_of: Some(chunk_ids_of.to_string()),
     };
     let json = serde_json::to_vec_pretty(&spec).map_err(|e| LearnError::Invalid(e.to_string()))?;
     write_atomic(&dir.join(SPEC), &json)?;
@@ -314,6 +332,18 @@ pub fn load(
         return Ok(MemoryLoad::None);
     };
     let dir = memory_dir(registry, version)?;
+    let here = engine.store().db.local_id()?;
+    if let Some(built_in) = spec.chunk_ids_of.clone().filter(|b| *b != here) {
+        // Its chunk ids are another store's: rebuilt from this store's log,
+        // all of it (the spec's watermark counts the other store's rows).
+        let refused = MemoryRefused::OtherStore {
+            path: dir.join(SPEC),
+            built_in,
+            here,
+        };
+        let until = engine.store().db.last_interaction_id()?;
+        return rebuild_refused(engine, registry, version, analyzer, &spec, refused, until);
+    }
     match read_data(&dir, &spec, engine) {
         Ok(memory) if spec.analyzer_version == ANALYZER_VERSION => {
             Ok(MemoryLoad::Loaded { spec, memory })
@@ -327,9 +357,25 @@ pub fn load(
                     expected: ANALYZER_VERSION.into(),
                 },
             };
-            rebuild_refused(engine, registry, version, analyzer, &spec, refused)
+            rebuild_refused(
+                engine,
+                registry,
+                version,
+                analyzer,
+                &spec,
+                refused,
+                spec.watermark,
+            )
         }
-        Err(refused) => rebuild_refused(engine, registry, version, analyzer, &spec, refused),
+        Err(refused) => rebuild_refused(
+            engine,
+            registry,
+            version,
+            analyzer,
+            &spec,
+            refused,
+            spec.watermark,
+        ),
     }
 }
 
@@ -340,23 +386,23 @@ fn rebuild_refused(
     analyzer: &Analyzer,
     spec: &MemorySpec,
     refused: MemoryRefused,
+    until: i64,
 ) -> Result<MemoryLoad> {
     tracing::warn!(
         "usage memory of {} refused: {refused}; rebuilding it from the interaction log up to \
-         interaction {}",
+         interaction {until}",
         version.unwrap_or("the built-in model"),
-        spec.watermark
     );
     crate::train::label_log(&engine.store().db, analyzer)?;
-    let memory =
-        engine.build_memory_until(ANALYZER_VERSION, &spec.config, &|_| true, spec.watermark)?;
+    let memory = engine.build_memory_until(ANALYZER_VERSION, &spec.config, &|_| true, until)?;
     let spec = save(
         registry,
         version,
         memory.as_ref(),
         &engine.memory_embedder_id()?,
+        &engine.store().db.local_id()?,
         &spec.config,
-        spec.watermark,
+        until,
     )?;
     tracing::warn!(
         "usage memory of {} rebuilt: {} questions, {} (question, chunk) pairs",
@@ -411,6 +457,7 @@ pub fn rebuild(
         version,
         memory.as_ref(),
         &engine.memory_embedder_id()?,
+        &engine.store().db.local_id()?,
         cfg,
         watermark,
     )?;

@@ -136,3 +136,90 @@ fn a_corrupt_memory_is_refused_and_rebuilt_from_the_log() {
     let e = memory::load(&engine, &registry, None, &Analyzer::default()).unwrap_err();
     assert!(e.to_string().contains("corrupt memory spec"), "{e}");
 }
+
+/// Two stores with the same documents, numbered in opposite orders (as two
+/// replicas of a shared store can be), each logging the same question and
+/// the same used document in its own chunk ids.
+fn twin(dir: &std::path::Path, reverse: bool) -> (Engine, u64) {
+    let engine = Engine::open(dir, None).unwrap();
+    let mut docs: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("doc-{i}"), format!("note {i} about topic {i}")))
+        .collect();
+    if reverse {
+        docs.reverse();
+    }
+    index_texts(
+        engine.store(),
+        None,
+        &docs,
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let ids = engine.store().db.chunk_paths().unwrap();
+    let id_of = |p: &str| *ids.iter().find(|(_, path)| path.as_str() == p).unwrap().0;
+    let (used, other) = (id_of("doc-1"), id_of("doc-4"));
+    log(
+        &engine,
+        "q",
+        "which note is about topic one",
+        &[used, other],
+        &[used],
+    );
+    (engine, used)
+}
+
+#[test]
+fn a_memory_from_another_store_is_rebuilt_in_this_stores_chunk_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trainer, t_used) = twin(&dir.path().join("trainer"), false);
+    let (replica, r_used) = twin(&dir.path().join("replica"), true);
+    assert_ne!(t_used, r_used, "the two stores must number differently");
+    // The trainer's version, with its memory, reaches the replica's registry
+    // (as `anectx serve --store postgres://…` copies it).
+    let registry = Registry::open(&dir.path().join("registry")).unwrap();
+    let cfg = MemoryConfig::default();
+    memory::rebuild(
+        &trainer,
+        &registry,
+        None,
+        &Analyzer::default(),
+        &cfg,
+        &|_| {},
+    )
+    .unwrap();
+    let own = memory::load(&trainer, &registry, None, &Analyzer::default()).unwrap();
+    assert!(matches!(own, MemoryLoad::Loaded { .. }), "{own:?}");
+
+    let loaded = memory::load(&replica, &registry, None, &Analyzer::default()).unwrap();
+    let MemoryLoad::Rebuilt {
+        refused, memory, ..
+    } = loaded
+    else {
+        panic!("taken as this store's: {loaded:?}");
+    };
+    assert!(
+        matches!(refused, MemoryRefused::OtherStore { .. }),
+        "{refused}"
+    );
+    // The rebuilt memory names the replica's chunk for the question, not the
+    // trainer's number for it.
+    let memory = memory.unwrap();
+    let terms = replica
+        .store()
+        .lexical
+        .analyze("which note is about topic one");
+    let near = memory.near_duplicates(&terms, None, 0.9);
+    let evidence = memory.duplicate_evidence(&near);
+    assert!(
+        evidence.get(&r_used).is_some_and(|e| e.used > 0.0),
+        "{evidence:?}"
+    );
+    assert!(
+        !evidence.get(&t_used).is_some_and(|e| e.used > 0.0),
+        "{evidence:?}"
+    );
+    // Saved as the replica's now: the next load takes it as it is.
+    let again = memory::load(&replica, &registry, None, &Analyzer::default()).unwrap();
+    assert!(matches!(again, MemoryLoad::Loaded { .. }), "{again:?}");
+}
