@@ -243,7 +243,7 @@ fn a_serving_replica_follows_the_store_and_loses_no_acknowledged_interaction_whe
         .interactions_after(0, 1_000_000)
         .unwrap()
         .into_iter()
-        .map(|(_, it)| it.uid)
+        .map(|r| r.interaction.uid)
         .collect();
     let acked = acked.into_inner().unwrap();
     assert!(acked.len() >= 60);
@@ -445,4 +445,200 @@ fn index_watch_publishes_every_run_to_the_shared_store() {
     assert!(holds(1), "a file deleted while watching was not removed");
     let left = shared.document_chunk_counts().unwrap();
     assert!(left[0].0.ends_with("second.md"), "{left:?}");
+}
+
+/// The cache database `anectx` keeps under `home` for a shared store.
+fn cache_db(home: &Path) -> anectx_store::Db {
+    let shared = home.join("anectx").join("shared");
+    let dir = std::fs::read_dir(&shared)
+        .unwrap()
+        .next()
+        .expect("no shared store cache")
+        .unwrap()
+        .path();
+    anectx_store::Db::open(&dir.join("anectx.sqlite")).unwrap()
+}
+
+/// A replica's log, written straight to the shared log: `n` answered
+/// questions whose answers quote the shown candidates with high query
+/// coverage (so `train` learns a model clearly better than the built-in
+/// fusion), and `asks` asks of `question` whose answer quoted `chunk` (this
+/// replica's id for it) with `text`.
+fn fleet_log(
+    pg: &anectx_store_pg::PgStore,
+    db: &anectx_store::Db,
+    n: usize,
+    (question, chunk, text, asks): (&str, u64, &str, usize),
+) {
+    use anectx_engine::Features;
+    use anectx_store::{LoggedCandidate, LoggedInteraction};
+    let mut rng = anectx_models::weights::Rng::new(5);
+    let mut items = Vec::new();
+    let features = |rank: u32, cov: f32, rng: &mut anectx_models::weights::Rng| Features {
+        rrf: 1.0 / (60.0 + rank as f32),
+        bm25: Some(10.0 * rng.uniform()),
+        bm25_rank: Some(rank),
+        dense: Some(rng.uniform()),
+        dense_rank: Some(rank),
+        tokens: 50,
+        coverage: cov,
+        bigram_coverage: cov * 0.5,
+        ..Features::default()
+    };
+    for i in 0..n {
+        let mut candidates = Vec::new();
+        let mut quoted = Vec::new();
+        for c in 0..20u32 {
+            let cov = rng.uniform();
+            let shown = c < 6;
+            // Words no other chunk has, so a quote names one chunk.
+            let words =
+                format!("amber{i}x{c} basalt{i}x{c} cobalt{i}x{c} dune{i}x{c} ember{i}x{c}");
+            if shown && cov > 0.5 {
+                quoted.push(format!("{words}."));
+            }
+            candidates.push(LoggedCandidate {
+                // Chunks no replica holds: they count for training only.
+                chunk_id: 1_000_000 + (i * 100) as u64 + c as u64,
+                position: shown.then_some(c + 1),
+                score: 1.0 - c as f32 / 20.0,
+                propensity: if shown { 0.95 } else { 0.02 },
+                features: serde_json::to_value(features(c + 1, cov, &mut rng)).unwrap(),
+                text: shown.then_some(words),
+            });
+        }
+        items.push(LoggedInteraction {
+            uid: format!("fleet-{i}"),
+            ts_ms: i as i64,
+            kind: "chat".into(),
+            query: format!("question number {i}"),
+            model_version: "fusion-v1".into(),
+            explored: false,
+            response: Some(quoted.join(" ")),
+            complete: true,
+            meta: Default::default(),
+            candidates,
+        });
+    }
+    for k in 0..asks {
+        items.push(LoggedInteraction {
+            uid: format!("asked-{k}"),
+            ts_ms: (n + k) as i64,
+            kind: "chat".into(),
+            query: question.into(),
+            model_version: "fusion-v1".into(),
+            explored: false,
+            response: Some(format!("As the notes say: {text}")),
+            complete: true,
+            meta: Default::default(),
+            candidates: vec![LoggedCandidate {
+                chunk_id: chunk,
+                position: Some(1),
+                score: 1.0,
+                propensity: 1.0,
+                features: serde_json::to_value(features(1, 1.0, &mut rng)).unwrap(),
+                text: Some(text.into()),
+            }],
+        });
+    }
+    pg.append_interactions(db, &items).unwrap();
+}
+
+/// `dup_used` of the chunk containing `needle` in `addr`'s answer to
+/// `query` (0 when absent).
+fn dup_used(addr: &str, query: &str, needle: &str) -> f64 {
+    let (status, v) = context_call(addr, query).unwrap();
+    assert_eq!(status, 200, "{v}");
+    v["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["text"].as_str().unwrap_or("").contains(needle))
+        .and_then(|c| c["details"]["scores"]["dup_used"].as_f64())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_promotion_made_by_train_reaches_every_replica_with_its_memory_in_their_chunk_ids() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    // A publishes the lighthouse and the garden, B the quokka and the bees:
+    // B's cache numbers the lighthouse after its own documents, A's and a
+    // new trainer's before them.
+    let (_docs, a, _) = published_by_a_first_replica(&url);
+    let more = tempfile::tempdir().unwrap();
+    for (name, text) in [
+        ("quokka.md", "# Quokkas\n\nA quokka is a small wallaby.\n"),
+        (
+            "bees.md",
+            "# Bees\n\nBees keep their hive warm in winter.\n",
+        ),
+    ] {
+        std::fs::write(more.path().join(name), text).unwrap();
+    }
+    let b = tempfile::tempdir().unwrap();
+    let out = replica(
+        b.path(),
+        &["index", more.path().to_str().unwrap(), "--store", &url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let question = "who trimmed the lamp wick";
+    let ans = ok_json(&replica(
+        b.path(),
+        &["context", question, "--store", &url, "--json"],
+    ));
+    let (b_id, text) = (
+        ans["chunks"][0]["chunk_id"].as_u64().unwrap(),
+        ans["chunks"][0]["text"].as_str().unwrap().to_string(),
+    );
+    assert!(text.contains("keeper trimmed"), "{ans}");
+
+    // B's traffic in the fleet's log: enough to train on, and the question
+    // asked three times, each answer quoting the lighthouse.
+    let shared = anectx_store_pg::PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    fleet_log(
+        &shared,
+        &cache_db(b.path()),
+        120,
+        (question, b_id, &text, 3),
+    );
+
+    let start = |home: &Path| {
+        common::start_server(
+            common::anectx(home)
+                .env("XDG_CACHE_HOME", home)
+                .args(["serve", "--store", &url, "--port", "0"])
+                .args(["--shared-poll-secs", "0.3", "--relevance-poll-secs", "0.2"])
+                .stderr(Stdio::null()),
+        )
+    };
+    let (_sa, addr_a) = start(a.path());
+    let (_sb, addr_b) = start(b.path());
+    assert_eq!(dup_used(&addr_b, question, "keeper trimmed"), 0.0);
+
+    // A trainer with an empty cache trains on the fleet's log and promotes.
+    let t = tempfile::tempdir().unwrap();
+    let v = ok_json(&replica(
+        t.path(),
+        &["train", "--store", &url, "--promote", "--json"],
+    ));
+    assert_eq!(v["promoted"], true, "{v}");
+    let version = v["version"].as_str().unwrap().to_string();
+    // The memory holds every question of the fleet's log.
+    assert_eq!(v["memory"]["questions"], 121, "{v}");
+    // Built after the trainer's cache caught up: with the store's embedder.
+    assert_eq!(v["memory"]["embedded"], true, "{v}");
+
+    for (name, addr) in [("A", &addr_a), ("B", &addr_b)] {
+        assert!(serves_model(addr, &version), "{name} never swapped");
+        let used = dup_used(addr, question, "keeper trimmed");
+        assert!(
+            used > 0.0,
+            "{name}: the memory does not name its lighthouse chunk"
+        );
+    }
 }

@@ -78,16 +78,23 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     let store_dir = store_args.store_dir()?;
     let shared = store_args.shared()?;
     if let Some(pg) = &shared {
-        // Train on the whole fleet's traffic: the shared log into this cache.
-        let local = Store::open(&store_dir)
+        // Train on the whole fleet's traffic: the shared log into this
+        // cache, after the cache has caught up, so the chunks the log names
+        // are found here (their ids are this cache's own) and the usage
+        // memory is built with the store's embedder.
+        let engine = anectx_engine::Engine::open(&store_dir, store_args.embedder()?)
             .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+        let synced = super::shared::sync(&engine, pg)?;
         let r = pg
-            .pull_log(&local)
+            .pull_log(engine.store())
             .with_context(|| format!("reading the shared log of {}", pg.target()))?;
         eprintln!(
-            "shared store {}: {} interactions taken from the fleet's log",
+            "shared store {}: cache at change {}; {} interactions taken from the fleet's log \
+             ({} of their candidates are chunks this cache does not hold)",
             pg.target(),
-            r.pulled
+            synced.to,
+            r.pulled,
+            r.unplaced_candidates
         );
     }
     if !store_dir.join("anectx.sqlite").exists() {

@@ -350,9 +350,31 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_stream_bytes: args.llm_max_stream_mb.clamp(1, 65536) << 20,
         ..LlmConfig::new(base_url)
     });
+    if let (Some(pg), Some(c)) = (&shared, &context) {
+        // A replica that starts empty rebuilds its cache here, with progress,
+        // then takes the fleet's log (which names chunks by document, so
+        // only once the documents are here).
+        let r = c
+            .engine()
+            .sync_shared(pg, &super::index::Bars::new())
+            .with_context(|| format!("catching up from {}", pg.target()))?;
+        let pulled = pg
+            .pull_log(c.engine().store())
+            .with_context(|| format!("reading the shared log of {}", pg.target()))?;
+        tracing::info!(
+            "shared store {}: cache at change {} ({} documents taken), {} interactions taken \
+             from the fleet's log",
+            pg.target(),
+            r.to,
+            r.documents_written,
+            pulled.pulled
+        );
+    }
     // With a shared store, the registry this replica serves from follows the
     // fleet's: at start (before the registry source loads it) and then in
-    // the follower thread.
+    // the follower thread. A version's usage memory holds the chunk ids of
+    // the machine that trained it, so the first load here rebuilds it from
+    // this replica's log (see `anectx_learn::memory::load`).
     let shared_registry = match (&shared, &context) {
         (Some(pg), Some(_)) => {
             let registry = anectx_learn::Registry::open(&super::learn::registry_dir(
@@ -365,19 +387,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         _ => None,
     };
-    if let (Some(pg), Some(c)) = (&shared, &context) {
-        // A replica that starts empty rebuilds its cache here, with progress.
-        let r = c
-            .engine()
-            .sync_shared(pg, &super::index::Bars::new())
-            .with_context(|| format!("catching up from {}", pg.target()))?;
-        tracing::info!(
-            "shared store {}: cache at change {} ({} documents taken)",
-            pg.target(),
-            r.to,
-            r.documents_written
-        );
-    }
     let recorder = match (&context, args.no_log) {
         (Some(_), false) => {
             let r = match &shared_url {
