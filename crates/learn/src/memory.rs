@@ -321,7 +321,8 @@ fn read_data(
 /// Loads the memory of `version` for `engine`. A snapshot that is missing,
 /// corrupt, truncated, foreign, or built with another analyzer version or
 /// embedder is refused (logged as a warning) and rebuilt from the log up
-/// to the spec's watermark, then written again.
+/// to the spec's watermark, then written again. One built in another store
+/// (its chunk ids are that store's) is rebuilt from this store's whole log.
 pub fn load(
     engine: &Engine,
     registry: &Registry,
