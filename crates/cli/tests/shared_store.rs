@@ -254,6 +254,18 @@ fn a_serving_replica_follows_the_store_and_loses_no_acknowledged_interaction_whe
     );
 }
 
+/// `anectx serve --store url` with its cache under `home`, following the
+/// store and the registry quickly: (server, address).
+fn serving_replica(home: &Path, url: &str) -> (common::Server, String) {
+    common::start_server(
+        common::anectx(home)
+            .env("XDG_CACHE_HOME", home)
+            .args(["serve", "--store", url, "--port", "0"])
+            .args(["--shared-poll-secs", "0.3", "--relevance-poll-secs", "0.2"])
+            .stderr(Stdio::null()),
+    )
+}
+
 /// A registry at `dir` holding one trained-looking version `version`.
 fn registry_with(dir: &Path, version: &str) {
     use anectx_learn::features::{FEATURE_NAMES, N_FEATURES};
@@ -301,15 +313,7 @@ fn a_promotion_reaches_every_serving_replica_and_a_rollback_too() {
     let (_docs, trainer, _) = published_by_a_first_replica(&url);
 
     let (b, c) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let start = |home: &Path| {
-        common::start_server(
-            common::anectx(home)
-                .env("XDG_CACHE_HOME", home)
-                .args(["serve", "--store", &url, "--port", "0"])
-                .args(["--shared-poll-secs", "0.3", "--relevance-poll-secs", "0.2"])
-                .stderr(Stdio::null()),
-        )
-    };
+    let start = |home: &Path| serving_replica(home, &url);
     let (_sb, addr_b) = start(b.path());
     let (_sc, addr_c) = start(c.path());
     let fusion = model_of(&addr_b);
@@ -607,15 +611,7 @@ fn a_promotion_made_by_train_reaches_every_replica_with_its_memory_in_their_chun
         (question, b_id, &text, 3),
     );
 
-    let start = |home: &Path| {
-        common::start_server(
-            common::anectx(home)
-                .env("XDG_CACHE_HOME", home)
-                .args(["serve", "--store", &url, "--port", "0"])
-                .args(["--shared-poll-secs", "0.3", "--relevance-poll-secs", "0.2"])
-                .stderr(Stdio::null()),
-        )
-    };
+    let start = |home: &Path| serving_replica(home, &url);
     let (_sa, addr_a) = start(a.path());
     let (_sb, addr_b) = start(b.path());
     assert_eq!(dup_used(&addr_b, question, "keeper trimmed"), 0.0);

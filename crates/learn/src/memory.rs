@@ -345,39 +345,22 @@ pub fn load(
         let until = engine.store().db.last_interaction_id()?;
         return rebuild_refused(engine, registry, version, analyzer, &spec, refused, until);
     }
-    match read_data(&dir, &spec, engine) {
+    let refused = match read_data(&dir, &spec, engine) {
         Ok(memory) if spec.analyzer_version == ANALYZER_VERSION => {
-            Ok(MemoryLoad::Loaded { spec, memory })
+            return Ok(MemoryLoad::Loaded { spec, memory });
         }
-        Ok(_) => {
-            // A spec with nothing remembered, from another analyzer version.
-            let refused = MemoryRefused::File {
-                path: dir.join(SPEC),
-                source: MemoryFileError::Analyzer {
-                    found: spec.analyzer_version.clone(),
-                    expected: ANALYZER_VERSION.into(),
-                },
-            };
-            rebuild_refused(
-                engine,
-                registry,
-                version,
-                analyzer,
-                &spec,
-                refused,
-                spec.watermark,
-            )
-        }
-        Err(refused) => rebuild_refused(
-            engine,
-            registry,
-            version,
-            analyzer,
-            &spec,
-            refused,
-            spec.watermark,
-        ),
-    }
+        // A spec with nothing remembered, from another analyzer version.
+        Ok(_) => MemoryRefused::File {
+            path: dir.join(SPEC),
+            source: MemoryFileError::Analyzer {
+                found: spec.analyzer_version.clone(),
+                expected: ANALYZER_VERSION.into(),
+            },
+        },
+        Err(refused) => refused,
+    };
+    let until = spec.watermark;
+    rebuild_refused(engine, registry, version, analyzer, &spec, refused, until)
 }
 
 fn rebuild_refused(
