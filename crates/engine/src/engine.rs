@@ -617,7 +617,20 @@ impl Engine {
                     .into_owned()
             })
             .collect();
-        Ok(shared.publish(&self.store, Some(&scope))?)
+        let report = shared.publish(&self.store, Some(&scope))?;
+        self.publish_roots(shared)?;
+        Ok(report)
+    }
+
+    /// Records this store's indexed roots in the shared store, so replicas
+    /// show sources and match path filters as this store does.
+    fn publish_roots(&self, shared: &anectx_store_pg::PgStore) -> Result<()> {
+        let roots: Vec<String> = self
+            .roots()?
+            .iter()
+            .map(|r| r.to_string_lossy().into_owned())
+            .collect();
+        Ok(shared.add_roots(&roots)?)
     }
 
     /// Publishes every document of this engine's store (deleting nothing in
@@ -626,7 +639,9 @@ impl Engine {
         &self,
         shared: &anectx_store_pg::PgStore,
     ) -> Result<anectx_store_pg::PublishReport> {
-        Ok(shared.publish(&self.store, None)?)
+        let report = shared.publish(&self.store, None)?;
+        self.publish_roots(shared)?;
+        Ok(report)
     }
 
     /// Brings this engine's store, as a replica's cache, up to a shared
@@ -667,6 +682,8 @@ impl Engine {
             progress.inc(done.saturating_sub(shown));
             shown = shown.max(done);
         })?;
+        let roots: Vec<std::path::PathBuf> = shared.roots()?.into_iter().map(Into::into).collect();
+        crate::ingest::record_roots(&self.store, &roots)?;
         // A follower calls this every few seconds: with nothing new and no
         // pending work, there is nothing to commit or reload.
         if report.changes == 0 && self.store.pending()?.is_empty() {

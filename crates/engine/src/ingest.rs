@@ -418,7 +418,7 @@ fn read_document(
 
 /// Adds `roots` to the store's list of indexed roots (what context paths
 /// are shown relative to).
-fn record_roots(store: &Store, roots: &[PathBuf]) -> Result<()> {
+pub(crate) fn record_roots(store: &Store, roots: &[PathBuf]) -> Result<()> {
     let mut all: Vec<String> = match store.db.meta(crate::source::ROOTS_KEY)? {
         Some(s) => serde_json::from_str(&s).unwrap_or_default(),
         None => Vec::new(),

@@ -239,3 +239,131 @@ fn a_cache_of_one_shared_store_refuses_another() {
     let err = e.sync_shared(&s2, &NoProgress).unwrap_err();
     assert!(err.to_string().contains("another shared store"), "{err}");
 }
+
+/// `v` without what differs by design between two stores: timings, and
+/// chunk ids (each store numbers its own chunks).
+fn comparable(mut v: serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("chunk_id");
+                m.remove("timings");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn a_replica_answers_every_query_and_filter_as_the_store_that_indexed() {
+    use anectx_engine::{Filter, RetrievalMode};
+    let Some(pg) = PgServer::start() else { return };
+    let root = tempfile::tempdir().unwrap();
+    corpus(root.path());
+    common::small_corpus(&root.path().join("kb"));
+    for i in 0..12 {
+        write(
+            root.path(),
+            &format!("notes/n{i:02}.md"),
+            &format!(
+                "# Note {i}\n\nThe keeper logged tide {i} and lamp hours at the lighthouse.\n"
+            ),
+        );
+    }
+    // One old file, for the time filters.
+    let old = root.path().join("garden.txt");
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_923_200))
+        .unwrap();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(dir_a.path(), "s");
+    let b = replica(dir_b.path(), "s");
+    let shared = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    a.index(&[root.path().into()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    a.publish_shared(&shared, &[root.path().into()]).unwrap();
+    b.sync_shared(&shared, &NoProgress).unwrap();
+    assert_eq!(
+        b.store().db.document_count().unwrap(),
+        a.store().db.document_count().unwrap()
+    );
+
+    let filters = [
+        Filter::default(),
+        Filter {
+            path: Some("notes/**".into()),
+            ..Filter::default()
+        },
+        Filter {
+            path: Some("*.txt".into()),
+            ..Filter::default()
+        },
+        Filter {
+            kind: Filter::parse_kinds("code,html").unwrap(),
+            ..Filter::default()
+        },
+        Filter {
+            modified_before: Some(1_609_459_200),
+            ..Filter::default()
+        },
+        Filter {
+            modified_after: Some(1_609_459_200),
+            path: Some("kb/**".into()),
+            ..Filter::default()
+        },
+    ];
+    let queries = [
+        "lighthouse keeper lamp",
+        "tide 7",
+        "which port does the server listen on",
+        "checksum of a buffer",
+        "vegetable garden compost",
+        "pancakes",
+    ];
+    let mut compared = 0;
+    for q in queries {
+        for f in &filters {
+            for (budget, lambda) in [(2000, 0.7), (80, 1.0)] {
+                let o = ContextOptions {
+                    budget,
+                    mmr_lambda: lambda,
+                    filter: f.clone(),
+                    ..ContextOptions::default()
+                };
+                let (ra, rb) = (a.context(q, &o).unwrap(), b.context(q, &o).unwrap());
+                assert_eq!(
+                    comparable(serde_json::to_value(&ra).unwrap()),
+                    comparable(serde_json::to_value(&rb).unwrap()),
+                    "{q:?} with {f:?}"
+                );
+                compared += ra.chunks.len();
+            }
+            for mode in [
+                RetrievalMode::Bm25,
+                RetrievalMode::Dense,
+                RetrievalMode::Hybrid,
+            ] {
+                let o = ContextOptions {
+                    filter: f.clone(),
+                    ..ContextOptions::default()
+                };
+                let paths = |e: &Engine| -> Vec<String> {
+                    let all = e.store().db.chunk_paths().unwrap();
+                    let ranked = e.rank(q, None, mode, 10, &o).unwrap();
+                    ranked.iter().map(|(id, _)| all[id].clone()).collect()
+                };
+                let (ra, rb) = (paths(&a), paths(&b));
+                assert_eq!(ra, rb, "{q:?} {mode:?} with {f:?}");
+            }
+        }
+    }
+    // The filters did select something: the comparison was not of empties.
+    assert!(compared > 100, "{compared}");
+}

@@ -203,6 +203,29 @@ impl PgStore {
         Ok(self.client().query_opt(HNSW_EXISTS, &[])?.is_some())
     }
 
+    /// Records folders documents were published from (see [`Self::roots`]).
+    pub fn add_roots(&self, roots: &[String]) -> Result<()> {
+        if roots.is_empty() {
+            return Ok(());
+        }
+        self.client().execute(
+            "INSERT INTO anectx_roots(path) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            &[&roots],
+        )?;
+        Ok(())
+    }
+
+    /// The folders documents were published from, as their publishers named
+    /// them: what sources are shown relative to and path filters match.
+    pub fn roots(&self) -> Result<Vec<String>> {
+        Ok(self
+            .client()
+            .query("SELECT path FROM anectx_roots ORDER BY path", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     /// The last change number committed (0 when none).
     pub fn head(&self) -> Result<i64> {
         let r = self

@@ -72,9 +72,12 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO anectx_registry_current(id, version, seq) VALUES (1, NULL, 0);
     "#,
     // v3: the chunks an interaction names, as (path, content hash, ord)
-    // beside each candidate, since chunk ids are local to each replica.
+    // beside each candidate, since chunk ids are local to each replica; and
+    // the folders documents were indexed from, so every replica shows
+    // sources (and matches path filters) relative to them.
     r#"
     ALTER TABLE anectx_interactions ADD COLUMN chunk_refs jsonb;
+    CREATE TABLE anectx_roots (path text PRIMARY KEY);
     "#,
 ];
 
