@@ -28,7 +28,9 @@ mod sync;
 
 pub use error::{PgError, Result};
 pub use log::{
-    PullReport, SharedInteraction, FOREIGN_CHUNK_BASE, LOG_PUSHED_KEY, LOG_WATERMARK_KEY,
+    FeedbackChunk, FeedbackPull, PullReport, SharedFeedback, SharedInteraction,
+    FEEDBACK_PUSHED_KEY, FEEDBACK_WATERMARK_KEY, FOREIGN_CHUNK_BASE, LOG_PUSHED_KEY,
+    LOG_WATERMARK_KEY,
 };
 pub use schema::MIGRATIONS;
 pub use sync::{PublishReport, SyncReport, STORE_ID_KEY, WATERMARK_KEY};

@@ -12,7 +12,8 @@
 //! [`FOREIGN_CHUNK_BASE`] or above, which no local chunk has: it still
 //! counts for training, and the usage memory never boosts a chunk for it.
 
-use anectx_store::{ChunkRef, Db, LoggedInteraction, Store};
+use anectx_store::{ChunkRef, Db, Feedback, LoggedInteraction};
+use serde::Deserialize;
 use serde::Serialize;
 
 use crate::{PgError, PgStore, Result};
@@ -22,6 +23,12 @@ pub const LOG_WATERMARK_KEY: &str = "shared_log_watermark";
 
 /// Local meta key: the last local interaction row pushed to the shared log.
 pub const LOG_PUSHED_KEY: &str = "shared_log_pushed";
+
+/// Local meta key: the last local feedback row pushed to the shared log.
+pub const FEEDBACK_PUSHED_KEY: &str = "shared_feedback_pushed";
+
+/// Local meta key: the last shared feedback row taken into this local log.
+pub const FEEDBACK_WATERMARK_KEY: &str = "shared_feedback_watermark";
 
 /// Ids from here up name candidates a pulled interaction had that this
 /// cache could not place (see the module documentation). Local ids count up
@@ -154,15 +161,14 @@ impl PgStore {
     /// shared log lacks (by uid):
     /// the catch-up for interactions a replica logged while the shared
     /// store was unreachable. Returns how many were sent.
-    pub fn push_log(&self, local: &Store) -> Result<u64> {
+    pub fn push_log(&self, local: &Db) -> Result<u64> {
         let mut after: i64 = local
-            .db
             .meta(LOG_PUSHED_KEY)?
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let mut sent = 0u64;
         loop {
-            let batch = local.db.interactions(after, 500)?;
+            let batch = local.interactions(after, 500)?;
             let Some(last) = batch.last().map(|b| b.0) else {
                 break;
             };
@@ -185,10 +191,10 @@ impl PgStore {
                 .filter(|it| !known.contains(&it.uid))
                 .collect();
             if !items.is_empty() {
-                self.append_interactions(&local.db, &items)?;
+                self.append_interactions(local, &items)?;
             }
             sent += items.len() as u64;
-            local.db.set_meta(LOG_PUSHED_KEY, &last.to_string())?;
+            local.set_meta(LOG_PUSHED_KEY, &last.to_string())?;
             after = last;
         }
         Ok(sent)
@@ -197,9 +203,8 @@ impl PgStore {
     /// Copies the shared log's new interactions into `local`'s log (those
     /// it lacks, by uid), so training and the usage memory see the whole
     /// fleet's traffic. Safe to interrupt and rerun.
-    pub fn pull_log(&self, local: &Store) -> Result<PullReport> {
+    pub fn pull_log(&self, local: &Db) -> Result<PullReport> {
         let from: i64 = local
-            .db
             .meta(LOG_WATERMARK_KEY)?
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
@@ -220,16 +225,16 @@ impl PgStore {
                 ..
             } in batch
             {
-                if local.db.interaction_id(&it.uid)?.is_some() {
+                if local.interaction_id(&it.uid)?.is_some() {
                     report.already_local += 1;
                     continue;
                 }
-                report.unplaced_candidates += place_candidates(&local.db, &mut it, &refs)?;
+                report.unplaced_candidates += place_candidates(local, &mut it, &refs)?;
                 fresh.push(it);
             }
-            local.db.append_interactions(&fresh)?;
+            local.append_interactions(&fresh)?;
             report.pulled += fresh.len() as u64;
-            local.db.set_meta(LOG_WATERMARK_KEY, &last.to_string())?;
+            local.set_meta(LOG_WATERMARK_KEY, &last.to_string())?;
             report.to = last;
         }
         Ok(report)
@@ -259,4 +264,181 @@ fn place_candidates(db: &Db, it: &mut LoggedInteraction, refs: &[Option<ChunkRef
         };
     }
     Ok(unplaced)
+}
+
+/// A chunk named by feedback, in terms every replica can place: its index
+/// among the interaction's candidates (whose order every replica keeps),
+/// else its [`ChunkRef`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedbackChunk {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<ChunkRef>,
+}
+
+/// Feedback as the shared log keeps it (chunk ids made portable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFeedback {
+    pub interaction_uid: String,
+    pub ts_ms: i64,
+    pub rating: Option<i32>,
+    pub chunks: Vec<FeedbackChunk>,
+    pub comment: Option<String>,
+}
+
+/// What [`PgStore::pull_feedback`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FeedbackPull {
+    /// Feedback rows taken into the local log.
+    pub pulled: u64,
+    /// Rows skipped: this store's own, or refused by the local log (its
+    /// limits per interaction).
+    pub skipped: u64,
+    /// Rows left for a later pull: their interaction is not here yet.
+    pub waiting: u64,
+}
+
+/// The candidates of the interaction `uid` in `db` (`None`: not logged).
+fn candidates_of(db: &Db, uid: &str) -> Result<Option<Vec<u64>>> {
+    let Some(row) = db.interaction_id(uid)? else {
+        return Ok(None);
+    };
+    Ok(db
+        .interactions(row - 1, 1)?
+        .into_iter()
+        .next()
+        .map(|(_, it)| it.candidates.iter().map(|c| c.chunk_id).collect()))
+}
+
+impl PgStore {
+    /// Sends `local`'s feedback written since the last push, chunk ids made
+    /// portable ([`FeedbackChunk`]). A row the shared log already holds (the
+    /// same feedback, pulled from there) is not written twice. Returns how
+    /// many rows were new there.
+    pub fn push_feedback(&self, local: &Db) -> Result<u64> {
+        let origin = local.local_id()?;
+        let mut after: i64 = local
+            .meta(FEEDBACK_PUSHED_KEY)?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut sent = 0u64;
+        loop {
+            let batch = local.feedback_after(after, 500)?;
+            let Some(last) = batch.last().map(|b| b.0) else {
+                break;
+            };
+            let mut records = Vec::with_capacity(batch.len());
+            for (_, f) in &batch {
+                let cands = candidates_of(local, &f.interaction_uid)?.unwrap_or_default();
+                let refs = local.chunk_refs(&f.chunk_ids)?;
+                let chunks = f
+                    .chunk_ids
+                    .iter()
+                    .map(|id| FeedbackChunk {
+                        candidate: cands.iter().position(|c| c == id).map(|p| p as u32),
+                        chunk: refs.get(id).cloned(),
+                    })
+                    .collect();
+                let record = SharedFeedback {
+                    interaction_uid: f.interaction_uid.clone(),
+                    ts_ms: f.ts_ms,
+                    rating: f.rating,
+                    chunks,
+                    comment: f.comment.clone(),
+                };
+                records.push(
+                    serde_json::to_value(&record)
+                        .map_err(|e| PgError::Invalid(format!("feedback: {e}")))?,
+                );
+            }
+            let mut c = self.client();
+            let mut tx = c.transaction()?;
+            for r in &records {
+                // The key is the record's own content, so the same feedback
+                // pushed again by a replica that pulled it is not a new row.
+                sent += tx.execute(
+                    "INSERT INTO anectx_feedback(key, origin, record) \
+                     VALUES (md5($1::jsonb::text), $2, $1) ON CONFLICT (key) DO NOTHING",
+                    &[r, &origin],
+                )?;
+            }
+            tx.commit()?;
+            drop(c);
+            local.set_meta(FEEDBACK_PUSHED_KEY, &last.to_string())?;
+            after = last;
+        }
+        Ok(sent)
+    }
+
+    /// Takes the shared log's feedback from other stores into `local`, each
+    /// chunk placed in this store's ids (a chunk it cannot place is left
+    /// out). Stops at feedback whose interaction `local` does not hold yet
+    /// ([`PgStore::pull_log`] brings it), and resumes there next time.
+    pub fn pull_feedback(&self, local: &Db) -> Result<FeedbackPull> {
+        let origin = local.local_id()?;
+        let mut after: i64 = local
+            .meta(FEEDBACK_WATERMARK_KEY)?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut report = FeedbackPull::default();
+        loop {
+            let rows = self.client().query(
+                "SELECT id, origin, record FROM anectx_feedback WHERE id > $1 ORDER BY id \
+                 LIMIT 500",
+                &[&after],
+            )?;
+            if rows.is_empty() {
+                break;
+            }
+            for r in &rows {
+                let id: i64 = r.get(0);
+                let from: String = r.get(1);
+                if from != origin {
+                    let f: SharedFeedback = serde_json::from_value(r.get(2))
+                        .map_err(|e| PgError::Invalid(format!("shared feedback {id}: {e}")))?;
+                    let Some(cands) = candidates_of(local, &f.interaction_uid)? else {
+                        report.waiting =
+                            rows.iter().filter(|x| x.get::<_, i64>(0) >= id).count() as u64;
+                        return Ok(report);
+                    };
+                    let refs: Vec<&ChunkRef> =
+                        f.chunks.iter().filter_map(|c| c.chunk.as_ref()).collect();
+                    let mut placed = local.resolve_chunk_refs(&refs)?.into_iter();
+                    let mut chunk_ids = Vec::new();
+                    for c in &f.chunks {
+                        let by_ref = if c.chunk.is_some() {
+                            placed.next().flatten()
+                        } else {
+                            None
+                        };
+                        let by_candidate = c.candidate.and_then(|p| cands.get(p as usize).copied());
+                        if let Some(id) = by_candidate.or(by_ref) {
+                            chunk_ids.push(id);
+                        }
+                    }
+                    let fb = Feedback {
+                        interaction_uid: f.interaction_uid,
+                        ts_ms: f.ts_ms,
+                        rating: f.rating,
+                        chunk_ids,
+                        comment: f.comment,
+                    };
+                    match local.add_feedback(&fb) {
+                        Ok(_) => report.pulled += 1,
+                        Err(anectx_store::StoreError::Invalid(m)) => {
+                            tracing::warn!("shared feedback {id} not taken: {m}");
+                            report.skipped += 1;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                } else {
+                    report.skipped += 1;
+                }
+                after = id;
+                local.set_meta(FEEDBACK_WATERMARK_KEY, &after.to_string())?;
+            }
+        }
+        Ok(report)
+    }
 }

@@ -74,10 +74,19 @@ pub const MIGRATIONS: &[&str] = &[
     // v3: the chunks an interaction names, as (path, content hash, ord)
     // beside each candidate, since chunk ids are local to each replica; and
     // the folders documents were indexed from, so every replica shows
-    // sources (and matches path filters) relative to them.
+    // sources (and matches path filters) relative to them; and feedback.
     r#"
     ALTER TABLE anectx_interactions ADD COLUMN chunk_refs jsonb;
     CREATE TABLE anectx_roots (path text PRIMARY KEY);
+    -- Explicit feedback from every replica; `key` is the md5 of the record
+    -- (chunks named portably), `origin` the store that received it.
+    CREATE TABLE anectx_feedback (
+        id     bigserial PRIMARY KEY,
+        key    text NOT NULL UNIQUE,
+        origin text NOT NULL,
+        record jsonb NOT NULL,
+        at     timestamptz NOT NULL DEFAULT now()
+    );
     "#,
 ];
 

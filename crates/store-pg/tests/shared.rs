@@ -116,7 +116,7 @@ fn an_interaction_names_the_same_chunks_on_every_replica() {
     st.append_interactions(&b, &[it]).unwrap();
 
     // A pulls it: every candidate names A's own chunk with that text.
-    let p = st.pull_log(&a).unwrap();
+    let p = st.pull_log(&a.db).unwrap();
     assert_eq!((p.pulled, p.unplaced_candidates), (1, 1));
     let row = a.db.interaction_id("b-1").unwrap().unwrap();
     let (_, got) = a.db.interactions(row - 1, 1).unwrap().remove(0);
@@ -130,6 +130,86 @@ fn an_interaction_names_the_same_chunks_on_every_replica() {
     );
     // The chunk B no longer held is placed nowhere here.
     assert!(got.candidates[2].chunk_id >= FOREIGN_CHUNK_BASE, "{got:?}");
+}
+
+#[test]
+fn feedback_given_on_one_replica_reaches_the_others_in_their_chunk_ids() {
+    let Some(pg) = PgServer::start() else { return };
+    let st = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = Store::open(a_dir.path()).unwrap();
+    let (_b_dir, b) = no_chunks();
+    let light: &[&str] = &["the keeper trims the wick", "the lamp turns all night"];
+    let garden: &[&str] = &["compost for the beds", "seedlings in spring"];
+    let a_ids = write_docs(
+        &a.db,
+        &[
+            ("/kb/light.md", "h1", light),
+            ("/kb/garden.md", "h2", garden),
+        ],
+    );
+    let b_ids = write_docs(
+        &b,
+        &[
+            ("/kb/garden.md", "h2", garden),
+            ("/kb/light.md", "h1", light),
+        ],
+    );
+
+    // B answers a question and is told the lamp chunk (a candidate) and the
+    // compost chunk (not one) were what helped.
+    let mut it = interaction("b-1");
+    for text in light {
+        it.candidates.push(LoggedCandidate {
+            chunk_id: b_ids[*text],
+            position: Some(1),
+            score: 1.0,
+            propensity: 1.0,
+            features: serde_json::Value::Null,
+            text: Some(text.to_string()),
+        });
+    }
+    b.append_interaction(&it).unwrap();
+    b.add_feedback(&anectx_store::Feedback {
+        interaction_uid: "b-1".into(),
+        ts_ms: 5,
+        rating: Some(1),
+        chunk_ids: vec![
+            b_ids["the lamp turns all night"],
+            b_ids["compost for the beds"],
+        ],
+        comment: Some("the lamp part".into()),
+    })
+    .unwrap();
+    assert_eq!(st.push_log(&b).unwrap(), 1);
+    assert_eq!(st.push_feedback(&b).unwrap(), 1);
+    assert_eq!(st.push_feedback(&b).unwrap(), 0, "sent once");
+
+    // A cannot place it before it holds the interaction: it waits.
+    let p = st.pull_feedback(&a.db).unwrap();
+    assert_eq!((p.pulled, p.waiting), (0, 1));
+    st.pull_log(&a.db).unwrap();
+    let p = st.pull_feedback(&a.db).unwrap();
+    assert_eq!((p.pulled, p.waiting), (1, 0));
+    let got = a.db.feedback().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].chunk_ids,
+        vec![
+            a_ids["the lamp turns all night"],
+            a_ids["compost for the beds"]
+        ]
+    );
+    assert_eq!(
+        (got[0].rating, got[0].comment.as_deref()),
+        (Some(1), Some("the lamp part"))
+    );
+    // Pushing A's log sends it back to no one: the shared log has it.
+    assert_eq!(st.push_feedback(&a.db).unwrap(), 0);
+    // B does not take its own feedback again.
+    let p = st.pull_feedback(&b).unwrap();
+    assert_eq!((p.pulled, p.skipped), (0, 1));
+    assert_eq!(b.feedback().unwrap().len(), 1);
 }
 
 #[test]
@@ -207,25 +287,25 @@ fn the_shared_log_takes_every_replica_and_pulls_into_a_local_log_once() {
     let local = Store::open(dir.path()).unwrap();
     // This replica logged one of them itself.
     local.db.append_interaction(&interaction("r1-7")).unwrap();
-    let p = st.pull_log(&local).unwrap();
+    let p = st.pull_log(&local.db).unwrap();
     assert_eq!((p.pulled, p.already_local), (39, 1));
     assert_eq!(local.db.interaction_count().unwrap(), 40);
-    let p = st.pull_log(&local).unwrap();
+    let p = st.pull_log(&local.db).unwrap();
     assert_eq!((p.pulled, p.already_local), (0, 0));
     st.append_interactions(&db, &[interaction("late")]).unwrap();
-    let p = st.pull_log(&local).unwrap();
+    let p = st.pull_log(&local.db).unwrap();
     assert_eq!(p.pulled, 1);
     assert!(local.db.interaction_id("late").unwrap().is_some());
     // Pushing the local log sends only what the shared log lacks: none of
     // the pulled rows, and one interaction logged only here.
-    assert_eq!(st.push_log(&local).unwrap(), 0);
+    assert_eq!(st.push_log(&local.db).unwrap(), 0);
     local
         .db
         .append_interaction(&interaction("only-here"))
         .unwrap();
-    assert_eq!(st.push_log(&local).unwrap(), 1);
+    assert_eq!(st.push_log(&local.db).unwrap(), 1);
     assert_eq!(st.interaction_count().unwrap(), 42);
-    assert_eq!(st.push_log(&local).unwrap(), 0);
+    assert_eq!(st.push_log(&local.db).unwrap(), 0);
 }
 
 const CHILD_ENV: &str = "ANECTX_PG_LOG_WRITER";

@@ -863,6 +863,23 @@ impl Db {
         finish_feedback(rows)
     }
 
+    /// Up to `limit` feedback rows with row id > `after`, oldest first, each
+    /// with its row id.
+    pub fn feedback_after(&self, after: i64, limit: usize) -> Result<Vec<(i64, Feedback)>> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT interaction_uid, ts_ms, rating, chunk_ids, comment, id FROM feedback \
+             WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = st
+            .query_map(params![after, limit.min(i64::MAX as usize) as i64], |r| {
+                Ok((r.get::<_, i64>(5)?, feedback_from_row(r)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let (ids, rows): (Vec<i64>, Vec<_>) = rows.into_iter().unzip();
+        Ok(ids.into_iter().zip(finish_feedback(rows)?).collect())
+    }
+
     /// Feedback on one interaction, oldest first.
     pub fn feedback_for(&self, interaction_uid: &str) -> Result<Vec<Feedback>> {
         let conn = self.conn();
