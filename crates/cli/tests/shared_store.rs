@@ -638,3 +638,35 @@ fn a_promotion_made_by_train_reaches_every_replica_with_its_memory_in_their_chun
         );
     }
 }
+
+#[test]
+fn feedback_reaches_a_replica_before_its_interaction_was_copied_there() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let (_docs, b, _) = published_by_a_first_replica(&url);
+    let c = tempfile::tempdir().unwrap();
+    let (_sb, addr_b) = serving_replica(b.path(), &url);
+    // C's follower wakes only once a minute: it will not have copied B's
+    // interaction by the time the feedback comes.
+    let (_sc, addr_c) = common::start_server(
+        common::anectx(c.path())
+            .env("XDG_CACHE_HOME", c.path())
+            .args(["serve", "--store", &url, "--port", "0"])
+            .args(["--shared-poll-secs", "60"])
+            .stderr(Stdio::null()),
+    );
+    let (status, v) = context_call(&addr_b, "who trimmed the lamp wick").unwrap();
+    assert_eq!(status, 200, "{v}");
+    let id = v["interaction_id"].as_str().unwrap();
+    let chunk = v["chunks"][0]["details"]["chunk_id"].as_u64().unwrap();
+    // Behind a load balancer, the feedback lands on C.
+    let body = serde_json::json!({"interaction_id": id, "rating": 1, "chunk_ids": [chunk]});
+    let (status, said) =
+        anectx_testing::http(&addr_c, "POST", "/v1/feedback", None, &body.to_string());
+    assert_eq!(status, 200, "{said}");
+    // A made-up id is still refused.
+    let body = serde_json::json!({"interaction_id": "no-such-id", "rating": 1});
+    let (status, said) =
+        anectx_testing::http(&addr_c, "POST", "/v1/feedback", None, &body.to_string());
+    assert_eq!(status, 422, "{said}");
+}

@@ -45,7 +45,14 @@ pub struct SqliteRecorder {
     tx: Mutex<Option<SyncSender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: Option<Arc<Metrics>>,
+    catch_up: Option<CatchUp>,
 }
+
+/// Takes interactions logged elsewhere into the local log (a replica of a
+/// shared store pulls the fleet's log), for an interaction id this log
+/// does not know yet: feedback may reach one replica before its interaction
+/// has been copied there from the one that answered.
+pub type CatchUp = Box<dyn Fn(&Db) -> Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for SqliteRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -95,7 +102,15 @@ impl SqliteRecorder {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             metrics: None,
+            catch_up: None,
         })
+    }
+
+    /// Calls `catch_up` when asked about an interaction id the local log
+    /// does not hold, then looks again (see [`CatchUp`]).
+    pub fn with_catch_up(mut self, catch_up: CatchUp) -> Self {
+        self.catch_up = Some(catch_up);
+        self
     }
 
     /// Observes write latency (`anectx_log_write_duration_seconds`) and
@@ -193,10 +208,17 @@ impl InteractionRecorder for SqliteRecorder {
     }
 
     fn contains(&self, id: &str) -> Result<Option<bool>, RecordError> {
-        self.db
-            .interaction_id(id)
-            .map(|r| Some(r.is_some()))
-            .map_err(RecordError::Store)
+        let here = |db: &Db| db.interaction_id(id).map(|r| r.is_some());
+        if here(&self.db).map_err(RecordError::Store)? {
+            return Ok(Some(true));
+        }
+        if let Some(catch_up) = &self.catch_up {
+            if let Err(e) = catch_up(&self.db) {
+                tracing::warn!("taking the shared log for interaction `{id}` failed: {e}");
+            }
+            return here(&self.db).map(Some).map_err(RecordError::Store);
+        }
+        Ok(Some(false))
     }
 
     fn feedback(&self, feedback: &Feedback) -> Result<i64, RecordError> {

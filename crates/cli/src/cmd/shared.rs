@@ -85,8 +85,18 @@ pub fn mirrored_recorder(
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
-    anectx_serve::SqliteRecorder::open_mirrored(store_dir, super::serve::durability(sync), mirror)
-        .with_context(|| format!("opening the interaction log in {}", store_dir.display()))
+    // Feedback can reach this replica before the interaction it rates has
+    // been copied here: then the fleet's log is taken at once.
+    let fleet = connect(url)?;
+    let catch_up: anectx_serve::recorder::CatchUp =
+        Box::new(move |db| fleet.pull_log(db).map(|_| ()).map_err(|e| e.to_string()));
+    Ok(anectx_serve::SqliteRecorder::open_mirrored(
+        store_dir,
+        super::serve::durability(sync),
+        mirror,
+    )
+    .with_context(|| format!("opening the interaction log in {}", store_dir.display()))?
+    .with_catch_up(catch_up))
 }
 
 /// Starts the thread that keeps a serving replica's cache caught up: it
@@ -128,12 +138,13 @@ pub fn spawn_follower(
                 Ok(_) => {}
                 Err(e) => tracing::warn!("shared store: catching up failed: {e}"),
             }
-            if let Err(e) = pg.push_log(engine.store()) {
+            let db = &engine.store().db;
+            if let Err(e) = pg.push_log(db).and_then(|_| pg.push_feedback(db)) {
                 tracing::warn!("shared store: sending the log failed: {e}");
             }
-            // The other replicas' interactions, for the usage memory and
-            // training on this replica.
-            if let Err(e) = pg.pull_log(engine.store()) {
+            // The other replicas' interactions and feedback, for the usage
+            // memory and training on this replica.
+            if let Err(e) = pg.pull_log(db).and_then(|_| pg.pull_feedback(db)) {
                 tracing::warn!("shared store: reading the fleet's log failed: {e}");
             }
             // Last, so a new version's memory (rebuilt here at its first
