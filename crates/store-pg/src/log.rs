@@ -425,7 +425,18 @@ impl PgStore {
                         comment: f.comment,
                     };
                     match local.add_feedback(&fb) {
-                        Ok(_) => report.pulled += 1,
+                        Ok(row) => {
+                            report.pulled += 1;
+                            // Not this store's to send: when everything
+                            // before it was sent, the push starts after it.
+                            // (Else the push sends it and the shared log,
+                            // keyed by content, keeps one.)
+                            let pushed = local.meta(FEEDBACK_PUSHED_KEY)?;
+                            let pushed: i64 = pushed.and_then(|s| s.parse().ok()).unwrap_or(0);
+                            if pushed == row - 1 {
+                                local.set_meta(FEEDBACK_PUSHED_KEY, &row.to_string())?;
+                            }
+                        }
                         Err(anectx_store::StoreError::Invalid(m)) => {
                             tracing::warn!("shared feedback {id} not taken: {m}");
                             report.skipped += 1;

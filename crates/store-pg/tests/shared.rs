@@ -204,7 +204,18 @@ fn feedback_given_on_one_replica_reaches_the_others_in_their_chunk_ids() {
         (got[0].rating, got[0].comment.as_deref()),
         (Some(1), Some("the lamp part"))
     );
-    // Pushing A's log sends it back to no one: the shared log has it.
+    // A does not send it back: its push starts after it.
+    assert_eq!(
+        a.db.meta(anectx_store_pg::FEEDBACK_PUSHED_KEY)
+            .unwrap()
+            .as_deref(),
+        Some("1")
+    );
+    assert_eq!(st.push_feedback(&a.db).unwrap(), 0);
+    // Sent again all the same (a push that ran before the pull was
+    // recorded), the shared log keeps one: it is keyed by content.
+    a.db.set_meta(anectx_store_pg::FEEDBACK_PUSHED_KEY, "0")
+        .unwrap();
     assert_eq!(st.push_feedback(&a.db).unwrap(), 0);
     // B does not take its own feedback again.
     let p = st.pull_feedback(&b).unwrap();
