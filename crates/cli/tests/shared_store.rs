@@ -670,3 +670,78 @@ fn feedback_reaches_a_replica_before_its_interaction_was_copied_there() {
         anectx_testing::http(&addr_c, "POST", "/v1/feedback", None, &body.to_string());
     assert_eq!(status, 422, "{said}");
 }
+
+#[test]
+fn status_shows_how_far_a_cache_is_behind_and_its_hint_replays() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let b = tempfile::tempdir().unwrap();
+    // A new machine: nothing cached, nothing shared yet.
+    let out = replica(b.path(), &["status", "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.contains("0 documents (0 chunks) at change 0"),
+        "{said}"
+    );
+    // The hint names the shared store, not this machine's cache directory,
+    // and works as printed.
+    let hint = said
+        .split("next: `")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap_or_else(|| panic!("no hint: {said}"));
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("tide.md"),
+        "# Tides\n\nNeap tides follow the quarter moons.\n",
+    )
+    .unwrap();
+    let words: Vec<String> = hint
+        .split(' ')
+        .map(|w| w.trim_matches('\'').to_string())
+        .map(|w| {
+            if w == "PATH" {
+                docs.path().to_str().unwrap().to_string()
+            } else {
+                w
+            }
+        })
+        .collect();
+    assert_eq!(words[..2], ["anectx", "index"], "{hint}");
+    assert_eq!(
+        words[words.len() - 2..],
+        ["--store".to_string(), url.clone()],
+        "{hint}"
+    );
+    let a = tempfile::tempdir().unwrap();
+    let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+    let out = replica(a.path(), &args);
+    assert!(
+        out.status.success(),
+        "{hint}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // B sees the shared store ahead of its cache, then caught up.
+    let v = ok_json(&replica(b.path(), &["status", "--store", &url, "--json"]));
+    let sh = &v["shared"];
+    assert_eq!(
+        (sh["documents"].as_u64(), sh["cache_at"].as_i64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
+    let head = sh["head"].as_i64().unwrap();
+    assert!(head >= 1, "{v}");
+    ok_json(&replica(
+        b.path(),
+        &["context", "neap tides", "--store", &url, "--json"],
+    ));
+    let v = ok_json(&replica(b.path(), &["status", "--store", &url, "--json"]));
+    assert_eq!(v["shared"]["cache_at"].as_i64(), Some(head), "{v}");
+    assert_eq!(v["documents"], 1, "{v}");
+}

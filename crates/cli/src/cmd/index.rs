@@ -92,7 +92,9 @@ impl StoreArgs {
         }
     }
 
-    fn raw_store(&self) -> Result<PathBuf> {
+    /// The store as resolved (CLI > env > config > default), before a
+    /// shared store's URL is turned into its cache directory.
+    pub(crate) fn raw_store(&self) -> Result<PathBuf> {
         Ok(crate::settings::Layers::get()?
             .store(self.store.as_deref())
             .value)

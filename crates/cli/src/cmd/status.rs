@@ -12,10 +12,12 @@ use super::index::StoreArgs;
 
 /// Show the store: documents and chunks, the embedder and backend, the
 /// relevance-model version, the interaction log, and when the last index and
-/// the last training ran.
+/// the last training ran. With a shared store (`--store postgres://…`):
+/// this machine's cache, and how far it is behind the shared store.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    /// Store directory, or a shared store `postgres://…`. Env: ANECTX_STORE;
+    /// config `store`; default ./.anectx
     #[arg(long)]
     store: Option<PathBuf>,
     /// Relevance-model registry (default: <store>/registry).
@@ -53,18 +55,61 @@ struct Status {
     db_bytes: u64,
     last_index_ms: Option<u64>,
     last_training_ms: Option<u64>,
+    /// The shared store this store caches (`null`: a local store).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shared: Option<Shared>,
+}
+
+/// A shared store, as `status` shows it beside this machine's cache.
+#[derive(Debug, Serialize)]
+struct Shared {
+    /// The connection string without its password.
+    target: String,
+    /// The shared store's last change number.
+    head: i64,
+    /// The change number this cache has caught up to.
+    cache_at: i64,
+    documents: u64,
+    chunks: u64,
+    /// Interactions in the fleet's log.
+    interactions: u64,
+    /// The fleet's relevance model (`null`: the built-in fusion).
+    relevance_model: Option<String>,
 }
 
 pub fn run(args: StatusArgs) -> Result<()> {
-    let dir = StoreArgs {
+    let store_args = StoreArgs {
         store: args.store.clone(),
         model: None,
         dtype: None,
         backend: None,
         units: None,
         vector_search: None,
-    }
-    .store_dir()?;
+    };
+    let dir = store_args.store_dir()?;
+    let shared = match store_args.shared()? {
+        Some(pg) => {
+            let (documents, chunks) = pg.counts()?;
+            let cache_at = if Store::exists(&dir) {
+                anectx_store::Db::open(&Store::db_path(&dir))?
+                    .meta(anectx_store_pg::WATERMARK_KEY)?
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            } else {
+                0
+            };
+            Some(Shared {
+                target: pg.target().to_string(),
+                head: pg.head()?,
+                cache_at,
+                documents,
+                chunks,
+                interactions: pg.interaction_count()?,
+                relevance_model: pg.current_version()?.0,
+            })
+        }
+        None => None,
+    };
     let registry_dir = super::learn::registry_dir(&dir, args.registry.as_ref());
     let mut st = Status {
         store: dir.clone(),
@@ -80,6 +125,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         db_bytes: 0,
         last_index_ms: None,
         last_training_ms: None,
+        shared,
     };
     if st.exists {
         let db = anectx_store::Db::open(&Store::db_path(&dir))
@@ -121,11 +167,47 @@ pub fn run(args: StatusArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&st)?);
         return Ok(());
     }
-    if !st.exists {
+    if let Some(sh) = &st.shared {
         println!(
-            "no store in {}\nnext: `anectx index PATH --store {}` (or `anectx quickstart`)",
+            "shared       {}: {} documents ({} chunks) at change {}; this cache at change {}{}",
+            sh.target,
+            sh.documents,
+            sh.chunks,
+            sh.head,
+            sh.cache_at,
+            match sh.head - sh.cache_at {
+                0 => String::new(),
+                n => format!(" ({n} behind: `anectx context` or `anectx serve` catches up)"),
+            }
+        );
+        println!(
+            "fleet        {} interactions in the shared log; model {}",
+            sh.interactions,
+            sh.relevance_model
+                .as_deref()
+                .unwrap_or("built-in fusion (nothing promoted)")
+        );
+    }
+    if !st.exists {
+        // A shared store is named by its URL, not by this cache's
+        // directory; a password is never printed.
+        let raw = store_args.raw_store()?;
+        let (store, note) = match super::shared::url(&raw) {
+            Some(url) => {
+                let shown = anectx_store_pg::redact(url);
+                let note = if shown == url {
+                    ""
+                } else {
+                    " (with its password)"
+                };
+                (shown, note)
+            }
+            None => (dir.display().to_string(), ""),
+        };
+        println!(
+            "no store in {}\nnext: `anectx index PATH --store {}`{note} (or `anectx quickstart`)",
             dir.display(),
-            dir.display()
+            super::quickstart::shell_word(std::path::Path::new(&store))
         );
         return Ok(());
     }
