@@ -637,6 +637,16 @@ fn a_promotion_made_by_train_reaches_every_replica_with_its_memory_in_their_chun
             "{name}: the memory does not name its lighthouse chunk"
         );
     }
+
+    // On another new machine, `memory rebuild` works from the fleet's log
+    // too (it catches the cache up first).
+    let m = tempfile::tempdir().unwrap();
+    let r = ok_json(&replica(
+        m.path(),
+        &["memory", "rebuild", "--store", &url, "--json"],
+    ));
+    assert_eq!(r["spec"]["stats"]["questions"], 121, "{r}");
+    assert_eq!(r["spec"]["stats"]["embedded"], true, "{r}");
 }
 
 #[test]

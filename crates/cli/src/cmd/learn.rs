@@ -84,20 +84,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         // memory is built with the store's embedder.
         let engine = anectx_engine::Engine::open(&store_dir, store_args.embedder()?)
             .with_context(|| format!("opening the store in {}", store_dir.display()))?;
-        let synced = super::shared::sync(&engine, pg)?;
-        let db = &engine.store().db;
-        let r = pg
-            .pull_log(db)
-            .and_then(|r| pg.pull_feedback(db).map(|_| r))
-            .with_context(|| format!("reading the shared log of {}", pg.target()))?;
-        eprintln!(
-            "shared store {}: cache at change {}; {} interactions taken from the fleet's log \
-             ({} of their candidates are chunks this cache does not hold)",
-            pg.target(),
-            synced.to,
-            r.pulled,
-            r.unplaced_candidates
-        );
+        super::shared::catch_up_for_learning(&engine, pg)?;
     }
     if !store_dir.join("anectx.sqlite").exists() {
         anyhow::bail!(

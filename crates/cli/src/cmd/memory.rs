@@ -118,6 +118,13 @@ fn label(version: Option<&str>) -> String {
 }
 
 fn run_rebuild(args: RebuildArgs) -> Result<()> {
+    if let Some(pg) = args.store.shared()? {
+        // The fleet's log, on a cache that holds its documents.
+        let dir = args.store.store_dir()?;
+        let engine = Engine::open(&dir, args.store.embedder()?)
+            .with_context(|| format!("opening the store in {}", dir.display()))?;
+        super::shared::catch_up_for_learning(&engine, &pg)?;
+    }
     let (dir, reg) = open(&args.store, args.registry.as_ref())?;
     let (version, _) = which(&reg, args.name.as_deref())?;
     let engine = Engine::open(&dir, args.store.embedder()?)

@@ -358,11 +358,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .engine()
             .sync_shared(pg, &super::index::Bars::new())
             .with_context(|| format!("catching up from {}", pg.target()))?;
-        let db = &c.engine().store().db;
-        let pulled = pg
-            .pull_log(db)
-            .and_then(|r| pg.pull_feedback(db).map(|_| r))
-            .with_context(|| format!("reading the shared log of {}", pg.target()))?;
+        let pulled = super::shared::pull_log(c.engine(), pg)?;
         tracing::info!(
             "shared store {}: cache at change {} ({} documents taken), {} interactions taken \
              from the fleet's log",

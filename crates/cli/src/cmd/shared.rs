@@ -70,6 +70,33 @@ pub fn sync(engine: &Engine, pg: &PgStore) -> Result<SyncReport> {
         .with_context(|| format!("catching up from {}", pg.target()))
 }
 
+/// Takes the fleet's log (interactions, then feedback) into `engine`'s
+/// cache. Run after a sync: the log names chunks by document, so they are
+/// placed only once the documents are here.
+pub fn pull_log(engine: &Engine, pg: &PgStore) -> Result<anectx_store_pg::PullReport> {
+    let db = &engine.store().db;
+    pg.pull_log(db)
+        .and_then(|r| pg.pull_feedback(db).map(|_| r))
+        .with_context(|| format!("reading the shared log of {}", pg.target()))
+}
+
+/// Catches `engine`'s cache up with the shared store, then takes the
+/// fleet's log, saying what it did: what training and the usage memory
+/// need on a machine that does not serve.
+pub fn catch_up_for_learning(engine: &Engine, pg: &PgStore) -> Result<()> {
+    let synced = sync(engine, pg)?;
+    let r = pull_log(engine, pg)?;
+    eprintln!(
+        "shared store {}: cache at change {}; {} interactions taken from the fleet's log \
+         ({} of their candidates are chunks this cache does not hold)",
+        pg.target(),
+        synced.to,
+        r.pulled,
+        r.unplaced_candidates
+    );
+    Ok(())
+}
+
 /// The cache's interaction log as a recorder that also writes each
 /// committed group to the shared log (its own connection) before it
 /// acknowledges the group; what fails to reach the shared log is sent by
