@@ -64,31 +64,59 @@ fn write_docs(db: &Db, docs: &[(&str, &str, &[&str])]) -> std::collections::Hash
     ids
 }
 
+const LIGHT: &[&str] = &["the keeper trims the wick", "the lamp turns all night"];
+const GARDEN: &[&str] = &["compost for the beds", "seedlings in spring"];
+
+/// Two caches of the same two documents that numbered their chunks
+/// differently: A wrote the lighthouse first, B the garden.
+struct Twins {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    a: Store,
+    b: Db,
+    a_ids: std::collections::HashMap<String, u64>,
+    b_ids: std::collections::HashMap<String, u64>,
+}
+
+fn twins() -> Twins {
+    let a_dir = tempfile::tempdir().unwrap();
+    let a = Store::open(a_dir.path()).unwrap();
+    let (b_dir, b) = no_chunks();
+    let a_ids = write_docs(
+        &a.db,
+        &[
+            ("/kb/light.md", "h1", LIGHT),
+            ("/kb/garden.md", "h2", GARDEN),
+        ],
+    );
+    let b_ids = write_docs(
+        &b,
+        &[
+            ("/kb/garden.md", "h2", GARDEN),
+            ("/kb/light.md", "h1", LIGHT),
+        ],
+    );
+    Twins {
+        _dirs: (a_dir, b_dir),
+        a,
+        b,
+        a_ids,
+        b_ids,
+    }
+}
+
 #[test]
 fn an_interaction_names_the_same_chunks_on_every_replica() {
     let Some(pg) = PgServer::start() else { return };
     let st = PgStore::connect(&pg.conninfo("postgres")).unwrap();
     // Two caches of the same documents that numbered their chunks
     // differently (B wrote the garden first, then the lighthouse).
-    let a_dir = tempfile::tempdir().unwrap();
-    let a = Store::open(a_dir.path()).unwrap();
-    let (_b_dir, b) = no_chunks();
-    let light: &[&str] = &["the keeper trims the wick", "the lamp turns all night"];
-    let garden: &[&str] = &["compost for the beds", "seedlings in spring"];
-    let a_ids = write_docs(
-        &a.db,
-        &[
-            ("/kb/light.md", "h1", light),
-            ("/kb/garden.md", "h2", garden),
-        ],
-    );
-    let b_ids = write_docs(
-        &b,
-        &[
-            ("/kb/garden.md", "h2", garden),
-            ("/kb/light.md", "h1", light),
-        ],
-    );
+    let Twins {
+        _dirs,
+        a,
+        b,
+        a_ids,
+        b_ids,
+    } = twins();
     assert_ne!(
         a_ids["the keeper trims the wick"],
         b_ids["the keeper trims the wick"]
@@ -136,30 +164,18 @@ fn an_interaction_names_the_same_chunks_on_every_replica() {
 fn feedback_given_on_one_replica_reaches_the_others_in_their_chunk_ids() {
     let Some(pg) = PgServer::start() else { return };
     let st = PgStore::connect(&pg.conninfo("postgres")).unwrap();
-    let a_dir = tempfile::tempdir().unwrap();
-    let a = Store::open(a_dir.path()).unwrap();
-    let (_b_dir, b) = no_chunks();
-    let light: &[&str] = &["the keeper trims the wick", "the lamp turns all night"];
-    let garden: &[&str] = &["compost for the beds", "seedlings in spring"];
-    let a_ids = write_docs(
-        &a.db,
-        &[
-            ("/kb/light.md", "h1", light),
-            ("/kb/garden.md", "h2", garden),
-        ],
-    );
-    let b_ids = write_docs(
-        &b,
-        &[
-            ("/kb/garden.md", "h2", garden),
-            ("/kb/light.md", "h1", light),
-        ],
-    );
+    let Twins {
+        _dirs,
+        a,
+        b,
+        a_ids,
+        b_ids,
+    } = twins();
 
     // B answers a question and is told the lamp chunk (a candidate) and the
     // compost chunk (not one) were what helped.
     let mut it = interaction("b-1");
-    for text in light {
+    for text in LIGHT {
         it.candidates.push(LoggedCandidate {
             chunk_id: b_ids[*text],
             position: Some(1),
