@@ -650,7 +650,7 @@ fn a_promotion_made_by_train_reaches_every_replica_with_its_memory_in_their_chun
 }
 
 #[test]
-fn feedback_reaches_a_replica_before_its_interaction_was_copied_there() {
+fn feedback_on_any_replica_is_taken_and_in_the_shared_log_when_acknowledged() {
     let Some(pg) = PgServer::start() else { return };
     let url = pg.url("postgres");
     let (_docs, b, _) = published_by_a_first_replica(&url);
@@ -674,6 +674,9 @@ fn feedback_reaches_a_replica_before_its_interaction_was_copied_there() {
     let (status, said) =
         anectx_testing::http(&addr_c, "POST", "/v1/feedback", None, &body.to_string());
     assert_eq!(status, 200, "{said}");
+    // Acknowledged means in the shared log (C's follower has not woken).
+    let shared = anectx_store_pg::PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    assert_eq!(shared.feedback_count().unwrap(), 1);
     // A made-up id is still refused.
     let body = serde_json::json!({"interaction_id": "no-such-id", "rating": 1});
     let (status, said) =

@@ -46,6 +46,7 @@ pub struct SqliteRecorder {
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: Option<Arc<Metrics>>,
     catch_up: Option<CatchUp>,
+    feedback_mirror: Option<CatchUp>,
 }
 
 /// Takes interactions logged elsewhere into the local log (a replica of a
@@ -103,7 +104,16 @@ impl SqliteRecorder {
             writer: Mutex::new(Some(writer)),
             metrics: None,
             catch_up: None,
+            feedback_mirror: None,
         })
+    }
+
+    /// Calls `mirror` after each feedback is written to the local log, before
+    /// it is acknowledged (a replica sends it to the shared log); a failure
+    /// is logged, and the replica's catch-up sends it later.
+    pub fn with_feedback_mirror(mut self, mirror: CatchUp) -> Self {
+        self.feedback_mirror = Some(mirror);
+        self
     }
 
     /// Calls `catch_up` when asked about an interaction id the local log
@@ -222,7 +232,13 @@ impl InteractionRecorder for SqliteRecorder {
     }
 
     fn feedback(&self, feedback: &Feedback) -> Result<i64, RecordError> {
-        self.db.add_feedback(feedback).map_err(RecordError::Store)
+        let id = self.db.add_feedback(feedback).map_err(RecordError::Store)?;
+        if let Some(mirror) = &self.feedback_mirror {
+            if let Err(e) = mirror(&self.db) {
+                tracing::warn!("feedback logged locally but not in the shared log yet: {e}");
+            }
+        }
+        Ok(id)
     }
 
     fn accepts_feedback(&self) -> bool {

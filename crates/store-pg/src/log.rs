@@ -127,6 +127,14 @@ impl PgStore {
         Ok(r.get::<_, i64>(0) as u64)
     }
 
+    /// Number of feedback rows in the shared log.
+    pub fn feedback_count(&self) -> Result<u64> {
+        let r = self
+            .client()
+            .query_one("SELECT COUNT(*) FROM anectx_feedback", &[])?;
+        Ok(r.get::<_, i64>(0) as u64)
+    }
+
     /// Up to `limit` interactions with shared id > `after`, in id order,
     /// each with the [`ChunkRef`] of each candidate where its pusher had one
     /// (none at all for a row written before references were kept).

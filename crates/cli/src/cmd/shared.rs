@@ -114,16 +114,26 @@ pub fn mirrored_recorder(
     });
     // Feedback can reach this replica before the interaction it rates has
     // been copied here: then the fleet's log is taken at once.
-    let fleet = connect(url)?;
+    let fleet = std::sync::Arc::new(connect(url)?);
+    let pulls = fleet.clone();
     let catch_up: anectx_serve::recorder::CatchUp =
-        Box::new(move |db| fleet.pull_log(db).map(|_| ()).map_err(|e| e.to_string()));
+        Box::new(move |db| pulls.pull_log(db).map(|_| ()).map_err(|e| e.to_string()));
+    // Feedback goes to the shared log before it is acknowledged, as
+    // interactions do.
+    let feedback: anectx_serve::recorder::CatchUp = Box::new(move |db| {
+        fleet
+            .push_feedback(db)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
     Ok(anectx_serve::SqliteRecorder::open_mirrored(
         store_dir,
         super::serve::durability(sync),
         mirror,
     )
     .with_context(|| format!("opening the interaction log in {}", store_dir.display()))?
-    .with_catch_up(catch_up))
+    .with_catch_up(catch_up)
+    .with_feedback_mirror(feedback))
 }
 
 /// Starts the thread that keeps a serving replica's cache caught up: it
