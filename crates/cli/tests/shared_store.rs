@@ -757,4 +757,7 @@ fn status_shows_how_far_a_cache_is_behind_and_its_hint_replays() {
     let v = ok_json(&replica(b.path(), &["status", "--store", &url, "--json"]));
     assert_eq!(v["shared"]["cache_at"].as_i64(), Some(head), "{v}");
     assert_eq!(v["documents"], 1, "{v}");
+    // `anectx context` logs nothing; the fleet's log is empty.
+    assert_eq!(v["shared"]["interactions"], 0, "{v}");
+    assert_eq!(v["shared"]["feedback"], 0, "{v}");
 }

@@ -73,6 +73,8 @@ struct Shared {
     chunks: u64,
     /// Interactions in the fleet's log.
     interactions: u64,
+    /// Feedback entries in the fleet's log.
+    feedback: u64,
     /// The fleet's relevance model (`null`: the built-in fusion).
     relevance_model: Option<String>,
 }
@@ -105,6 +107,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 documents,
                 chunks,
                 interactions: pg.interaction_count()?,
+                feedback: pg.feedback_count()?,
                 relevance_model: pg.current_version()?.0,
             })
         }
@@ -181,8 +184,9 @@ pub fn run(args: StatusArgs) -> Result<()> {
             }
         );
         println!(
-            "fleet        {} interactions in the shared log; model {}",
+            "fleet        {} interactions and {} feedback in the shared log; model {}",
             sh.interactions,
+            sh.feedback,
             sh.relevance_model
                 .as_deref()
                 .unwrap_or("built-in fusion (nothing promoted)")
