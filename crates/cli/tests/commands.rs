@@ -357,7 +357,7 @@ fn train_promote_then_model_promote_and_rollback() {
     assert!(g["current_version"]
         .as_str()
         .unwrap()
-        .starts_with("fusion-v1"));
+        .starts_with("fusion-v2"));
     assert_eq!(v["promoted"], true, "{v}");
     // The new version carries the usage memory of the whole log.
     assert_eq!(v["memory"]["questions"], 120, "{v}");

@@ -130,7 +130,7 @@ fn quickstart_runs_end_to_end_offline() {
     let serving = v["serving_model"].as_str().unwrap();
     match v["promoted"].as_str() {
         Some(p) => assert_eq!(serving, p),
-        None => assert!(serving.starts_with("fusion-v1"), "{serving}"),
+        None => assert!(serving.starts_with("fusion-v2"), "{serving}"),
     }
     // The usage memory: asked-again questions gain, new ones do not lose,
     // the gate passes and the memory serves; a logged question asked again

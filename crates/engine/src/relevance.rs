@@ -67,20 +67,30 @@ pub struct Candidate {
 
 /// Scores candidates for a query; higher is more relevant.
 pub trait RelevanceModel: Send + Sync {
-    /// A version string recorded with every answer (e.g. `fusion-v1`).
+    /// A version string recorded with every answer (e.g. `fusion-v2(…)`).
     fn version(&self) -> String;
     /// One score per candidate, in order.
     fn score(&self, query: &str, candidates: &[Candidate]) -> Result<Vec<f32>>;
 }
 
 /// The default model: `w_rrf · rrf/max_rrf + w_bm25 · bm25/max_bm25 +
-/// w_dense · max(dense, 0)/max_dense`, each term normalised over the
-/// candidate set so the score lies in `[0, 1]`.
+/// w_dense · max(dense, 0)/max_dense + w_memory · dup_used/max_dup_used`,
+/// each term normalised over the candidate set, so the score lies in
+/// `[0, 1]`, or up to `1 + w_memory` when logged near-duplicate questions
+/// used a candidate.
+///
+/// The usage memory's near-duplicate evidence (`dup_used`) is a raw score
+/// beside BM25's and the embedder's, with the same weight: through the RRF
+/// term alone, a chunk the same question used before tied with one that
+/// merely ranks first in both retrievers. Without such evidence (new
+/// questions, no memory) the last term is 0 and the score is as before.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FusionRelevance {
     pub w_rrf: f32,
     pub w_bm25: f32,
     pub w_dense: f32,
+    #[serde(default)]
+    pub w_memory: f32,
 }
 
 impl Default for FusionRelevance {
@@ -89,6 +99,7 @@ impl Default for FusionRelevance {
             w_rrf: 0.6,
             w_bm25: 0.2,
             w_dense: 0.2,
+            w_memory: 0.2,
         }
     }
 }
@@ -96,8 +107,8 @@ impl Default for FusionRelevance {
 impl RelevanceModel for FusionRelevance {
     fn version(&self) -> String {
         format!(
-            "fusion-v1(rrf={},bm25={},dense={})",
-            self.w_rrf, self.w_bm25, self.w_dense
+            "fusion-v2(rrf={},bm25={},dense={},memory={})",
+            self.w_rrf, self.w_bm25, self.w_dense, self.w_memory
         )
     }
 
@@ -111,13 +122,82 @@ impl RelevanceModel for FusionRelevance {
         let m_rrf = max(&|f| f.rrf);
         let m_bm = max(&|f| f.bm25.unwrap_or(0.0));
         let m_de = max(&|f| f.dense.unwrap_or(0.0).max(0.0));
+        let m_dup = max(&|f| f.dup_used.unwrap_or(0.0).max(0.0));
         Ok(c.iter()
             .map(|x| {
                 let f = &x.features;
                 self.w_rrf * f.rrf / m_rrf
                     + self.w_bm25 * f.bm25.unwrap_or(0.0) / m_bm
                     + self.w_dense * f.dense.unwrap_or(0.0).max(0.0) / m_de
+                    + self.w_memory * f.dup_used.unwrap_or(0.0).max(0.0) / m_dup
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(id: u64, rrf: f32, bm25: f32, dense: f32, dup_used: Option<f32>) -> Candidate {
+        Candidate {
+            chunk: ChunkRecord {
+                id,
+                doc_id: id as i64,
+                path: format!("d{id}.md"),
+                ord: 0,
+                text: String::new(),
+                heading: None,
+                byte_start: 0,
+                byte_end: 0,
+                line_start: 1,
+                line_end: 1,
+                tokens: 1,
+            },
+            features: Features {
+                rrf,
+                bm25: Some(bm25),
+                dense: Some(dense),
+                dup_used,
+                ..Features::default()
+            },
+        }
+    }
+
+    #[test]
+    fn what_the_same_question_used_before_outranks_a_chunk_that_only_matches_best() {
+        // A ranks first in both retrievers; B matches less well, and the
+        // answers to a near-duplicate question used it.
+        let c = [
+            cand(1, 0.04, 10.0, 0.9, None),
+            cand(2, 0.04, 6.0, 0.6, Some(0.8)),
+        ];
+        let s = FusionRelevance::default().score("q", &c).unwrap();
+        assert!(s[1] > s[0], "{s:?}");
+        // By the formula: 0.6 + 0.2 + 0.2, and 0.6 + 0.2·0.6 + 0.2·(0.6/0.9)
+        // + 0.2·(0.8/0.8).
+        assert!((s[0] - 1.0).abs() < 1e-6, "{s:?}");
+        assert!(
+            (s[1] - (0.6 + 0.12 + 0.2 * 0.6 / 0.9 + 0.2)).abs() < 1e-6,
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn without_near_duplicate_evidence_the_scores_are_the_three_term_fusion() {
+        let c = [
+            cand(1, 0.04, 10.0, 0.9, None),
+            cand(2, 0.03, 6.0, 0.6, None),
+            cand(3, 0.01, 0.0, -0.2, Some(0.0)),
+        ];
+        let with = FusionRelevance::default().score("q", &c).unwrap();
+        let without = FusionRelevance {
+            w_memory: 0.0,
+            ..FusionRelevance::default()
+        }
+        .score("q", &c)
+        .unwrap();
+        assert_eq!(with, without);
+        assert!((with[1] - (0.6 * 0.75 + 0.2 * 0.6 + 0.2 * 0.6 / 0.9)).abs() < 1e-6);
     }
 }

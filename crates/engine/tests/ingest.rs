@@ -224,7 +224,7 @@ fn relevance_model_hot_swap() {
         ..ContextOptions::default()
     };
     let before = engine.context("kiwi", &opts).unwrap();
-    assert!(before.relevance_model.starts_with("fusion-v1"));
+    assert!(before.relevance_model.starts_with("fusion-v2"));
     let top = |r: &anectx_engine::ContextResult| {
         r.chunks
             .iter()

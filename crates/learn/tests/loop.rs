@@ -138,7 +138,7 @@ fn trains_a_model_that_beats_the_logging_policy_and_registry_round_trip() {
         .load_current()
         .unwrap()
         .version()
-        .starts_with("fusion-v1"));
+        .starts_with("fusion-v2"));
     reg.add(&model, &ds.hash, serde_json::json!({ "train": report }))
         .unwrap();
     reg.promote("rel-test-1").unwrap();

@@ -75,12 +75,14 @@ fn weights(kind: u64) -> FusionRelevance {
             w_rrf: 0.7,
             w_bm25: 0.3,
             w_dense: 0.0,
+            w_memory: 0.0,
         }
     } else {
         FusionRelevance {
             w_rrf: 0.2,
             w_bm25: 0.8,
             w_dense: 0.0,
+            w_memory: 0.0,
         }
     }
 }
