@@ -518,32 +518,31 @@ impl Db {
     }
 
     /// The [`ChunkRef`] of each of `ids` this store holds (ids it does not
-    /// hold are left out).
+    /// hold are left out). One statement for all of them: the shared log's
+    /// mirror calls this for every group of interactions it acknowledges.
     pub fn chunk_refs(&self, ids: &[u64]) -> Result<std::collections::HashMap<u64, ChunkRef>> {
+        if ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let list = serde_json::to_string(ids)
+            .map_err(|e| StoreError::Invalid(format!("chunk ids: {e}")))?;
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT d.path, d.content_hash, c.ord FROM chunks c \
-             JOIN documents d ON d.id = c.doc_id WHERE c.id = ?1",
+            "SELECT c.id, d.path, d.content_hash, c.ord FROM chunks c \
+             JOIN documents d ON d.id = c.doc_id \
+             WHERE c.id IN (SELECT value FROM json_each(?1))",
         )?;
-        let mut out = std::collections::HashMap::with_capacity(ids.len());
-        for &id in ids {
-            if out.contains_key(&id) {
-                continue;
-            }
-            let r = st
-                .query_row([id as i64], |r| {
-                    Ok(ChunkRef {
-                        path: r.get(0)?,
-                        content_hash: r.get(1)?,
-                        ord: r.get::<_, i64>(2)? as u32,
-                    })
-                })
-                .optional()?;
-            if let Some(r) = r {
-                out.insert(id, r);
-            }
-        }
-        Ok(out)
+        let rows = st.query_map([list], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                ChunkRef {
+                    path: r.get(1)?,
+                    content_hash: r.get(2)?,
+                    ord: r.get::<_, i64>(3)? as u32,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// This store's chunk id for each of `refs` (`None` where it does not
@@ -835,6 +834,39 @@ mod tests {
             tokens: text.split_whitespace().count(),
             page: None,
         }
+    }
+
+    #[test]
+    fn chunk_refs_name_chunks_by_document_and_place_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a.sqlite")).unwrap();
+        let a = db
+            .transaction(|tx| {
+                Db::replace_document(tx, "a.md", "h1", 3, "markdown", &[chunk("x"), chunk("y")])
+            })
+            .unwrap();
+        let b = db
+            .transaction(|tx| Db::replace_document(tx, "b.md", "h2", 3, "text", &[chunk("z")]))
+            .unwrap();
+        // Repeated and unknown ids in one call.
+        let refs = db.chunk_refs(&[a[1], b[0], a[1], 999]).unwrap();
+        assert_eq!(refs.len(), 2);
+        let r = ChunkRef {
+            path: "a.md".into(),
+            content_hash: "h1".into(),
+            ord: 1,
+        };
+        assert_eq!(refs[&a[1]], r);
+        assert_eq!(refs[&b[0]].path, "b.md");
+        assert!(db.chunk_refs(&[]).unwrap().is_empty());
+        let other = ChunkRef {
+            content_hash: "h9".into(),
+            ..r.clone()
+        };
+        assert_eq!(
+            db.resolve_chunk_refs(&[&r, &refs[&b[0]], &other]).unwrap(),
+            vec![Some(a[1]), Some(b[0]), None]
+        );
     }
 
     #[test]
