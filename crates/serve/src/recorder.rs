@@ -45,15 +45,14 @@ pub struct SqliteRecorder {
     tx: Mutex<Option<SyncSender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: Option<Arc<Metrics>>,
-    catch_up: Option<CatchUp>,
-    feedback_mirror: Option<CatchUp>,
+    catch_up: Option<LogHook>,
+    feedback_mirror: Option<LogHook>,
 }
 
-/// Takes interactions logged elsewhere into the local log (a replica of a
-/// shared store pulls the fleet's log), for an interaction id this log
-/// does not know yet: feedback may reach one replica before its interaction
-/// has been copied there from the one that answered.
-pub type CatchUp = Box<dyn Fn(&Db) -> Result<(), String> + Send + Sync>;
+/// Work on the local log that a replica of a shared store adds: taking
+/// the fleet's log in ([`SqliteRecorder::with_catch_up`]), or sending
+/// feedback out ([`SqliteRecorder::with_feedback_mirror`]).
+pub type LogHook = Box<dyn Fn(&Db) -> Result<(), String> + Send + Sync>;
 
 impl std::fmt::Debug for SqliteRecorder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,14 +110,16 @@ impl SqliteRecorder {
     /// Calls `mirror` after each feedback is written to the local log, before
     /// it is acknowledged (a replica sends it to the shared log); a failure
     /// is logged, and the replica's catch-up sends it later.
-    pub fn with_feedback_mirror(mut self, mirror: CatchUp) -> Self {
+    pub fn with_feedback_mirror(mut self, mirror: LogHook) -> Self {
         self.feedback_mirror = Some(mirror);
         self
     }
 
     /// Calls `catch_up` when asked about an interaction id the local log
-    /// does not hold, then looks again (see [`CatchUp`]).
-    pub fn with_catch_up(mut self, catch_up: CatchUp) -> Self {
+    /// does not hold, then looks again: feedback may reach one replica
+    /// before its interaction has been copied there from the one that
+    /// answered.
+    pub fn with_catch_up(mut self, catch_up: LogHook) -> Self {
         self.catch_up = Some(catch_up);
         self
     }

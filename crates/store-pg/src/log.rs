@@ -300,11 +300,14 @@ pub struct SharedFeedback {
 pub struct FeedbackPull {
     /// Feedback rows taken into the local log.
     pub pulled: u64,
-    /// Rows skipped: this store's own, or refused by the local log (its
-    /// limits per interaction).
+    /// Rows skipped: this store's own, feedback on an interaction the
+    /// shared log does not hold (it cannot be placed anywhere), or refused
+    /// by the local log (its limits per interaction).
     pub skipped: u64,
-    /// Rows left for a later pull: their interaction is not here yet.
-    pub waiting: u64,
+    /// Whether the pull stopped at a row whose interaction is in the shared
+    /// log but not here yet ([`PgStore::pull_log`] brings it; the next pull
+    /// resumes at that row).
+    pub waiting: bool,
 }
 
 /// The candidates of the interaction `uid` in `db` (`None`: not logged).
@@ -381,8 +384,10 @@ impl PgStore {
 
     /// Takes the shared log's feedback from other stores into `local`, each
     /// chunk placed in this store's ids (a chunk it cannot place is left
-    /// out). Stops at feedback whose interaction `local` does not hold yet
-    /// ([`PgStore::pull_log`] brings it), and resumes there next time.
+    /// out). Stops at feedback whose interaction is in the shared log but
+    /// not in `local` yet ([`PgStore::pull_log`] brings it), and resumes
+    /// there next time; feedback on an interaction the shared log does not
+    /// hold is skipped, so it cannot hold up the rest.
     pub fn pull_feedback(&self, local: &Db) -> Result<FeedbackPull> {
         let origin = local.local_id()?;
         let mut after: i64 = local
@@ -406,9 +411,25 @@ impl PgStore {
                     let f: SharedFeedback = serde_json::from_value(r.get(2))
                         .map_err(|e| PgError::Invalid(format!("shared feedback {id}: {e}")))?;
                     let Some(cands) = candidates_of(local, &f.interaction_uid)? else {
-                        report.waiting =
-                            rows.iter().filter(|x| x.get::<_, i64>(0) >= id).count() as u64;
-                        return Ok(report);
+                        let shared = self
+                            .client()
+                            .query_opt(
+                                "SELECT 1 FROM anectx_interactions WHERE uid = $1",
+                                &[&f.interaction_uid],
+                            )?
+                            .is_some();
+                        if shared {
+                            report.waiting = true;
+                            return Ok(report);
+                        }
+                        tracing::warn!(
+                            "shared feedback {id} not taken: its interaction `{}` is in no log",
+                            f.interaction_uid
+                        );
+                        report.skipped += 1;
+                        after = id;
+                        local.set_meta(FEEDBACK_WATERMARK_KEY, &after.to_string())?;
+                        continue;
                     };
                     let refs: Vec<&ChunkRef> =
                         f.chunks.iter().filter_map(|c| c.chunk.as_ref()).collect();

@@ -203,10 +203,10 @@ fn feedback_given_on_one_replica_reaches_the_others_in_their_chunk_ids() {
 
     // A cannot place it before it holds the interaction: it waits.
     let p = st.pull_feedback(&a.db).unwrap();
-    assert_eq!((p.pulled, p.waiting), (0, 1));
+    assert_eq!((p.pulled, p.waiting), (0, true));
     st.pull_log(&a.db).unwrap();
     let p = st.pull_feedback(&a.db).unwrap();
-    assert_eq!((p.pulled, p.waiting), (1, 0));
+    assert_eq!((p.pulled, p.waiting), (1, false));
     let got = a.db.feedback().unwrap();
     assert_eq!(got.len(), 1);
     assert_eq!(
@@ -237,6 +237,27 @@ fn feedback_given_on_one_replica_reaches_the_others_in_their_chunk_ids() {
     let p = st.pull_feedback(&b).unwrap();
     assert_eq!((p.pulled, p.skipped), (0, 1));
     assert_eq!(b.feedback().unwrap().len(), 1);
+
+    // Feedback on an interaction that never reached the shared log (kept
+    // only in B's log) cannot hold up the feedback after it.
+    let mut lost = interaction("b-local");
+    lost.candidates = it.candidates.clone();
+    b.append_interaction(&lost).unwrap();
+    b.set_meta(anectx_store_pg::LOG_PUSHED_KEY, "99").unwrap();
+    for uid in ["b-local", "b-1"] {
+        b.add_feedback(&anectx_store::Feedback {
+            interaction_uid: uid.into(),
+            ts_ms: 6,
+            rating: Some(-1),
+            chunk_ids: Vec::new(),
+            comment: None,
+        })
+        .unwrap();
+    }
+    assert_eq!(st.push_feedback(&b).unwrap(), 2);
+    let p = st.pull_feedback(&a.db).unwrap();
+    assert_eq!((p.pulled, p.skipped, p.waiting), (1, 1, false), "{p:?}");
+    assert_eq!(a.db.feedback().unwrap().len(), 2);
 }
 
 #[test]

@@ -116,13 +116,15 @@ pub fn mirrored_recorder(
     // been copied here: then the fleet's log is taken at once.
     let fleet = std::sync::Arc::new(connect(url)?);
     let pulls = fleet.clone();
-    let catch_up: anectx_serve::recorder::CatchUp =
+    let catch_up: anectx_serve::recorder::LogHook =
         Box::new(move |db| pulls.pull_log(db).map(|_| ()).map_err(|e| e.to_string()));
     // Feedback goes to the shared log before it is acknowledged, as
-    // interactions do.
-    let feedback: anectx_serve::recorder::CatchUp = Box::new(move |db| {
+    // interactions do; after any interaction the mirror failed to send, so
+    // other replicas find the interaction it rates.
+    let feedback: anectx_serve::recorder::LogHook = Box::new(move |db| {
         fleet
-            .push_feedback(db)
+            .push_log(db)
+            .and_then(|_| fleet.push_feedback(db))
             .map(|_| ())
             .map_err(|e| e.to_string())
     });
