@@ -647,6 +647,32 @@ fn a_promotion_made_by_train_reaches_every_replica_with_its_memory_in_their_chun
     ));
     assert_eq!(r["spec"]["stats"]["questions"], 121, "{r}");
     assert_eq!(r["spec"]["stats"]["embedded"], true, "{r}");
+    // Its hint names the shared store, and runs as printed.
+    let out = replica(m.path(), &["memory", "rebuild", "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    let (hint, words) = next_hint(&said, &[]);
+    assert_eq!(
+        words,
+        ["anectx", "memory", "stats", "--store", &url],
+        "{hint}"
+    );
+    let args: Vec<&str> = words[1..].iter().map(String::as_str).collect();
+    let out = replica(m.path(), &args);
+    assert!(
+        out.status.success(),
+        "{hint}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("121"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
@@ -684,6 +710,26 @@ fn feedback_on_any_replica_is_taken_and_in_the_shared_log_when_acknowledged() {
     assert_eq!(status, 422, "{said}");
 }
 
+/// The command in `said`'s "next: `…`" hint, and its words as a shell
+/// would split them (single quotes removed), placeholders replaced.
+fn next_hint(said: &str, placeholders: &[(&str, &str)]) -> (String, Vec<String>) {
+    let hint = said
+        .split("next: `")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap_or_else(|| panic!("no hint: {said}"))
+        .to_string();
+    let words = hint
+        .split(' ')
+        .map(|w| w.trim_matches('\'').to_string())
+        .map(|w| match placeholders.iter().find(|(p, _)| *p == w) {
+            Some((_, v)) => v.to_string(),
+            None => w,
+        })
+        .collect();
+    (hint, words)
+}
+
 #[test]
 fn status_shows_how_far_a_cache_is_behind_and_its_hint_replays() {
     let Some(pg) = PgServer::start() else { return };
@@ -703,28 +749,13 @@ fn status_shows_how_far_a_cache_is_behind_and_its_hint_replays() {
     );
     // The hint names the shared store, not this machine's cache directory,
     // and works as printed.
-    let hint = said
-        .split("next: `")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap_or_else(|| panic!("no hint: {said}"));
     let docs = tempfile::tempdir().unwrap();
     std::fs::write(
         docs.path().join("tide.md"),
         "# Tides\n\nNeap tides follow the quarter moons.\n",
     )
     .unwrap();
-    let words: Vec<String> = hint
-        .split(' ')
-        .map(|w| w.trim_matches('\'').to_string())
-        .map(|w| {
-            if w == "PATH" {
-                docs.path().to_str().unwrap().to_string()
-            } else {
-                w
-            }
-        })
-        .collect();
+    let (hint, words) = next_hint(&said, &[("PATH", docs.path().to_str().unwrap())]);
     assert_eq!(words[..2], ["anectx", "index"], "{hint}");
     assert_eq!(
         words[words.len() - 2..],

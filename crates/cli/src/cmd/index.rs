@@ -92,6 +92,19 @@ impl StoreArgs {
         }
     }
 
+    /// The store as a user types it in a command this CLI suggests: a
+    /// shared store's URL (never with its password), else the directory;
+    /// quoted for the shell. A shared store's cache directory would work as
+    /// a store too, but it would leave the shared store out.
+    pub(crate) fn typed(&self) -> Result<String> {
+        let raw = self.raw_store()?;
+        let shown = match super::shared::url(&raw) {
+            Some(url) => PathBuf::from(anectx_store_pg::redact(url)),
+            None => raw,
+        };
+        Ok(super::quickstart::shell_word(&shown))
+    }
+
     /// The store as resolved (CLI > env > config > default), before a
     /// shared store's URL is turned into its cache directory.
     pub(crate) fn raw_store(&self) -> Result<PathBuf> {

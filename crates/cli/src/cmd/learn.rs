@@ -77,23 +77,24 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     };
     let store_dir = store_args.store_dir()?;
     let shared = store_args.shared()?;
-    if let Some(pg) = &shared {
-        // Train on the whole fleet's traffic: the shared log into this
-        // cache, after the cache has caught up, so the chunks the log names
-        // are found here (their ids are this cache's own) and the usage
-        // memory is built with the store's embedder.
-        let engine = anectx_engine::Engine::open(&store_dir, store_args.embedder()?)
-            .with_context(|| format!("opening the store in {}", store_dir.display()))?;
-        super::shared::catch_up_for_learning(&engine, pg)?;
-    }
-    if !store_dir.join("anectx.sqlite").exists() {
+    if shared.is_none() && !store_dir.join("anectx.sqlite").exists() {
         anyhow::bail!(
             "no store at {} (index documents and serve them first, or pass --store)",
             store_dir.display()
         );
     }
-    let store = Store::open(&store_dir)
+    // The store's embedder builds the new version's usage memory.
+    let engine = anectx_engine::Engine::open(&store_dir, store_args.embedder()?)
         .with_context(|| format!("opening the store in {}", store_dir.display()))?;
+    crate::settings::apply_vector_search(&engine, None)?;
+    if let Some(pg) = &shared {
+        // Train on the whole fleet's traffic: the shared log into this
+        // cache, after the cache has caught up, so the chunks the log names
+        // are found here (their ids are this cache's own) and the usage
+        // memory is built with the store's embedder.
+        super::shared::catch_up_for_learning(&engine, pg)?;
+    }
+    let store = engine.store();
     let registry = Registry::open(&registry_dir(&store_dir, args.registry.as_ref()))?;
     let stats = store.db.interaction_count()?;
     if stats == 0 {
@@ -146,7 +147,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             println!(
                 "not trained: {reason}\nthe current model keeps serving; log more questions \
                  and run `anectx train --store {}` again",
-                super::quickstart::shell_word(&store_dir)
+                store_args.typed()?
             );
         }
         return Ok(());
@@ -154,17 +155,6 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     // The new version's usage memory: the whole log as it is now, with the
     // store's embedder (so `model rollback` also returns to the memory the
     // previous version had).
-    let store_args = StoreArgs {
-        store: args.store.clone(),
-        model: None,
-        dtype: None,
-        backend: None,
-        units: None,
-        vector_search: None,
-    };
-    let engine = anectx_engine::Engine::open(&store_dir, store_args.embedder()?)
-        .with_context(|| format!("opening the store in {}", store_dir.display()))?;
-    crate::settings::apply_vector_search(&engine, None)?;
     let mem = anectx_learn::memory::rebuild(
         &engine,
         &registry,
@@ -230,7 +220,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
             println!(
                 "not promoted (run `anectx model promote {} --store {}`)",
                 t.version,
-                super::quickstart::shell_word(&store_dir)
+                store_args.typed()?
             );
         } else {
             println!("not promoted: {} keeps serving", g.current_version);

@@ -11,7 +11,6 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::index::StoreArgs;
-use super::quickstart::shell_word;
 
 #[derive(Debug, Subcommand)]
 pub enum MemoryCommand {
@@ -118,18 +117,28 @@ fn label(version: Option<&str>) -> String {
 }
 
 fn run_rebuild(args: RebuildArgs) -> Result<()> {
-    if let Some(pg) = args.store.shared()? {
-        // The fleet's log, on a cache that holds its documents.
-        let dir = args.store.store_dir()?;
-        let engine = Engine::open(&dir, args.store.embedder()?)
+    let open_engine = |dir: &std::path::Path| -> Result<Engine> {
+        let engine = Engine::open(dir, args.store.embedder()?)
             .with_context(|| format!("opening the store in {}", dir.display()))?;
-        super::shared::catch_up_for_learning(&engine, &pg)?;
-    }
+        crate::settings::apply_vector_search(&engine, args.store.vector_search.clone())?;
+        Ok(engine)
+    };
+    // With a shared store: the fleet's log, on a cache that holds its
+    // documents (which also makes the cache on a new machine).
+    let caught_up = match args.store.shared()? {
+        Some(pg) => {
+            let engine = open_engine(&args.store.store_dir()?)?;
+            super::shared::catch_up_for_learning(&engine, &pg)?;
+            Some(engine)
+        }
+        None => None,
+    };
     let (dir, reg) = open(&args.store, args.registry.as_ref())?;
     let (version, _) = which(&reg, args.name.as_deref())?;
-    let engine = Engine::open(&dir, args.store.embedder()?)
-        .with_context(|| format!("opening the store in {}", dir.display()))?;
-    crate::settings::apply_vector_search(&engine, args.store.vector_search.clone())?;
+    let engine = match caught_up {
+        Some(e) => e,
+        None => open_engine(&dir)?,
+    };
     eprintln!(
         "rebuilding the usage memory of {}",
         label(version.as_deref())
@@ -166,7 +175,10 @@ fn run_rebuild(args: RebuildArgs) -> Result<()> {
     if s.pairs == 0 {
         println!("nothing in the log says a chunk was used yet: the memory stays off");
     }
-    println!("next: `anectx memory stats --store {}`", shell_word(&dir));
+    println!(
+        "next: `anectx memory stats --store {}`",
+        args.store.typed()?
+    );
     Ok(())
 }
 
@@ -220,7 +232,7 @@ fn run_stats(args: StatsArgs) -> Result<()> {
         println!(
             "{who} has no usage memory: it serves without one (`anectx memory rebuild --store {}` \
              makes one)",
-            shell_word(&dir)
+            store.typed()?
         );
         return Ok(());
     };

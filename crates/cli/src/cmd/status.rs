@@ -193,25 +193,16 @@ pub fn run(args: StatusArgs) -> Result<()> {
         );
     }
     if !st.exists {
-        // A shared store is named by its URL, not by this cache's
-        // directory; a password is never printed.
+        // A password is never printed: say when the command needs it back.
         let raw = store_args.raw_store()?;
-        let (store, note) = match super::shared::url(&raw) {
-            Some(url) => {
-                let shown = anectx_store_pg::redact(url);
-                let note = if shown == url {
-                    ""
-                } else {
-                    " (with its password)"
-                };
-                (shown, note)
-            }
-            None => (dir.display().to_string(), ""),
+        let note = match super::shared::url(&raw) {
+            Some(url) if anectx_store_pg::redact(url) != url => " (with its password)",
+            _ => "",
         };
         println!(
             "no store in {}\nnext: `anectx index PATH --store {}`{note} (or `anectx quickstart`)",
             dir.display(),
-            super::quickstart::shell_word(std::path::Path::new(&store))
+            store_args.typed()?
         );
         return Ok(());
     }
