@@ -9,10 +9,9 @@ use std::sync::Arc;
 use anectx_engine::{
     ContextOptions, Engine, EngineError, IndexOptions, NoProgress, MAX_QUERY_CHARS,
 };
-use common::{write, HashEmbedder};
+use common::{write, Harness, HashEmbedder};
 
-#[test]
-fn bad_files_are_skipped_with_notes() {
+fn bad_files_are_skipped_with_notes(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     let r = root.path();
@@ -55,8 +54,13 @@ fn bad_files_are_skipped_with_notes() {
             .unwrap();
     }
     let engine = Engine::open(store.path(), Some(Arc::new(HashEmbedder::new(32, "a")))).unwrap();
-    let rep = engine
-        .index(&[r.to_path_buf()], &IndexOptions::default(), &NoProgress)
+    let rep = h
+        .index(
+            &engine,
+            &[r.to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
         .unwrap();
     let notes = rep.notes.join("\n");
     assert_eq!(
@@ -108,19 +112,24 @@ fn bad_files_are_skipped_with_notes() {
 
     // A file that turns binary is removed from the store on the next run.
     std::fs::write(r.join("good.md"), [0u8, 1, 2, 3]).unwrap();
-    let rep = engine
-        .index(&[r.to_path_buf()], &IndexOptions::default(), &NoProgress)
+    let rep = h
+        .index(
+            &engine,
+            &[r.to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
         .unwrap();
     assert_eq!(rep.files_removed, 1, "{rep:?}");
     assert!(engine.store().check_consistency().unwrap().is_empty());
 }
 
-#[test]
-fn missing_root_is_a_clear_error() {
+fn missing_root_is_a_clear_error(h: &Harness) {
     let store = tempfile::tempdir().unwrap();
     let engine = Engine::open(store.path(), None).unwrap();
-    let err = engine
+    let err = h
         .index(
+            &engine,
             &["/definitely/not/here".into()],
             &IndexOptions::default(),
             &NoProgress,
@@ -137,8 +146,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-#[test]
-fn gzip_files_are_read_decompressed_within_the_size_limit() {
+fn gzip_files_are_read_decompressed_within_the_size_limit(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     let r = root.path();
@@ -168,8 +176,8 @@ fn gzip_files_are_read_decompressed_within_the_size_limit() {
         max_file_bytes: 2 << 20,
         ..IndexOptions::default()
     };
-    let rep = engine
-        .index(&[r.to_path_buf()], &opts, &NoProgress)
+    let rep = h
+        .index(&engine, &[r.to_path_buf()], &opts, &NoProgress)
         .unwrap();
     let notes = rep.notes.join("\n");
     assert_eq!(rep.files_indexed, 3, "{notes}");
@@ -200,8 +208,7 @@ fn gzip_files_are_read_decompressed_within_the_size_limit() {
 /// Symbolic links: never followed by default; with `follow_links`, only
 /// when the resolved target stays inside an indexed root.
 #[cfg(unix)]
-#[test]
-fn symlinks_out_of_the_root_are_not_indexed() {
+fn symlinks_out_of_the_root_are_not_indexed(h: &Harness) {
     use std::os::unix::fs::symlink;
     let root = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
@@ -227,8 +234,8 @@ fn symlinks_out_of_the_root_are_not_indexed() {
             follow_links: follow,
             ..IndexOptions::default()
         };
-        let rep = engine
-            .index(&[r.to_path_buf()], &opts, &NoProgress)
+        let rep = h
+            .index(&engine, &[r.to_path_buf()], &opts, &NoProgress)
             .unwrap();
         assert_eq!(
             rep.files_seen,
@@ -280,8 +287,7 @@ fn symlinks_out_of_the_root_are_not_indexed() {
     assert_eq!(rep.files_skipped, 3, "{notes}");
 }
 
-#[test]
-fn overlong_queries_are_a_typed_error() {
+fn overlong_queries_are_a_typed_error(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     write(
@@ -290,13 +296,13 @@ fn overlong_queries_are_a_typed_error() {
         "# Quokka\n\nquokka facts: they smile.\n",
     );
     let engine = Engine::open(store.path(), Some(Arc::new(HashEmbedder::new(32, "a")))).unwrap();
-    engine
-        .index(
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    h.index(
+        &engine,
+        &[root.path().to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     // Counted in characters, not bytes: 4,096 two-byte characters pass.
     let at_cap = format!("quokka {}", "é".repeat(MAX_QUERY_CHARS - 7));
     assert_eq!(at_cap.chars().count(), MAX_QUERY_CHARS);
@@ -321,8 +327,7 @@ fn overlong_queries_are_a_typed_error() {
 /// Everything in a store directory is owner-only: the directory 0700, the
 /// SQLite database with its WAL, tantivy's files and the vectors 0600.
 #[cfg(unix)]
-#[test]
-fn store_files_are_private() {
+fn store_files_are_private(h: &Harness) {
     use std::os::unix::fs::PermissionsExt;
     let root = tempfile::tempdir().unwrap();
     let parent = tempfile::tempdir().unwrap();
@@ -334,22 +339,22 @@ fn store_files_are_private() {
     );
     write(root.path(), "b.txt", "wombat notes");
     let engine = Engine::open(&store, Some(Arc::new(HashEmbedder::new(32, "a")))).unwrap();
-    engine
-        .index(
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    h.index(
+        &engine,
+        &[root.path().to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     // A second run rewrites the vectors (a deletion) and commits tantivy again.
     std::fs::remove_file(root.path().join("b.txt")).unwrap();
-    engine
-        .index(
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    h.index(
+        &engine,
+        &[root.path().to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     let mode =
         |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&store), 0o700);
@@ -378,8 +383,7 @@ fn store_files_are_private() {
 
 /// The packed context names sources relative to the indexed root, and a
 /// document cannot add lines that look like the engine's `[n]` source lines.
-#[test]
-fn a_document_cannot_forge_source_lines() {
+fn a_document_cannot_forge_source_lines(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     write(
@@ -390,13 +394,13 @@ fn a_document_cannot_forge_source_lines() {
     );
     write(root.path(), "other.txt", "quokka other file");
     let engine = Engine::open(store.path(), None).unwrap();
-    engine
-        .index(
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    h.index(
+        &engine,
+        &[root.path().to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     let res = engine
         .context("quokka", &ContextOptions::default())
         .unwrap();
@@ -428,3 +432,13 @@ fn a_document_cannot_forge_source_lines() {
         .iter()
         .all(|c| c.path.starts_with(root_str.to_str().unwrap())));
 }
+
+on_both_stores!(
+    bad_files_are_skipped_with_notes,
+    missing_root_is_a_clear_error,
+    gzip_files_are_read_decompressed_within_the_size_limit,
+    symlinks_out_of_the_root_are_not_indexed,
+    overlong_queries_are_a_typed_error,
+    store_files_are_private,
+    a_document_cannot_forge_source_lines,
+);

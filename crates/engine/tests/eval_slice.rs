@@ -4,10 +4,9 @@ mod common;
 
 use anectx_engine::eval::{evaluate_mode, Collection};
 use anectx_engine::{index_texts, ContextOptions, Engine, IndexOptions, NoProgress, RetrievalMode};
-use common::write;
+use common::{write, Harness};
 
-#[test]
-fn tiny_collection_evaluates() {
+fn tiny_collection_evaluates(h: &Harness) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write(
@@ -34,14 +33,8 @@ fn tiny_collection_evaluates() {
     assert_eq!(coll.queries.len(), 2, "unjudged queries are skipped");
     let store = tempfile::tempdir().unwrap();
     let engine = Engine::open(store.path(), None).unwrap();
-    index_texts(
-        engine.store(),
-        None,
-        &coll.docs,
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_texts(&engine, &coll.docs, &IndexOptions::default())
+        .unwrap();
     let r = evaluate_mode(
         &engine,
         &coll,
@@ -87,3 +80,5 @@ fn a_directory_that_is_not_a_collection_is_named_clearly() {
         .to_string();
     assert!(e.contains("not a directory"), "{e}");
 }
+
+on_both_stores!(tiny_collection_evaluates,);

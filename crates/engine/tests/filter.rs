@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anectx_engine::{
     ContextOptions, Engine, EngineError, Filter, IndexOptions, NoProgress, RetrievalMode,
 };
-use common::{write, HashEmbedder};
+use common::{write, Harness, HashEmbedder};
 
 const JAN_2020: i64 = 1_577_836_800;
 const JAN_2021: i64 = 1_609_459_200;
@@ -46,10 +46,15 @@ fn corpus(root: &std::path::Path) {
     set_mtime(&root.join("b/garden.txt"), JAN_2020 + 86_400);
 }
 
-fn engine(store: &std::path::Path, root: &std::path::Path) -> Engine {
+fn engine(h: &Harness, store: &std::path::Path, root: &std::path::Path) -> Engine {
     let e = Engine::open(store, Some(Arc::new(HashEmbedder::new(64, "f")))).unwrap();
-    e.index(&[root.to_path_buf()], &IndexOptions::default(), &NoProgress)
-        .unwrap();
+    h.index(
+        &e,
+        &[root.to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     assert!(e.dense_enabled());
     e
 }
@@ -68,12 +73,11 @@ fn paths(r: &anectx_engine::ContextResult) -> Vec<String> {
     r.chunks.iter().map(|c| c.path.clone()).collect()
 }
 
-#[test]
-fn a_filter_finds_a_document_ranked_below_the_unfiltered_top_k() {
+fn a_filter_finds_a_document_ranked_below_the_unfiltered_top_k(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     corpus(root.path());
-    let e = engine(store.path(), root.path());
+    let e = engine(h, store.path(), root.path());
     let q = "lighthouse";
     // Unfiltered, the garden file is not even a candidate.
     let all = e.context(q, &opts(Filter::default())).unwrap();
@@ -117,12 +121,11 @@ fn a_filter_finds_a_document_ranked_below_the_unfiltered_top_k() {
     }
 }
 
-#[test]
-fn each_filter_kind_restricts_what_it_says() {
+fn each_filter_kind_restricts_what_it_says(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     corpus(root.path());
-    let e = engine(store.path(), root.path());
+    let e = engine(h, store.path(), root.path());
     let q = "lighthouse";
     let run = |filter: Filter| paths(&e.context(q, &opts(filter)).unwrap());
     let garden = |p: &Vec<String>| p.len() == 1 && p[0].ends_with("garden.txt");
@@ -168,7 +171,8 @@ fn each_filter_kind_restricts_what_it_says() {
     // A touched file keeps its content hash but its new time is recorded
     // at the next index run.
     set_mtime(&root.path().join("a/note07.md"), JAN_2020);
-    e.index(
+    h.index(
+        &e,
         &[root.path().to_path_buf()],
         &IndexOptions::default(),
         &NoProgress,
@@ -183,12 +187,11 @@ fn each_filter_kind_restricts_what_it_says() {
     assert!(p[0].ends_with("a/note07.md"), "{p:?}");
 }
 
-#[test]
-fn a_bad_filter_is_an_error_naming_its_field() {
+fn a_bad_filter_is_an_error_naming_its_field(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     corpus(root.path());
-    let e = engine(store.path(), root.path());
+    let e = engine(h, store.path(), root.path());
     let err = e
         .context(
             "lighthouse",
@@ -220,3 +223,9 @@ fn a_bad_filter_is_an_error_naming_its_field() {
         "{err}"
     );
 }
+
+on_both_stores!(
+    a_filter_finds_a_document_ranked_below_the_unfiltered_top_k,
+    each_filter_kind_restricts_what_it_says,
+    a_bad_filter_is_an_error_naming_its_field,
+);

@@ -3,6 +3,10 @@
 //! `path p.N` citations, scanned pages reported, and corrupt or encrypted
 //! files skipped with a reason without stopping the run.
 
+mod common;
+
+use common::Harness;
+
 use std::path::{Path, PathBuf};
 
 use anectx_engine::formats::{self, Format, FormatError};
@@ -19,10 +23,15 @@ fn copy(from: &Path, to: &Path, names: &[&str]) {
     }
 }
 
-fn index(root: &Path, store: &Path) -> (Engine, IndexReport) {
+fn index(h: &Harness, root: &Path, store: &Path) -> (Engine, IndexReport) {
     let engine = Engine::open(store, None).unwrap();
-    let rep = engine
-        .index(&[root.to_path_buf()], &IndexOptions::default(), &NoProgress)
+    let rep = h
+        .index(
+            &engine,
+            &[root.to_path_buf()],
+            &IndexOptions::default(),
+            &NoProgress,
+        )
         .unwrap();
     (engine, rep)
 }
@@ -48,8 +57,7 @@ fn bm25_context(engine: &Engine, q: &str) -> anectx_engine::ContextResult {
         .unwrap()
 }
 
-#[test]
-fn pdf_text_per_page_with_page_citations() {
+fn pdf_text_per_page_with_page_citations(h: &Harness) {
     let Some(d) = docs() else { return };
     let pdf = d.join("pdf");
     let root = tempfile::tempdir().unwrap();
@@ -65,7 +73,7 @@ fn pdf_text_per_page_with_page_citations() {
             "libreoffice-writer-password.pdf",
         ],
     );
-    let (engine, rep) = index(root.path(), store.path());
+    let (engine, rep) = index(h, root.path(), store.path());
     assert_eq!(rep.files_indexed, 2, "{rep:#?}");
     assert_eq!(rep.files_skipped, 3, "{rep:#?}");
     assert_eq!(rep.files_read_by_kind.get("pdf"), Some(&2), "{rep:#?}");
@@ -105,8 +113,7 @@ fn pdf_text_per_page_with_page_citations() {
     assert!(r.text.contains("crazyones.pdf p.1"), "{}", r.text);
 }
 
-#[test]
-fn corrupt_pdfs_are_skipped_and_never_abort_the_run() {
+fn corrupt_pdfs_are_skipped_and_never_abort_the_run(h: &Harness) {
     let Some(d) = docs() else { return };
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
@@ -118,7 +125,7 @@ fn corrupt_pdfs_are_skipped_and_never_abort_the_run() {
     std::fs::write(r.join("header-only.pdf"), &real[..16]).unwrap();
     std::fs::write(r.join("not-a-pdf.pdf"), b"hello, I am text named .pdf").unwrap();
     std::fs::write(r.join("empty.pdf"), b"").unwrap();
-    let (_engine, rep) = index(r, store.path());
+    let (_engine, rep) = index(h, r, store.path());
     assert!(
         rep.skipped.iter().all(|s| !s.reason.contains("panicked")),
         "{rep:#?}"
@@ -175,8 +182,7 @@ fn extractor_reports_scanned_pages_and_encryption() {
     assert!(open.is_ok(), "{open:?}");
 }
 
-#[test]
-fn office_documents_are_markdown_and_slides_are_pages() {
+fn office_documents_are_markdown_and_slides_are_pages(h: &Harness) {
     let Some(d) = docs() else { return };
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
@@ -196,7 +202,7 @@ fn office_documents_are_markdown_and_slides_are_pages() {
         r,
         &["base.xlsx", "password.xlsx", "empty_file.xlsx"],
     );
-    let (engine, rep) = index(r, store.path());
+    let (engine, rep) = index(h, r, store.path());
     assert_eq!(rep.files_read_by_kind.get("docx"), Some(&2), "{rep:#?}");
     assert_eq!(rep.files_read_by_kind.get("pptx"), Some(&1), "{rep:#?}");
     assert_eq!(rep.files_read_by_kind.get("xlsx"), Some(&1), "{rep:#?}");
@@ -237,8 +243,7 @@ fn office_documents_are_markdown_and_slides_are_pages() {
     assert!(c.chunks[0].path.ends_with("base.xlsx"), "{}", c.text);
 }
 
-#[test]
-fn epub_chapters_become_headings() {
+fn epub_chapters_become_headings(h: &Harness) {
     let Some(d) = docs() else { return };
     let bytes = std::fs::read(d.join("epub/childrens-literature.epub")).unwrap();
     let x = formats::extract(Format::Epub, &bytes).unwrap();
@@ -255,7 +260,7 @@ fn epub_chapters_become_headings() {
     let store = tempfile::tempdir().unwrap();
     copy(&d.join("epub"), root.path(), &["childrens-literature.epub"]);
     std::fs::write(root.path().join("broken.epub"), &bytes[..bytes.len() / 2]).unwrap();
-    let (engine, rep) = index(root.path(), store.path());
+    let (engine, rep) = index(h, root.path(), store.path());
     assert_eq!(rep.files_read_by_kind.get("epub"), Some(&1), "{rep:#?}");
     assert!(
         reason(&rep, "broken.epub").contains("corrupt or unreadable EPUB"),
@@ -319,3 +324,10 @@ fn pdf_throughput() {
         pages as f64 / extract_s
     );
 }
+
+on_both_stores!(
+    pdf_text_per_page_with_page_citations,
+    corrupt_pdfs_are_skipped_and_never_abort_the_run,
+    office_documents_are_markdown_and_slides_are_pages,
+    epub_chapters_become_headings,
+);

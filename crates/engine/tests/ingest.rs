@@ -9,7 +9,7 @@ use anectx_engine::{
     Candidate, ContextOptions, Engine, EngineError, IndexOptions, NoProgress, RelevanceModel,
     RetrievalMode,
 };
-use common::{small_corpus, write, HashEmbedder};
+use common::{small_corpus, write, Harness, HashEmbedder};
 
 fn open(store: &std::path::Path, dense: bool) -> Engine {
     let e: Option<Arc<dyn anectx_engine::TextEmbedder>> = if dense {
@@ -20,14 +20,14 @@ fn open(store: &std::path::Path, dense: bool) -> Engine {
     Engine::open(store, e).unwrap()
 }
 
-#[test]
-fn bm25_only_index_context_and_incremental_updates() {
+fn bm25_only_index_context_and_incremental_updates(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     small_corpus(root.path());
     let engine = open(store.path(), false);
-    let r = engine
+    let r = h
         .index(
+            &engine,
             &[root.path().to_path_buf()],
             &IndexOptions::default(),
             &NoProgress,
@@ -73,8 +73,9 @@ fn bm25_only_index_context_and_incremental_updates() {
         .ends_with("cooking.html"));
 
     // Unchanged re-index does nothing; a change re-chunks one file; a deletion removes it.
-    let r = engine
+    let r = h
         .index(
+            &engine,
             &[root.path().to_path_buf()],
             &IndexOptions::default(),
             &NoProgress,
@@ -91,8 +92,9 @@ fn bm25_only_index_context_and_incremental_updates() {
         "Saturn has rings made of ice.\n",
     );
     std::fs::remove_file(root.path().join("src/lib.rs")).unwrap();
-    let r = engine
+    let r = h
         .index(
+            &engine,
             &[root.path().to_path_buf()],
             &IndexOptions::default(),
             &NoProgress,
@@ -124,8 +126,7 @@ fn bm25_only_index_context_and_incremental_updates() {
     );
 }
 
-#[test]
-fn dense_hybrid_budget_and_ordering() {
+fn dense_hybrid_budget_and_ordering(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     // Many small files about overlapping topics.
@@ -146,8 +147,9 @@ fn dense_hybrid_budget_and_ordering() {
         );
     }
     let engine = open(store.path(), true);
-    let r = engine
+    let r = h
         .index(
+            &engine,
             &[root.path().to_path_buf()],
             &IndexOptions::default(),
             &NoProgress,
@@ -200,8 +202,7 @@ impl RelevanceModel for LongestFirst {
     }
 }
 
-#[test]
-fn relevance_model_hot_swap() {
+fn relevance_model_hot_swap(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     write(root.path(), "short.txt", "kiwi");
@@ -212,13 +213,13 @@ fn relevance_model_hot_swap() {
     );
     write(root.path(), "mid.txt", "kiwi kiwi kiwi fruit");
     let engine = Arc::new(open(store.path(), false));
-    engine
-        .index(
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    h.index(
+        &engine,
+        &[root.path().to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     let opts = ContextOptions {
         mmr_lambda: 1.0,
         ..ContextOptions::default()
@@ -244,19 +245,18 @@ fn relevance_model_hot_swap() {
     assert!(top(&after).ends_with("long.txt"));
 }
 
-#[test]
-fn refuses_to_mix_embedders() {
+fn refuses_to_mix_embedders(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     small_corpus(root.path());
     let engine = open(store.path(), true);
-    engine
-        .index(
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    h.index(
+        &engine,
+        &[root.path().to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     drop(engine);
     let other: Arc<dyn anectx_engine::TextEmbedder> = Arc::new(HashEmbedder::new(64, "b"));
     let err = Engine::open(store.path(), Some(other.clone())).unwrap_err();
@@ -265,8 +265,9 @@ fn refuses_to_mix_embedders() {
     // Indexing without the embedder is refused too; querying falls back to BM25 with a note.
     let plain = Engine::open(store.path(), None).unwrap();
     assert!(plain.notes().iter().any(|n| n.contains("BM25 only")));
-    let err = plain
+    let err = h
         .index(
+            &plain,
             &[root.path().to_path_buf()],
             &IndexOptions::default(),
             &NoProgress,
@@ -285,8 +286,7 @@ fn refuses_to_mix_embedders() {
     assert!(plain.store().check_consistency().unwrap().is_empty());
 }
 
-#[test]
-fn exploration_logs_propensities_and_pool() {
+fn exploration_logs_propensities_and_pool(h: &Harness) {
     let root = tempfile::tempdir().unwrap();
     let store = tempfile::tempdir().unwrap();
     for i in 0..12 {
@@ -297,13 +297,13 @@ fn exploration_logs_propensities_and_pool() {
         );
     }
     let engine = open(store.path(), false);
-    engine
-        .index(
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    h.index(
+        &engine,
+        &[root.path().to_path_buf()],
+        &IndexOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
     // Source lines name files relative to the root (`[1] f0.txt:1-1`), so
     // their cost no longer depends on the temporary directory's path; 100
     // tokens leave room to swap a shown chunk for a slightly longer one.
@@ -374,3 +374,11 @@ fn exploration_logs_propensities_and_pool() {
     }
     assert!(saw_runner_up);
 }
+
+on_both_stores!(
+    bm25_only_index_context_and_incremental_updates,
+    dense_hybrid_budget_and_ordering,
+    relevance_model_hot_swap,
+    refuses_to_mix_embedders,
+    exploration_logs_propensities_and_pool,
+);

@@ -6,11 +6,9 @@ mod common;
 
 use std::sync::Arc;
 
-use anectx_engine::{
-    index_texts, ContextOptions, Engine, IndexOptions, NoProgress, RetrievalMode, TextEmbedder,
-};
+use anectx_engine::{ContextOptions, Engine, IndexOptions, RetrievalMode, TextEmbedder};
 use anectx_store::Feedback;
-use common::HashEmbedder;
+use common::{Harness, HashEmbedder};
 
 const VERSION: &str = "test-analyzer-v1";
 const QUESTION: &str = "how do I reset the flux capacitor";
@@ -51,7 +49,7 @@ fn corpus() -> Vec<(String, String)> {
     docs
 }
 
-fn engine(dense: bool) -> (tempfile::TempDir, Engine) {
+fn engine(h: &Harness, dense: bool) -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
     let emb: Option<Arc<dyn TextEmbedder>> = if dense {
         Some(Arc::new(HashEmbedder::new(64, "m")))
@@ -59,14 +57,8 @@ fn engine(dense: bool) -> (tempfile::TempDir, Engine) {
         None
     };
     let engine = Engine::open(dir.path(), emb.clone()).unwrap();
-    index_texts(
-        engine.store(),
-        emb.as_deref(),
-        &corpus(),
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_texts(&engine, &corpus(), &IndexOptions::default())
+        .unwrap();
     (dir, engine)
 }
 
@@ -104,10 +96,9 @@ fn log_question(engine: &Engine) -> u64 {
     target
 }
 
-#[test]
-fn the_memory_raises_what_a_repeated_question_used() {
+fn the_memory_raises_what_a_repeated_question_used(h: &Harness) {
     for dense in [true, false] {
-        let (_d, engine) = engine(dense);
+        let (_d, engine) = engine(h, dense);
         let target = log_question(&engine);
         let before = ranking(&engine, QUESTION);
         let rb = rank_of(&before, target);
@@ -154,10 +145,9 @@ fn the_memory_raises_what_a_repeated_question_used() {
     }
 }
 
-#[test]
-fn an_unrelated_new_question_is_left_alone() {
+fn an_unrelated_new_question_is_left_alone(h: &Harness) {
     for dense in [true, false] {
-        let (_d, engine) = engine(dense);
+        let (_d, engine) = engine(h, dense);
         log_question(&engine);
         let before = ranking(&engine, UNRELATED);
         let before_ctx = engine
@@ -184,10 +174,9 @@ fn an_unrelated_new_question_is_left_alone() {
     }
 }
 
-#[test]
-fn an_empty_log_gives_no_memory_and_changes_nothing() {
+fn an_empty_log_gives_no_memory_and_changes_nothing(h: &Harness) {
     for dense in [true, false] {
-        let (_d, engine) = engine(dense);
+        let (_d, engine) = engine(h, dense);
         let queries = [QUESTION, UNRELATED, "capacitor reset"];
         let before: Vec<_> = queries.iter().map(|q| ranking(&engine, q)).collect();
         assert_eq!(engine.rebuild_memory(VERSION).unwrap(), None);
@@ -206,9 +195,8 @@ fn an_empty_log_gives_no_memory_and_changes_nothing() {
     }
 }
 
-#[test]
-fn negative_feedback_removes_a_chunk_from_the_memory() {
-    let (_d, engine) = engine(true);
+fn negative_feedback_removes_a_chunk_from_the_memory(h: &Harness) {
+    let (_d, engine) = engine(h, true);
     let target = log_question(&engine);
     engine
         .store()
@@ -276,10 +264,9 @@ fn build(engine: &Engine) -> anectx_engine::UsageMemory {
         .expect("a memory")
 }
 
-#[test]
-fn a_memory_file_reads_back_as_the_same_memory() {
+fn a_memory_file_reads_back_as_the_same_memory(h: &Harness) {
     for dense in [true, false] {
-        let (_d, engine) = engine(dense);
+        let (_d, engine) = engine(h, dense);
         log_several(&engine, 0);
         let m = build(&engine);
         assert_eq!(m.stats().embedded, dense);
@@ -298,10 +285,9 @@ fn a_memory_file_reads_back_as_the_same_memory() {
     }
 }
 
-#[test]
-fn a_corrupt_truncated_or_foreign_memory_file_is_refused() {
+fn a_corrupt_truncated_or_foreign_memory_file_is_refused(h: &Harness) {
     use anectx_engine::{MemoryFileError as E, UsageMemory};
-    let (_d, engine) = engine(true);
+    let (_d, engine) = engine(h, true);
     log_several(&engine, 0);
     let id = engine.memory_embedder_id().unwrap();
     let good = build(&engine).to_bytes(&id);
@@ -341,10 +327,9 @@ fn a_corrupt_truncated_or_foreign_memory_file_is_refused() {
     assert!(matches!(read(&bad), E::Corrupt(_)), "{}", read(&bad));
 }
 
-#[test]
-fn extending_a_memory_equals_building_it_from_the_whole_log() {
+fn extending_a_memory_equals_building_it_from_the_whole_log(h: &Harness) {
     for dense in [true, false] {
-        let (_d, engine) = engine(dense);
+        let (_d, engine) = engine(h, dense);
         log_several(&engine, 0);
         let base = build(&engine);
         let (same, read) = engine.extend_memory(&base).unwrap();
@@ -369,3 +354,13 @@ fn extending_a_memory_equals_building_it_from_the_whole_log() {
         assert_eq!(from_empty, full, "dense={dense}");
     }
 }
+
+on_both_stores!(
+    the_memory_raises_what_a_repeated_question_used,
+    an_unrelated_new_question_is_left_alone,
+    an_empty_log_gives_no_memory_and_changes_nothing,
+    negative_feedback_removes_a_chunk_from_the_memory,
+    a_memory_file_reads_back_as_the_same_memory,
+    a_corrupt_truncated_or_foreign_memory_file_is_refused,
+    extending_a_memory_equals_building_it_from_the_whole_log,
+);

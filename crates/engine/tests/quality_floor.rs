@@ -4,17 +4,18 @@
 //! The README's table reads dense 0.429, hybrid 0.494, BM25 0.463; random
 //! weights score far below the dense floor and drag hybrid under BM25.
 
+mod common;
+
 use std::sync::Arc;
 
 use anectx_engine::eval::{evaluate_mode, Collection};
 use anectx_engine::{
-    index_texts, ChunkConfig, ContextOptions, Engine, IndexOptions, ModelEmbedder, NoProgress,
-    RetrievalMode, TextEmbedder,
+    ChunkConfig, ContextOptions, Engine, IndexOptions, ModelEmbedder, RetrievalMode,
 };
 use anectx_models::WeightDtype;
+use common::Harness;
 
-#[test]
-fn shipped_embedder_meets_the_quality_floors_on_the_sample() {
+fn shipped_embedder_meets_the_quality_floors_on_the_sample(h: &Harness) {
     let sample = anectx_testing::workspace_root().join("samples/quickstart");
     let coll = Collection::load(&sample).unwrap();
     assert_eq!(coll.docs.len(), 600);
@@ -29,14 +30,7 @@ fn shipped_embedder_meets_the_quality_floors_on_the_sample() {
         },
         ..IndexOptions::default()
     };
-    index_texts(
-        engine.store(),
-        Some(embedder.as_ref() as &dyn TextEmbedder),
-        &coll.docs,
-        &opts,
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_texts(&engine, &coll.docs, &opts).unwrap();
     let texts: Vec<&str> = coll.queries.iter().map(|q| q.1.as_str()).collect();
     // In batches of 32, as `anectx eval` embeds them.
     let qvecs: Vec<f32> = texts
@@ -63,3 +57,5 @@ fn shipped_embedder_meets_the_quality_floors_on_the_sample() {
         "hybrid nDCG@10 {hybrid:.4} < BM25 {bm25:.4} + 0.01: the embedder adds nothing"
     );
 }
+
+on_both_stores!(shipped_embedder_meets_the_quality_floors_on_the_sample,);

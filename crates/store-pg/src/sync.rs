@@ -60,6 +60,9 @@ pub struct PublishReport {
     pub documents_written: u64,
     pub documents_deleted: u64,
     pub documents_unchanged: u64,
+    /// Documents with the same content and a new modification time: only
+    /// the time is written.
+    pub documents_touched: u64,
     pub chunks_written: u64,
     /// The shared store's last change number afterwards.
     pub head: i64,
@@ -104,22 +107,41 @@ impl PgStore {
         if let Some(info) = &embedder {
             self.set_embedder(info)?;
         }
-        let shared: HashMap<String, String> = self
+        let shared: HashMap<String, (String, Option<i64>)> = self
             .client()
-            .query("SELECT path, content_hash FROM anectx_documents", &[])?
+            .query(
+                "SELECT path, content_hash, modified FROM anectx_documents",
+                &[],
+            )?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
             .collect();
         let mut report = PublishReport::default();
         let local_docs = local.db.documents()?;
+        let modified: HashMap<String, Option<i64>> = local
+            .db
+            .document_facts()?
+            .into_iter()
+            .map(|f| (f.path, f.modified))
+            .collect();
         let local_paths: HashSet<&str> = local_docs.iter().map(|d| d.path.as_str()).collect();
         for d in &local_docs {
             if !in_scope(&d.path) {
                 continue;
             }
-            if shared.get(&d.path) == Some(&d.content_hash) {
-                report.documents_unchanged += 1;
-                continue;
+            if let Some((hash, at)) = shared.get(&d.path) {
+                if *hash == d.content_hash {
+                    // The same content; a touched file's new time still
+                    // reaches replicas, whose date filters read it.
+                    match modified.get(&d.path) {
+                        Some(Some(m)) if *at != Some(*m) => {
+                            self.touch_document(&d.path, *m)?;
+                            report.documents_touched += 1;
+                        }
+                        _ => report.documents_unchanged += 1,
+                    }
+                    continue;
+                }
             }
             let Some(stored) = local.db.document_with_chunks(&d.path)? else {
                 continue; // deleted locally meanwhile
@@ -242,6 +264,36 @@ impl PgStore {
         tx.execute(&st.notify, &[&seq.to_string()])?;
         tx.commit()?;
         Ok(seq)
+    }
+
+    /// Records a new modification time for a document whose content is
+    /// unchanged, with a change number, so replicas take the new time.
+    /// Returns whether the document exists.
+    pub fn touch_document(&self, path: &str, modified: i64) -> Result<bool> {
+        let mut c = self.client();
+        let mut tx = c.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK])?;
+        let exists = tx
+            .query_opt("SELECT 1 FROM anectx_documents WHERE path = $1", &[&path])?
+            .is_some();
+        if exists {
+            let seq: i64 = tx
+                .query_one(
+                    "INSERT INTO anectx_changes(path, op) VALUES ($1, 'put') RETURNING seq",
+                    &[&path],
+                )?
+                .get(0);
+            tx.execute(
+                "UPDATE anectx_documents SET modified = $2, seq = $3 WHERE path = $1",
+                &[&path, &modified, &seq],
+            )?;
+            tx.execute(
+                "SELECT pg_notify('anectx_changes', $1::text)",
+                &[&seq.to_string()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(exists)
     }
 
     /// Deletes one document (in one transaction with its change number);

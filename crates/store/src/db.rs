@@ -430,6 +430,11 @@ impl Db {
                             )
                             .optional()?;
                         if have.as_deref() == Some(d.content_hash.as_str()) {
+                            // The same content: at most a new time (a
+                            // touched file), no new chunks.
+                            if let Some(m) = d.modified {
+                                Self::set_modified(tx, &d.path, m)?;
+                            }
                             out.push(None);
                             continue;
                         }

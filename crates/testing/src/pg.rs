@@ -9,6 +9,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 /// A running test server.
 pub struct PgServer {
@@ -60,6 +62,32 @@ impl PgServer {
             stdin,
             location,
         })
+    }
+
+    /// One server for the whole test process, started on first use; tests
+    /// that share it each take their own database ([`Self::fresh_database`]).
+    /// A static is never dropped: the server stops when the process exits,
+    /// which closes the helper's stdin. `None` as for [`Self::start`].
+    pub fn shared() -> Option<&'static PgServer> {
+        static SHARED: OnceLock<Option<PgServer>> = OnceLock::new();
+        SHARED.get_or_init(PgServer::start).as_ref()
+    }
+
+    /// Creates a new, empty database on this server and returns its name.
+    /// Panics when the server refuses.
+    pub fn fresh_database(&self) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "t{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut client = postgres::Client::connect(&self.conninfo("postgres"), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+        name
     }
 
     /// A `postgresql://` URL for `database` as the superuser (the socket

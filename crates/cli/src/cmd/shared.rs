@@ -240,13 +240,18 @@ pub fn follow_registry(pg: &PgStore, registry: &anectx_learn::Registry) -> Resul
 pub fn describe(pg: &PgStore, s: &Shared) -> String {
     let p = &s.published;
     format!(
-        "shared store {}: {} documents published ({} chunks), {} removed, {} unchanged; \
+        "shared store {}: {} documents published ({} chunks), {} removed, {} unchanged{}; \
          {} documents taken from other replicas; at change {}",
         pg.target(),
         p.documents_written,
         p.chunks_written,
         p.documents_deleted,
         p.documents_unchanged,
+        if p.documents_touched > 0 {
+            format!(", {} with only a new modification time", p.documents_touched)
+        } else {
+            String::new()
+        },
         s.synced.documents_written,
         s.synced.to.max(p.head),
     )

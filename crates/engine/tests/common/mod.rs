@@ -88,3 +88,139 @@ pub fn small_corpus(dir: &Path) {
     write(dir, ".gitignore", "ignored/\n");
     write(dir, "ignored/skip.txt", "ignored file mentions pancakes\n");
 }
+
+/// Which store a test's documents go through. The engine always answers
+/// from its own cache; with [`Harness::postgres`], what a test indexes is
+/// indexed by another engine (the indexer), published to a shared store
+/// (PostgreSQL + pgvector) and synced into the engine under test, so every
+/// answer the test checks went through the shared store. Each engine cache
+/// (by directory) has its own indexer and its own database, as each has its
+/// own store with SQLite. [`on_both_stores!`] runs a test body with each.
+pub struct Harness {
+    server: Option<&'static anectx_testing::pg::PgServer>,
+    /// The engine's cache directory → its indexer and shared store.
+    through: std::sync::Mutex<
+        std::collections::HashMap<
+            std::path::PathBuf,
+            (tempfile::TempDir, anectx_store_pg::PgStore),
+        >,
+    >,
+}
+
+impl Harness {
+    pub fn sqlite() -> Self {
+        Self {
+            server: None,
+            through: Default::default(),
+        }
+    }
+
+    /// `None` when the pgserver fixture is missing outside CI (under CI the
+    /// fixture check panics, so the PostgreSQL half never skips there).
+    pub fn postgres() -> Option<Self> {
+        Some(Self {
+            server: Some(anectx_testing::pg::PgServer::shared()?),
+            through: Default::default(),
+        })
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Runs `f` with `engine`'s indexer (the same embedder, its own
+    /// directory, kept for the whole test so re-indexing is incremental as
+    /// on one store) and shared store, then syncs `engine` from it.
+    fn through<T>(
+        &self,
+        server: &anectx_testing::pg::PgServer,
+        engine: &anectx_engine::Engine,
+        f: impl FnOnce(&anectx_engine::Engine, &anectx_store_pg::PgStore) -> Result<T, EngineError>,
+    ) -> Result<T, EngineError> {
+        let mut map = self.through.lock().unwrap();
+        let (dir, shared) = map
+            .entry(engine.store().dir().to_path_buf())
+            .or_insert_with(|| {
+                let db = server.fresh_database();
+                let shared = anectx_store_pg::PgStore::connect(&server.conninfo(&db)).unwrap();
+                (tempfile::tempdir().unwrap(), shared)
+            });
+        let indexer = anectx_engine::Engine::open(dir.path(), engine.embedder().cloned())?;
+        let out = f(&indexer, shared)?;
+        engine.sync_shared(shared, &anectx_engine::NoProgress)?;
+        // The engine under test is a replica of the shared store, and what
+        // it holds came from there.
+        assert_eq!(
+            engine.store().db.meta(anectx_store_pg::STORE_ID_KEY).unwrap(),
+            Some(shared.store_id().unwrap())
+        );
+        Ok(out)
+    }
+
+    /// Indexes `roots` for `engine`: directly, or through the shared store
+    /// (the report is the indexer's, of the same indexing code).
+    pub fn index(
+        &self,
+        engine: &anectx_engine::Engine,
+        roots: &[std::path::PathBuf],
+        opts: &anectx_engine::IndexOptions,
+        progress: &dyn anectx_engine::Progress,
+    ) -> Result<anectx_engine::IndexReport, EngineError> {
+        let Some(server) = self.server else {
+            return engine.index(roots, opts, progress);
+        };
+        self.through(server, engine, |indexer, shared| {
+            let report = indexer.index(roots, opts, progress)?;
+            indexer.publish_shared(shared, roots)?;
+            Ok(report)
+        })
+    }
+
+    /// [`anectx_engine::index_texts`] for `engine`, directly or through the
+    /// shared store.
+    pub fn index_texts(
+        &self,
+        engine: &anectx_engine::Engine,
+        docs: &[(String, String)],
+        opts: &anectx_engine::IndexOptions,
+    ) -> Result<anectx_engine::IndexReport, EngineError> {
+        let texts = |e: &anectx_engine::Engine| {
+            anectx_engine::index_texts(
+                e.store(),
+                e.embedder().map(|x| x.as_ref()),
+                docs,
+                opts,
+                &anectx_engine::NoProgress,
+            )
+        };
+        let Some(server) = self.server else {
+            return texts(engine);
+        };
+        self.through(server, engine, |indexer, shared| {
+            let report = texts(indexer)?;
+            indexer.publish_shared_all(shared)?;
+            Ok(report)
+        })
+    }
+}
+
+/// For each named test body `fn name(h: &Harness)`, a module `name` with
+/// two tests: `sqlite` (the engine's own store) and `postgres` (through the
+/// shared store).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&$crate::common::Harness::sqlite())
+            }
+            #[test]
+            fn postgres() {
+                if let Some(h) = $crate::common::Harness::postgres() {
+                    super::$name(&h)
+                }
+            }
+        }
+    )*};
+}
