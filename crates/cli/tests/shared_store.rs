@@ -708,6 +708,33 @@ fn feedback_on_any_replica_is_taken_and_in_the_shared_log_when_acknowledged() {
     let (status, said) =
         anectx_testing::http(&addr_c, "POST", "/v1/feedback", None, &body.to_string());
     assert_eq!(status, 422, "{said}");
+
+    // `log stats` on a machine that served nothing shows the fleet's log:
+    // B's interaction with the feedback given on C.
+    let d = tempfile::tempdir().unwrap();
+    let stats = ok_json(&replica(
+        d.path(),
+        &["log", "stats", "--store", &url, "--json"],
+    ));
+    assert_eq!(stats["interactions"], 1, "{stats}");
+    assert_eq!(
+        (&stats["feedback"], &stats["feedback_positive"]),
+        (&Value::from(1), &Value::from(1)),
+        "{stats}"
+    );
+    let out = replica(d.path(), &["log", "export", "--store", &url]);
+    let line: Value = serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap())
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(line["uid"], id, "{line}");
+    assert_eq!(line["feedback"][0]["rating"], 1, "{line}");
+    // Pruning would touch this machine's copy only: refused, saying why.
+    let out = replica(d.path(), &["log", "prune", "--store", &url]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("this machine's copy"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The command in `said`'s "next: `…`" hint, and its words as a shell

@@ -1,7 +1,7 @@
 //! `anectx log`: read the interaction log of a store.
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anectx_store::{Db, LoggedInteraction, Store, UsageLabelRow};
 use anyhow::{Context, Result};
@@ -25,9 +25,17 @@ pub enum LogCommand {
 
 #[derive(Debug, Args)]
 pub struct StoreArg {
-    /// Store directory. Env: ANECTX_STORE; config `store`; default ./.anectx
+    /// Store directory, or a shared store `postgres://user@host/db`: then
+    /// this machine's cache of it first takes the fleet's log, as `train`
+    /// does, so export and stats cover every replica's interactions.
+    /// Env: ANECTX_STORE; config `store`; default ./.anectx
     #[arg(long)]
     store: Option<PathBuf>,
+    /// With a shared store: the embedder its cache catches up with (see
+    /// `index --model`). Needed only on a machine without a cache of a store
+    /// whose embedder is not the built-in one.
+    #[arg(long, short)]
+    model: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -78,16 +86,40 @@ struct Line<'a> {
 
 const PAGE: usize = 500;
 
-fn open(arg: &StoreArg) -> Result<(PathBuf, Db)> {
-    let dir = crate::cmd::index::StoreArgs {
+/// The log `arg` names, and how to name it to people. With a shared store,
+/// the cache first catches up and takes the fleet's log (`fleet`), or the
+/// command is refused (`fleet` false: it would act on this machine's copy
+/// only).
+fn open(arg: &StoreArg, fleet: bool, what: &str) -> Result<(String, Db)> {
+    let args = crate::cmd::index::StoreArgs {
         store: arg.store.clone(),
-        model: None,
+        model: arg.model.clone(),
         dtype: None,
         backend: None,
         units: None,
         vector_search: None,
+    };
+    let dir = args.store_dir()?;
+    let mut name = dir.display().to_string();
+    if let Some(pg) = args.shared()? {
+        if !fleet {
+            anyhow::bail!(
+                "`log {what}` works on one store's own log; with a shared store it would change \
+                 only this machine's copy ({}), and the fleet's log in {} would keep everything \
+                 (anectx does not prune the shared log yet)",
+                dir.display(),
+                pg.target()
+            );
+        }
+        let engine = anectx_engine::Engine::open(&dir, args.embedder()?)
+            .with_context(|| format!("opening this machine's cache in {}", dir.display()))?;
+        super::shared::catch_up_for_learning(&engine, &pg)?;
+        name = format!(
+            "the shared store {} (the fleet's log, copied into {})",
+            pg.target(),
+            dir.display()
+        );
     }
-    .store_dir()?;
     if !Store::exists(&dir) {
         anyhow::bail!(
             "no store in {}: pass --store DIR (a directory made by `anectx index` and served by \
@@ -97,7 +129,7 @@ fn open(arg: &StoreArg) -> Result<(PathBuf, Db)> {
     }
     let db = Db::open(&Store::db_path(&dir))
         .with_context(|| format!("opening the interaction log in {}", dir.display()))?;
-    Ok((dir, db))
+    Ok((name, db))
 }
 
 pub fn run(cmd: LogCommand) -> Result<()> {
@@ -110,7 +142,7 @@ pub fn run(cmd: LogCommand) -> Result<()> {
 
 fn export(a: ExportArgs) -> Result<()> {
     let _ = a.jsonl;
-    let (dir, db) = open(&a.store)?;
+    let (name, db) = open(&a.store, true, "export")?;
     let sink: Box<dyn Write> = match &a.out {
         Some(p) => {
             Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
@@ -131,9 +163,8 @@ fn export(a: ExportArgs) -> Result<()> {
     }
     if n == 0 {
         eprintln!(
-            "note: the interaction log in {} is empty (serve the store with `anectx serve` to \
-             record interactions)",
-            dir.display()
+            "note: the interaction log of {name} is empty (serve the store with `anectx serve` \
+             to record interactions)"
         );
     } else if let Some(p) = &a.out {
         eprintln!("exported {n} interactions to {}", p.display());
@@ -171,7 +202,7 @@ fn write_all(db: &Db, w: &mut impl Write) -> Result<u64> {
 }
 
 fn prune(a: PruneArgs) -> Result<()> {
-    let (dir, db) = open(&a.store)?;
+    let (name, db) = open(&a.store, false, "prune")?;
     let mut ret = db.retention()?;
     if let Some(d) = a.max_age_days {
         ret.max_age_days = (d > 0).then_some(d);
@@ -202,28 +233,24 @@ fn prune(a: PruneArgs) -> Result<()> {
     println!(
         "interaction log of {}: keeps {age}, {count}; removed {} interactions ({} candidates, \
          {} labels, {} feedback); {left} left",
-        dir.display(),
-        removed.interactions,
-        removed.candidates,
-        removed.labels,
-        removed.feedback
+        name, removed.interactions, removed.candidates, removed.labels, removed.feedback
     );
     Ok(())
 }
 
 fn stats(a: StatsArgs) -> Result<()> {
-    let (dir, db) = open(&a.store)?;
+    let (name, db) = open(&a.store, true, "stats")?;
     let s = db.log_stats()?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    print_stats(&dir, &s);
+    print_stats(&name, &s);
     Ok(())
 }
 
-fn print_stats(dir: &Path, s: &anectx_store::LogStats) {
-    println!("interaction log of {}", dir.display());
+fn print_stats(name: &str, s: &anectx_store::LogStats) {
+    println!("interaction log of {name}");
     println!("  interactions    {}", s.interactions);
     if s.interactions == 0 {
         println!("  (empty: serve the store with `anectx serve` to record interactions)");

@@ -248,7 +248,10 @@ pub fn describe(pg: &PgStore, s: &Shared) -> String {
         p.documents_deleted,
         p.documents_unchanged,
         if p.documents_touched > 0 {
-            format!(", {} with only a new modification time", p.documents_touched)
+            format!(
+                ", {} with only a new modification time",
+                p.documents_touched
+            )
         } else {
             String::new()
         },

@@ -151,7 +151,11 @@ impl Harness {
         // The engine under test is a replica of the shared store, and what
         // it holds came from there.
         assert_eq!(
-            engine.store().db.meta(anectx_store_pg::STORE_ID_KEY).unwrap(),
+            engine
+                .store()
+                .db
+                .meta(anectx_store_pg::STORE_ID_KEY)
+                .unwrap(),
             Some(shared.store_id().unwrap())
         );
         Ok(out)
