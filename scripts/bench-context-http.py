@@ -90,6 +90,12 @@ def main():
         help="the anectx binary (a release build)",
     )
     ap.add_argument("--json", type=pathlib.Path, help="also write the report here")
+    ap.add_argument(
+        "--pg-async-commit",
+        action="store_true",
+        help="a diagnostic: set PostgreSQL's synchronous_commit to off for the whole server "
+        "(anectx does not do this), to see what the shared-log commit costs",
+    )
     a = ap.parse_args()
 
     corpus = [json.loads(l) for l in open(a.collection / "corpus.jsonl") if l.strip()]
@@ -123,6 +129,16 @@ def main():
         loc = pg.stdout.readline().split()
         kv = dict(x.split("=", 1) for x in loc)
         url = f"postgresql://postgres@/postgres?host={kv['host']}&port={kv['port']}"
+        if a.pg_async_commit:
+            import pgserver
+
+            psql = pathlib.Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+            for sql in ("ALTER SYSTEM SET synchronous_commit = off", "SELECT pg_reload_conf()"):
+                subprocess.run(
+                    [str(psql), "-h", kv["host"], "-p", kv["port"], "-U", "postgres", "-c", sql],
+                    check=True,
+                    capture_output=True,
+                )
         local = work / "store"
 
         def run(cache, *args):
@@ -175,6 +191,7 @@ def main():
             "collection": str(a.collection),
             "documents": len(corpus),
             "budget_tokens": a.budget,
+            "pg_synchronous_commit": "off" if a.pg_async_commit else "on",
             "index_s": {"local": t_local, "shared_build_and_publish": t_shared},
             "local": summary(ms["local"]),
             "replica": summary(ms["replica"]),
