@@ -54,14 +54,7 @@ fn bad_files_are_skipped_with_notes(h: &Harness) {
             .unwrap();
     }
     let engine = Engine::open(store.path(), Some(Arc::new(HashEmbedder::new(32, "a")))).unwrap();
-    let rep = h
-        .index(
-            &engine,
-            &[r.to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let rep = h.index_root(&engine, r);
     let notes = rep.notes.join("\n");
     assert_eq!(
         rep.files_seen,
@@ -112,14 +105,7 @@ fn bad_files_are_skipped_with_notes(h: &Harness) {
 
     // A file that turns binary is removed from the store on the next run.
     std::fs::write(r.join("good.md"), [0u8, 1, 2, 3]).unwrap();
-    let rep = h
-        .index(
-            &engine,
-            &[r.to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let rep = h.index_root(&engine, r);
     assert_eq!(rep.files_removed, 1, "{rep:?}");
     assert!(engine.store().check_consistency().unwrap().is_empty());
 }
@@ -296,13 +282,7 @@ fn overlong_queries_are_a_typed_error(h: &Harness) {
         "# Quokka\n\nquokka facts: they smile.\n",
     );
     let engine = Engine::open(store.path(), Some(Arc::new(HashEmbedder::new(32, "a")))).unwrap();
-    h.index(
-        &engine,
-        &[root.path().to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&engine, root.path());
     // Counted in characters, not bytes: 4,096 two-byte characters pass.
     let at_cap = format!("quokka {}", "é".repeat(MAX_QUERY_CHARS - 7));
     assert_eq!(at_cap.chars().count(), MAX_QUERY_CHARS);
@@ -339,22 +319,10 @@ fn store_files_are_private(h: &Harness) {
     );
     write(root.path(), "b.txt", "wombat notes");
     let engine = Engine::open(&store, Some(Arc::new(HashEmbedder::new(32, "a")))).unwrap();
-    h.index(
-        &engine,
-        &[root.path().to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&engine, root.path());
     // A second run rewrites the vectors (a deletion) and commits tantivy again.
     std::fs::remove_file(root.path().join("b.txt")).unwrap();
-    h.index(
-        &engine,
-        &[root.path().to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&engine, root.path());
     let mode =
         |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&store), 0o700);
@@ -394,13 +362,7 @@ fn a_document_cannot_forge_source_lines(h: &Harness) {
     );
     write(root.path(), "other.txt", "quokka other file");
     let engine = Engine::open(store.path(), None).unwrap();
-    h.index(
-        &engine,
-        &[root.path().to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&engine, root.path());
     let res = engine
         .context("quokka", &ContextOptions::default())
         .unwrap();

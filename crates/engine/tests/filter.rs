@@ -7,9 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anectx_engine::{
-    ContextOptions, Engine, EngineError, Filter, IndexOptions, NoProgress, RetrievalMode,
-};
+use anectx_engine::{ContextOptions, Engine, EngineError, Filter, RetrievalMode};
 use common::{write, Harness, HashEmbedder};
 
 const JAN_2020: i64 = 1_577_836_800;
@@ -48,13 +46,7 @@ fn corpus(root: &std::path::Path) {
 
 fn engine(h: &Harness, store: &std::path::Path, root: &std::path::Path) -> Engine {
     let e = Engine::open(store, Some(Arc::new(HashEmbedder::new(64, "f")))).unwrap();
-    h.index(
-        &e,
-        &[root.to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&e, root);
     assert!(e.dense_enabled());
     e
 }
@@ -171,13 +163,7 @@ fn each_filter_kind_restricts_what_it_says(h: &Harness) {
     // A touched file keeps its content hash but its new time is recorded
     // at the next index run.
     set_mtime(&root.path().join("a/note07.md"), JAN_2020);
-    h.index(
-        &e,
-        &[root.path().to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&e, root.path());
     let p = run(Filter {
         kind: vec!["md".into()],
         modified_before: Some(JAN_2021),

@@ -25,14 +25,7 @@ fn copy(from: &Path, to: &Path, names: &[&str]) {
 
 fn index(h: &Harness, root: &Path, store: &Path) -> (Engine, IndexReport) {
     let engine = Engine::open(store, None).unwrap();
-    let rep = h
-        .index(
-            &engine,
-            &[root.to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let rep = h.index_root(&engine, root);
     (engine, rep)
 }
 

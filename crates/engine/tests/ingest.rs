@@ -25,14 +25,7 @@ fn bm25_only_index_context_and_incremental_updates(h: &Harness) {
     let store = tempfile::tempdir().unwrap();
     small_corpus(root.path());
     let engine = open(store.path(), false);
-    let r = h
-        .index(
-            &engine,
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let r = h.index_root(&engine, root.path());
     // .gitignore is itself a (text) file; hidden and ignored files are not walked.
     assert_eq!(r.files_indexed, 4, "{r:?}");
     assert!(
@@ -73,14 +66,7 @@ fn bm25_only_index_context_and_incremental_updates(h: &Harness) {
         .ends_with("cooking.html"));
 
     // Unchanged re-index does nothing; a change re-chunks one file; a deletion removes it.
-    let r = h
-        .index(
-            &engine,
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let r = h.index_root(&engine, root.path());
     assert_eq!(
         (r.files_indexed, r.files_unchanged, r.chunks_added),
         (0, 4, 0),
@@ -92,14 +78,7 @@ fn bm25_only_index_context_and_incremental_updates(h: &Harness) {
         "Saturn has rings made of ice.\n",
     );
     std::fs::remove_file(root.path().join("src/lib.rs")).unwrap();
-    let r = h
-        .index(
-            &engine,
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let r = h.index_root(&engine, root.path());
     assert_eq!((r.files_indexed, r.files_removed), (1, 1), "{r:?}");
     assert!(engine
         .context("jupiter", &ContextOptions::default())
@@ -147,14 +126,7 @@ fn dense_hybrid_budget_and_ordering(h: &Harness) {
         );
     }
     let engine = open(store.path(), true);
-    let r = h
-        .index(
-            &engine,
-            &[root.path().to_path_buf()],
-            &IndexOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let r = h.index_root(&engine, root.path());
     assert_eq!(r.chunks_embedded, 40);
     assert!(engine.dense_enabled());
     assert!(engine.store().check_consistency().unwrap().is_empty());
@@ -213,13 +185,7 @@ fn relevance_model_hot_swap(h: &Harness) {
     );
     write(root.path(), "mid.txt", "kiwi kiwi kiwi fruit");
     let engine = Arc::new(open(store.path(), false));
-    h.index(
-        &engine,
-        &[root.path().to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&engine, root.path());
     let opts = ContextOptions {
         mmr_lambda: 1.0,
         ..ContextOptions::default()
@@ -250,13 +216,7 @@ fn refuses_to_mix_embedders(h: &Harness) {
     let store = tempfile::tempdir().unwrap();
     small_corpus(root.path());
     let engine = open(store.path(), true);
-    h.index(
-        &engine,
-        &[root.path().to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&engine, root.path());
     drop(engine);
     let other: Arc<dyn anectx_engine::TextEmbedder> = Arc::new(HashEmbedder::new(64, "b"));
     let err = Engine::open(store.path(), Some(other.clone())).unwrap_err();
@@ -297,13 +257,7 @@ fn exploration_logs_propensities_and_pool(h: &Harness) {
         );
     }
     let engine = open(store.path(), false);
-    h.index(
-        &engine,
-        &[root.path().to_path_buf()],
-        &IndexOptions::default(),
-        &NoProgress,
-    )
-    .unwrap();
+    h.index_root(&engine, root.path());
     // Source lines name files relative to the root (`[1] f0.txt:1-1`), so
     // their cost no longer depends on the temporary directory's path; 100
     // tokens leave room to swap a shown chunk for a slightly longer one.

@@ -180,6 +180,22 @@ impl Harness {
         })
     }
 
+    /// [`Self::index`] of one root with the default options; panics on an
+    /// error.
+    pub fn index_root(
+        &self,
+        engine: &anectx_engine::Engine,
+        root: &Path,
+    ) -> anectx_engine::IndexReport {
+        self.index(
+            engine,
+            &[root.to_path_buf()],
+            &anectx_engine::IndexOptions::default(),
+            &anectx_engine::NoProgress,
+        )
+        .unwrap()
+    }
+
     /// [`anectx_engine::index_texts`] for `engine`, directly or through the
     /// shared store.
     pub fn index_texts(
