@@ -47,9 +47,10 @@ if [[ "$(cat "$mcp_stamp" 2>/dev/null)" != "$mcp_reqs" ]]; then
   echo "$mcp_reqs" > "$mcp_stamp"
 fi
 # PostgreSQL 16 + pgvector for the shared-store tests (PyPI package pgserver,
-# which bundles both; started per test by scripts/pg-test-server.py).
+# which bundles both; started per test by scripts/pg-test-server.py), and
+# cryptography for the certificates of its TLS mode.
 pg_stamp="$venv/.anectx-pg"
-pg_reqs="pgserver==0.1.4"
+pg_reqs="pgserver==0.1.4 cryptography==51.0.1"
 if [[ "$(cat "$pg_stamp" 2>/dev/null)" != "$pg_reqs" ]]; then
   echo "fixtures: installing $pg_reqs into $venv" >&2
   "$venv/bin/pip" install --quiet --disable-pip-version-check $pg_reqs

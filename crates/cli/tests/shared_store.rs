@@ -113,6 +113,54 @@ fn an_unreachable_shared_store_is_a_clear_error() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+#[test]
+fn a_shared_store_behind_tls_works_with_its_ca_and_says_what_to_add_without() {
+    let Some(pg) = PgServer::start_tls() else {
+        return;
+    };
+    let ca = pg.ca_file();
+    let url = pg.tls_url(
+        "postgres",
+        &format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+    );
+    let (_docs, _a, _) = published_by_a_first_replica(&url);
+    let b = tempfile::tempdir().unwrap();
+    let ans = ok_json(&replica(
+        b.path(),
+        &[
+            "context",
+            "who trimmed the lamp wick",
+            "--store",
+            &url,
+            "--json",
+        ],
+    ));
+    assert!(
+        ans["chunks"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("keeper trimmed"),
+        "{ans}"
+    );
+    // Without the CA: refused, saying what to add.
+    let out = replica(
+        b.path(),
+        &[
+            "context",
+            "lamp",
+            "--store",
+            &pg.tls_url("postgres", "sslmode=require"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("certificate") && err.contains("sslrootcert="),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 mod common;
 
 /// One POST /v1/context: `(status, body)`, or `None` when the connection

@@ -3,12 +3,10 @@
 /// What can go wrong with the shared store.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("cannot connect to {target}: {source}")]
-    Connect {
-        target: String,
-        #[source]
-        source: postgres::Error,
-    },
+    /// `detail` is the whole chain of causes (a TLS failure says why only
+    /// in its causes).
+    #[error("cannot connect to {target}: {detail}")]
+    Connect { target: String, detail: String },
     #[error("PostgreSQL: {0}")]
     Db(#[from] postgres::Error),
     #[error(
@@ -38,3 +36,29 @@ pub enum PgError {
 }
 
 pub type Result<T> = std::result::Result<T, PgError>;
+
+impl PgError {
+    /// A failed connection to `target`, with every cause of `e` and, for a
+    /// certificate that was not trusted, what to do about it.
+    pub(crate) fn connect(target: &str, e: &postgres::Error, tls: bool) -> Self {
+        let mut detail = e.to_string();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !detail.contains(&text) {
+                detail = format!("{detail}: {text}");
+            }
+            cause = c.source();
+        }
+        if tls && detail.contains("certificate") {
+            detail.push_str(
+                " (the server's certificate is verified against the Mozilla root \
+                 certificates; for one a private CA signed, add sslrootcert=/path/to/ca.pem)",
+            );
+        }
+        Self::Connect {
+            target: target.to_string(),
+            detail,
+        }
+    }
+}

@@ -25,6 +25,7 @@ mod log;
 mod registry;
 mod schema;
 mod sync;
+mod tls;
 
 pub use error::{PgError, Result};
 pub use log::{
@@ -55,6 +56,8 @@ pub struct PgStore {
     /// Prepared on this connection at the first document write.
     put_statements: std::sync::OnceLock<sync::PutStatements>,
     config: postgres::Config,
+    /// TLS for every connection, when the connection string asks for it.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// Where it points, without a password (for messages).
     target: String,
 }
@@ -75,34 +78,56 @@ pub fn is_postgres_url(s: &str) -> bool {
 
 impl PgStore {
     /// Connects (URL `postgres://user@host/db` or libpq `key=value` form)
-    /// and applies pending migrations. Plain TCP or a Unix socket; TLS is not
-    /// supported yet.
+    /// and applies pending migrations. TCP or a Unix socket; TLS as
+    /// `sslmode` and `sslrootcert` ask (the server's
+    /// certificate is always verified).
     pub fn connect(conninfo: &str) -> Result<Self> {
-        let config: postgres::Config = conninfo.parse().map_err(|e| PgError::Connect {
-            target: redact(conninfo),
-            source: e,
-        })?;
+        let split = tls::split(conninfo);
+        let config: postgres::Config = split
+            .rest
+            .parse()
+            .map_err(|e| PgError::connect(&redact(conninfo), &e, false))?;
+        let tls = tls::connector(config.get_ssl_mode(), split.root_cert.as_deref())?;
         let target = describe(&config);
-        let client = config.connect(NoTls).map_err(|e| PgError::Connect {
-            target: target.clone(),
-            source: e,
-        })?;
+        let client = Self::open(&config, &tls, &target)?;
         let store = Self {
             client: Mutex::new(client),
             put_statements: std::sync::OnceLock::new(),
             config,
+            tls,
             target,
         };
         schema::migrate(&mut store.client())?;
         Ok(store)
     }
 
+    /// One connection, with TLS when the connection string asks for it.
+    fn open(
+        config: &postgres::Config,
+        tls: &Option<tokio_postgres_rustls::MakeRustlsConnect>,
+        target: &str,
+    ) -> Result<Client> {
+        let got = match tls {
+            None => config.connect(NoTls),
+            Some(t) => config.connect(t.clone()),
+        };
+        got.map_err(|e| PgError::connect(target, &e, tls.is_some()))
+    }
+
+    /// Whether this connection is encrypted (TLS).
+    pub fn encrypted(&self) -> Result<bool> {
+        Ok(self
+            .client()
+            .query_opt(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )?
+            .is_some_and(|r| r.get::<_, bool>(0)))
+    }
+
     /// A second connection that waits for new changes (LISTEN/NOTIFY).
     pub fn listener(&self) -> Result<ChangeListener> {
-        let mut client = self.config.connect(NoTls).map_err(|e| PgError::Connect {
-            target: self.target.clone(),
-            source: e,
-        })?;
+        let mut client = Self::open(&self.config, &self.tls, &self.target)?;
         client.batch_execute("LISTEN anectx_changes")?;
         Ok(ChangeListener { client })
     }

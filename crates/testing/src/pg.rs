@@ -33,6 +33,17 @@ impl PgServer {
     /// fixture is missing outside CI. Panics when it is missing under CI, or
     /// when the server does not start.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// A server that also takes TLS connections on 127.0.0.1 (see
+    /// [`Self::tls_url`]), with a certificate from a throwaway CA
+    /// ([`Self::ca_file`]). `None` as for [`Self::start`].
+    pub fn start_tls() -> Option<Self> {
+        Self::start_with(&["--tls"])
+    }
+
+    fn start_with(args: &[&str]) -> Option<Self> {
         // The fixtures venv, when scripts/fixtures.sh installed pgserver in it.
         let venv = crate::fixture("ANECTX_FIXTURE_VENV", "venv", ".anectx-pg")?;
         let py = venv.join("bin").join("python");
@@ -41,6 +52,7 @@ impl PgServer {
             .join("pg-test-server.py");
         let mut child = Command::new(py)
             .arg(&script)
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -90,6 +102,30 @@ impl PgServer {
         name
     }
 
+    /// The value of `key=` in the server's address line.
+    fn location_value(&self, key: &str) -> Option<&str> {
+        self.location
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    /// With [`Self::start_tls`]: a URL for `database` over TCP on 127.0.0.1,
+    /// where the server takes TLS, with `params` as its query.
+    pub fn tls_url(&self, database: &str, params: &str) -> String {
+        let port = self
+            .location_value("tls_port")
+            .expect("a server started with start_tls");
+        format!("postgresql://postgres@127.0.0.1:{port}/{database}?{params}")
+    }
+
+    /// With [`Self::start_tls`]: the PEM file of the CA that signed the
+    /// server's certificate.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.location_value("ca")
+            .expect("a server started with start_tls")
+            .into()
+    }
+
     /// A `postgresql://` URL for `database` as the superuser (the socket
     /// directory and port as query parameters).
     pub fn url(&self, database: &str) -> String {
@@ -107,7 +143,11 @@ impl PgServer {
 
     /// A libpq-style connection string for `database` as the superuser.
     pub fn conninfo(&self, database: &str) -> String {
-        format!("{} user=postgres dbname={database}", self.location)
+        format!(
+            "host={} port={} user=postgres dbname={database}",
+            self.location_value("host").unwrap_or_default(),
+            self.location_value("port").unwrap_or_default()
+        )
     }
 }
 

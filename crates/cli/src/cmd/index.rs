@@ -48,7 +48,8 @@ pub struct IndexArgs {
 #[derive(Debug, Args)]
 pub struct StoreArgs {
     /// Store directory, or a shared store `postgres://user@host/db`
-    /// (PostgreSQL with pgvector: this machine keeps a cache of it under
+    /// (PostgreSQL with pgvector; add `?sslmode=require` for TLS and
+    /// `&sslrootcert=FILE` for a private CA. This machine keeps a cache of it under
     /// ~/.cache/anectx/shared/; `index` publishes to it, after every run
     /// with --watch, and `context` catches up from it first). Env: ANECTX_STORE; config `store`; default ./.anectx
     #[arg(long)]
