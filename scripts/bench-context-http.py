@@ -19,7 +19,8 @@ servers on 127.0.0.1):
 
 Usage:
   .fixtures/venv/bin/python scripts/bench-context-http.py ../shared/data/eval/cisi \
-      [--requests 600] [--warmup 30] [--budget 1200] [--anectx PATH] [--json OUT]
+      [--requests 600] [--warmup 30] [--budget 1200] [--log-sync full|normal]
+      [--anectx PATH] [--json OUT]
 
 Build the binary first: cargo build --release --locked -p anectx.
 """
@@ -91,6 +92,13 @@ def main():
     )
     ap.add_argument("--json", type=pathlib.Path, help="also write the report here")
     ap.add_argument(
+        "--log-sync",
+        choices=["full", "normal"],
+        default="full",
+        help="both servers' --log-sync (normal: the replica's shared-log writes do not wait "
+        "for PostgreSQL's flush either)",
+    )
+    ap.add_argument(
         "--pg-async-commit",
         action="store_true",
         help="a diagnostic: set PostgreSQL's synchronous_commit to off for the whole server "
@@ -157,7 +165,7 @@ def main():
         ):
             port = free_port()
             p = subprocess.Popen(
-                [a.anectx, "serve", "--store", store, "--port", str(port)],
+                [a.anectx, "serve", "--store", store, "--port", str(port), "--log-sync", a.log_sync],
                 env=env(cache),
                 stdout=subprocess.DEVNULL,
                 stderr=open(work / f"serve-{name}.log", "w"),
@@ -191,6 +199,7 @@ def main():
             "collection": str(a.collection),
             "documents": len(corpus),
             "budget_tokens": a.budget,
+            "log_sync": a.log_sync,
             "pg_synchronous_commit": "off" if a.pg_async_commit else "on",
             "index_s": {"local": t_local, "shared_build_and_publish": t_shared},
             "local": summary(ms["local"]),

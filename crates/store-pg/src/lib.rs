@@ -114,6 +114,26 @@ impl PgStore {
         got.map_err(|e| PgError::connect(target, &e, tls.is_some()))
     }
 
+    /// From now on, commits on this connection return before PostgreSQL
+    /// has flushed them to disk (`synchronous_commit = off`): they survive
+    /// this process's crash, and the last fraction of a second of them can
+    /// be lost if PostgreSQL or its machine crashes. What `serve
+    /// --log-sync normal` asks of the local log, asked of the shared one.
+    pub fn commit_without_flush(&self) -> Result<()> {
+        self.client()
+            .batch_execute("SET synchronous_commit = off")?;
+        Ok(())
+    }
+
+    /// This connection's `synchronous_commit` (`on` unless
+    /// [`Self::commit_without_flush`] or the server's settings say otherwise).
+    pub fn synchronous_commit(&self) -> Result<String> {
+        Ok(self
+            .client()
+            .query_one("SHOW synchronous_commit", &[])?
+            .get(0))
+    }
+
     /// Whether this connection is encrypted (TLS).
     pub fn encrypted(&self) -> Result<bool> {
         Ok(self

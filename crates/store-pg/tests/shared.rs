@@ -415,3 +415,20 @@ fn a_writer_killed_under_load_loses_no_acknowledged_interaction() {
     assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
     assert!(stored.len() >= acked.len());
 }
+
+#[test]
+fn a_connection_told_not_to_wait_for_the_flush_still_writes_the_log() {
+    let Some(pg) = PgServer::start() else { return };
+    let (_dir, db) = no_chunks();
+    let relaxed = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    let other = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    assert_eq!(relaxed.synchronous_commit().unwrap(), "on");
+    relaxed.commit_without_flush().unwrap();
+    assert_eq!(relaxed.synchronous_commit().unwrap(), "off");
+    // Only that connection: the rest of the fleet keeps the server's setting.
+    assert_eq!(other.synchronous_commit().unwrap(), "on");
+    relaxed
+        .append_interactions(&db, &[interaction("relaxed-1")])
+        .unwrap();
+    assert_eq!(other.interaction_count().unwrap(), 1);
+}

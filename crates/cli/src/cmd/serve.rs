@@ -140,6 +140,9 @@ pub struct ServeArgs {
     no_log: bool,
     /// How interaction-log commits are flushed: `normal` survives a crash of
     /// the server process, `full` (fsync per commit group) also power loss.
+    /// With a shared store, `normal` also lets the shared log's commits
+    /// return before PostgreSQL flushes them (they survive this server's
+    /// crash, not a crash of PostgreSQL's machine).
     #[arg(long, default_value = "full", value_parser = ["normal", "full"])]
     log_sync: String,
     /// Share of /v1/context and chat calls that explore (0..=1): one shown

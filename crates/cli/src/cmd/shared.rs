@@ -107,6 +107,14 @@ pub fn mirrored_recorder(
     url: &str,
 ) -> Result<anectx_serve::SqliteRecorder> {
     let pg = connect(url)?;
+    let fleet = std::sync::Arc::new(connect(url)?);
+    // `--log-sync normal` lets the last commits roll back on an OS crash
+    // here; the shared log's writes are asked no more than that.
+    if super::serve::durability(sync) == anectx_store::Durability::Normal {
+        pg.commit_without_flush()
+            .and_then(|_| fleet.commit_without_flush())
+            .with_context(|| format!("configuring the shared log of {}", pg.target()))?;
+    }
     let mirror: anectx_serve::recorder::Mirror = Box::new(move |db, items| {
         pg.append_interactions(db, items)
             .map(|_| ())
@@ -114,7 +122,6 @@ pub fn mirrored_recorder(
     });
     // Feedback can reach this replica before the interaction it rates has
     // been copied here: then the fleet's log is taken at once.
-    let fleet = std::sync::Arc::new(connect(url)?);
     let pulls = fleet.clone();
     let catch_up: anectx_serve::recorder::LogHook =
         Box::new(move |db| pulls.pull_log(db).map(|_| ()).map_err(|e| e.to_string()));
