@@ -314,6 +314,70 @@ fn serving_replica(home: &Path, url: &str) -> (common::Server, String) {
     )
 }
 
+#[test]
+fn a_serving_replica_outlives_postgresql_ending_its_sessions() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let (_docs, b, _) = published_by_a_first_replica(&url);
+    let (_server, addr) = serving_replica(b.path(), &url);
+    let answered = std::cell::Cell::new(0u64);
+    let ask = |q: &str| {
+        let (status, v) = context_call(&addr, q).unwrap();
+        assert_eq!(status, 200, "{v}");
+        answered.set(answered.get() + 1);
+        top_text(&v)
+    };
+    for _ in 0..3 {
+        ask("who trimmed the lamp wick");
+    }
+    // A restart or a failover ends every session the replica holds: its
+    // log mirror, its follower and the follower's listener.
+    let ended = pg.end_sessions("postgres");
+    assert!(ended >= 3, "{ended} sessions ended");
+    // The replica keeps answering; what it could not write to the shared
+    // log at once gets there on a new connection, and it still follows the
+    // store: a document published now is found.
+    for _ in 0..4 {
+        ask("who trimmed the lamp wick");
+    }
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("quokka.md"),
+        "# Quokka\n\nA quokka sleeps under the vegetable beds.\n",
+    )
+    .unwrap();
+    let a = tempfile::tempdir().unwrap();
+    let out = replica(
+        a.path(),
+        &["index", docs.path().to_str().unwrap(), "--store", &url],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t0 = std::time::Instant::now();
+    while !ask("quokka sleeps").contains("quokka") {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "the replica stopped following the store"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // Every acknowledged interaction reaches the shared log.
+    let shared = anectx_store_pg::PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    while shared.interaction_count().unwrap() < answered.get() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "{} of {} acknowledged interactions in the shared log",
+            shared.interaction_count().unwrap(),
+            answered.get()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(shared.interaction_count().unwrap(), answered.get());
+}
+
 /// A registry at `dir` holding one trained-looking version `version`.
 fn registry_with(dir: &Path, version: &str) {
     use anectx_learn::features::{FEATURE_NAMES, N_FEATURES};

@@ -50,11 +50,47 @@ const CHANGE_LOCK: i64 = 0x616e_6563_7478_0002;
 const HNSW_EXISTS: &str = "SELECT 1 FROM pg_indexes WHERE tablename = 'anectx_chunks' \
                            AND indexname = 'anectx_chunks_hnsw'";
 
-/// A connection to the shared store.
+/// How often a lost connection is tried again, at most.
+const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a connection attempt may take when the connection string does
+/// not say (`connect_timeout`): a request must not hang on a shared store
+/// that went away.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The connection, and what was prepared on it.
+pub(crate) struct Conn {
+    pub(crate) client: Client,
+    /// Prepared at the first document write on this connection.
+    pub(crate) put: Option<sync::PutStatements>,
+}
+
+/// The locked connection; derefs to the client.
+pub(crate) struct ConnGuard<'a>(pub(crate) MutexGuard<'a, Conn>);
+
+impl std::ops::Deref for ConnGuard<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.0.client
+    }
+}
+
+impl std::ops::DerefMut for ConnGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.0.client
+    }
+}
+
+/// A connection to the shared store. A connection that PostgreSQL closed
+/// (a restart, a failover, an administrator) is opened again at the next
+/// use, at most every [`RECONNECT_EVERY`]; the call that found it closed
+/// fails.
 pub struct PgStore {
-    client: Mutex<Client>,
-    /// Prepared on this connection at the first document write.
-    put_statements: std::sync::OnceLock<sync::PutStatements>,
+    conn: Mutex<Conn>,
+    /// When a lost connection was last tried again.
+    last_reconnect: Mutex<Option<std::time::Instant>>,
+    /// Set by [`Self::commit_without_flush`], and set again on a new
+    /// connection.
+    relaxed: std::sync::atomic::AtomicBool,
     config: postgres::Config,
     /// TLS for every connection, when the connection string asks for it.
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
@@ -83,16 +119,20 @@ impl PgStore {
     /// certificate is always verified).
     pub fn connect(conninfo: &str) -> Result<Self> {
         let split = tls::split(conninfo);
-        let config: postgres::Config = split
+        let mut config: postgres::Config = split
             .rest
             .parse()
             .map_err(|e| PgError::connect(&redact(conninfo), &e, false))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let tls = tls::connector(config.get_ssl_mode(), split.root_cert.as_deref())?;
         let target = describe(&config);
         let client = Self::open(&config, &tls, &target)?;
         let store = Self {
-            client: Mutex::new(client),
-            put_statements: std::sync::OnceLock::new(),
+            conn: Mutex::new(Conn { client, put: None }),
+            last_reconnect: Mutex::new(None),
+            relaxed: std::sync::atomic::AtomicBool::new(false),
             config,
             tls,
             target,
@@ -122,6 +162,8 @@ impl PgStore {
     pub fn commit_without_flush(&self) -> Result<()> {
         self.client()
             .batch_execute("SET synchronous_commit = off")?;
+        self.relaxed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -157,8 +199,42 @@ impl PgStore {
         &self.target
     }
 
-    fn client(&self) -> MutexGuard<'_, Client> {
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    /// The connection, opened again first when PostgreSQL closed it.
+    pub(crate) fn client(&self) -> ConnGuard<'_> {
+        let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if g.client.is_closed() {
+            self.reconnect(&mut g);
+        }
+        ConnGuard(g)
+    }
+
+    fn reconnect(&self, conn: &mut Conn) {
+        {
+            let mut last = self
+                .last_reconnect
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let opened = Self::open(&self.config, &self.tls, &self.target).and_then(|mut c| {
+            if self.relaxed.load(std::sync::atomic::Ordering::Relaxed) {
+                c.batch_execute("SET synchronous_commit = off")?;
+            }
+            Ok(c)
+        });
+        match opened {
+            Ok(c) => {
+                *conn = Conn {
+                    client: c,
+                    put: None,
+                };
+                tracing::info!("shared store {}: connected again", self.target);
+            }
+            Err(e) => tracing::warn!("shared store {}: connecting again failed: {e}", self.target),
+        }
     }
 
     /// How many migrations the database has run.

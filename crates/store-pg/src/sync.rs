@@ -213,15 +213,13 @@ impl PgStore {
                 )));
             }
         }
-        let mut c = self.client();
-        let st = match self.put_statements.get() {
+        let mut guard = self.client();
+        let conn = &mut *guard.0;
+        let st: &PutStatements = match &mut conn.put {
             Some(st) => st,
-            None => {
-                let prepared = PutStatements::prepare(&mut c)?;
-                self.put_statements.get_or_init(|| prepared)
-            }
+            slot @ None => slot.insert(PutStatements::prepare(&mut conn.client)?),
         };
-        let mut tx = c.transaction()?;
+        let mut tx = conn.client.transaction()?;
         // A document can be published again from its source file, so its
         // commit does not wait for the disk: a PostgreSQL crash may lose the
         // last moments of publishing (each document whole or absent, and

@@ -432,3 +432,48 @@ fn a_connection_told_not_to_wait_for_the_flush_still_writes_the_log() {
         .unwrap();
     assert_eq!(other.interaction_count().unwrap(), 1);
 }
+
+#[test]
+fn a_connection_postgresql_closed_is_opened_again_with_its_settings() {
+    let Some(pg) = PgServer::start() else { return };
+    let (_dir, db) = no_chunks();
+    let store = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    store.commit_without_flush().unwrap();
+    store
+        .append_interactions(&db, &[interaction("before")])
+        .unwrap();
+    let doc = |path: &str| anectx_store::SharedDocument {
+        path: path.into(),
+        content_hash: format!("hash of {path}"),
+        bytes: 5,
+        kind: "txt".into(),
+        modified: None,
+        chunks: vec![anectx_store::NewChunk {
+            text: "hello".into(),
+            heading: None,
+            byte_start: 0,
+            byte_end: 5,
+            line_start: 1,
+            line_end: 1,
+            tokens: 1,
+            page: None,
+        }],
+    };
+    // The first document write prepares its statements on the connection.
+    store.put_document(&doc("/a.txt"), None).unwrap();
+    // As a restart or a failover would: PostgreSQL ends the store's session.
+    assert_eq!(pg.end_sessions("postgres"), 1);
+    // The call that finds the connection gone fails; the next one works on
+    // a new connection, with the same settings.
+    assert!(store.interaction_count().is_err());
+    assert_eq!(store.interaction_count().unwrap(), 1);
+    assert_eq!(store.synchronous_commit().unwrap(), "off");
+    store
+        .append_interactions(&db, &[interaction("after")])
+        .unwrap();
+    // Statements prepared on the old connection are prepared again.
+    store.put_document(&doc("/b.txt"), None).unwrap();
+    let admin = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    assert_eq!(admin.interaction_count().unwrap(), 2);
+    assert_eq!(admin.counts().unwrap().0, 2);
+}

@@ -126,6 +126,21 @@ impl PgServer {
             .into()
     }
 
+    /// Ends every session on `database` but this call's own, as a restart
+    /// or a failover would; returns how many it ended.
+    pub fn end_sessions(&self, database: &str) -> usize {
+        let mut client = postgres::Client::connect(&self.conninfo(database), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
+        client
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE pid <> pg_backend_pid() AND datname = current_database()",
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("ending sessions: {e}"))
+            .len()
+    }
+
     /// A `postgresql://` URL for `database` as the superuser (the socket
     /// directory and port as query parameters).
     pub fn url(&self, database: &str) -> String {
