@@ -31,9 +31,14 @@ pub const FEEDBACK_PUSHED_KEY: &str = "shared_feedback_pushed";
 pub const FEEDBACK_WATERMARK_KEY: &str = "shared_feedback_watermark";
 
 /// Ids from here up name candidates a pulled interaction had that this
-/// cache could not place (see the module documentation). Local ids count up
-/// from 1 and never reach it.
-pub const FOREIGN_CHUNK_BASE: u64 = 1 << 62;
+/// cache could not place (see the module documentation).
+pub use anectx_store::FOREIGN_CHUNK_BASE;
+
+/// The stand-in id of the chunk at `ord` of the document `path` with
+/// `content_hash`, until this cache holds it: what a sync places again.
+pub(crate) fn foreign_chunk_id(path: &str, content_hash: &str, ord: usize) -> u64 {
+    foreign_id(&format!("{path}\u{0}{content_hash}\u{0}{ord}"))
+}
 
 /// A stand-in id for an unplaceable candidate: stable for the same
 /// reference, at or above [`FOREIGN_CHUNK_BASE`].
@@ -257,17 +262,23 @@ fn place_candidates(db: &Db, it: &mut LoggedInteraction, refs: &[Option<ChunkRef
     let mut unplaced = 0;
     for (i, c) in it.candidates.iter_mut().enumerate() {
         let here = match refs.get(i) {
-            Some(Some(r)) => placed
-                .next()
-                .flatten()
-                .ok_or_else(|| format!("{}\u{0}{}\u{0}{}", r.path, r.content_hash, r.ord)),
-            _ => Err(format!("{}\u{0}{i}", it.uid)),
+            Some(Some(r)) => placed.next().flatten().ok_or((
+                r.path.as_str(),
+                r.content_hash.as_str(),
+                r.ord as usize,
+            )),
+            _ => Err(("", "", i)),
         };
         c.chunk_id = match here {
             Ok(id) => id,
-            Err(key) => {
+            Err((path, hash, ord)) => {
                 unplaced += 1;
-                foreign_id(&key)
+                if path.is_empty() {
+                    // No reference at all: never placeable.
+                    foreign_id(&format!("{}\u{0}{ord}", it.uid))
+                } else {
+                    foreign_chunk_id(path, hash, ord)
+                }
             }
         };
     }

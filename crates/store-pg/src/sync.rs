@@ -83,6 +83,9 @@ pub struct SyncReport {
     pub chunks_written: u64,
     /// Chunks whose vectors came from the shared store (not re-embedded).
     pub vectors_copied: u64,
+    /// Candidates of interactions pulled before their chunks were here,
+    /// given their local ids now.
+    pub candidates_placed: u64,
 }
 
 impl PgStore {
@@ -381,11 +384,18 @@ impl PgStore {
             report.to = last;
             let mut ids = Vec::new();
             let mut flat = Vec::new();
+            let mut arrived = Vec::new();
             for ((ch, new_ids), vecs) in changes.iter().zip(&written).zip(&vectors) {
                 match (ch, new_ids) {
                     (SharedChange::Put(d), Some(new_ids)) => {
                         report.documents_written += 1;
                         report.chunks_written += d.chunks.len() as u64;
+                        arrived.extend(new_ids.iter().enumerate().map(|(ord, &id)| {
+                            (
+                                crate::log::foreign_chunk_id(&d.path, &d.content_hash, ord),
+                                id,
+                            )
+                        }));
                         if let Some(vecs) = vecs {
                             for (id, v) in new_ids.iter().zip(vecs) {
                                 ids.push(*id);
@@ -402,6 +412,9 @@ impl PgStore {
                 local.db.mark_embedded(&ids)?;
                 report.vectors_copied += ids.len() as u64;
             }
+            // Interactions pulled before these chunks were here name them
+            // now.
+            report.candidates_placed += local.db.place_foreign(&arrived)?;
             progress(((last - from).max(0) as u64).min(total), total);
         }
         Ok(report)

@@ -161,6 +161,68 @@ fn an_interaction_names_the_same_chunks_on_every_replica() {
 }
 
 #[test]
+fn a_candidate_pulled_before_its_document_is_placed_when_the_document_arrives() {
+    let Some(pg) = PgServer::start() else { return };
+    let st = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+    let Twins {
+        _dirs, a, a_ids, ..
+    } = twins();
+    // A answers a question from its lighthouse document.
+    let mut it = interaction("a-1");
+    for text in LIGHT {
+        it.candidates.push(LoggedCandidate {
+            chunk_id: a_ids[*text],
+            position: Some(1),
+            score: 1.0,
+            propensity: 1.0,
+            features: serde_json::Value::Null,
+            text: Some(text.to_string()),
+        });
+    }
+    st.append_interactions(&a.db, &[it]).unwrap();
+    // B takes the fleet's log before it holds any document: nothing to
+    // place the candidates on yet.
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = Store::open(b_dir.path()).unwrap();
+    let p = st.pull_log(&b.db).unwrap();
+    assert_eq!((p.pulled, p.unplaced_candidates), (1, 2));
+    let row = b.db.interaction_id("a-1").unwrap().unwrap();
+    let candidates = |db: &Db| db.interactions(row - 1, 1).unwrap().remove(0).1.candidates;
+    assert!(candidates(&b.db)
+        .iter()
+        .all(|c| c.chunk_id >= FOREIGN_CHUNK_BASE));
+    // A label made meanwhile, on a chunk B could not read.
+    b.db.put_labels(&[anectx_store::UsageLabelRow {
+        interaction_id: row,
+        chunk_id: candidates(&b.db)[0].chunk_id,
+        analyzer_version: "v".into(),
+        score: 0.0,
+        used: false,
+        evidence: serde_json::Value::Null,
+    }])
+    .unwrap();
+    // A publishes; B's sync brings the document, and the candidates name
+    // B's own chunks with those texts; the label is to be made again.
+    st.publish(&a, None).unwrap();
+    let s = st.sync_into(&b, &mut |_, _| {}).unwrap();
+    assert_eq!(s.candidates_placed, 2, "{s:?}");
+    let placed = candidates(&b.db);
+    let texts: Vec<String> =
+        b.db.chunks_by_ids(&placed.iter().map(|c| c.chunk_id).collect::<Vec<_>>())
+            .unwrap()
+            .into_iter()
+            .map(|c| c.text)
+            .collect();
+    assert_eq!(texts, LIGHT);
+    assert!(b.db.labels_of(row).unwrap().is_empty());
+    // Syncing again places nothing more.
+    assert_eq!(
+        st.sync_into(&b, &mut |_, _| {}).unwrap().candidates_placed,
+        0
+    );
+}
+
+#[test]
 fn feedback_given_on_one_replica_reaches_the_others_in_their_chunk_ids() {
     let Some(pg) = PgServer::start() else { return };
     let st = PgStore::connect(&pg.conninfo("postgres")).unwrap();

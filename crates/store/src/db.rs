@@ -70,6 +70,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     // NULL for in-memory documents, and for files indexed before v4 until
     // the next `index` sees them.
     "ALTER TABLE documents ADD COLUMN modified INTEGER;",
+    // v5: the candidates of pulled interactions that name chunks this cache
+    // did not hold yet (ids from `FOREIGN_CHUNK_BASE` = 2^62 up), found
+    // again when their documents arrive (see `Db::place_foreign`).
+    "CREATE INDEX candidates_foreign ON interaction_candidates(chunk_id) \
+     WHERE chunk_id >= 4611686018427387904;",
 ];
 
 /// The schema version this build writes.

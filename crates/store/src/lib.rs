@@ -45,7 +45,7 @@ pub fn failpoint(name: &str) {
 pub use lexical::{Bm25Params, LexicalIndex};
 pub use log::{
     Durability, Feedback, InteractionKind, InteractionMeta, LogStats, LoggedCandidate,
-    LoggedInteraction, PruneReport, Retention, UsageLabelRow,
+    LoggedInteraction, PruneReport, Retention, UsageLabelRow, FOREIGN_CHUNK_BASE,
 };
 pub use vectors::{FlatVectors, VectorIndex, VectorSearch};
 

@@ -378,6 +378,55 @@ fn retention_in(tx: &Transaction<'_>) -> Result<Retention> {
     }
 }
 
+/// Ids from here up name candidates of interactions pulled from a shared
+/// log that this store could not place: chunks it did not hold. Local chunk
+/// ids count up from 1 and never reach it. The schema's partial index
+/// `candidates_foreign` holds exactly these rows.
+pub const FOREIGN_CHUNK_BASE: u64 = 1 << 62;
+
+impl Db {
+    /// Gives candidates that named foreign chunks (`(foreign id, local id)`
+    /// pairs: a chunk that has arrived since) their local ids, in one
+    /// transaction; the usage labels of the interactions they belong to are
+    /// dropped, to be made again with the chunks' text. Returns the number
+    /// of candidates placed.
+    pub fn place_foreign(&self, pairs: &[(u64, u64)]) -> Result<u64> {
+        if pairs.is_empty() {
+            return Ok(0);
+        }
+        self.transaction(|tx| {
+            // The literal bound lets SQLite use the partial index.
+            let mut find = tx.prepare_cached(
+                "SELECT DISTINCT interaction_id FROM interaction_candidates \
+                 WHERE chunk_id = ?1 AND chunk_id >= 4611686018427387904",
+            )?;
+            let mut affected = std::collections::BTreeSet::new();
+            let mut placed = 0u64;
+            for &(foreign, local) in pairs {
+                if foreign < FOREIGN_CHUNK_BASE || local >= FOREIGN_CHUNK_BASE {
+                    continue;
+                }
+                let ids = find
+                    .query_map([foreign as i64], |r| r.get::<_, i64>(0))?
+                    .collect::<rusqlite::Result<Vec<i64>>>()?;
+                if ids.is_empty() {
+                    continue;
+                }
+                placed += tx.execute(
+                    "UPDATE interaction_candidates SET chunk_id = ?2 \
+                     WHERE chunk_id = ?1 AND chunk_id >= 4611686018427387904",
+                    rusqlite::params![foreign as i64, local as i64],
+                )? as u64;
+                affected.extend(ids);
+            }
+            for id in affected {
+                tx.execute("DELETE FROM usage_labels WHERE interaction_id = ?1", [id])?;
+            }
+            Ok(placed)
+        })
+    }
+}
+
 pub(crate) const MIGRATION_V2: &str = r#"
     CREATE TABLE interactions (
         id            INTEGER PRIMARY KEY AUTOINCREMENT,

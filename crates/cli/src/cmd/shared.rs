@@ -176,10 +176,12 @@ pub fn spawn_follower(
             }
             match engine.sync_shared(&pg, &NoProgress) {
                 Ok(r) if r.changes > 0 => tracing::info!(
-                    "shared store: caught up to change {} ({} documents written, {} removed)",
+                    "shared store: caught up to change {} ({} documents written, {} removed; \
+                     {} logged candidates placed on chunks that arrived)",
                     r.to,
                     r.documents_written,
-                    r.documents_deleted
+                    r.documents_deleted,
+                    r.candidates_placed
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!("shared store: catching up failed: {e}"),
