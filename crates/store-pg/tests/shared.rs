@@ -104,6 +104,27 @@ fn twins() -> Twins {
     }
 }
 
+/// Interaction `uid` whose candidates, all shown, are the chunks with
+/// `texts`, by the ids `ids` gives them.
+fn asked_over(
+    uid: &str,
+    ids: &std::collections::HashMap<String, u64>,
+    texts: &[&str],
+) -> LoggedInteraction {
+    let mut it = interaction(uid);
+    for text in texts {
+        it.candidates.push(LoggedCandidate {
+            chunk_id: ids[*text],
+            position: Some(1),
+            score: 1.0,
+            propensity: 1.0,
+            features: serde_json::Value::Null,
+            text: Some(text.to_string()),
+        });
+    }
+    it
+}
+
 #[test]
 fn an_interaction_names_the_same_chunks_on_every_replica() {
     let Some(pg) = PgServer::start() else { return };
@@ -168,18 +189,8 @@ fn a_candidate_pulled_before_its_document_is_placed_when_the_document_arrives() 
         _dirs, a, a_ids, ..
     } = twins();
     // A answers a question from its lighthouse document.
-    let mut it = interaction("a-1");
-    for text in LIGHT {
-        it.candidates.push(LoggedCandidate {
-            chunk_id: a_ids[*text],
-            position: Some(1),
-            score: 1.0,
-            propensity: 1.0,
-            features: serde_json::Value::Null,
-            text: Some(text.to_string()),
-        });
-    }
-    st.append_interactions(&a.db, &[it]).unwrap();
+    st.append_interactions(&a.db, &[asked_over("a-1", &a_ids, LIGHT)])
+        .unwrap();
     // B takes the fleet's log before it holds any document: nothing to
     // place the candidates on yet.
     let b_dir = tempfile::tempdir().unwrap();
@@ -236,17 +247,7 @@ fn feedback_given_on_one_replica_reaches_the_others_in_their_chunk_ids() {
 
     // B answers a question and is told the lamp chunk (a candidate) and the
     // compost chunk (not one) were what helped.
-    let mut it = interaction("b-1");
-    for text in LIGHT {
-        it.candidates.push(LoggedCandidate {
-            chunk_id: b_ids[*text],
-            position: Some(1),
-            score: 1.0,
-            propensity: 1.0,
-            features: serde_json::Value::Null,
-            text: Some(text.to_string()),
-        });
-    }
+    let it = asked_over("b-1", &b_ids, LIGHT);
     b.append_interaction(&it).unwrap();
     b.add_feedback(&anectx_store::Feedback {
         interaction_uid: "b-1".into(),
