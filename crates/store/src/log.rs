@@ -395,6 +395,20 @@ impl Db {
             return Ok(0);
         }
         self.transaction(|tx| {
+            // Almost always there is nothing to place: one probe of the
+            // partial index instead of one a chunk (a new replica's first
+            // sync writes every chunk of the store).
+            let any: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM interaction_candidates \
+                     WHERE chunk_id >= 4611686018427387904 LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if any.is_none() {
+                return Ok(0);
+            }
             // The literal bound lets SQLite use the partial index.
             let mut find = tx.prepare_cached(
                 "SELECT DISTINCT interaction_id FROM interaction_candidates \
@@ -1021,6 +1035,37 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn foreign_candidates_are_placed_once_and_their_labels_dropped() {
+        // The SQL (migration v5's partial index and its queries) spells the
+        // bound out.
+        assert_eq!(FOREIGN_CHUNK_BASE.to_string(), "4611686018427387904");
+        assert!(crate::db::MIGRATIONS[4].contains("4611686018427387904"));
+        let (_d, db) = db();
+        let far = FOREIGN_CHUNK_BASE + 5;
+        let mut it = interaction("pulled", 3);
+        it.candidates[0].chunk_id = far;
+        let row = db.append_interaction(&it).unwrap();
+        db.put_labels(&[UsageLabelRow {
+            interaction_id: row,
+            chunk_id: far,
+            analyzer_version: "v".into(),
+            score: 0.0,
+            used: false,
+            evidence: json!(null),
+        }])
+        .unwrap();
+        // Nothing to place for a chunk no candidate names, or a local id.
+        assert_eq!(db.place_foreign(&[(far + 1, 7), (11, 7)]).unwrap(), 0);
+        assert_eq!(db.labels_of(row).unwrap().len(), 1);
+        assert_eq!(db.place_foreign(&[(far, 42)]).unwrap(), 1);
+        let (_, back) = db.interactions(row - 1, 1).unwrap().remove(0);
+        let ids: Vec<u64> = back.candidates.iter().map(|c| c.chunk_id).collect();
+        assert_eq!(ids, vec![42, 11, 12]);
+        assert!(db.labels_of(row).unwrap().is_empty());
+        assert_eq!(db.place_foreign(&[(far, 42)]).unwrap(), 0);
     }
 
     #[test]
