@@ -682,8 +682,12 @@ impl Engine {
             progress.inc(done.saturating_sub(shown));
             shown = shown.max(done);
         })?;
-        let roots: Vec<std::path::PathBuf> = shared.roots()?.into_iter().map(Into::into).collect();
-        crate::ingest::record_roots(&self.store, &roots)?;
+        // Roots arrive with the documents published from them.
+        if report.changes > 0 {
+            let roots: Vec<std::path::PathBuf> =
+                shared.roots()?.into_iter().map(Into::into).collect();
+            crate::ingest::record_roots(&self.store, &roots)?;
+        }
         // A follower calls this every few seconds: with nothing new and no
         // pending work, there is nothing to commit or reload.
         if report.changes == 0 && self.store.pending()?.is_empty() {
