@@ -94,12 +94,16 @@ impl PgServer {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let mut client = postgres::Client::connect(&self.conninfo("postgres"), postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
-        client
+        self.admin("postgres")
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
         name
+    }
+
+    /// A superuser connection to `database`; panics when the server refuses.
+    fn admin(&self, database: &str) -> postgres::Client {
+        postgres::Client::connect(&self.conninfo(database), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"))
     }
 
     /// The value of `key=` in the server's address line.
@@ -129,9 +133,7 @@ impl PgServer {
     /// Ends every session on `database` but this call's own, as a restart
     /// or a failover would; returns how many it ended.
     pub fn end_sessions(&self, database: &str) -> usize {
-        let mut client = postgres::Client::connect(&self.conninfo(database), postgres::NoTls)
-            .unwrap_or_else(|e| panic!("connecting to the test server: {e}"));
-        client
+        self.admin(database)
             .query(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
                  WHERE pid <> pg_backend_pid() AND datname = current_database()",
@@ -144,15 +146,8 @@ impl PgServer {
     /// A `postgresql://` URL for `database` as the superuser (the socket
     /// directory and port as query parameters).
     pub fn url(&self, database: &str) -> String {
-        let mut host = "";
-        let mut port = "";
-        for kv in self.location.split_whitespace() {
-            if let Some(v) = kv.strip_prefix("host=") {
-                host = v;
-            } else if let Some(v) = kv.strip_prefix("port=") {
-                port = v;
-            }
-        }
+        let host = self.location_value("host").unwrap_or_default();
+        let port = self.location_value("port").unwrap_or_default();
         format!("postgresql://postgres@/{database}?host={host}&port={port}")
     }
 
