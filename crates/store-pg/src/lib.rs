@@ -34,7 +34,7 @@ pub use log::{
     LOG_WATERMARK_KEY,
 };
 pub use schema::MIGRATIONS;
-pub use sync::{PublishReport, SyncReport, STORE_ID_KEY, WATERMARK_KEY};
+pub use sync::{synced_to, PublishReport, SyncReport, STORE_ID_KEY, WATERMARK_KEY};
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -57,11 +57,16 @@ const RECONNECT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// that went away.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Makes a connection's commits return before PostgreSQL flushes them.
+const COMMIT_WITHOUT_FLUSH: &str = "SET synchronous_commit = off";
+
 /// The connection, and what was prepared on it.
 pub(crate) struct Conn {
     pub(crate) client: Client,
     /// Prepared at the first document write on this connection.
     pub(crate) put: Option<sync::PutStatements>,
+    /// When a lost connection was last tried again.
+    last_reconnect: Option<std::time::Instant>,
 }
 
 /// The locked connection; derefs to the client.
@@ -86,8 +91,6 @@ impl std::ops::DerefMut for ConnGuard<'_> {
 /// fails.
 pub struct PgStore {
     conn: Mutex<Conn>,
-    /// When a lost connection was last tried again.
-    last_reconnect: Mutex<Option<std::time::Instant>>,
     /// Set by [`Self::commit_without_flush`], and set again on a new
     /// connection.
     relaxed: std::sync::atomic::AtomicBool,
@@ -130,8 +133,11 @@ impl PgStore {
         let target = describe(&config);
         let client = Self::open(&config, &tls, &target)?;
         let store = Self {
-            conn: Mutex::new(Conn { client, put: None }),
-            last_reconnect: Mutex::new(None),
+            conn: Mutex::new(Conn {
+                client,
+                put: None,
+                last_reconnect: None,
+            }),
             relaxed: std::sync::atomic::AtomicBool::new(false),
             config,
             tls,
@@ -160,8 +166,7 @@ impl PgStore {
     /// be lost if PostgreSQL or its machine crashes. What `serve
     /// --log-sync normal` asks of the local log, asked of the shared one.
     pub fn commit_without_flush(&self) -> Result<()> {
-        self.client()
-            .batch_execute("SET synchronous_commit = off")?;
+        self.client().batch_execute(COMMIT_WITHOUT_FLUSH)?;
         self.relaxed
             .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
@@ -174,17 +179,6 @@ impl PgStore {
             .client()
             .query_one("SHOW synchronous_commit", &[])?
             .get(0))
-    }
-
-    /// Whether this connection is encrypted (TLS).
-    pub fn encrypted(&self) -> Result<bool> {
-        Ok(self
-            .client()
-            .query_opt(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-                &[],
-            )?
-            .is_some_and(|r| r.get::<_, bool>(0)))
     }
 
     /// A second connection that waits for new changes (LISTEN/NOTIFY).
@@ -209,28 +203,23 @@ impl PgStore {
     }
 
     fn reconnect(&self, conn: &mut Conn) {
+        if conn
+            .last_reconnect
+            .is_some_and(|t| t.elapsed() < RECONNECT_EVERY)
         {
-            let mut last = self
-                .last_reconnect
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < RECONNECT_EVERY) {
-                return;
-            }
-            *last = Some(std::time::Instant::now());
+            return;
         }
+        conn.last_reconnect = Some(std::time::Instant::now());
         let opened = Self::open(&self.config, &self.tls, &self.target).and_then(|mut c| {
             if self.relaxed.load(std::sync::atomic::Ordering::Relaxed) {
-                c.batch_execute("SET synchronous_commit = off")?;
+                c.batch_execute(COMMIT_WITHOUT_FLUSH)?;
             }
             Ok(c)
         });
         match opened {
             Ok(c) => {
-                *conn = Conn {
-                    client: c,
-                    put: None,
-                };
+                conn.client = c;
+                conn.put = None;
                 tracing::info!("shared store {}: connected again", self.target);
             }
             Err(e) => tracing::warn!("shared store {}: connecting again failed: {e}", self.target),

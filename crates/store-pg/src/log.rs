@@ -11,6 +11,8 @@
 //! that document with that content yet) gets an id of
 //! [`FOREIGN_CHUNK_BASE`] or above, which no local chunk has: it still
 //! counts for training, and the usage memory never boosts a chunk for it.
+//! When the document arrives later, the sync that writes it gives such
+//! candidates their local ids ([`foreign_chunk_id`]).
 
 use anectx_store::{ChunkRef, Db, Feedback, LoggedInteraction};
 use serde::Deserialize;
@@ -175,10 +177,7 @@ impl PgStore {
     /// the catch-up for interactions a replica logged while the shared
     /// store was unreachable. Returns how many were sent.
     pub fn push_log(&self, local: &Db) -> Result<u64> {
-        let mut after: i64 = local
-            .meta(LOG_PUSHED_KEY)?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let mut after: i64 = watermark(local, LOG_PUSHED_KEY)?;
         let mut sent = 0u64;
         loop {
             let batch = local.interactions(after, 500)?;
@@ -217,10 +216,7 @@ impl PgStore {
     /// it lacks, by uid), so training and the usage memory see the whole
     /// fleet's traffic. Safe to interrupt and rerun.
     pub fn pull_log(&self, local: &Db) -> Result<PullReport> {
-        let from: i64 = local
-            .meta(LOG_WATERMARK_KEY)?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let from: i64 = watermark(local, LOG_WATERMARK_KEY)?;
         let mut report = PullReport {
             from,
             to: from,
@@ -321,6 +317,12 @@ pub struct FeedbackPull {
     pub waiting: bool,
 }
 
+/// The number a local meta key holds (0 when unset): how far a push, pull
+/// or sync has come.
+pub(crate) fn watermark(db: &Db, key: &str) -> Result<i64> {
+    Ok(db.meta(key)?.and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
 /// The candidates of the interaction `uid` in `db` (`None`: not logged).
 fn candidates_of(db: &Db, uid: &str) -> Result<Option<Vec<u64>>> {
     let Some(row) = db.interaction_id(uid)? else {
@@ -340,10 +342,7 @@ impl PgStore {
     /// many rows were new there.
     pub fn push_feedback(&self, local: &Db) -> Result<u64> {
         let origin = local.local_id()?;
-        let mut after: i64 = local
-            .meta(FEEDBACK_PUSHED_KEY)?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let mut after: i64 = watermark(local, FEEDBACK_PUSHED_KEY)?;
         let mut sent = 0u64;
         loop {
             let batch = local.feedback_after(after, 500)?;
@@ -401,10 +400,7 @@ impl PgStore {
     /// hold is skipped, so it cannot hold up the rest.
     pub fn pull_feedback(&self, local: &Db) -> Result<FeedbackPull> {
         let origin = local.local_id()?;
-        let mut after: i64 = local
-            .meta(FEEDBACK_WATERMARK_KEY)?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let mut after: i64 = watermark(local, FEEDBACK_WATERMARK_KEY)?;
         let mut report = FeedbackPull::default();
         loop {
             let rows = self.client().query(
@@ -471,8 +467,7 @@ impl PgStore {
                             // before it was sent, the push starts after it.
                             // (Else the push sends it and the shared log,
                             // keyed by content, keeps one.)
-                            let pushed = local.meta(FEEDBACK_PUSHED_KEY)?;
-                            let pushed: i64 = pushed.and_then(|s| s.parse().ok()).unwrap_or(0);
+                            let pushed = watermark(local, FEEDBACK_PUSHED_KEY)?;
                             if pushed == row - 1 {
                                 local.set_meta(FEEDBACK_PUSHED_KEY, &row.to_string())?;
                             }

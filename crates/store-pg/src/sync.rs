@@ -47,6 +47,27 @@ impl PutStatements {
     }
 }
 
+/// Draws the next change number for `path` (`op`: put or delete) in `tx`,
+/// which holds the change lock, and wakes the replicas at its commit.
+fn new_change(tx: &mut postgres::Transaction<'_>, path: &str, op: &str) -> Result<i64> {
+    let seq: i64 = tx
+        .query_one(
+            "INSERT INTO anectx_changes(path, op) VALUES ($1, $2) RETURNING seq",
+            &[&path, &op],
+        )?
+        .get(0);
+    tx.execute(
+        "SELECT pg_notify('anectx_changes', $1::text)",
+        &[&seq.to_string()],
+    )?;
+    Ok(seq)
+}
+
+/// The shared change `local` (a replica's cache) has caught up to (0: none).
+pub fn synced_to(local: &anectx_store::Db) -> Result<i64> {
+    crate::log::watermark(local, WATERMARK_KEY)
+}
+
 /// Local meta key: the last shared change this cache has applied.
 pub const WATERMARK_KEY: &str = "shared_watermark";
 /// Local meta key: which shared store this cache belongs to.
@@ -274,27 +295,19 @@ impl PgStore {
         let mut c = self.client();
         let mut tx = c.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK])?;
-        let exists = tx
-            .query_opt("SELECT 1 FROM anectx_documents WHERE path = $1", &[&path])?
-            .is_some();
-        if exists {
-            let seq: i64 = tx
-                .query_one(
-                    "INSERT INTO anectx_changes(path, op) VALUES ($1, 'put') RETURNING seq",
-                    &[&path],
-                )?
-                .get(0);
+        let n = tx.execute(
+            "UPDATE anectx_documents SET modified = $2 WHERE path = $1",
+            &[&path, &modified],
+        )?;
+        if n > 0 {
+            let seq = new_change(&mut tx, path, "put")?;
             tx.execute(
-                "UPDATE anectx_documents SET modified = $2, seq = $3 WHERE path = $1",
-                &[&path, &modified, &seq],
-            )?;
-            tx.execute(
-                "SELECT pg_notify('anectx_changes', $1::text)",
-                &[&seq.to_string()],
+                "UPDATE anectx_documents SET seq = $2 WHERE path = $1",
+                &[&path, &seq],
             )?;
         }
         tx.commit()?;
-        Ok(exists)
+        Ok(n > 0)
     }
 
     /// Deletes one document (in one transaction with its change number);
@@ -305,16 +318,7 @@ impl PgStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CHANGE_LOCK])?;
         let n = tx.execute("DELETE FROM anectx_documents WHERE path = $1", &[&path])?;
         if n > 0 {
-            let seq: i64 = tx
-                .query_one(
-                    "INSERT INTO anectx_changes(path, op) VALUES ($1, 'delete') RETURNING seq",
-                    &[&path],
-                )?
-                .get(0);
-            tx.execute(
-                "SELECT pg_notify('anectx_changes', $1::text)",
-                &[&seq.to_string()],
-            )?;
+            new_change(&mut tx, path, "delete")?;
         }
         tx.commit()?;
         Ok(n > 0)
@@ -363,11 +367,7 @@ impl PgStore {
                 Some(_) => {}
             }
         }
-        let from: i64 = local
-            .db
-            .meta(WATERMARK_KEY)?
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        let from: i64 = synced_to(&local.db)?;
         let mut report = SyncReport {
             from,
             to: from,

@@ -93,10 +93,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         Some(pg) => {
             let (documents, chunks) = pg.counts()?;
             let cache_at = if Store::exists(&dir) {
-                anectx_store::Db::open(&Store::db_path(&dir))?
-                    .meta(anectx_store_pg::WATERMARK_KEY)?
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
+                anectx_store_pg::synced_to(&anectx_store::Db::open(&Store::db_path(&dir))?)?
             } else {
                 0
             };
