@@ -5,23 +5,12 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
 
 use anectx_engine::{ContextOptions, Engine, EngineError, Filter, RetrievalMode};
-use common::{write, Harness, HashEmbedder};
+use common::{set_mtime, write, Harness, HashEmbedder};
 
 const JAN_2020: i64 = 1_577_836_800;
 const JAN_2021: i64 = 1_609_459_200;
-
-fn set_mtime(path: &std::path::Path, secs: i64) {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64);
-    std::fs::File::options()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
-}
 
 /// 30 Markdown notes about lighthouses in `a/`, and one text file in `b/`
 /// that mentions a lighthouse once among other words (dated 2020).

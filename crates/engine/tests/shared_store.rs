@@ -275,13 +275,7 @@ fn a_replica_answers_every_query_and_filter_as_the_store_that_indexed() {
         );
     }
     // One old file, for the time filters.
-    let old = root.path().join("garden.txt");
-    std::fs::File::options()
-        .write(true)
-        .open(&old)
-        .unwrap()
-        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_577_923_200))
-        .unwrap();
+    common::set_mtime(&root.path().join("garden.txt"), 1_577_923_200);
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = replica(dir_a.path(), "s");
     let b = replica(dir_b.path(), "s");

@@ -54,6 +54,17 @@ pub fn write(dir: &Path, rel: &str, text: &str) {
     std::fs::write(p, text).unwrap();
 }
 
+/// Sets a file's modification time to `secs` after the Unix epoch.
+pub fn set_mtime(path: &Path, secs: i64) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
 /// A small mixed corpus: Markdown, HTML, code and text on distinct topics.
 pub fn small_corpus(dir: &Path) {
     write(
