@@ -1,7 +1,8 @@
 //! `anectx distill` without the CLI crate's dependencies:
 //! `cargo run --release -p anectx-models --example distill -- TEACHER OUT CORPUS... [--key value]…`
 //! (keys: max-steps, max-passages, embed-dim, kernels 3,3, batch, lr, lambda,
-//! checkpoint-every, seed, holdout, max-tokens, resume, init DIR).
+//! checkpoint-every, seed, holdout, max-tokens, resume, init DIR, pair-weight,
+//! hard-negatives true|false, query-tokens, export-checkpoints).
 
 use std::path::PathBuf;
 
@@ -14,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if let Some(k) = a.strip_prefix("--") {
-            if k == "resume" {
+            if k == "resume" || k == "export-checkpoints" {
                 kv.push((k.to_string(), String::new()));
             } else {
                 kv.push((k.to_string(), it.next().cloned().unwrap_or_default()));
@@ -46,6 +47,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "max-tokens" => o.max_tokens = v.parse()?,
             "resume" => o.resume = true,
             "init" => o.init = Some(PathBuf::from(v)),
+            "pair-weight" => o.pair_weight = v.parse()?,
+            "hard-negatives" => o.hard_negatives = v.parse()?,
+            "query-tokens" => o.query_tokens = v.parse()?,
+            "export-checkpoints" => o.export_checkpoints = true,
             other => return Err(format!("unknown option --{other}").into()),
         }
     }
@@ -60,7 +65,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             || p.done == p.total
             || p.heldout_cosine.is_some()
             || (p.phase == Phase::Train && p.done % 25 == 0)
-            || (p.phase == Phase::TeacherCorpus && p.done % 2048 == 0);
+            || (matches!(p.phase, Phase::TeacherCorpus | Phase::TeacherQueries)
+                && p.done % 2048 == 0);
         last_phase = Some(p.phase);
         if show {
             eprintln!(

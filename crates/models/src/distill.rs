@@ -15,11 +15,25 @@
 //! 2. **Teacher sentence vectors**, computed once for every passage of the
 //!    corpus and cached on disk (`<out>/cache/`), appended chunk by chunk so an
 //!    interrupted run keeps what it computed.
-//! 3. **Training**: loss = (1 − cos(student, teacher)) + λ · InfoNCE over the
-//!    in-batch student-vs-teacher similarities, AdamW with warm-up and cosine
-//!    decay, a held-out split evaluated every `checkpoint_every` steps, the
-//!    best and last weights kept under `<out>/checkpoints/` (`--resume`
-//!    continues from the last one; the optimiser moments restart).
+//! 3. **Pseudo-queries.** Each passage gets one query of its own, fixed by
+//!    the seed: its heading when the corpus line is `HEADING<TAB>BODY`, else
+//!    one of its sentences (inverse cloze), else a span of its words. The
+//!    teacher embeds them too (cached like the passages). With hard
+//!    negatives, each query's hard negative is the training passage the
+//!    teacher ranks first for it, other than its own.
+//! 4. **Training**: loss = (1 − cos(student, teacher)) + λ · InfoNCE over the
+//!    in-batch student-vs-teacher similarities, plus, with `pair_weight` μ > 0,
+//!    μ times the sum of KL(teacher ‖ student) over each query's softmax
+//!    across the batch's passages and hard negatives (the teacher's
+//!    similarities are the soft targets) and (1 − cos) of the query vectors.
+//!    AdamW with warm-up and cosine
+//!    decay, a held-out split evaluated every `checkpoint_every` steps (cosine
+//!    to the teacher on passages and on queries, and how often the student's
+//!    best held-out passage for a held-out query is the teacher's), the best
+//!    and last weights kept under `<out>/checkpoints/` (`--resume` continues
+//!    from the last one; the optimiser moments restart), and with
+//!    `export_checkpoints` every evaluated step written as a model directory
+//!    under `<out>/steps/` (for a learning curve in nDCG).
 //!
 //! The result is a model directory (`config.json`, fp16 `model.safetensors`,
 //! `tokenizer.json`, `metrics.json`) written to `out`.
@@ -80,6 +94,14 @@ pub struct DistillOptions {
     /// configuration, e.g. an earlier distillation) instead of the PCA/SIF
     /// initialisation. Ignored when `resume` finds a checkpoint.
     pub init: Option<PathBuf>,
+    /// μ, the weight of the (pseudo-query, passage) term; 0 turns it off.
+    pub pair_weight: f64,
+    /// Add each query's mined hard negative to the batch's passages.
+    pub hard_negatives: bool,
+    /// Pseudo-queries are cut to this many tokens (specials included).
+    pub query_tokens: usize,
+    /// Write every evaluated step as a model directory under `<out>/steps/`.
+    pub export_checkpoints: bool,
     /// Where the student trains.
     pub device: Device,
     /// The command line, recorded in `metrics.json`.
@@ -109,6 +131,10 @@ impl DistillOptions {
             seed: 42,
             resume: false,
             init: None,
+            pair_weight: 0.0,
+            hard_negatives: true,
+            query_tokens: 32,
+            export_checkpoints: false,
             device: Device::Cpu,
             command: String::new(),
         }
@@ -122,8 +148,11 @@ impl DistillOptions {
         if self.kernel_sizes.iter().any(|k| k % 2 == 0) {
             return bad("kernel sizes must be odd");
         }
-        if self.max_tokens < 3 {
-            return bad("max_tokens must be at least 3");
+        if self.max_tokens < 3 || self.query_tokens < 3 {
+            return bad("max_tokens and query_tokens must be at least 3");
+        }
+        if !(self.pair_weight >= 0.0 && self.pair_weight.is_finite()) {
+            return bad("pair_weight must be 0 or positive");
         }
         if self.batch_size < 2 {
             return bad("batch_size must be at least 2 (the contrastive term needs negatives)");
@@ -148,6 +177,8 @@ pub enum Phase {
     TeacherVocab,
     /// The teacher embeds the corpus passages.
     TeacherCorpus,
+    /// The teacher embeds the pseudo-queries.
+    TeacherQueries,
     Train,
 }
 
@@ -182,6 +213,9 @@ pub struct DistillMetrics {
     pub heldout_cosine_init: f32,
     /// The same for the best checkpoint (f32 weights).
     pub heldout_cosine_best: f32,
+    /// What chose the best checkpoint.
+    #[serde(default)]
+    pub selected_by: String,
     /// The same for the saved fp16 model, reloaded from disk.
     pub heldout_cosine_saved: f32,
     pub history: Vec<EvalPoint>,
@@ -205,6 +239,13 @@ pub struct EvalPoint {
     /// Mean training loss since the previous point (none at step 0).
     pub loss: Option<f32>,
     pub heldout_cosine: f32,
+    /// Mean cosine to the teacher on the held-out passages' pseudo-queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout_query_cosine: Option<f32>,
+    /// Share of held-out queries whose best held-out passage under the
+    /// student is the teacher's best.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heldout_agreement: Option<f32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +253,10 @@ struct TrainState {
     step: usize,
     best_step: usize,
     best_cosine: f32,
+    /// The selection score of the best step (see [`DistillMetrics::selected_by`]);
+    /// absent in runs before it existed, whose score was the passage cosine.
+    #[serde(default)]
+    best_score: Option<f32>,
     init_cosine: f32,
     history: Vec<EvalPoint>,
     config: ConvEmbedderConfig,
@@ -637,6 +682,226 @@ fn load_init(dir: &Path, config: &ConvEmbedderConfig) -> Result<Vec<(String, Ten
     Ok(out)
 }
 
+/// A corpus line's heading and body: `HEADING<TAB>BODY`, or a body alone.
+pub fn split_heading(line: &str) -> (Option<&str>, &str) {
+    match line.split_once('\t') {
+        Some((h, b)) if !b.trim().is_empty() => {
+            let h = h.trim();
+            let has_word = h.chars().any(char::is_alphabetic);
+            (has_word.then_some(h), b.trim())
+        }
+        _ => (None, line.trim()),
+    }
+}
+
+/// The pseudo-query of a passage, fixed by `seed`: its heading if it has
+/// one; else one of its sentences of 4 to 40 words (inverse cloze) when it
+/// has two sentences or more; else a span of about a third of its words
+/// (4 to 16).
+pub fn pseudo_query(heading: Option<&str>, body: &str, seed: u64) -> String {
+    if let Some(h) = heading {
+        return h.to_string();
+    }
+    let mut rng = Rng::new(seed);
+    let mut sentences = Vec::new();
+    let mut start = 0;
+    let b = body.as_bytes();
+    for (i, &c) in b.iter().enumerate() {
+        let end = matches!(c, b'.' | b'?' | b'!') && b.get(i + 1).is_none_or(|n| *n == b' ');
+        if end {
+            sentences.push(body[start..=i].trim());
+            start = i + 1;
+        }
+    }
+    if start < body.len() {
+        sentences.push(body[start..].trim());
+    }
+    sentences.retain(|s| !s.is_empty());
+    let fit: Vec<&str> = sentences
+        .iter()
+        .copied()
+        .filter(|s| (4..=40).contains(&s.split_whitespace().count()))
+        .collect();
+    if sentences.len() >= 2 && !fit.is_empty() {
+        return fit[rng.below(fit.len())].to_string();
+    }
+    let words: Vec<&str> = body.split_whitespace().collect();
+    let len = (words.len() / 3).clamp(4, 16).min(words.len());
+    let from = rng.below(words.len() - len + 1);
+    words[from..from + len].join(" ")
+}
+
+/// Teacher vectors of `ids`, cached in `path` (rows appended chunk by chunk,
+/// a partial last row dropped, extra rows of a larger earlier run ignored).
+fn cached_teacher_rows(
+    teacher: &AneBert,
+    ids: &[Vec<u32>],
+    path: &Path,
+    phase: Phase,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<f32>> {
+    let dim = teacher.hidden_size();
+    let n = ids.len();
+    let mut rows = read_cache(path, dim)?;
+    let file_len = std::fs::metadata(path).map_or(0, |m| m.len());
+    if file_len != rows.len() as u64 * 4 {
+        write_rows(path, &rows, false)?;
+    }
+    rows.truncate(n * dim);
+    const CHUNK: usize = 256;
+    while rows.len() < n * dim {
+        let start = rows.len() / dim;
+        let end = (start + CHUNK).min(n);
+        let r: Vec<&[u32]> = ids[start..end].iter().map(Vec::as_slice).collect();
+        let e = teacher_embed(teacher, &r, 32)?;
+        write_rows(path, &e, true)?;
+        rows.extend(e);
+        progress(Progress {
+            phase,
+            done: end,
+            total: n,
+            loss: None,
+            heldout_cosine: None,
+        });
+    }
+    Ok(rows)
+}
+
+/// Student vectors (f32, CPU, row-major) of `idx`'s token rows.
+fn student_rows(
+    student: &ConvEmbedder,
+    ids: &[Vec<u32>],
+    idx: &[usize],
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for chunk in idx.chunks(128) {
+        let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+        let (x, m) = pad_batch(&rows, device)?;
+        out.extend(
+            student
+                .forward(&x, &m)?
+                .to_dtype(DType::F32)?
+                .to_device(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        );
+    }
+    Ok(out)
+}
+
+/// For each query row, the index of the passage row with the highest dot
+/// product (ties: the lowest index); `skip(q, p)` excludes pairs.
+fn best_rows(q: &[f32], p: &[f32], dim: usize, skip: &dyn Fn(usize, usize) -> bool) -> Vec<usize> {
+    let np = p.len() / dim;
+    q.chunks_exact(dim)
+        .enumerate()
+        .map(|(qi, qv)| {
+            let mut best = (f32::NEG_INFINITY, usize::MAX);
+            for (pi, pv) in p.chunks_exact(dim).enumerate().take(np) {
+                if skip(qi, pi) {
+                    continue;
+                }
+                let d: f32 = qv.iter().zip(pv).map(|(a, b)| a * b).sum();
+                if d > best.0 {
+                    best = (d, pi);
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+/// For each training passage, the training passage the teacher ranks first
+/// for its pseudo-query, other than itself (by a matrix product in blocks).
+fn mine_hard_negatives(
+    queries: &[f32],
+    passages: &[f32],
+    dim: usize,
+    train: &[usize],
+) -> Result<Vec<u32>> {
+    let n = passages.len() / dim;
+    let mut neg = vec![u32::MAX; n];
+    let gather = |src: &[f32], idx: &[usize]| -> Vec<f32> {
+        let mut v = Vec::with_capacity(idx.len() * dim);
+        for &i in idx {
+            v.extend_from_slice(&src[i * dim..(i + 1) * dim]);
+        }
+        v
+    };
+    let pt = Tensor::from_vec(gather(passages, train), (train.len(), dim), &Device::Cpu)?
+        .t()?
+        .contiguous()?;
+    for block in train.chunks(256) {
+        let q = Tensor::from_vec(gather(queries, block), (block.len(), dim), &Device::Cpu)?;
+        let sims = q.matmul(&pt)?.to_vec2::<f32>()?;
+        for (row, &qi) in sims.iter().zip(block) {
+            let mut best = (f32::NEG_INFINITY, qi);
+            for (k, &d) in row.iter().enumerate() {
+                if train[k] != qi && d > best.0 {
+                    best = (d, train[k]);
+                }
+            }
+            neg[qi] = best.1 as u32;
+        }
+    }
+    Ok(neg)
+}
+
+/// Mean over queries of KL(teacher ‖ student) between the softmaxes of
+/// query·passage similarities over the same passages, at `temperature`:
+/// the teacher's similarities are the soft targets.
+pub fn pair_kl(
+    student_q: &Tensor,
+    student_p: &Tensor,
+    teacher_q: &Tensor,
+    teacher_p: &Tensor,
+    temperature: f64,
+) -> Result<Tensor> {
+    let ls = candle_nn::ops::log_softmax(&(student_q.matmul(&student_p.t()?)? / temperature)?, 1)?;
+    let lt = candle_nn::ops::log_softmax(&(teacher_q.matmul(&teacher_p.t()?)? / temperature)?, 1)?;
+    Ok((lt.exp()? * (lt - ls)?)?.sum(1)?.mean_all()?)
+}
+
+/// Held-out query metrics: the mean cosine of the student's query vectors to
+/// the teacher's, and the share of queries whose best passage among the
+/// held-out ones is the same under the student as under the teacher.
+struct QueryEval<'a> {
+    qids: &'a [Vec<u32>],
+    qtargets: &'a [f32],
+    pids: &'a [Vec<u32>],
+    ptargets: &'a [f32],
+    idx: &'a [usize],
+    dim: usize,
+}
+
+impl QueryEval<'_> {
+    fn run(&self, student: &ConvEmbedder, device: &Device) -> Result<(f32, f32)> {
+        let d = self.dim;
+        let sq = student_rows(student, self.qids, self.idx, device)?;
+        let sp = student_rows(student, self.pids, self.idx, device)?;
+        let gather = |src: &[f32]| -> Vec<f32> {
+            let mut v = Vec::with_capacity(self.idx.len() * d);
+            for &i in self.idx {
+                v.extend_from_slice(&src[i * d..(i + 1) * d]);
+            }
+            v
+        };
+        let (tq, tp) = (gather(self.qtargets), gather(self.ptargets));
+        let cos = sq
+            .chunks_exact(d)
+            .zip(tq.chunks_exact(d))
+            .map(|(a, b)| crate::metrics::cosine(a, b) as f64)
+            .sum::<f64>()
+            / self.idx.len().max(1) as f64;
+        let none = |_: usize, _: usize| false;
+        let s_best = best_rows(&sq, &sp, d, &none);
+        let t_best = best_rows(&tq, &tp, d, &none);
+        let agree = s_best.iter().zip(&t_best).filter(|(a, b)| a == b).count();
+        Ok((cos as f32, agree as f32 / self.idx.len().max(1) as f32))
+    }
+}
+
 /// Runs a distillation; see the module documentation.
 pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result<DistillMetrics> {
     o.validate()?;
@@ -662,15 +927,33 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
         order.truncate(o.max_passages);
     }
     passages = order.iter().map(|&i| passages[i].clone()).collect();
-    let n = passages.len();
+    // Bodies are what the student and the teacher embed; each passage's
+    // pseudo-query comes from its heading or its body.
+    let (bodies, queries): (Vec<String>, Vec<String>) = passages
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let (heading, body) = split_heading(line);
+            let q = pseudo_query(heading, body, o.seed.wrapping_mul(0x9e37_79b9) ^ i as u64);
+            (body.to_string(), q)
+        })
+        .unzip();
+    drop(passages);
+    let n = bodies.len();
     let holdout = o.holdout.min(n / 5);
     if n - holdout < 2 {
         return Err(ModelError::Input(format!(
             "the corpus has {n} distinct passages; at least 2 are needed for training"
         )));
     }
-    let ids = tokenize_all(&tok, &passages, o.max_tokens)?;
-    if let Some(bad) = ids.iter().flatten().find(|&&t| t as usize >= vocab) {
+    let ids = tokenize_all(&tok, &bodies, o.max_tokens)?;
+    let qids = tokenize_all(&tok, &queries, o.query_tokens)?;
+    if let Some(bad) = ids
+        .iter()
+        .chain(&qids)
+        .flatten()
+        .find(|&&t| t as usize >= vocab)
+    {
         return Err(ModelError::VocabMismatch {
             tokenizer: *bad as usize + 1,
             model: vocab,
@@ -733,35 +1016,55 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
         h.finalize().to_hex().to_string()[..16].to_string()
     };
     let corpus_path = cache_dir.join(format!("passages-{corpus_key}.f32"));
-    let mut targets = read_cache(&corpus_path, dim)?;
-    let file_len = std::fs::metadata(&corpus_path).map_or(0, |m| m.len());
-    if file_len != targets.len() as u64 * 4 {
-        // Drop a partial last row (an interrupted write).
-        write_rows(&corpus_path, &targets, false)?;
-    }
-    // The file may hold more rows than this run needs (a larger earlier run).
-    targets.truncate(n * dim);
-    const CHUNK: usize = 256;
-    while targets.len() < n * dim {
-        let start = targets.len() / dim;
-        let end = (start + CHUNK).min(n);
-        let rows: Vec<&[u32]> = ids[start..end].iter().map(Vec::as_slice).collect();
-        let e = teacher_embed(&teacher, &rows, 32)?;
-        write_rows(&corpus_path, &e, true)?;
-        targets.extend(e);
-        progress(Progress {
-            phase: Phase::TeacherCorpus,
-            done: end,
-            total: n,
-            loss: None,
-            heldout_cosine: None,
-        });
-    }
+    let targets =
+        cached_teacher_rows(&teacher, &ids, &corpus_path, Phase::TeacherCorpus, progress)?;
+    // Phase 3: teacher vectors of the pseudo-queries.
+    let query_key = {
+        let mut h = blake3::Hasher::new();
+        h.update(key.as_bytes());
+        h.update(o.query_tokens.to_le_bytes().as_slice());
+        for q in &queries {
+            h.update(q.as_bytes());
+            h.update(b"\n");
+        }
+        h.finalize().to_hex().to_string()[..16].to_string()
+    };
+    let query_path = cache_dir.join(format!("queries-{query_key}.f32"));
+    let qtargets = cached_teacher_rows(
+        &teacher,
+        &qids,
+        &query_path,
+        Phase::TeacherQueries,
+        progress,
+    )?;
     drop(teacher);
 
     // Token frequencies for the SIF weights (training passages only).
     let heldout_idx: Vec<usize> = (0..holdout).collect();
     let train_idx: Vec<usize> = (holdout..n).collect();
+    let pair = o.pair_weight > 0.0;
+    let negatives = if pair && o.hard_negatives {
+        mine_hard_negatives(&qtargets, &targets, dim, &train_idx)?
+    } else {
+        Vec::new()
+    };
+    // Which held-out step is kept: the passage cosine alone, or with the
+    // pair term (which trades some passage cosine for the queries') the mean
+    // of the passage and query cosines.
+    let select = |c: f32, qc: f32| if pair { 0.5 * (c + qc) } else { c };
+    let selected_by = if pair {
+        "mean of the held-out passage and query cosines"
+    } else {
+        "held-out passage cosine"
+    };
+    let query_eval = QueryEval {
+        qids: &qids,
+        qtargets: &qtargets,
+        pids: &ids,
+        ptargets: &targets,
+        idx: &heldout_idx,
+        dim,
+    };
     let mut counts = vec![0u64; vocab];
     for &i in &train_idx {
         for &t in &ids[i] {
@@ -815,16 +1118,20 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
             varmap.set_one(name, t.to_device(&o.device)?)?;
         }
         let c0 = heldout_cosine(&student, &ids, &targets, dim, &heldout_idx, &o.device)?;
+        let (qc, agree) = query_eval.run(&student, &o.device)?;
         varmap.save(&best_path)?;
         TrainState {
             step: 0,
             best_step: 0,
             best_cosine: c0,
+            best_score: Some(select(c0, qc)),
             init_cosine: c0,
             history: vec![EvalPoint {
                 step: 0,
                 loss: None,
                 heldout_cosine: c0,
+                heldout_query_cosine: Some(qc),
+                heldout_agreement: Some(agree),
             }],
             config: config.clone(),
             commands: Vec::new(),
@@ -848,13 +1155,15 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
     let mut perm = train_idx.clone();
     let mut running = f32::NAN;
     let mut since_eval = (0f64, 0usize);
-    let targets_t = |sel: &[usize]| -> Result<Tensor> {
+    let rows_t = |src: &[f32], sel: &[usize]| -> Result<Tensor> {
         let mut v = Vec::with_capacity(sel.len() * dim);
         for &i in sel {
-            v.extend_from_slice(&targets[i * dim..(i + 1) * dim]);
+            v.extend_from_slice(&src[i * dim..(i + 1) * dim]);
         }
         Ok(Tensor::from_vec(v, (sel.len(), dim), &o.device)?)
     };
+    let targets_t = |sel: &[usize]| rows_t(&targets, sel);
+    let qtargets_t = |sel: &[usize]| rows_t(&qtargets, sel);
     while state.step < o.max_steps {
         let step = state.step;
         let epoch = step / per_epoch;
@@ -865,16 +1174,32 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
         }
         let at = (step % per_epoch) * bsz;
         let sel = &perm[at..at + bsz];
-        let rows: Vec<&[u32]> = sel.iter().map(|&i| ids[i].as_slice()).collect();
+        // The batch's passages, then (with hard negatives) each query's
+        // hard negative.
+        let mut psel = sel.to_vec();
+        if !negatives.is_empty() {
+            psel.extend(sel.iter().map(|&i| negatives[i] as usize));
+        }
+        let rows: Vec<&[u32]> = psel.iter().map(|&i| ids[i].as_slice()).collect();
         let (x, m) = pad_batch(&rows, &o.device)?;
-        let t = targets_t(sel)?;
+        let t = targets_t(&psel)?;
         let s = student.forward(&x, &m)?;
         let cos = (&s * &t)?.sum(1)?.mean_all()?;
         let l_cos = cos.affine(-1.0, 1.0)?;
-        let logits = (s.matmul(&t.t()?)? / o.temperature)?;
+        let (s_b, t_b) = (s.narrow(0, 0, bsz)?, t.narrow(0, 0, bsz)?);
+        let logits = (s_b.matmul(&t_b.t()?)? / o.temperature)?;
         let labels = Tensor::arange(0u32, bsz as u32, &o.device)?;
         let l_nce = candle_nn::loss::cross_entropy(&logits, &labels)?;
-        let loss = (l_cos + (l_nce * o.contrastive_weight)?)?;
+        let mut loss = (l_cos + (l_nce * o.contrastive_weight)?)?;
+        if pair {
+            let qrows: Vec<&[u32]> = sel.iter().map(|&i| qids[i].as_slice()).collect();
+            let (xq, mq) = pad_batch(&qrows, &o.device)?;
+            let tq = qtargets_t(sel)?;
+            let sq = student.forward(&xq, &mq)?;
+            let l_qcos = (&sq * &tq)?.sum(1)?.mean_all()?.affine(-1.0, 1.0)?;
+            let kl = pair_kl(&sq, &s, &tq, &t, o.temperature)?;
+            loss = (loss + ((kl + l_qcos)? * o.pair_weight)?)?;
+        }
         opt.set_learning_rate(lr_at(o, step));
         opt.backward_step(&loss)?;
         let l = loss.to_dtype(DType::F32)?.to_scalar::<f32>()?;
@@ -894,14 +1219,28 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
         let mut cos_now = None;
         if state.step % o.checkpoint_every == 0 || state.step == o.max_steps {
             let c = heldout_cosine(&student, &ids, &targets, dim, &heldout_idx, &o.device)?;
+            let (qc, agree) = query_eval.run(&student, &o.device)?;
             cos_now = Some(c);
             state.history.push(EvalPoint {
                 step: state.step,
                 loss: Some((since_eval.0 / since_eval.1.max(1) as f64) as f32),
                 heldout_cosine: c,
+                heldout_query_cosine: Some(qc),
+                heldout_agreement: Some(agree),
             });
+            if o.export_checkpoints {
+                let dir = o.out.join("steps").join(format!("step-{:06}", state.step));
+                let tensors = student
+                    .named_tensors()
+                    .into_iter()
+                    .map(|(k, t)| Ok((k, t.to_device(&Device::Cpu)?)))
+                    .collect::<Result<Vec<_>>>()?;
+                save_model_dir(&dir, &config, &tensors, WeightDtype::F16, &tok_path)?;
+            }
             since_eval = (0.0, 0);
-            if c > state.best_cosine {
+            let score = select(c, qc);
+            if score > state.best_score.unwrap_or(state.best_cosine) {
+                state.best_score = Some(score);
                 state.best_cosine = c;
                 state.best_step = state.step;
                 varmap.save(&best_path)?;
@@ -949,6 +1288,7 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
         best_step: state.best_step,
         heldout_cosine_init: state.init_cosine,
         heldout_cosine_best: state.best_cosine,
+        selected_by: selected_by.to_string(),
         heldout_cosine_saved: saved_cos,
         history: state.history.clone(),
         hyperparameters: serde_json::json!({
@@ -962,6 +1302,9 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
             "temperature": o.temperature,
             "sif_a": o.sif_a,
             "seed": o.seed,
+            "pair_weight": o.pair_weight,
+            "hard_negatives": o.hard_negatives && o.pair_weight > 0.0,
+            "query_tokens": o.query_tokens,
             "device": format!("{:?}", o.device),
         }),
     };
@@ -1000,6 +1343,100 @@ mod tests {
             assert!((norm - 1.0).abs() < 1e-10);
         }
         assert!(symmetric_eigen(&a, n + 1).is_err());
+    }
+
+    #[test]
+    fn a_heading_is_split_from_its_body() {
+        assert_eq!(
+            split_heading("Wing\tA wing lifts."),
+            (Some("Wing"), "A wing lifts.")
+        );
+        assert_eq!(split_heading("no tab here"), (None, "no tab here"));
+        // A heading without a word, or an empty body, is no heading.
+        assert_eq!(split_heading("1.2\tBody text."), (None, "Body text."));
+        assert_eq!(split_heading("Head\t  "), (None, "Head"));
+    }
+
+    #[test]
+    fn pseudo_queries_come_from_the_heading_a_sentence_or_a_span() {
+        assert_eq!(pseudo_query(Some("Shock waves"), "Body.", 1), "Shock waves");
+        let body = "Air flows over the wing. The pressure drops above it! \
+                    Why does the wing lift at all? Short.";
+        let sentences = [
+            "Air flows over the wing.",
+            "The pressure drops above it!",
+            "Why does the wing lift at all?",
+        ];
+        let mut seen = HashSet::new();
+        for seed in 0..40 {
+            let q = pseudo_query(None, body, seed);
+            assert!(
+                sentences.contains(&q.as_str()),
+                "{q:?} is not a whole sentence of 4+ words"
+            );
+            seen.insert(q);
+        }
+        assert!(seen.len() > 1, "the seed picks among the sentences");
+        assert_eq!(pseudo_query(None, body, 5), pseudo_query(None, body, 5));
+        // One sentence: a contiguous span of about a third of its words.
+        let one: Vec<String> = (0..30).map(|i| format!("w{i}")).collect();
+        let one = one.join(" ");
+        let q = pseudo_query(None, &one, 3);
+        assert_eq!(q.split_whitespace().count(), 10);
+        assert!(one.contains(&q));
+        // Too short for a span of 4: the whole text.
+        assert_eq!(pseudo_query(None, "two words", 9), "two words");
+    }
+
+    #[test]
+    fn the_hard_negative_is_the_teachers_best_other_training_passage() {
+        let dim = 2;
+        // Passage 0 is held out; queries of 1..=3 point at passages 2, 1, 0.
+        let passages = [1.0, 0.0, 0.0, 1.0, 0.6, 0.8, -1.0, 0.0];
+        let queries = [0.0, 0.0, 0.6, 0.8, 0.0, 1.0, 1.0, 0.0];
+        let neg = mine_hard_negatives(&queries, &passages, dim, &[1, 2, 3]).unwrap();
+        // Query 1's best is passage 2; query 2's own passage is best, so
+        // passage 1; query 3 points at the held-out passage 0, so the best
+        // training passage other than 3 is 2 (0.6).
+        assert_eq!(&neg[1..], &[2, 1, 2]);
+        assert_eq!(neg[0], u32::MAX, "held-out passages get none");
+    }
+
+    #[test]
+    fn the_pair_term_is_zero_when_the_student_ranks_as_the_teacher_and_positive_otherwise() {
+        let dev = Device::Cpu;
+        let t = |v: &[f32], r: usize| Tensor::from_vec(v.to_vec(), (r, 2), &dev).unwrap();
+        let tq = t(&[1.0, 0.0, 0.0, 1.0], 2);
+        let tp = t(&[0.8, 0.6, 0.6, 0.8, -1.0, 0.0], 3);
+        let same = pair_kl(&tq, &tp, &tq, &tp, 0.5)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(same.abs() < 1e-6, "{same}");
+        let sq = t(&[0.0, 1.0, 1.0, 0.0], 2);
+        let kl = pair_kl(&sq, &tp, &tq, &tp, 0.5)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        // By hand: KL of softmax(teacher sims / τ) to softmax(student sims / τ).
+        let soft = |x: [f32; 3]| {
+            let e: Vec<f32> = x.iter().map(|v| (v / 0.5).exp()).collect();
+            let z: f32 = e.iter().sum();
+            e.into_iter().map(|v| v / z).collect::<Vec<f32>>()
+        };
+        let rows = [
+            ([0.8, 0.6, -1.0], [0.6, 0.8, 0.0]),
+            ([0.6, 0.8, 0.0], [0.8, 0.6, -1.0]),
+        ];
+        let want: f32 = rows
+            .iter()
+            .map(|(tt, ss)| {
+                let (p, q) = (soft(*tt), soft(*ss));
+                p.iter().zip(&q).map(|(p, q)| p * (p / q).ln()).sum::<f32>()
+            })
+            .sum::<f32>()
+            / 2.0;
+        assert!(kl > 0.01 && (kl - want).abs() < 1e-5, "{kl} vs {want}");
     }
 
     #[test]

@@ -239,3 +239,78 @@ fn distill_reports_bad_input_clearly() {
     let e = distill(&o, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("batch_size"), "{e}");
 }
+
+#[test]
+fn the_pair_term_trains_the_students_queries_towards_the_teachers() {
+    let root = tempfile::tempdir().unwrap();
+    tiny_teacher(&root.path().join("teacher"));
+    let p = corpus(root.path());
+    // A heading on every other line: those are their pseudo-queries.
+    let lines: Vec<String> = std::fs::read_to_string(&p)
+        .unwrap()
+        .lines()
+        .enumerate()
+        .map(|(i, l)| {
+            if i % 2 == 0 {
+                format!("heading {i}\t{l}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    std::fs::write(&p, lines.join("\n")).unwrap();
+    let run = |out: &str, pair: f64, hard: bool| {
+        let mut o = options(root.path(), 60);
+        o.out = root.path().join(out);
+        o.pair_weight = pair;
+        o.hard_negatives = hard;
+        o.export_checkpoints = true;
+        distill(&o, &mut |_| {}).unwrap()
+    };
+    let plain = run("plain", 0.0, true);
+    let pair = run("pair", 1.0, true);
+    let q = |m: &DistillMetrics| m.history.last().unwrap().heldout_query_cosine.unwrap();
+    let q0 = |m: &DistillMetrics| m.history[0].heldout_query_cosine.unwrap();
+    assert_eq!(q0(&plain), q0(&pair), "both start from the same student");
+    assert!(
+        q(&pair) > q(&plain) + 0.01,
+        "held-out query cosine with the pair term {} vs without {}",
+        q(&pair),
+        q(&plain)
+    );
+    assert!(pair.history.iter().all(|p| p.heldout_agreement.is_some()));
+    // The kept step is chosen by the passage and query cosines together.
+    assert_eq!(plain.selected_by, "held-out passage cosine");
+    assert!(pair.selected_by.contains("query"), "{}", pair.selected_by);
+    let best = pair
+        .history
+        .iter()
+        .find(|p| p.step == pair.best_step)
+        .unwrap();
+    let mean = |p: &anectx_models::distill::EvalPoint| {
+        0.5 * (p.heldout_cosine + p.heldout_query_cosine.unwrap())
+    };
+    assert!(pair.history.iter().all(|p| mean(p) <= mean(best)));
+    assert_eq!(pair.hyperparameters["pair_weight"], 1.0);
+    assert_eq!(pair.hyperparameters["hard_negatives"], true);
+    assert_eq!(plain.hyperparameters["hard_negatives"], false);
+    // Every evaluated step is a model directory that loads.
+    for step in [10, 20, 30, 40, 50, 60] {
+        let dir = root.path().join(format!("pair/steps/step-{step:06}"));
+        let (model, _) = load_embedder(&dir, WeightDtype::F32).unwrap();
+        assert_eq!(model.dim(), H, "{}", dir.display());
+    }
+    // The queries' teacher vectors are cached beside the passages'.
+    let cached: Vec<String> = std::fs::read_dir(root.path().join("pair/cache"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        cached.iter().any(|f| f.starts_with("queries-")),
+        "{cached:?}"
+    );
+    // Without hard negatives it trains too.
+    let soft = run("soft", 1.0, false);
+    assert_eq!(soft.hyperparameters["hard_negatives"], false);
+    assert!(q(&soft) > q(&plain), "{} vs {}", q(&soft), q(&plain));
+}

@@ -11,8 +11,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// convolutional embedder (ANE layout).
 ///
 /// The teacher's token vectors (PCA + SIF weights) initialise the student;
-/// the teacher's passage embeddings are cached under OUT/cache; training
-/// minimises (1 − cosine) + λ·InfoNCE with checkpoints under OUT/checkpoints;
+/// the teacher's passage and pseudo-query embeddings are cached under
+/// OUT/cache; training minimises (1 − cosine) + λ·InfoNCE, plus with
+/// --pair-weight μ·(KL to the teacher's query→passage similarities + query
+/// cosine), with checkpoints under OUT/checkpoints;
 /// the best checkpoint is written to OUT as an fp16 model directory with a
 /// metrics.json (command, corpus hash, held-out cosine to the teacher).
 #[derive(Debug, Args)]
@@ -67,6 +69,24 @@ pub struct DistillArgs {
     /// distillation) instead of the PCA/SIF initialisation.
     #[arg(long, value_name = "DIR")]
     init: Option<PathBuf>,
+    /// Weight μ of the (pseudo-query, passage) term, 0 = off. Each corpus
+    /// line's query is its heading (a line `HEADING<TAB>BODY`), else one of
+    /// its sentences, else a span of its words; the student learns the
+    /// teacher's softmax over the batch's passages for it.
+    #[arg(long, default_value_t = 0.0)]
+    pair_weight: f64,
+    /// With --pair-weight: no mined hard negatives (by default each query's
+    /// batch also holds the passage the teacher ranks first for it after
+    /// its own).
+    #[arg(long)]
+    no_hard_negatives: bool,
+    /// Pseudo-queries are cut to this many tokens.
+    #[arg(long, default_value_t = 32)]
+    query_tokens: usize,
+    /// Also write every evaluated step as a model directory under
+    /// OUT/steps/step-NNNNNN (for a learning curve with `anectx eval --model`).
+    #[arg(long)]
+    export_checkpoints: bool,
     /// Where the student trains: cpu, or cuda (needs a build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -98,6 +118,10 @@ pub fn run(a: DistillArgs) -> Result<()> {
     o.seed = a.seed;
     o.resume = a.resume;
     o.init = a.init;
+    o.pair_weight = a.pair_weight;
+    o.hard_negatives = !a.no_hard_negatives;
+    o.query_tokens = a.query_tokens;
+    o.export_checkpoints = a.export_checkpoints;
     o.device = device(&a.device)?;
     o.command = std::env::args().collect::<Vec<_>>().join(" ");
 
@@ -117,6 +141,10 @@ pub fn run(a: DistillArgs) -> Result<()> {
                 Phase::TeacherCorpus => (
                     "teacher: passages",
                     "{msg:24} {bar:30} {pos}/{len} passages ({per_sec}, eta {eta})",
+                ),
+                Phase::TeacherQueries => (
+                    "teacher: queries",
+                    "{msg:24} {bar:30} {pos}/{len} queries ({per_sec}, eta {eta})",
                 ),
                 Phase::Train => (
                     "train",
