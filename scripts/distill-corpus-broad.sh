@@ -7,7 +7,7 @@
 #   everyday-english   GCIDE (Webster's 1913 and later additions): headword → definition
 #   prose-quotations   fortune files (fortunes, fortunes-min): quotations, anecdotes, jokes
 #   technical-docs     the Python 3.11 documentation sources, the Debian Reference, man pages (sections 5 and 7)
-#   news-releases      Python's "What's New" documents and the Debian Constitution's amendment notes
+#   news-releases      Python's "What's New" documents (release news, 2.0 to 3.11)
 #   law-policy         licence texts (/usr/share/common-licenses), the Debian Constitution, Social
 #                      Contract and Policy Manual
 #   code-comments      `//` comments in the source of the crates in this repository's Cargo.lock
@@ -32,7 +32,7 @@ OUT="${1:?usage: $0 OUT_FILE [PASSAGES]}"
 TOTAL="${2:-16000}"
 WORK="${DISTILL_WORK:-$(mktemp -d)}"
 mkdir -p "$WORK/debs" "$WORK/wheels" "$(dirname "$OUT")"
-DEBS="dict-gcide=0.48.5+nmu2 fortunes=1:1.99.1-7.3 fortunes-min=1:1.99.1-7.3 python3.11-doc debian-reference-en=2.100 doc-debian=11.3+nmu1 debian-policy=4.6.2.0 manpages=6.03-2"
+DEBS="dict-gcide=0.48.5+nmu2 fortunes=1:1.99.1-7.3 fortunes-min=1:1.99.1-7.3 python3.11-doc=3.11.2-6+deb12u9 debian-reference-en=2.100 doc-debian=11.3+nmu1 debian-policy=4.6.2.0 manpages=6.03-2"
 if ! ls "$WORK"/debs/dict-gcide_*.deb >/dev/null 2>&1; then
     (cd "$WORK/debs" && apt-get download $DEBS >/dev/null 2>&1) || {
         echo "apt-get download failed (needs Debian's package index: apt-get update)" >&2
@@ -201,8 +201,8 @@ for f in sorted(glob.glob(pydoc + "/**/*.rst.txt", recursive=True)):
     kind = "news-releases" if "/whatsnew/" in f else "technical-docs"
     for h, ps in rst_sections(open(f, encoding="utf-8", errors="replace").read()):
         pack(ps, kind, h)
-sources["technical-docs"].append("debian:python3.11-doc (Python 3.11 documentation sources, except whatsnew/)")
-sources["news-releases"].append("debian:python3.11-doc (whatsnew/: What's New in Python 2.0 .. 3.11)")
+sources["technical-docs"].append("debian:python3.11-doc 3.11.2-6+deb12u9 (Python 3.11 documentation sources, except whatsnew/)")
+sources["news-releases"].append("debian:python3.11-doc 3.11.2-6+deb12u9 (whatsnew/: What's New in Python 2.0 .. 3.11)")
 for f in sorted(glob.glob(os.path.join(x, "usr/share/debian-reference/*.en.html"))):
     for h, ps in html_sections(open(f, encoding="utf-8", errors="replace").read()):
         pack(ps, "technical-docs", h)

@@ -1,6 +1,6 @@
 //! Distillation of a [`ConvEmbedder`] student from a BERT sentence embedder.
 //!
-//! The method, in three phases:
+//! The method, in four phases:
 //!
 //! 1. **Teacher token vectors.** The teacher embeds every vocabulary token on
 //!    its own (`[CLS] t [SEP]`). The vectors are centred and reduced to the
@@ -26,8 +26,7 @@
 //!    μ times the sum of KL(teacher ‖ student) over each query's softmax
 //!    across the batch's passages and hard negatives (the teacher's
 //!    similarities are the soft targets) and (1 − cos) of the query vectors.
-//!    AdamW with warm-up and cosine
-//!    decay, a held-out split evaluated every `checkpoint_every` steps (cosine
+//!    AdamW with warm-up and cosine decay, a held-out split evaluated every `checkpoint_every` steps (cosine
 //!    to the teacher on passages and on queries, and how often the student's
 //!    best held-out passage for a held-out query is the teacher's), the best
 //!    and last weights kept under `<out>/checkpoints/` (`--resume` continues
