@@ -309,8 +309,15 @@ fn the_pair_term_trains_the_students_queries_towards_the_teachers() {
         cached.iter().any(|f| f.starts_with("queries-")),
         "{cached:?}"
     );
-    // Without hard negatives it trains too.
+    // Without hard negatives the batches are the plain run's, so this run
+    // differs from it by the term alone.
     let soft = run("soft", 1.0, false);
     assert_eq!(soft.hyperparameters["hard_negatives"], false);
-    assert!(q(&soft) > q(&plain), "{} vs {}", q(&soft), q(&plain));
+    // The same batches with and without the term: only the term differs.
+    assert!(
+        q(&soft) > q(&plain) + 0.01,
+        "held-out query cosine with the term alone {} vs without {}",
+        q(&soft),
+        q(&plain)
+    );
 }
