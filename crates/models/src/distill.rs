@@ -610,34 +610,6 @@ fn init_student(
     Ok(out)
 }
 
-/// Mean cosine between the student and the cached teacher vectors over `idx`.
-fn heldout_cosine(
-    student: &ConvEmbedder,
-    ids: &[Vec<u32>],
-    teacher: &[f32],
-    dim: usize,
-    idx: &[usize],
-    device: &Device,
-) -> Result<f32> {
-    let mut sum = 0f64;
-    for chunk in idx.chunks(128) {
-        let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-        let (x, m) = pad_batch(&rows, device)?;
-        let s = student
-            .forward(&x, &m)?
-            .to_dtype(DType::F32)?
-            .to_device(&Device::Cpu)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        for (k, &i) in chunk.iter().enumerate() {
-            let a = &s[k * dim..(k + 1) * dim];
-            let b = &teacher[i * dim..(i + 1) * dim];
-            sum += crate::metrics::cosine(a, b) as f64;
-        }
-    }
-    Ok((sum / idx.len().max(1) as f64) as f32)
-}
-
 fn shuffle(v: &mut [usize], seed: u64) {
     let mut rng = Rng::new(seed);
     for i in (1..v.len()).rev() {
@@ -789,62 +761,117 @@ fn student_rows(
     Ok(out)
 }
 
-/// For each query row, the index of the passage row with the highest dot
-/// product (ties: the lowest index); `skip(q, p)` excludes pairs.
-fn best_rows(q: &[f32], p: &[f32], dim: usize, skip: &dyn Fn(usize, usize) -> bool) -> Vec<usize> {
+/// For each row of `q`, the index of the row of `p` with the highest dot
+/// product (ties: the lowest index), by matrix products in blocks;
+/// `skip(q, p)` excludes pairs.
+fn best_rows(
+    q: &[f32],
+    p: &[f32],
+    dim: usize,
+    skip: &dyn Fn(usize, usize) -> bool,
+) -> Result<Vec<usize>> {
     let np = p.len() / dim;
-    q.chunks_exact(dim)
-        .enumerate()
-        .map(|(qi, qv)| {
+    let pt = Tensor::from_slice(p, (np, dim), &Device::Cpu)?
+        .t()?
+        .contiguous()?;
+    let mut out = Vec::with_capacity(q.len() / dim);
+    for (b, block) in q.chunks(256 * dim).enumerate() {
+        let rows = block.len() / dim;
+        let sims = Tensor::from_slice(block, (rows, dim), &Device::Cpu)?
+            .matmul(&pt)?
+            .to_vec2::<f32>()?;
+        for (r, row) in sims.iter().enumerate() {
+            let qi = b * 256 + r;
             let mut best = (f32::NEG_INFINITY, usize::MAX);
-            for (pi, pv) in p.chunks_exact(dim).enumerate().take(np) {
-                if skip(qi, pi) {
-                    continue;
-                }
-                let d: f32 = qv.iter().zip(pv).map(|(a, b)| a * b).sum();
-                if d > best.0 {
+            for (pi, &d) in row.iter().enumerate() {
+                if d > best.0 && !skip(qi, pi) {
                     best = (d, pi);
                 }
             }
-            best.1
-        })
-        .collect()
+            out.push(best.1);
+        }
+    }
+    Ok(out)
+}
+
+/// Rows `idx` of a row-major matrix of width `dim`, stacked.
+fn gather(src: &[f32], idx: &[usize], dim: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(idx.len() * dim);
+    for &i in idx {
+        v.extend_from_slice(&src[i * dim..(i + 1) * dim]);
+    }
+    v
 }
 
 /// For each training passage, the training passage the teacher ranks first
-/// for its pseudo-query, other than itself (by a matrix product in blocks).
+/// for its pseudo-query, other than itself.
 fn mine_hard_negatives(
     queries: &[f32],
     passages: &[f32],
     dim: usize,
     train: &[usize],
 ) -> Result<Vec<u32>> {
-    let n = passages.len() / dim;
-    let mut neg = vec![u32::MAX; n];
-    let gather = |src: &[f32], idx: &[usize]| -> Vec<f32> {
-        let mut v = Vec::with_capacity(idx.len() * dim);
-        for &i in idx {
-            v.extend_from_slice(&src[i * dim..(i + 1) * dim]);
-        }
-        v
-    };
-    let pt = Tensor::from_vec(gather(passages, train), (train.len(), dim), &Device::Cpu)?
-        .t()?
-        .contiguous()?;
-    for block in train.chunks(256) {
-        let q = Tensor::from_vec(gather(queries, block), (block.len(), dim), &Device::Cpu)?;
-        let sims = q.matmul(&pt)?.to_vec2::<f32>()?;
-        for (row, &qi) in sims.iter().zip(block) {
-            let mut best = (f32::NEG_INFINITY, qi);
-            for (k, &d) in row.iter().enumerate() {
-                if train[k] != qi && d > best.0 {
-                    best = (d, train[k]);
-                }
-            }
-            neg[qi] = best.1 as u32;
-        }
+    let best = best_rows(
+        &gather(queries, train, dim),
+        &gather(passages, train, dim),
+        dim,
+        &|q, p| q == p,
+    )?;
+    let mut neg = vec![u32::MAX; passages.len() / dim];
+    for (&i, &b) in train.iter().zip(&best) {
+        neg[i] = train[b] as u32;
     }
     Ok(neg)
+}
+
+/// The held-out evaluation of a student against the teacher's cached
+/// vectors: the mean cosine on passages and on their pseudo-queries, and the
+/// share of queries whose best held-out passage under the student is the
+/// teacher's best. Each held-out text is embedded once.
+struct Heldout<'a> {
+    pids: &'a [Vec<u32>],
+    ptargets: &'a [f32],
+    qids: &'a [Vec<u32>],
+    qtargets: &'a [f32],
+    idx: &'a [usize],
+    dim: usize,
+}
+
+/// What [`Heldout::run`] measures.
+#[derive(Debug, Clone, Copy)]
+struct HeldoutScores {
+    passage_cosine: f32,
+    query_cosine: f32,
+    agreement: f32,
+}
+
+impl Heldout<'_> {
+    fn run(&self, student: &ConvEmbedder, device: &Device) -> Result<HeldoutScores> {
+        let d = self.dim;
+        let sp = student_rows(student, self.pids, self.idx, device)?;
+        let sq = student_rows(student, self.qids, self.idx, device)?;
+        let (tp, tq) = (
+            gather(self.ptargets, self.idx, d),
+            gather(self.qtargets, self.idx, d),
+        );
+        let mean_cos = |a: &[f32], b: &[f32]| {
+            let sum: f64 = a
+                .chunks_exact(d)
+                .zip(b.chunks_exact(d))
+                .map(|(x, y)| crate::metrics::cosine(x, y) as f64)
+                .sum();
+            (sum / self.idx.len().max(1) as f64) as f32
+        };
+        let none = |_: usize, _: usize| false;
+        let s_best = best_rows(&sq, &sp, d, &none)?;
+        let t_best = best_rows(&tq, &tp, d, &none)?;
+        let agree = s_best.iter().zip(&t_best).filter(|(a, b)| a == b).count();
+        Ok(HeldoutScores {
+            passage_cosine: mean_cos(&sp, &tp),
+            query_cosine: mean_cos(&sq, &tq),
+            agreement: agree as f32 / self.idx.len().max(1) as f32,
+        })
+    }
 }
 
 /// Mean over queries of KL(teacher ‖ student) between the softmaxes of
@@ -860,45 +887,6 @@ pub fn pair_kl(
     let ls = candle_nn::ops::log_softmax(&(student_q.matmul(&student_p.t()?)? / temperature)?, 1)?;
     let lt = candle_nn::ops::log_softmax(&(teacher_q.matmul(&teacher_p.t()?)? / temperature)?, 1)?;
     Ok((lt.exp()? * (lt - ls)?)?.sum(1)?.mean_all()?)
-}
-
-/// Held-out query metrics: the mean cosine of the student's query vectors to
-/// the teacher's, and the share of queries whose best passage among the
-/// held-out ones is the same under the student as under the teacher.
-struct QueryEval<'a> {
-    qids: &'a [Vec<u32>],
-    qtargets: &'a [f32],
-    pids: &'a [Vec<u32>],
-    ptargets: &'a [f32],
-    idx: &'a [usize],
-    dim: usize,
-}
-
-impl QueryEval<'_> {
-    fn run(&self, student: &ConvEmbedder, device: &Device) -> Result<(f32, f32)> {
-        let d = self.dim;
-        let sq = student_rows(student, self.qids, self.idx, device)?;
-        let sp = student_rows(student, self.pids, self.idx, device)?;
-        let gather = |src: &[f32]| -> Vec<f32> {
-            let mut v = Vec::with_capacity(self.idx.len() * d);
-            for &i in self.idx {
-                v.extend_from_slice(&src[i * d..(i + 1) * d]);
-            }
-            v
-        };
-        let (tq, tp) = (gather(self.qtargets), gather(self.ptargets));
-        let cos = sq
-            .chunks_exact(d)
-            .zip(tq.chunks_exact(d))
-            .map(|(a, b)| crate::metrics::cosine(a, b) as f64)
-            .sum::<f64>()
-            / self.idx.len().max(1) as f64;
-        let none = |_: usize, _: usize| false;
-        let s_best = best_rows(&sq, &sp, d, &none);
-        let t_best = best_rows(&tq, &tp, d, &none);
-        let agree = s_best.iter().zip(&t_best).filter(|(a, b)| a == b).count();
-        Ok((cos as f32, agree as f32 / self.idx.len().max(1) as f32))
-    }
 }
 
 /// Runs a distillation; see the module documentation.
@@ -1029,9 +1017,13 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
         h.finalize().to_hex().to_string()[..16].to_string()
     };
     let query_path = cache_dir.join(format!("queries-{query_key}.f32"));
+    // Without the pair term only the held-out queries are evaluated; the
+    // cache holds a prefix, so a later run with the term extends it.
+    let pair = o.pair_weight > 0.0;
+    let need = if pair { n } else { holdout };
     let qtargets = cached_teacher_rows(
         &teacher,
-        &qids,
+        &qids[..need],
         &query_path,
         Phase::TeacherQueries,
         progress,
@@ -1041,7 +1033,6 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
     // Token frequencies for the SIF weights (training passages only).
     let heldout_idx: Vec<usize> = (0..holdout).collect();
     let train_idx: Vec<usize> = (holdout..n).collect();
-    let pair = o.pair_weight > 0.0;
     let negatives = if pair && o.hard_negatives {
         mine_hard_negatives(&qtargets, &targets, dim, &train_idx)?
     } else {
@@ -1056,11 +1047,11 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
     } else {
         "held-out passage cosine"
     };
-    let query_eval = QueryEval {
-        qids: &qids,
-        qtargets: &qtargets,
+    let heldout = Heldout {
         pids: &ids,
         ptargets: &targets,
+        qids: &qids,
+        qtargets: &qtargets,
         idx: &heldout_idx,
         dim,
     };
@@ -1116,8 +1107,8 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
         for (name, t) in &init {
             varmap.set_one(name, t.to_device(&o.device)?)?;
         }
-        let c0 = heldout_cosine(&student, &ids, &targets, dim, &heldout_idx, &o.device)?;
-        let (qc, agree) = query_eval.run(&student, &o.device)?;
+        let h = heldout.run(&student, &o.device)?;
+        let (c0, qc, agree) = (h.passage_cosine, h.query_cosine, h.agreement);
         varmap.save(&best_path)?;
         TrainState {
             step: 0,
@@ -1155,11 +1146,11 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
     let mut running = f32::NAN;
     let mut since_eval = (0f64, 0usize);
     let rows_t = |src: &[f32], sel: &[usize]| -> Result<Tensor> {
-        let mut v = Vec::with_capacity(sel.len() * dim);
-        for &i in sel {
-            v.extend_from_slice(&src[i * dim..(i + 1) * dim]);
-        }
-        Ok(Tensor::from_vec(v, (sel.len(), dim), &o.device)?)
+        Ok(Tensor::from_vec(
+            gather(src, sel, dim),
+            (sel.len(), dim),
+            &o.device,
+        )?)
     };
     let targets_t = |sel: &[usize]| rows_t(&targets, sel);
     let qtargets_t = |sel: &[usize]| rows_t(&qtargets, sel);
@@ -1217,8 +1208,8 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
         state.step += 1;
         let mut cos_now = None;
         if state.step % o.checkpoint_every == 0 || state.step == o.max_steps {
-            let c = heldout_cosine(&student, &ids, &targets, dim, &heldout_idx, &o.device)?;
-            let (qc, agree) = query_eval.run(&student, &o.device)?;
+            let h = heldout.run(&student, &o.device)?;
+            let (c, qc, agree) = (h.passage_cosine, h.query_cosine, h.agreement);
             cos_now = Some(c);
             state.history.push(EvalPoint {
                 step: state.step,
@@ -1273,7 +1264,7 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
             "the saved model is not a conv embedder".into(),
         ));
     };
-    let saved_cos = heldout_cosine(&saved, &ids, &targets, dim, &heldout_idx, &Device::Cpu)?;
+    let saved_cos = heldout.run(&saved, &Device::Cpu)?.passage_cosine;
     let metrics = DistillMetrics {
         command: o.command.clone(),
         commands: state.commands.clone(),
