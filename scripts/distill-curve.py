@@ -106,7 +106,7 @@ def main():
           + ("\tshare" if teacher else ""))
     base = None
     for step, model in models:
-        tag = str(step).split(" ")[0] if isinstance(step, int) else "best"
+        tag = str(step) if isinstance(step, int) else "best"
         res = [dense_ndcg(a.anectx, c, model, os.path.join(a.run, "curve", f"{tag}", n))
                for c, n in zip(a.collections, names)]
         nd = [r[0] for r in res]
