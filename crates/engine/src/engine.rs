@@ -93,8 +93,11 @@ pub struct ContextOptions {
     /// Similarity from which a logged question counts as a near duplicate
     /// (see [`UsageMemory::near_duplicates`]).
     pub memory_dup_threshold: f32,
-    /// RRF weight, times the similarity, subtracted along the ranking of
-    /// chunks that near duplicates were shown and never used (0 = off).
+    /// Negative evidence: a chunk that near duplicates were shown and never
+    /// used loses this weight × the top RRF term (1 / (rrf_k + 1)) for each
+    /// such showing, times the neighbour's similarity (0 = off). Each unused
+    /// showing is one more independent sign that the chunk does not serve
+    /// the question, so the penalty grows with their number.
     pub memory_unused_weight: f32,
     /// Which documents may be drawn from (path glob, kind, modification
     /// time); applied inside BM25 and the vector search, so the candidates
@@ -492,8 +495,8 @@ impl Engine {
                 hits.unused = hits
                     .evidence
                     .iter()
-                    .filter(|(_, e)| e.unused > 0.0 && e.used <= 0.0)
-                    .map(|(&c, e)| (c, e.unused))
+                    .filter(|(_, e)| e.unused_shows > 0.0 && e.used <= 0.0)
+                    .map(|(&c, e)| (c, e.unused_shows))
                     .collect();
                 hits.unused
                     .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -538,13 +541,12 @@ impl Engine {
                     ],
                     opts.rrf_k,
                 );
-                let w = opts.memory_unused_weight * h.dup_similarity;
+                let w = opts.memory_unused_weight / (opts.rrf_k + 1.0);
                 if w > 0.0 && !h.unused.is_empty() {
-                    let at: HashMap<u64, usize> =
-                        h.unused.iter().enumerate().map(|(r, x)| (x.0, r)).collect();
+                    let shows: HashMap<u64, f32> = h.unused.iter().copied().collect();
                     for (id, s) in f.iter_mut() {
-                        if let Some(&r) = at.get(id) {
-                            *s -= w / (opts.rrf_k + r as f32 + 1.0);
+                        if let Some(&n) = shows.get(id) {
+                            *s -= w * n;
                         }
                     }
                     f.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -1227,7 +1229,8 @@ struct MemoryHits {
     asked: Vec<(u64, f32)>,
     /// Chunks used by near-duplicate questions, by usage evidence.
     dup: Vec<(u64, f32)>,
-    /// Chunks near duplicates were shown and never used, by that evidence.
+    /// Chunks near duplicates were shown and never used, with the
+    /// similarity-weighted number of such showings, most first.
     unused: Vec<(u64, f32)>,
     /// Similarity of the closest near duplicate (0 when none).
     dup_similarity: f32,

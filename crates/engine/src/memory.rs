@@ -134,6 +134,11 @@ pub struct DupEvidence {
     /// Σ over neighbours of similarity × share of the neighbour's asks in
     /// which the chunk was shown and never used (negative evidence).
     pub unused: f32,
+    /// Σ over neighbours of similarity × times the chunk was shown to the
+    /// neighbour and never used: the amount of negative evidence, which
+    /// grows with each further showing (the share in `unused` does not).
+    #[serde(default)]
+    pub unused_shows: f32,
 }
 
 /// The usage memory. Immutable once built; the engine swaps whole memories.
@@ -616,7 +621,9 @@ impl UsageMemory {
             }
             for (&c, &shown) in &q.shown {
                 if q.used.get(&c).copied().unwrap_or(0.0) <= 0.0 {
-                    out.entry(c).or_default().unused += nb.similarity * shown as f32 / asks;
+                    let e = out.entry(c).or_default();
+                    e.unused += nb.similarity * shown as f32 / asks;
+                    e.unused_shows += nb.similarity * shown as f32;
                 }
             }
         }

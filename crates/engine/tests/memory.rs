@@ -355,6 +355,59 @@ fn extending_a_memory_equals_building_it_from_the_whole_log(h: &Harness) {
     }
 }
 
+/// Each showing in which a chunk was shown to a near duplicate and not used
+/// is one more piece of negative evidence: a distractor shown and passed
+/// over in three asks of the question loses three times what one such ask
+/// costs it (the penalty grows with the evidence, not with a rank among
+/// passed-over chunks).
+fn negative_evidence_grows_with_each_unused_showing(h: &Harness) {
+    for dense in [true, false] {
+        let fused = |engine: &Engine, id: u64| -> f32 {
+            engine
+                .rank(
+                    QUESTION,
+                    None,
+                    RetrievalMode::Hybrid,
+                    30,
+                    &ContextOptions::default(),
+                )
+                .unwrap()
+                .into_iter()
+                .find(|x| x.0 == id)
+                .map(|x| x.1)
+                .expect("the distractor is ranked")
+        };
+        let mut drops = Vec::new();
+        for asks in [1, 3] {
+            let (_d, engine) = engine(h, dense);
+            let target = id_of(&engine, "target");
+            let top = ranking(&engine, QUESTION)
+                .into_iter()
+                .map(|x| x.0)
+                .find(|&c| c != target)
+                .unwrap();
+            let before = fused(&engine, top);
+            for a in 0..asks {
+                log(
+                    &engine,
+                    &format!("q{a}"),
+                    QUESTION,
+                    &[top, target],
+                    &[target],
+                );
+            }
+            engine.rebuild_memory(VERSION).unwrap().expect("a memory");
+            drops.push(before - fused(&engine, top));
+        }
+        let (one, three) = (drops[0], drops[1]);
+        assert!(one > 0.0, "dense={dense}: one unused showing costs {one}");
+        assert!(
+            (three - 3.0 * one).abs() < 1e-4,
+            "dense={dense}: three unused showings cost {three}, one costs {one}"
+        );
+    }
+}
+
 on_both_stores!(
     the_memory_raises_what_a_repeated_question_used,
     an_unrelated_new_question_is_left_alone,
@@ -363,4 +416,5 @@ on_both_stores!(
     a_memory_file_reads_back_as_the_same_memory,
     a_corrupt_truncated_or_foreign_memory_file_is_refused,
     extending_a_memory_equals_building_it_from_the_whole_log,
+    negative_evidence_grows_with_each_unused_showing,
 );

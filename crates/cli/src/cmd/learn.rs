@@ -317,7 +317,8 @@ pub struct SimulateArgs {
     /// Stream: RRF weight of the near-duplicate ranking.
     #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_dup_weight)]
     memory_dup_weight: f32,
-    /// Stream: RRF weight subtracted along chunks near duplicates never used.
+    /// Stream: negative evidence; a chunk near duplicates were shown and never
+    /// used loses this × 1/(rrf_k + 1) per such showing (times the similarity).
     #[arg(long, default_value_t = anectx_engine::ContextOptions::default().memory_unused_weight)]
     memory_unused_weight: f32,
     /// Stream: similarity from which a logged question is a near duplicate.
