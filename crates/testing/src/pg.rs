@@ -133,14 +133,34 @@ impl PgServer {
     /// Ends every session on `database` but this call's own, as a restart
     /// or a failover would; returns how many it ended.
     pub fn end_sessions(&self, database: &str) -> usize {
-        self.admin(database)
+        let mut admin = self.admin(database);
+        let pids: Vec<i32> = admin
             .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity \
                  WHERE pid <> pg_backend_pid() AND datname = current_database()",
                 &[],
             )
-            .unwrap_or_else(|e| panic!("ending sessions: {e}"))
-            .len()
+            .unwrap_or_else(|e| panic!("ending sessions: {e:?}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // pg_terminate_backend only signals: wait until the sessions are
+        // gone, as after a restart, so the client finds its socket closed
+        // rather than racing the backend's shutdown.
+        for _ in 0..500 {
+            let left: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY($1)",
+                    &[&pids],
+                )
+                .unwrap_or_else(|e| panic!("waiting for ended sessions: {e}"))
+                .get(0);
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        pids.len()
     }
 
     /// A `postgresql://` URL for `database` as the superuser (the socket
