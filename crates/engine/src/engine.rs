@@ -498,8 +498,6 @@ impl Engine {
                     .filter(|(_, e)| e.unused_shows > 0.0 && e.used <= 0.0)
                     .map(|(&c, e)| (c, e.unused_shows))
                     .collect();
-                hits.unused
-                    .sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             }
         }
         Some(hits)
@@ -543,9 +541,8 @@ impl Engine {
                 );
                 let w = opts.memory_unused_weight / (opts.rrf_k + 1.0);
                 if w > 0.0 && !h.unused.is_empty() {
-                    let shows: HashMap<u64, f32> = h.unused.iter().copied().collect();
                     for (id, s) in f.iter_mut() {
-                        if let Some(&n) = shows.get(id) {
+                        if let Some(&n) = h.unused.get(id) {
                             *s -= w * n;
                         }
                     }
@@ -1229,9 +1226,9 @@ struct MemoryHits {
     asked: Vec<(u64, f32)>,
     /// Chunks used by near-duplicate questions, by usage evidence.
     dup: Vec<(u64, f32)>,
-    /// Chunks near duplicates were shown and never used, with the
-    /// similarity-weighted number of such showings, most first.
-    unused: Vec<(u64, f32)>,
+    /// Chunks near duplicates were shown and never used → the
+    /// similarity-weighted number of such showings.
+    unused: HashMap<u64, f32>,
     /// Similarity of the closest near duplicate (0 when none).
     dup_similarity: f32,
     evidence: HashMap<u64, crate::memory::DupEvidence>,
