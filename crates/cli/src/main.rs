@@ -48,6 +48,9 @@ enum Command {
     Coreml(cmd::coreml::CoremlCommand),
     /// Index files and folders into a store (incremental).
     Index(cmd::index::IndexArgs),
+    /// Re-embed a store with another embedder, in place (crash-safe,
+    /// resumable).
+    Reembed(cmd::reembed::ReembedArgs),
     /// Select and pack context for a question from a store.
     Context(cmd::context::ContextArgs),
     /// Evaluate retrieval on a BEIR-layout collection.
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Export(c) => cmd::coreml::run_export(c),
         Command::Coreml(c) => cmd::coreml::run(c),
         Command::Index(a) => cmd::index::run(a),
+        Command::Reembed(a) => cmd::reembed::run(a),
         Command::Context(a) => cmd::context::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),

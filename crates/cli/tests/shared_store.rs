@@ -920,3 +920,122 @@ fn status_shows_how_far_a_cache_is_behind_and_its_hint_replays() {
     assert_eq!(v["shared"]["interactions"], 0, "{v}");
     assert_eq!(v["shared"]["feedback"], 0, "{v}");
 }
+
+/// `line` through `sh -c`, exactly as printed, as the replica whose cache
+/// lives under `cache` (`anectx` on PATH is the binary under test).
+fn replica_sh(cache: &Path, line: &str) -> Output {
+    let bin = Path::new(env!("CARGO_BIN_EXE_anectx")).parent().unwrap();
+    Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .env_remove("ANECTX_MODEL")
+        .env_remove("ANECTX_STORE")
+        .env("ANECTX_CONFIG", cache.join("none.toml"))
+        .env("XDG_CACHE_HOME", cache)
+        .env("HF_HUB_OFFLINE", "1")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedder() {
+    let Some(minilm) = anectx_testing::minilm_dir() else {
+        return;
+    };
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let minilm = minilm.to_str().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("lighthouse.md"),
+        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening.\n",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.path().join("garden.md"),
+        "# Garden\n\nCompost and seedlings for the vegetable beds.\n",
+    )
+    .unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = docs.path().to_str().unwrap();
+    let q = |model: &'static str| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "context",
+            "who trimmed the lamp wick",
+            "--store",
+            &url,
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec();
+        if !model.is_empty() {
+            v.extend(["--model".to_string(), model.to_string()]);
+        }
+        v
+    };
+    let run = |cache: &Path, args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        replica(cache, &args)
+    };
+    ok_json(&replica(
+        a.path(),
+        &["index", root, "--store", &url, "--model", minilm, "--json"],
+    ));
+    let mut with_minilm = q("");
+    with_minilm.extend(["--model".to_string(), minilm.to_string()]);
+    let ans = ok_json(&run(b.path(), &with_minilm));
+    assert_eq!(ans["mode"], "full", "{ans}");
+
+    // A re-embeds the shared store with the built-in embedder.
+    let out = replica(a.path(), &["reembed", "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.contains("re-embedded with built-in"), "{stdout}");
+    assert!(stdout.contains("this cache took 2 vectors"), "{stdout}");
+    // Its `next:` hint works as printed, on the new vectors.
+    let next = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("next: "))
+        .unwrap_or_else(|| panic!("no next: in {stdout}"));
+    let out = replica_sh(a.path(), next);
+    assert!(
+        out.status.success(),
+        "{next}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ans = ok_json(&run(a.path(), &q("")));
+    assert_eq!(ans["mode"], "full", "{ans}");
+    assert!(
+        ans["embedder"].as_str().unwrap().contains("built-in"),
+        "{ans}"
+    );
+
+    // B, still on MiniLM, is refused at its catch-up, with both embedders named.
+    let out = run(b.path(), &with_minilm);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds vectors from embedder built-in") && err.contains("all-minilm-l6-v2"),
+        "{err}"
+    );
+    // On the new embedder, its cache takes the new vectors.
+    let out = run(b.path(), &q("default"));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let ans = ok_json(&out);
+    assert!(err.contains("this cache takes the new vectors"), "{err}");
+    assert_eq!(ans["mode"], "full", "{ans}");
+    let first = ans["chunks"][0]["text"].as_str().unwrap();
+    assert!(first.contains("keeper trimmed the lamp"), "{ans}");
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use anectx_store::{Bm25Params, Store, VectorIndex};
+use anectx_store::{Bm25Params, Pending, Store, VectorIndex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::{Deserialize, Serialize};
 
@@ -237,7 +237,28 @@ pub struct Engine {
     relevance: ArcSwap<Arc<dyn RelevanceModel>>,
     memory: ArcSwapOption<UsageMemory>,
     notes: Vec<String>,
+    /// While the store's vectors are being replaced by this engine's
+    /// embedder's ([`Engine::reembed`]): why retrieval is BM25-only.
+    reembedding: ArcSwapOption<String>,
     calls: AtomicU64,
+}
+
+/// What [`Engine::reembed`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReembedReport {
+    /// The store's embedder before (`None`: BM25-only).
+    pub from: Option<String>,
+    /// The embedder whose vectors the store now holds.
+    pub to: String,
+    /// An interrupted re-embedding to the same embedder was resumed.
+    pub resumed: bool,
+    /// The store's vectors already came from this embedder: only chunks
+    /// without a vector were embedded.
+    pub already_current: bool,
+    pub chunks_embedded: u64,
+    pub chunks_total: u64,
+    pub seconds: f64,
+    pub notes: Vec<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -332,20 +353,67 @@ impl Engine {
             }
         };
         let pending = store.pending()?;
-        if !pending.is_empty() {
+        let reembedding = match (store.db.reembedding()?, &embedder) {
+            (Some(r), Some(e)) if e.accepts(&r.to) => {
+                let total = store.db.chunk_count()?;
+                let done = total.saturating_sub(pending.unembedded_chunks);
+                Some(if store.db.meta(anectx_store_pg::STORE_ID_KEY)?.is_some() {
+                    format!(
+                        "the shared store was re-embedded with {}: this cache is taking \
+                             its vectors ({done} of {total} chunks done), BM25 only until its \
+                             next catch-up finishes",
+                        r.to.description
+                    )
+                } else {
+                    reembedding_note(&r.to.description, done, total)
+                })
+            }
+            _ => None,
+        };
+        let only_reembedding = reembedding.is_some()
+            && Pending {
+                unembedded_chunks: 0,
+                ..pending.clone()
+            }
+            .is_empty();
+        if !pending.is_empty() && !only_reembedding {
             notes.push(format!(
                 "the store has unfinished indexing work ({pending:?}); run `anectx index` again \
                  to complete it"
             ));
         }
-        Ok(Self {
+        Ok(Self::assemble(store, embedder, notes, reembedding))
+    }
+
+    /// Opens the store in `dir` to re-embed it with `embedder`
+    /// ([`Engine::reembed`]), whichever embedder its vectors came from.
+    /// Dense retrieval stays off until the re-embedding finishes.
+    pub fn open_to_reembed(dir: &Path, embedder: Arc<dyn TextEmbedder>) -> Result<Self> {
+        let store = Store::open(dir)?;
+        let note = reembedding_note(&embedder.info().description, 0, store.db.chunk_count()?);
+        Ok(Self::assemble(
+            store,
+            Some(embedder),
+            Vec::new(),
+            Some(note),
+        ))
+    }
+
+    fn assemble(
+        store: Store,
+        embedder: Option<Arc<dyn TextEmbedder>>,
+        notes: Vec<String>,
+        reembedding: Option<String>,
+    ) -> Self {
+        Self {
             store,
             embedder,
             relevance: ArcSwap::from_pointee(Arc::new(FusionRelevance::default())),
             memory: ArcSwapOption::empty(),
             notes,
+            reembedding: ArcSwapOption::from(reembedding.map(Arc::new)),
             calls: AtomicU64::new(0),
-        })
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -353,8 +421,12 @@ impl Engine {
     }
 
     /// Notes about the engine's state (BM25-only, unfinished work).
-    pub fn notes(&self) -> &[String] {
-        &self.notes
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = self.notes.clone();
+        if let Some(n) = self.reembedding.load_full() {
+            notes.push(n.to_string());
+        }
+        notes
     }
 
     pub fn embedder(&self) -> Option<&Arc<dyn TextEmbedder>> {
@@ -362,8 +434,13 @@ impl Engine {
     }
 
     /// Whether dense retrieval is available (an embedder and stored vectors).
+    /// Off while the store's vectors are being replaced ([`Engine::reembed`]):
+    /// until every chunk has a new vector, dense retrieval would see only
+    /// part of the store.
     pub fn dense_enabled(&self) -> bool {
-        self.embedder.is_some() && self.store.db.embedder().ok().flatten().is_some()
+        self.embedder.is_some()
+            && self.reembedding.load().is_none()
+            && self.store.db.embedder().ok().flatten().is_some()
     }
 
     /// The current relevance model.
@@ -570,11 +647,102 @@ impl Engine {
         self.indexed(report)
     }
 
-    /// Stamps the end of an indexing run (for `anectx status`).
+    /// Stamps the end of an indexing run (for `anectx status`). An
+    /// indexing run embeds every unembedded chunk, so it also finishes a
+    /// re-embedding.
     fn indexed(&self, report: IndexReport) -> Result<IndexReport> {
         self.store
             .db
             .set_meta(LAST_INDEX_META, &now_ms().to_string())?;
+        if self.store.db.reembedding()?.is_none() {
+            self.reembedding.store(None);
+        }
+        Ok(report)
+    }
+
+    /// Replaces every vector in the store by one from this engine's
+    /// embedder (another model, another dimension): the way to keep a store
+    /// when the embedder changes, instead of indexing into a new one.
+    ///
+    /// Crash-safe and resumable: the store records the re-embedding and its
+    /// target first ([`Store::begin_reembedding`]), then chunks are embedded
+    /// in batches, each one durable before it counts as done; a run that
+    /// stops anywhere is resumed by the next `reembed` (or indexing run)
+    /// with the same embedder. Until it finishes, an engine opened on the
+    /// store answers BM25-only with a note. A store whose vectors already
+    /// come from this embedder only gets its missing vectors.
+    pub fn reembed(&self, progress: &dyn Progress) -> Result<ReembedReport> {
+        let t0 = Instant::now();
+        let Some(e) = self.embedder.as_deref() else {
+            return Err(EngineError::Invalid(
+                "re-embedding needs an embedder: choose one with --model (`none` is BM25-only)"
+                    .into(),
+            ));
+        };
+        if self.store.db.meta(anectx_store_pg::STORE_ID_KEY)?.is_some() {
+            return Err(EngineError::Invalid(format!(
+                "the store in {} is this machine's cache of a shared store, whose vectors \
+                 every replica shares: re-embed the shared store itself (`anectx reembed \
+                 --store postgres://…`, once for the fleet); this cache then takes its new \
+                 vectors",
+                self.store.dir().display()
+            )));
+        }
+        let _guard = self.store.write_guard();
+        let marker = self.store.db.reembedding()?;
+        let stored = self.store.db.embedder()?;
+        let mut report = ReembedReport {
+            to: e.info().description.clone(),
+            ..ReembedReport::default()
+        };
+        match (&marker, &stored) {
+            (Some(r), _) if e.accepts(&r.to) => {
+                report.from = r.from.as_ref().map(|f| f.description.clone());
+                report.resumed = true;
+            }
+            (None, Some(s)) if e.accepts(s) => {
+                report.from = Some(s.description.clone());
+                report.already_current = true;
+            }
+            _ => {
+                let r = self.store.begin_reembedding(e.info())?;
+                report.from = r.from.map(|f| f.description);
+            }
+        }
+        if !report.already_current {
+            self.reembedding.store(Some(Arc::new(reembedding_note(
+                &report.to,
+                0,
+                self.store.db.chunk_count()?,
+            ))));
+        }
+        let mut index = IndexReport::default();
+        crate::ingest::finish_pending(
+            &self.store,
+            Some(e),
+            &IndexOptions::default(),
+            progress,
+            &mut index,
+        )?;
+        progress.finish();
+        self.store.finish_reembedding()?;
+        self.reembedding.store(None);
+        if !report.already_current && self.memory.load().is_some() {
+            // Its question vectors are the old embedder's.
+            self.set_memory(None);
+            report.notes.push(
+                "the usage memory was switched off: its question vectors came from the old \
+                 embedder (it is rebuilt from the log when next loaded)"
+                    .into(),
+            );
+        }
+        self.store
+            .db
+            .set_meta(LAST_INDEX_META, &now_ms().to_string())?;
+        report.chunks_embedded = index.chunks_embedded;
+        report.chunks_total = index.chunks_total;
+        report.notes.extend(index.notes);
+        report.seconds = t0.elapsed().as_secs_f64();
         Ok(report)
     }
 
@@ -701,6 +869,11 @@ impl Engine {
             &mut index_report,
         )?;
         self.store.lexical.reload()?;
+        // A cache that took a re-embedded shared store's vectors
+        // ([`crate::adopt_shared_embedder`]) answers densely again.
+        if self.store.db.reembedding()?.is_none() {
+            self.reembedding.store(None);
+        }
         Ok(report)
     }
 
@@ -1211,7 +1384,7 @@ impl Engine {
                 .as_ref()
                 .filter(|_| self.dense_enabled())
                 .map(|e| e.info().description.clone()),
-            notes: self.notes.clone(),
+            notes: self.notes(),
             timings,
             explored,
             pool,
@@ -1319,6 +1492,14 @@ fn share(seen: &[bool]) -> f32 {
 fn hash_str(s: &str) -> u64 {
     let h = blake3::hash(s.as_bytes());
     u64::from_le_bytes(h.as_bytes()[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// Why an engine whose store is being re-embedded answers BM25-only.
+fn reembedding_note(to: &str, done: u64, total: u64) -> String {
+    format!(
+        "the store is being re-embedded with {to} ({done} of {total} chunks done): BM25 only \
+         until `anectx reembed` (or `anectx index`) finishes it"
+    )
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ pub enum EngineError {
     #[error(
         "the store in {store} holds vectors from embedder {stored} ({stored_dim} dims), \
          but the configured embedder is {requested} ({requested_dim} dims); anectx never mixes \
-         models in one store: use the original model, or index into another --store"
+         models in one store: use the original model, re-embed the store with this one \
+         (`anectx reembed` with the same --store and --model), or index into another --store"
     )]
     EmbedderMismatch {
         store: PathBuf,

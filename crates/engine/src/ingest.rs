@@ -1098,6 +1098,14 @@ pub(crate) fn finish_pending(
             }
             // The graph (large stores) is written once a run, not per batch.
             store.vectors_mut().save_index()?;
+            if store.finish_reembedding()? {
+                let msg = format!(
+                    "re-embedding finished: every chunk has a vector from {}",
+                    e.info().description
+                );
+                progress.note(&msg);
+                report.notes.push(msg);
+            }
             report.embed_seconds = t.elapsed().as_secs_f64();
             report.embedder = Some(e.info().description.clone());
         }

@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod memory;
 pub mod memory_file;
 pub mod record;
+pub mod reembed;
 pub mod relevance;
 pub mod select;
 pub mod source;
@@ -31,8 +32,8 @@ pub use anectx_store::{Bm25Params, Store};
 pub use chunk::ChunkConfig;
 pub use embed::{ModelEmbedder, ModelIdentity, TextEmbedder};
 pub use engine::{
-    ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, PoolCandidate, RetrievalMode,
-    Timings, LAST_INDEX_META, MAX_QUERY_CHARS,
+    ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, PoolCandidate, ReembedReport,
+    RetrievalMode, Timings, LAST_INDEX_META, MAX_QUERY_CHARS,
 };
 pub use error::EngineError;
 pub use filter::{CompiledFilter, Filter, FilterError};
@@ -43,6 +44,7 @@ pub use ingest::{
 pub use memory::{MemoryConfig, MemoryStats, UsageMemory};
 pub use memory_file::{MemoryFileError, MemoryFileInfo, MEMORY_FORMAT};
 pub use record::{record, Answer, SelectionTrace, ShownChunk};
+pub use reembed::{adopt_shared_embedder, reembed_shared, SharedReembedReport};
 pub use relevance::{Candidate, Features, FusionRelevance, RelevanceModel};
 
 /// Result alias for this crate.

@@ -22,6 +22,7 @@
 
 mod error;
 mod log;
+mod reembed;
 mod registry;
 mod schema;
 mod sync;
@@ -33,6 +34,7 @@ pub use log::{
     FEEDBACK_PUSHED_KEY, FEEDBACK_WATERMARK_KEY, FOREIGN_CHUNK_BASE, LOG_PUSHED_KEY,
     LOG_WATERMARK_KEY,
 };
+pub use reembed::{ChunkToEmbed, SwitchReport};
 pub use schema::MIGRATIONS;
 pub use sync::{synced_to, PublishReport, SyncReport, STORE_ID_KEY, WATERMARK_KEY};
 

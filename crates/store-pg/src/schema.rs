@@ -88,6 +88,12 @@ pub const MIGRATIONS: &[&str] = &[
         at     timestamptz NOT NULL DEFAULT now()
     );
     "#,
+    // v4: a re-embedding of the whole store stages each chunk's new vector
+    // beside the old one (a rewritten chunk starts without one), and swaps
+    // them in one transaction once every chunk has one.
+    r#"
+    ALTER TABLE anectx_chunks ADD COLUMN next_embedding vector;
+    "#,
 ];
 
 /// Applies pending migrations, one transaction for all, under an advisory

@@ -387,9 +387,12 @@ impl PgStore {
             let mut arrived = Vec::new();
             for ((ch, new_ids), vecs) in changes.iter().zip(&written).zip(&vectors) {
                 match (ch, new_ids) {
-                    (SharedChange::Put(d), Some(new_ids)) => {
-                        report.documents_written += 1;
-                        report.chunks_written += d.chunks.len() as u64;
+                    (SharedChange::Put(d), Some(applied)) => {
+                        let new_ids = &applied.ids;
+                        if applied.new {
+                            report.documents_written += 1;
+                            report.chunks_written += d.chunks.len() as u64;
+                        }
                         arrived.extend(new_ids.iter().enumerate().map(|(ord, &id)| {
                             (
                                 crate::log::foreign_chunk_id(&d.path, &d.content_hash, ord),

@@ -90,6 +90,39 @@ pub struct EmbedderInfo {
     pub dim: usize,
 }
 
+/// The meta key of a re-embedding in progress ([`Reembedding`]).
+const REEMBEDDING_KEY: &str = "reembedding";
+
+/// A re-embedding in progress: every chunk's vector is being replaced by
+/// one from another embedder. Recorded in SQLite in the same transaction
+/// that records `to` as the store's embedder and marks every chunk
+/// unembedded; removed once every chunk has a vector from `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reembedding {
+    /// The embedder whose vectors are being replaced (`None`: the store was
+    /// BM25-only).
+    pub from: Option<EmbedderInfo>,
+    /// The embedder whose vectors replace them.
+    pub to: EmbedderInfo,
+    /// When it started (Unix ms).
+    pub started_ms: u64,
+    /// The old vector file is still to be removed: a crash came between
+    /// the SQLite transaction and the removal, which opening the store
+    /// finishes.
+    pub reset_pending: bool,
+}
+
+/// A shared change applied to a local cache ([`Db::apply_shared`]):
+/// the chunks that take the vectors that came with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The document's chunk ids, in order.
+    pub ids: Vec<u64>,
+    /// The document was written (new or changed content); else its content
+    /// was already here and only its chunks' missing vectors are taken.
+    pub new: bool,
+}
+
 /// A stored document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocumentRecord {
@@ -354,6 +387,59 @@ impl Db {
         self.set_meta("embedder", &s)
     }
 
+    /// The re-embedding in progress, if any.
+    pub fn reembedding(&self) -> Result<Option<Reembedding>> {
+        match self.meta(REEMBEDDING_KEY)? {
+            None => Ok(None),
+            Some(s) => serde_json::from_str(&s)
+                .map(Some)
+                .map_err(|e| StoreError::Invalid(format!("corrupt re-embedding record: {e}"))),
+        }
+    }
+
+    /// In one transaction: records `r` and its target as the store's
+    /// embedder, marks every chunk unembedded and drops the queued vector
+    /// deletes (the vector file is replaced as a whole).
+    pub(crate) fn start_reembedding(&self, r: &Reembedding) -> Result<()> {
+        let json = |v: Result<String, serde_json::Error>| {
+            v.map_err(|e| StoreError::Invalid(format!("re-embedding record: {e}")))
+        };
+        let marker = json(serde_json::to_string(r))?;
+        let embedder = json(serde_json::to_string(&r.to))?;
+        self.transaction(|tx| {
+            for (k, v) in [(REEMBEDDING_KEY, &marker), ("embedder", &embedder)] {
+                tx.execute(
+                    "INSERT INTO meta(key, value) VALUES (?1, ?2) \
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![k, v],
+                )?;
+            }
+            tx.execute("UPDATE chunks SET embedded = 0 WHERE embedded = 1", [])?;
+            tx.execute("UPDATE pending_deletes SET vector = 0", [])?;
+            tx.execute(
+                "DELETE FROM pending_deletes WHERE lexical = 0 AND vector = 0",
+                [],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Replaces the re-embedding record, or removes it (`None`).
+    pub(crate) fn set_reembedding(&self, r: Option<&Reembedding>) -> Result<()> {
+        match r {
+            Some(r) => {
+                let s = serde_json::to_string(r)
+                    .map_err(|e| StoreError::Invalid(format!("re-embedding record: {e}")))?;
+                self.set_meta(REEMBEDDING_KEY, &s)
+            }
+            None => {
+                self.conn()
+                    .execute("DELETE FROM meta WHERE key = ?1", [REEMBEDDING_KEY])?;
+                Ok(())
+            }
+        }
+    }
+
     /// All documents (path → record).
     pub fn documents(&self) -> Result<Vec<DocumentRecord>> {
         let conn = self.conn();
@@ -421,7 +507,7 @@ impl Db {
         &self,
         changes: &[SharedChange],
         watermark: (&str, &str),
-    ) -> Result<Vec<Option<Vec<u64>>>> {
+    ) -> Result<Vec<Option<Applied>>> {
         self.transaction(|tx| {
             let mut out = Vec::with_capacity(changes.len());
             for ch in changes {
@@ -436,11 +522,26 @@ impl Db {
                             .optional()?;
                         if have.as_deref() == Some(d.content_hash.as_str()) {
                             // The same content: at most a new time (a
-                            // touched file), no new chunks.
+                            // touched file), no new chunks; but chunks
+                            // without vectors (a cache taking a re-embedded
+                            // store's) take the ones that came with it.
                             if let Some(m) = d.modified {
                                 Self::set_modified(tx, &d.path, m)?;
                             }
-                            out.push(None);
+                            let mut st = tx.prepare_cached(
+                                "SELECT c.id, c.embedded FROM chunks c \
+                                 JOIN documents d ON d.id = c.doc_id \
+                                 WHERE d.path = ?1 ORDER BY c.ord",
+                            )?;
+                            let rows: Vec<(i64, bool)> = st
+                                .query_map([&d.path], |r| Ok((r.get(0)?, r.get(1)?)))?
+                                .collect::<rusqlite::Result<_>>()?;
+                            let unembedded = rows.len() == d.chunks.len()
+                                && rows.iter().all(|(_, embedded)| !embedded);
+                            out.push(unembedded.then(|| Applied {
+                                ids: rows.iter().map(|(id, _)| *id as u64).collect(),
+                                new: false,
+                            }));
                             continue;
                         }
                         let ids = Self::replace_document(
@@ -454,7 +555,7 @@ impl Db {
                         if let Some(m) = d.modified {
                             Self::set_modified(tx, &d.path, m)?;
                         }
-                        out.push(Some(ids));
+                        out.push(Some(Applied { ids, new: true }));
                     }
                     SharedChange::Delete(path) => {
                         Self::delete_document(tx, path)?;

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
 
 pub use db::{
-    ChunkRecord, ChunkRef, Db, DocumentFacts, DocumentRecord, EmbedderInfo, NewChunk, Pending,
-    SharedChange, SharedDocument, StoredDocument,
+    Applied, ChunkRecord, ChunkRef, Db, DocumentFacts, DocumentRecord, EmbedderInfo, NewChunk,
+    Pending, Reembedding, SharedChange, SharedDocument, StoredDocument,
 };
 pub use error::StoreError;
 
@@ -97,6 +97,16 @@ impl Store {
         let lexical = LexicalIndex::open(&dir.join(LEXICAL_DIR))?;
         // tantivy's files are created with the process umask.
         private::tighten(&dir.join(LEXICAL_DIR))?;
+        if let Some(mut r) = db.reembedding()? {
+            if r.reset_pending {
+                // A crash between recording the re-embedding and removing
+                // the old vectors: no chunk counts as embedded, so the old
+                // file holds nothing live; finish removing it.
+                remove_vector_files(dir)?;
+                r.reset_pending = false;
+                db.set_reembedding(Some(&r))?;
+            }
+        }
         let live = db.embedded_chunk_ids()?;
         let dim = db.embedder()?.map(|e| e.dim);
         let vectors = FlatVectors::load(&dir.join(VECTORS_FILE), dim, &live)?;
@@ -154,6 +164,53 @@ impl Store {
         self.vectors_mut().set_dim(info.dim)
     }
 
+    /// Starts replacing every vector by one from `to` (which may have
+    /// another dimension): records the re-embedding and `to` as the store's
+    /// embedder, marks every chunk unembedded, then removes the old vector
+    /// file and graph. Crash-safe at every point: before the SQLite
+    /// transaction the store is as it was; after it, no chunk counts as
+    /// embedded, so old vectors are never read as `to`'s, and opening the
+    /// store finishes the removal. The chunks are then embedded as any
+    /// unembedded chunks are (an indexing run), and
+    /// [`Store::finish_reembedding`] removes the record. The caller holds
+    /// the write guard.
+    pub fn begin_reembedding(&self, to: &EmbedderInfo) -> Result<Reembedding> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut r = Reembedding {
+            from: self.db.embedder()?,
+            to: to.clone(),
+            started_ms: now,
+            reset_pending: true,
+        };
+        self.db.start_reembedding(&r)?;
+        failpoint("reembed-after-mark");
+        remove_vector_files(&self.dir)?;
+        let mode = self.vectors().search_mode();
+        // The file is gone: this is an empty store of `to`'s dimension.
+        *self.vectors_mut() = FlatVectors::load_with(
+            &self.dir.join(VECTORS_FILE),
+            Some(to.dim),
+            &Default::default(),
+            mode,
+        )?;
+        r.reset_pending = false;
+        self.db.set_reembedding(Some(&r))?;
+        Ok(r)
+    }
+
+    /// Removes the re-embedding record once every chunk has a vector (true
+    /// when one was finished here).
+    pub fn finish_reembedding(&self) -> Result<bool> {
+        if self.db.reembedding()?.is_none() || self.pending()?.unembedded_chunks > 0 {
+            return Ok(false);
+        }
+        self.db.set_reembedding(None)?;
+        Ok(true)
+    }
+
     /// Outstanding work left by an interrupted run.
     pub fn pending(&self) -> Result<Pending> {
         self.db.pending()
@@ -186,5 +243,129 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+}
+
+/// Removes the vector file, its graph and their temporary files (missing
+/// ones are fine), then syncs the directory so the removal is durable.
+fn remove_vector_files(dir: &Path) -> Result<()> {
+    for name in [
+        VECTORS_FILE,
+        "vectors.f16.tmp",
+        "vectors.hnsw",
+        "vectors.hnsw.tmp",
+    ] {
+        let p = dir.join(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&p, e)),
+        }
+    }
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(dim: usize, name: &str) -> EmbedderInfo {
+        EmbedderInfo {
+            fingerprint: format!("{name}-{dim}"),
+            description: name.into(),
+            dim,
+        }
+    }
+
+    fn store_with_vectors(dir: &Path) -> Store {
+        let store = Store::open(dir).unwrap();
+        store.set_embedder(&info(8, "old")).unwrap();
+        let chunks: Vec<NewChunk> = (0..3)
+            .map(|i| NewChunk {
+                text: format!("chunk {i}"),
+                heading: None,
+                byte_start: 0,
+                byte_end: 7,
+                line_start: 1,
+                line_end: 1,
+                tokens: 2,
+                page: None,
+            })
+            .collect();
+        let ids = store
+            .db
+            .transaction(|tx| Db::replace_document(tx, "a.txt", "h", 10, "text", &chunks))
+            .unwrap();
+        store
+            .vectors_mut()
+            .append(&ids, &vec![0.5; ids.len() * 8])
+            .unwrap();
+        store.db.mark_embedded(&ids).unwrap();
+        store
+    }
+
+    /// A crash between the SQLite transaction that starts a re-embedding
+    /// and the removal of the old vectors leaves a file of the old
+    /// dimension beside a store that records the new one: opening the store
+    /// finishes the removal instead of refusing the file.
+    #[test]
+    fn opening_finishes_a_reembedding_interrupted_before_the_old_vectors_went() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_vectors(dir.path());
+        let r = Reembedding {
+            from: store.db.embedder().unwrap(),
+            to: info(4, "new"),
+            started_ms: 1,
+            reset_pending: true,
+        };
+        // What `begin_reembedding` does before the failpoint.
+        store.db.start_reembedding(&r).unwrap();
+        drop(store);
+        assert!(dir.path().join(VECTORS_FILE).exists());
+
+        let store = Store::open(dir.path()).unwrap();
+        let got = store.db.reembedding().unwrap().unwrap();
+        assert!(!got.reset_pending, "{got:?}");
+        assert!(!dir.path().join(VECTORS_FILE).exists());
+        assert_eq!(store.pending().unwrap().unembedded_chunks, 3);
+        // The chunks take vectors of the new dimension, and then the
+        // re-embedding is finished.
+        let ids: Vec<u64> = store
+            .db
+            .unembedded_chunks_after(0, 10)
+            .unwrap()
+            .iter()
+            .map(|c| c.0)
+            .collect();
+        store.vectors_mut().append(&ids, &[0.5; 12]).unwrap();
+        assert!(
+            !store.finish_reembedding().unwrap(),
+            "finished before marking"
+        );
+        store.db.mark_embedded(&ids).unwrap();
+        assert!(store.finish_reembedding().unwrap());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.db.reembedding().unwrap().is_none());
+        assert_eq!(store.pending().unwrap().unembedded_chunks, 0);
+        assert_eq!(store.vectors().len(), 3);
+        assert_eq!(VectorIndex::dim(&*store.vectors()), 4);
+    }
+
+    #[test]
+    fn begin_reembedding_drops_the_old_vectors_and_records_the_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_vectors(dir.path());
+        let r = store.begin_reembedding(&info(4, "new")).unwrap();
+        assert_eq!(r.from, Some(info(8, "old")));
+        assert!(!r.reset_pending);
+        assert_eq!(store.db.embedder().unwrap(), Some(info(4, "new")));
+        assert_eq!(store.vectors().len(), 0);
+        assert_eq!(store.pending().unwrap().unembedded_chunks, 3);
+        assert!(!dir.path().join(VECTORS_FILE).exists());
     }
 }

@@ -84,7 +84,9 @@ pub fn run(args: ContextArgs) -> Result<()> {
             dir.display()
         );
     }
-    let engine = Engine::open(&dir, args.store.embedder()?)
+    let embedder = args.store.embedder()?;
+    super::shared::adopt(&dir, embedder.as_deref(), shared.as_ref())?;
+    let engine = Engine::open(&dir, embedder)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
     crate::settings::apply_vector_search(&engine, args.store.vector_search.clone())?;
     if let Some(pg) = &shared {

@@ -108,9 +108,37 @@ pub fn resolve_for_store(
                 });
             }
         }
+        let store = super::quickstart::shell_word(dir);
+        let is_cache = anectx_store::Db::open(&anectx_engine::Store::db_path(dir))?
+            .meta(anectx_store_pg::STORE_ID_KEY)?
+            .is_some();
+        if is_cache {
+            // A shared store's cache: the shared store is re-embedded, once.
+            anyhow::bail!(
+                "this machine's cache of the shared store ({}) holds vectors from {}; pass \
+                 the fleet's embedder with --model (`default` for the built-in one) to take \
+                 the shared store's vectors, after it was re-embedded with it once for the \
+                 fleet (`anectx reembed --store postgres://…`), or --model none for BM25 only",
+                dir.display(),
+                s.description
+            );
+        }
+        if s.description
+            .starts_with(&format!("built-in {}", anectx_models::default_model::NAME))
+        {
+            // The built-in model of an earlier version: it no longer exists.
+            anyhow::bail!(
+                "the store in {} was indexed with an earlier version's built-in embedder \
+                 [{}], and this version's differs; re-embed the store with it: \
+                 `anectx reembed --store {store}` (or use --model none for BM25 only)",
+                dir.display(),
+                s.fingerprint
+            );
+        }
         anyhow::bail!(
             "the store in {} was indexed with {}; pass that model with --model DIR \
-             (or set ANECTX_MODEL), or --model none for BM25 only",
+             (or set ANECTX_MODEL), re-embed the store with the built-in embedder \
+             (`anectx reembed --store {store}`), or use --model none for BM25 only",
             dir.display(),
             s.description
         );

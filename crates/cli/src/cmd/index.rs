@@ -200,6 +200,8 @@ pub fn run(args: IndexArgs) -> Result<()> {
     if embedder.is_none() {
         eprintln!("note: --model none: indexing for BM25 only");
     }
+    let shared = args.store.shared()?;
+    super::shared::adopt(&dir, embedder.as_deref(), shared.as_ref())?;
     let engine = Engine::open(&dir, embedder)
         .with_context(|| format!("opening the store in {}", dir.display()))?;
     crate::settings::apply_vector_search(&engine, args.store.vector_search.clone())?;
@@ -212,7 +214,6 @@ pub fn run(args: IndexArgs) -> Result<()> {
         follow_links: args.follow_links,
         ..IndexOptions::default()
     };
-    let shared = args.store.shared()?;
     if args.watch {
         return super::watch::run(
             &engine,

@@ -141,8 +141,15 @@ pub fn run(args: McpArgs) -> Result<()> {
         metrics.clone(),
     )
     .map_err(|e: BackendError| anyhow::anyhow!("starting the backend: {e}"))?;
-    let context =
-        super::serve::engine_context(&store_dir, &batcher, &tokenizer, info, legacy, 0.0, None)?;
+    let context = super::serve::engine_context(
+        &store_dir,
+        &batcher,
+        &tokenizer,
+        (info, legacy),
+        0.0,
+        None,
+        None,
+    )?;
     let engine = context.engine().clone();
     let source = super::serve::registry_source(
         &store_dir,

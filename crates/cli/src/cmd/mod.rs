@@ -12,6 +12,7 @@ pub mod mcp;
 pub mod memory;
 pub mod model;
 pub mod quickstart;
+pub mod reembed;
 pub mod serve;
 pub mod shared;
 pub mod status;

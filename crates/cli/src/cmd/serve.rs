@@ -300,10 +300,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 &store_dir,
                 &batcher,
                 &tokenizer,
-                info.clone(),
-                legacy,
+                (info.clone(), legacy),
                 args.explore,
                 args.vector_search.clone(),
+                shared.as_ref(),
             )?)
         } else if explicit {
             anyhow::bail!(
@@ -506,16 +506,17 @@ pub(crate) fn engine_context(
     store_dir: &std::path::Path,
     batcher: &anectx_server::Batcher,
     tokenizer: &anectx_models::TextTokenizer,
-    info: anectx_store::EmbedderInfo,
-    legacy: Vec<String>,
+    (info, legacy): (anectx_store::EmbedderInfo, Vec<String>),
     explore: f32,
     vector_search: Option<String>,
+    shared: Option<&anectx_store_pg::PgStore>,
 ) -> Result<Arc<EngineContext>> {
     let emb = BatcherEmbedder::new(
         anectx_server::EmbedService::new(batcher.clone(), Arc::new(tokenizer.clone())),
         info,
     )
     .with_legacy(legacy);
+    super::shared::adopt(store_dir, Some(&emb), shared)?;
     let engine = Engine::open(store_dir, Some(Arc::new(emb)))
         .with_context(|| format!("opening the store in {}", store_dir.display()))?;
     crate::settings::apply_vector_search(&engine, vector_search)?;

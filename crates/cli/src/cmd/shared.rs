@@ -63,6 +63,28 @@ pub fn publish_and_sync(engine: &Engine, pg: &PgStore, roots: &[PathBuf]) -> Res
     })
 }
 
+/// Before an engine opens this machine's cache (`dir`) of `pg` with
+/// `embedder`: when the shared store was re-embedded with it, the cache
+/// starts taking the new vectors (see [`anectx_engine::adopt_shared_embedder`]).
+pub fn adopt(
+    dir: &Path,
+    embedder: Option<&dyn anectx_engine::TextEmbedder>,
+    pg: Option<&PgStore>,
+) -> Result<()> {
+    if let (Some(e), Some(pg)) = (embedder, pg) {
+        if anectx_engine::adopt_shared_embedder(dir, e, pg)
+            .with_context(|| format!("preparing the cache of {}", pg.target()))?
+        {
+            eprintln!(
+                "note: {} was re-embedded with {}: this cache takes the new vectors now",
+                pg.target(),
+                e.info().description
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Catches `engine`'s cache up with the shared store.
 pub fn sync(engine: &Engine, pg: &PgStore) -> Result<SyncReport> {
     engine

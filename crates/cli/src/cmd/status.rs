@@ -46,6 +46,10 @@ struct Status {
     embedder: Option<Embedder>,
     /// The backend `serve`, `context` and `index` run it on.
     backend: String,
+    /// A re-embedding that has not finished (`null`: none): until it does,
+    /// retrieval is BM25-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reembedding: Option<Reembedding>,
     registry: PathBuf,
     /// The serving relevance-model version (`null`: the built-in fusion).
     relevance_model: Option<String>,
@@ -58,6 +62,18 @@ struct Status {
     /// The shared store this store caches (`null`: a local store).
     #[serde(skip_serializing_if = "Option::is_none")]
     shared: Option<Shared>,
+}
+
+/// An unfinished `anectx reembed`.
+#[derive(Debug, Serialize)]
+struct Reembedding {
+    /// The embedder whose vectors replace the old ones.
+    to: String,
+    /// Chunks that have their new vector.
+    done: u64,
+    started_ms: u64,
+    /// The target is the built-in embedder.
+    builtin: bool,
 }
 
 /// A shared store, as `status` shows it beside this machine's cache.
@@ -118,6 +134,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         chunks: 0,
         embedder: None,
         backend: "candle (CPU)".into(),
+        reembedding: None,
         registry: registry_dir.clone(),
         relevance_model: None,
         relevance_versions: 0,
@@ -141,6 +158,16 @@ pub fn run(args: StatusArgs) -> Result<()> {
             fingerprint: e.fingerprint,
             dim: e.dim,
         });
+        if let Some(r) = db.reembedding()? {
+            st.reembedding = Some(Reembedding {
+                builtin: [WeightDtype::F32, WeightDtype::F16]
+                    .iter()
+                    .any(|&d| ModelIdentity::builtin(d).matches(&r.to.fingerprint)),
+                to: r.to.description,
+                done: st.chunks.saturating_sub(db.pending()?.unembedded_chunks),
+                started_ms: r.started_ms,
+            });
+        }
         st.last_index_ms = db
             .meta(anectx_engine::LAST_INDEX_META)?
             .and_then(|v| v.parse().ok());
@@ -212,6 +239,24 @@ pub fn run(args: StatusArgs) -> Result<()> {
             e.description, e.fingerprint, e.dim, st.backend
         ),
         None => println!("embedder     none (BM25 only)"),
+    }
+    if let Some(r) = &st.reembedding {
+        let resume = if r.builtin {
+            format!(
+                "`anectx reembed --store {}` resumes it",
+                store_args.typed()?
+            )
+        } else {
+            "the same `anectx reembed` command, with the same --model, resumes it".into()
+        };
+        println!(
+            "re-embedding {} of {} chunks done with {} since {}: BM25 only until it finishes \
+             ({resume})",
+            r.done,
+            st.chunks,
+            r.to,
+            utc(r.started_ms),
+        );
     }
     println!(
         "relevance    {} ({} version{} in {})",
