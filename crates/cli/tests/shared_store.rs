@@ -1027,7 +1027,9 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("holds vectors from embedder built-in") && err.contains("all-minilm-l6-v2"),
+        err.contains("holds vectors from embedder built-in")
+            && err.contains("but this replica runs")
+            && err.contains("all-minilm-l6-v2"),
         "{err}"
     );
     // On the new embedder, its cache takes the new vectors.
@@ -1038,4 +1040,63 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
     assert_eq!(ans["mode"], "full", "{ans}");
     let first = ans["chunks"][0]["text"].as_str().unwrap();
     assert!(first.contains("keeper trimmed the lamp"), "{ans}");
+}
+
+#[test]
+fn a_serving_replica_on_the_old_embedder_keeps_serving_after_the_fleet_is_re_embedded() {
+    let Some(minilm) = anectx_testing::minilm_dir() else {
+        return;
+    };
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let minilm = minilm.to_str().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        docs.path().join("lighthouse.md"),
+        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening.\n",
+    )
+    .unwrap();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let root = docs.path().to_str().unwrap();
+    ok_json(&replica(
+        a.path(),
+        &["index", root, "--store", &url, "--model", minilm, "--json"],
+    ));
+    let log = b.path().join("serve.log");
+    let (server, addr) = common::start_server(
+        common::anectx(b.path())
+            .env("XDG_CACHE_HOME", b.path())
+            .args(["serve", "--store", &url, "--port", "0", "--model", minilm])
+            .args(["--shared-poll-secs", "0.2"])
+            .stderr(std::fs::File::create(&log).unwrap()),
+    );
+    let ask = || {
+        let (status, v) = context_call(&addr, "who trimmed the lamp wick").unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert!(top_text(&v).contains("keeper trimmed"), "{v}");
+        v
+    };
+    ask();
+
+    let out = replica(a.path(), &["reembed", "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The replica wakes at the swap and at every poll; it keeps answering
+    // from its cache and says why it cannot catch up, once.
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(2) {
+        ask();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    drop(server);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let failures = text.matches("catching up failed").count();
+    assert_eq!(failures, 1, "{text}");
+    assert!(
+        text.contains("holds vectors from embedder built-in"),
+        "{text}"
+    );
 }

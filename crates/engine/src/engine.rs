@@ -730,11 +730,10 @@ impl Engine {
         if !report.already_current && self.memory.load().is_some() {
             // Its question vectors are the old embedder's.
             self.set_memory(None);
-            report.notes.push(
-                "the usage memory was switched off: its question vectors came from the old \
-                 embedder (it is rebuilt from the log when next loaded)"
-                    .into(),
-            );
+            let msg = "the usage memory was switched off: its question vectors came from the \
+                       old embedder (it is rebuilt from the log when next loaded)";
+            progress.note(msg);
+            report.notes.push(msg.into());
         }
         self.store
             .db
@@ -825,12 +824,15 @@ impl Engine {
             match self.embedder.as_deref() {
                 Some(e) if e.accepts(&s) => {}
                 Some(e) => {
-                    return Err(EngineError::EmbedderMismatch {
+                    return Err(EngineError::FleetEmbedder {
                         store: shared.target().into(),
-                        stored: format!("{} [{}]", s.description, s.fingerprint),
-                        stored_dim: s.dim,
-                        requested: format!("{} [{}]", e.info().description, e.info().fingerprint),
-                        requested_dim: e.info().dim,
+                        stored: format!("{} [{}] ({} dims)", s.description, s.fingerprint, s.dim),
+                        requested: format!(
+                            "{} [{}] ({} dims)",
+                            e.info().description,
+                            e.info().fingerprint,
+                            e.info().dim
+                        ),
                     })
                 }
                 None => {

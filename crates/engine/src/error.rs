@@ -27,6 +27,17 @@ pub enum EngineError {
         requested_dim: usize,
     },
     #[error(
+        "the shared store {store} holds vectors from embedder {stored}, but this replica runs \
+         {requested}: every replica uses the shared store's embedder; run this one with it \
+         (--model), or re-embed the shared store for the whole fleet (`anectx reembed` with \
+         the same --store and --model)"
+    )]
+    FleetEmbedder {
+        store: String,
+        stored: String,
+        requested: String,
+    },
+    #[error(
         "the store in {store} holds vectors from embedder {stored}; configure that model \
          (--model or ANECTX_MODEL) to index into it, or index into another --store"
     )]

@@ -175,7 +175,7 @@ fn a_shared_store_is_re_embedded_once_for_the_fleet() {
     // A replica still on the old embedder: refused at its sync, it keeps
     // serving its cache; it cannot publish either.
     let err = b.sync_shared(&shared, &NoProgress).unwrap_err();
-    assert!(matches!(err, EngineError::EmbedderMismatch { .. }), "{err}");
+    assert!(matches!(err, EngineError::FleetEmbedder { .. }), "{err}");
     assert_ne!(mode(&b, "harbour master"), RetrievalMode::Bm25);
     assert!(a.publish_shared(&shared, &roots).is_err());
     drop(b);

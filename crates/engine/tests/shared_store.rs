@@ -208,7 +208,7 @@ fn a_replica_with_another_embedder_is_refused_before_it_takes_anything() {
 
     let b = replica(dir_b.path(), "other");
     let err = b.sync_shared(&shared, &NoProgress).unwrap_err();
-    assert!(matches!(err, EngineError::EmbedderMismatch { .. }), "{err}");
+    assert!(matches!(err, EngineError::FleetEmbedder { .. }), "{err}");
     assert_eq!(b.store().db.document_count().unwrap(), 0);
 
     // Publishing with another embedder is refused too.

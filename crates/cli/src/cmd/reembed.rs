@@ -76,9 +76,7 @@ pub fn run(args: ReembedArgs) -> Result<()> {
         report.chunks_total,
         report.seconds,
     );
-    for n in &report.notes {
-        println!("note: {n}");
-    }
+    // The notes were shown as they came (stderr), and are in --json.
     let mut next = format!(
         "next: anectx context \"your question\" --store {}",
         args.store.typed()?

@@ -180,6 +180,10 @@ pub fn spawn_follower(
     poll: std::time::Duration,
 ) -> Result<()> {
     let mut listener = pg.listener().ok();
+    // A catch-up that keeps failing the same way (a replica on the old
+    // embedder after the fleet was re-embedded: every wake-up) is logged
+    // once, and again when it changes or recovers.
+    let mut failing: Option<String> = None;
     std::thread::Builder::new()
         .name("anectx-shared".into())
         .spawn(move || loop {
@@ -196,7 +200,22 @@ pub fn spawn_follower(
                     listener = pg.listener().ok();
                 }
             }
-            match engine.sync_shared(&pg, &NoProgress) {
+            let synced = engine.sync_shared(&pg, &NoProgress);
+            match (&synced, failing.take()) {
+                (Ok(_), Some(_)) => tracing::info!("shared store: catching up works again"),
+                (Err(e), was) => {
+                    let now = e.to_string();
+                    if was.as_deref() != Some(now.as_str()) {
+                        tracing::warn!(
+                            "shared store: catching up failed: {now} (this replica keeps \
+                             serving its cache; logged again when this changes)"
+                        );
+                    }
+                    failing = Some(now);
+                }
+                _ => {}
+            }
+            match synced {
                 Ok(r) if r.changes > 0 => tracing::info!(
                     "shared store: caught up to change {} ({} documents written, {} removed; \
                      {} logged candidates placed on chunks that arrived)",
@@ -205,8 +224,7 @@ pub fn spawn_follower(
                     r.documents_deleted,
                     r.candidates_placed
                 ),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("shared store: catching up failed: {e}"),
+                _ => {}
             }
             let db = &engine.store().db;
             if let Err(e) = pg.push_log(db).and_then(|_| pg.push_feedback(db)) {
