@@ -48,15 +48,14 @@ enum Command {
     Coreml(cmd::coreml::CoremlCommand),
     /// Index files and folders into a store (incremental).
     Index(cmd::index::IndexArgs),
-    /// Re-embed a store with another embedder, in place (crash-safe,
-    /// resumable).
     Reembed(cmd::reembed::ReembedArgs),
     /// Select and pack context for a question from a store.
     Context(cmd::context::ContextArgs),
     /// Evaluate retrieval on a BEIR-layout collection.
     Eval(cmd::eval::EvalArgs),
-    // `serve` and `mcp` take their help from their argument structs: a
-    // one-line summary in the command list, the whole text in `--help`.
+    // `serve`, `mcp` and `reembed` take their help from their argument
+    // structs: a one-line summary in the command list, the whole text in
+    // `--help`.
     Serve(cmd::serve::ServeArgs),
     Mcp(cmd::mcp::McpArgs),
     /// Show a store: documents, embedder, relevance model, log, last runs.

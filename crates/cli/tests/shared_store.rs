@@ -994,7 +994,42 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
     let ans = ok_json(&run(b.path(), &with_minilm));
     assert_eq!(ans["mode"], "full", "{ans}");
 
-    // A re-embeds the shared store with the built-in embedder.
+    // A re-embeds the shared store with the built-in embedder, crashing
+    // first while staging vectors, then in the middle of the swap: each
+    // time the fleet goes on with MiniLM, and `status` shows the run.
+    for failpoint in ["mid-stage-vectors", "mid-switch-embedder"] {
+        let out = replica_sh(
+            a.path(),
+            &format!("ANECTX_FAILPOINT={failpoint} anectx reembed --store '{url}'"),
+        );
+        assert!(!out.status.success(), "{failpoint}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(failpoint),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let st = ok_json(&replica(a.path(), &["status", "--store", &url, "--json"]));
+        let r = &st["shared"]["reembedding"];
+        assert!(r["to"].as_str().unwrap().contains("built-in"), "{st}");
+        assert_eq!(r["chunks"], 2, "{st}");
+        // The staging batch the crash interrupted left nothing; the run
+        // that crashed in the swap had staged everything.
+        let staged = if failpoint == "mid-stage-vectors" {
+            0
+        } else {
+            2
+        };
+        assert_eq!(r["staged"], staged, "{failpoint}: {st}");
+        assert!(
+            st["shared"]["embedder"]
+                .as_str()
+                .unwrap()
+                .contains("all-minilm-l6-v2"),
+            "{st}"
+        );
+        let ans = ok_json(&run(b.path(), &with_minilm));
+        assert_eq!(ans["mode"], "full", "{failpoint}: {ans}");
+    }
     let out = replica(a.path(), &["reembed", "--store", &url]);
     assert!(
         out.status.success(),
@@ -1002,7 +1037,11 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
         String::from_utf8_lossy(&out.stderr)
     );
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(stdout.contains("re-embedded with built-in"), "{stdout}");
+    assert!(
+        stdout.contains("resumed and re-embedded with built-in"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 chunks embedded by this run"), "{stdout}");
     assert!(stdout.contains("this cache took 2 vectors"), "{stdout}");
     // Its `next:` hint works as printed, on the new vectors.
     let next = stdout

@@ -9,14 +9,6 @@ use super::index::{Bars, StoreArgs};
 /// Re-embed a store with another embedder, in place: after choosing another
 /// --model, or after an upgrade changed the built-in embedder.
 ///
-/// A shared store (`--store postgres://…`) is re-embedded once for the
-/// whole fleet: this machine embeds every chunk and stages the vectors in
-/// PostgreSQL (resumable; replicas keep serving and publishing with the old
-/// embedder meanwhile), then swaps them in in one transaction. Each replica
-/// takes them at its next sync once it runs the new embedder (`--model`);
-/// one still running the old embedder keeps serving its cache, and its
-/// syncs are refused until then.
-///
 /// Every chunk gets a new vector from the chosen embedder: --model >
 /// ANECTX_MODEL > config `model` > the built-in embedder (never the store's
 /// own, which is the one being replaced). Documents, postings, the
@@ -25,6 +17,14 @@ use super::index::{Bars, StoreArgs};
 /// store answers BM25-only, with a note. The usage memory is rebuilt from
 /// the log when next loaded; a relevance model keeps working, and
 /// `anectx train` retrains it on the new vectors' scores.
+///
+/// A shared store (`--store postgres://…`) is re-embedded once for the
+/// whole fleet: this machine embeds every chunk and stages the vectors in
+/// PostgreSQL (resumable; replicas keep serving and publishing with the old
+/// embedder meanwhile), then swaps them in in one transaction. Each replica
+/// takes them at its next sync once it runs the new embedder (`--model`);
+/// one still running the old embedder keeps serving its cache, and its
+/// syncs are refused until then.
 #[derive(Debug, Args)]
 pub struct ReembedArgs {
     #[command(flatten)]

@@ -93,6 +93,20 @@ struct Shared {
     feedback: u64,
     /// The fleet's relevance model (`null`: the built-in fusion).
     relevance_model: Option<String>,
+    /// The shared store's embedder (`null`: BM25 only).
+    embedder: Option<String>,
+    /// A fleet re-embedding under way (`null`: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reembedding: Option<SharedReembedding>,
+}
+
+/// An unfinished `anectx reembed --store postgres://…`.
+#[derive(Debug, Serialize)]
+struct SharedReembedding {
+    to: String,
+    /// Chunks whose new vector is staged.
+    staged: u64,
+    chunks: u64,
 }
 
 pub fn run(args: StatusArgs) -> Result<()> {
@@ -122,6 +136,18 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 interactions: pg.interaction_count()?,
                 feedback: pg.feedback_count()?,
                 relevance_model: pg.current_version()?.0,
+                embedder: pg.embedder()?.map(|e| e.description),
+                reembedding: match pg.reembedding()? {
+                    Some(to) => {
+                        let (staged, chunks) = pg.reembedding_progress()?;
+                        Some(SharedReembedding {
+                            to: to.description,
+                            staged,
+                            chunks,
+                        })
+                    }
+                    None => None,
+                },
             })
         }
         None => None,
@@ -215,6 +241,16 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 .as_deref()
                 .unwrap_or("built-in fusion (nothing promoted)")
         );
+        if let Some(r) = &sh.reembedding {
+            println!(
+                "re-embedding the fleet with {}: {} of {} chunks staged; the fleet serves {} \
+                 until the swap (the same `anectx reembed` command resumes it)",
+                r.to,
+                r.staged,
+                r.chunks,
+                sh.embedder.as_deref().unwrap_or("BM25 only")
+            );
+        }
     }
     if !st.exists {
         // A password is never printed: say when the command needs it back.
