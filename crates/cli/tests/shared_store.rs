@@ -945,14 +945,9 @@ fn replica_sh(cache: &Path, line: &str) -> Output {
         .unwrap()
 }
 
-#[test]
-fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedder() {
-    let Some(minilm) = anectx_testing::minilm_dir() else {
-        return;
-    };
-    let Some(pg) = PgServer::start() else { return };
-    let url = pg.url("postgres");
-    let minilm = minilm.to_str().unwrap();
+/// Two documents (one about a lighthouse keeper) indexed with MiniLM and
+/// published through a first replica: (documents folder, its cache).
+fn published_with_minilm(url: &str, minilm: &str) -> (tempfile::TempDir, tempfile::TempDir) {
     let docs = tempfile::tempdir().unwrap();
     std::fs::write(
         docs.path().join("lighthouse.md"),
@@ -964,8 +959,25 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
         "# Garden\n\nCompost and seedlings for the vegetable beds.\n",
     )
     .unwrap();
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = tempfile::tempdir().unwrap();
     let root = docs.path().to_str().unwrap();
+    ok_json(&replica(
+        a.path(),
+        &["index", root, "--store", url, "--model", minilm, "--json"],
+    ));
+    (docs, a)
+}
+
+#[test]
+fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedder() {
+    let Some(minilm) = anectx_testing::minilm_dir() else {
+        return;
+    };
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let minilm = minilm.to_str().unwrap();
+    let (_docs, a) = published_with_minilm(&url, minilm);
+    let b = tempfile::tempdir().unwrap();
     let q = |model: &'static str| -> Vec<String> {
         let mut v: Vec<String> = [
             "context",
@@ -985,10 +997,6 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         replica(cache, &args)
     };
-    ok_json(&replica(
-        a.path(),
-        &["index", root, "--store", &url, "--model", minilm, "--json"],
-    ));
     let mut with_minilm = q("");
     with_minilm.extend(["--model".to_string(), minilm.to_string()]);
     let ans = ok_json(&run(b.path(), &with_minilm));
@@ -1089,18 +1097,8 @@ fn a_serving_replica_on_the_old_embedder_keeps_serving_after_the_fleet_is_re_emb
     let Some(pg) = PgServer::start() else { return };
     let url = pg.url("postgres");
     let minilm = minilm.to_str().unwrap();
-    let docs = tempfile::tempdir().unwrap();
-    std::fs::write(
-        docs.path().join("lighthouse.md"),
-        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening.\n",
-    )
-    .unwrap();
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let root = docs.path().to_str().unwrap();
-    ok_json(&replica(
-        a.path(),
-        &["index", root, "--store", &url, "--model", minilm, "--json"],
-    ));
+    let (_docs, a) = published_with_minilm(&url, minilm);
+    let b = tempfile::tempdir().unwrap();
     let log = b.path().join("serve.log");
     let (server, addr) = common::start_server(
         common::anectx(b.path())

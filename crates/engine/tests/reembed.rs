@@ -6,14 +6,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anectx_engine::{
     ContextOptions, Engine, EngineError, IndexOptions, NoProgress, RetrievalMode, TextEmbedder,
 };
-use anectx_store::{EmbedderInfo, VectorIndex};
-use common::{small_corpus, write, HashEmbedder};
+use anectx_store::VectorIndex;
+use common::{small_corpus, write, Failing, HashEmbedder};
 
 fn index_with(store: &std::path::Path, root: &std::path::Path, e: Arc<dyn TextEmbedder>) {
     let engine = Engine::open(store, Some(e)).unwrap();
@@ -114,28 +114,6 @@ fn reembedding_replaces_every_vector_with_the_new_embedders() {
         .unwrap();
     assert!(again.already_current, "{again:?}");
     assert_eq!(again.chunks_embedded, 0);
-}
-
-/// Embeds with `inner` until `left` batches are spent, then fails.
-struct Failing {
-    inner: Arc<dyn TextEmbedder>,
-    left: AtomicUsize,
-}
-
-impl TextEmbedder for Failing {
-    fn info(&self) -> &EmbedderInfo {
-        self.inner.info()
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>, EngineError> {
-        if self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            return Err(EngineError::Invalid("the embedder went away".into()));
-        }
-        self.inner.embed(texts)
-    }
 }
 
 fn interrupted(finish_by_indexing: bool) {

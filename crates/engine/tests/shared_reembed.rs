@@ -9,62 +9,26 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use anectx_engine::{
     adopt_shared_embedder, reembed_shared, ContextOptions, Engine, EngineError, IndexOptions,
     NoProgress, RetrievalMode, TextEmbedder,
 };
-use anectx_store::{EmbedderInfo, VectorIndex};
+use anectx_store::VectorIndex;
 use anectx_store_pg::PgStore;
 use anectx_testing::pg::PgServer;
-use common::{write, HashEmbedder};
+use common::{write, Failing, HashEmbedder};
 
 fn corpus(root: &Path) {
-    write(
-        root,
-        "lighthouse.md",
-        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening at the lighthouse.\n",
-    );
-    write(
-        root,
-        "garden.txt",
-        "Compost, seedlings and a watering schedule for the vegetable garden.\n",
-    );
-    write(
-        root,
-        "tides.md",
-        "# Tides\n\nSpring tides follow the new and the full moon; neap tides the quarters.\n",
-    );
+    common::shore_corpus(root);
     for i in 0..6 {
         write(
             root,
             &format!("notes/n{i}.md"),
             &format!("# Note {i}\n\nnote {i} on topic{i} and its shared words\n"),
         );
-    }
-}
-
-/// Embeds with `inner` for `left` calls, then fails.
-struct Failing {
-    inner: HashEmbedder,
-    left: AtomicUsize,
-}
-
-impl TextEmbedder for Failing {
-    fn info(&self) -> &EmbedderInfo {
-        self.inner.info()
-    }
-    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>, EngineError> {
-        if self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_err()
-        {
-            return Err(EngineError::Invalid("the embedder went away".into()));
-        }
-        self.inner.embed(texts)
     }
 }
 
@@ -110,7 +74,7 @@ fn a_shared_store_is_re_embedded_once_for_the_fleet() {
 
     // A run that stops after one batch of two.
     let failing = Failing {
-        inner: HashEmbedder::new(24, "new"),
+        inner: Arc::new(HashEmbedder::new(24, "new")),
         left: AtomicUsize::new(1),
     };
     let err = reembed_shared(&shared, &failing, 2, &NoProgress).unwrap_err();

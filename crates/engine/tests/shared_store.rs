@@ -20,21 +20,7 @@ fn replica(dir: &Path, seed: &str) -> Engine {
 }
 
 fn corpus(root: &Path) {
-    write(
-        root,
-        "lighthouse.md",
-        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening at the lighthouse.\n",
-    );
-    write(
-        root,
-        "garden.txt",
-        "Compost, seedlings and a watering schedule for the vegetable garden.\n",
-    );
-    write(
-        root,
-        "tides.md",
-        "# Tides\n\nSpring tides follow the new and the full moon; neap tides the quarters.\n",
-    );
+    common::shore_corpus(root);
 }
 
 /// (chunk text, relevance) of the packed context, in order.

@@ -77,17 +77,7 @@ pub fn run(args: ReembedArgs) -> Result<()> {
         report.seconds,
     );
     // The notes were shown as they came (stderr), and are in --json.
-    let mut next = format!(
-        "next: anectx context \"your question\" --store {}",
-        args.store.typed()?
-    );
-    if let Some(m) = &args.store.model {
-        next.push_str(&format!(
-            " --model {}",
-            super::quickstart::shell_word(std::path::Path::new(m))
-        ));
-    }
-    println!("{next}");
+    println!("{}", next_hint(&args.store)?);
     Ok(())
 }
 
@@ -141,16 +131,22 @@ fn run_shared(args: &ReembedArgs, pg: &anectx_store_pg::PgStore) -> Result<()> {
             synced.vectors_copied
         );
     }
+    println!("{}", next_hint(&args.store)?);
+    Ok(())
+}
+
+/// What to run next: a question on the re-embedded store, with the same
+/// --store and --model.
+fn next_hint(store: &StoreArgs) -> Result<String> {
     let mut next = format!(
         "next: anectx context \"your question\" --store {}",
-        args.store.typed()?
+        store.typed()?
     );
-    if let Some(m) = &args.store.model {
+    if let Some(m) = &store.model {
         next.push_str(&format!(
             " --model {}",
             super::quickstart::shell_word(std::path::Path::new(m))
         ));
     }
-    println!("{next}");
-    Ok(())
+    Ok(next)
 }

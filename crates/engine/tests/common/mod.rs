@@ -48,6 +48,50 @@ impl TextEmbedder for HashEmbedder {
     }
 }
 
+/// Embeds with `inner` for `left` calls, then fails (an embedder that
+/// goes away in the middle of a run).
+pub struct Failing {
+    pub inner: std::sync::Arc<dyn TextEmbedder>,
+    pub left: std::sync::atomic::AtomicUsize,
+}
+
+impl TextEmbedder for Failing {
+    fn info(&self) -> &EmbedderInfo {
+        self.inner.info()
+    }
+
+    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>, EngineError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_err()
+        {
+            return Err(EngineError::Invalid("the embedder went away".into()));
+        }
+        self.inner.embed(texts)
+    }
+}
+
+/// Three documents on distinct topics (lighthouses, a garden, tides).
+pub fn shore_corpus(root: &Path) {
+    write(
+        root,
+        "lighthouse.md",
+        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening at the lighthouse.\n",
+    );
+    write(
+        root,
+        "garden.txt",
+        "Compost, seedlings and a watering schedule for the vegetable garden.\n",
+    );
+    write(
+        root,
+        "tides.md",
+        "# Tides\n\nSpring tides follow the new and the full moon; neap tides the quarters.\n",
+    );
+}
+
 pub fn write(dir: &Path, rel: &str, text: &str) {
     let p = dir.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
