@@ -47,10 +47,9 @@ fn ok_json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-#[test]
-fn two_replicas_share_one_store_through_the_cli() {
-    let Some(pg) = PgServer::start() else { return };
-    let url = pg.url("postgres");
+/// A folder with two documents: one about a lighthouse keeper, one about
+/// a garden.
+fn two_documents() -> tempfile::TempDir {
     let docs = tempfile::tempdir().unwrap();
     std::fs::write(
         docs.path().join("lighthouse.md"),
@@ -62,6 +61,14 @@ fn two_replicas_share_one_store_through_the_cli() {
         "# Garden\n\nCompost and seedlings for the vegetable beds.\n",
     )
     .unwrap();
+    docs
+}
+
+#[test]
+fn two_replicas_share_one_store_through_the_cli() {
+    let Some(pg) = PgServer::start() else { return };
+    let url = pg.url("postgres");
+    let docs = two_documents();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let root = docs.path().to_str().unwrap();
 
@@ -948,17 +955,7 @@ fn replica_sh(cache: &Path, line: &str) -> Output {
 /// Two documents (one about a lighthouse keeper) indexed with MiniLM and
 /// published through a first replica: (documents folder, its cache).
 fn published_with_minilm(url: &str, minilm: &str) -> (tempfile::TempDir, tempfile::TempDir) {
-    let docs = tempfile::tempdir().unwrap();
-    std::fs::write(
-        docs.path().join("lighthouse.md"),
-        "# Lighthouses\n\nThe keeper trimmed the lamp wick every evening.\n",
-    )
-    .unwrap();
-    std::fs::write(
-        docs.path().join("garden.md"),
-        "# Garden\n\nCompost and seedlings for the vegetable beds.\n",
-    )
-    .unwrap();
+    let docs = two_documents();
     let a = tempfile::tempdir().unwrap();
     let root = docs.path().to_str().unwrap();
     ok_json(&replica(

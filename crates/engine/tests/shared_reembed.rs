@@ -19,7 +19,7 @@ use anectx_engine::{
 use anectx_store::VectorIndex;
 use anectx_store_pg::PgStore;
 use anectx_testing::pg::PgServer;
-use common::{write, Failing, HashEmbedder};
+use common::{vectors_by_text, write, Failing, HashEmbedder};
 
 fn corpus(root: &Path) {
     common::shore_corpus(root);
@@ -30,21 +30,6 @@ fn corpus(root: &Path) {
             &format!("# Note {i}\n\nnote {i} on topic{i} and its shared words\n"),
         );
     }
-}
-
-/// Every chunk's text → its stored vector (as bits).
-fn vectors_by_text(e: &Engine) -> std::collections::BTreeMap<String, Vec<u32>> {
-    let db = &e.store().db;
-    let ids: Vec<u64> = db.chunk_paths().unwrap().into_keys().collect();
-    let v = e.store().vectors();
-    db.chunks_by_ids(&ids)
-        .unwrap()
-        .into_iter()
-        .map(|c| {
-            let x = v.get(c.id).unwrap();
-            (c.text, x.iter().map(|f| f.to_bits()).collect())
-        })
-        .collect()
 }
 
 fn mode(e: &Engine, q: &str) -> RetrievalMode {

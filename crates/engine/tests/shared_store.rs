@@ -13,7 +13,7 @@ use anectx_engine::{ContextOptions, Engine, EngineError, IndexOptions, NoProgres
 use anectx_store::VectorIndex;
 use anectx_store_pg::PgStore;
 use anectx_testing::pg::PgServer;
-use common::{write, HashEmbedder};
+use common::{vectors_by_text, write, HashEmbedder};
 
 fn replica(dir: &Path, seed: &str) -> Engine {
     Engine::open(dir, Some(Arc::new(HashEmbedder::new(48, seed)))).unwrap()
@@ -47,21 +47,6 @@ impl anectx_engine::Progress for Recorded {
             last.2 += n;
         }
     }
-}
-
-/// Every chunk's text → its stored vector.
-fn vectors_by_text(e: &Engine) -> std::collections::BTreeMap<String, Vec<u32>> {
-    let db = &e.store().db;
-    let ids: Vec<u64> = db.chunk_paths().unwrap().into_keys().collect();
-    let v = e.store().vectors();
-    db.chunks_by_ids(&ids)
-        .unwrap()
-        .into_iter()
-        .map(|c| {
-            let x = v.get(c.id).unwrap();
-            (c.text, x.iter().map(|f| f.to_bits()).collect())
-        })
-        .collect()
 }
 
 #[test]

@@ -299,3 +299,19 @@ macro_rules! on_both_stores {
         }
     )*};
 }
+
+/// Every chunk's text → its stored vector (as bits).
+pub fn vectors_by_text(e: &anectx_engine::Engine) -> std::collections::BTreeMap<String, Vec<u32>> {
+    use anectx_store::VectorIndex;
+    let db = &e.store().db;
+    let ids: Vec<u64> = db.chunk_paths().unwrap().into_keys().collect();
+    let v = e.store().vectors();
+    db.chunks_by_ids(&ids)
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            let x = v.get(c.id).unwrap();
+            (c.text, x.iter().map(|f| f.to_bits()).collect())
+        })
+        .collect()
+}
