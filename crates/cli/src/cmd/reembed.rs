@@ -60,22 +60,32 @@ pub fn run(args: ReembedArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let verb = if report.already_current {
-        "embedded the missing chunks of"
-    } else if report.resumed {
-        "resumed and finished re-embedding"
+    if report.already_current {
+        println!(
+            "{}: its vectors already come from {}; {} chunks that had none were embedded; the \
+             store holds {} chunks ({:.1}s)",
+            dir.display(),
+            report.to,
+            report.chunks_embedded,
+            report.chunks_total,
+            report.seconds,
+        );
     } else {
-        "re-embedded"
-    };
-    println!(
-        "{}: {verb} {} chunks with {} (was: {}); the store holds {} chunks ({:.1}s)",
-        dir.display(),
-        report.chunks_embedded,
-        report.to,
-        report.from.as_deref().unwrap_or("no vectors, BM25 only"),
-        report.chunks_total,
-        report.seconds,
-    );
+        println!(
+            "{}: {} {} chunks with {} (was: {}); the store holds {} chunks ({:.1}s)",
+            dir.display(),
+            if report.resumed {
+                "resumed and finished re-embedding"
+            } else {
+                "re-embedded"
+            },
+            report.chunks_embedded,
+            report.to,
+            report.from.as_deref().unwrap_or("no vectors, BM25 only"),
+            report.chunks_total,
+            report.seconds,
+        );
+    }
     // The notes were shown as they came (stderr), and are in --json.
     println!("{}", next_hint(&args.store)?);
     Ok(())
