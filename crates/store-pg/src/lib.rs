@@ -71,8 +71,99 @@ pub(crate) struct Conn {
     last_reconnect: Option<std::time::Instant>,
 }
 
-/// The locked connection; derefs to the client.
-pub(crate) struct ConnGuard<'a>(pub(crate) MutexGuard<'a, Conn>);
+/// The locked connection; derefs to the client. Its own statement methods
+/// (which calls on the guard reach before the client's) note an error that
+/// says the server ended the session, so the next call opens a new
+/// connection (see [`session_ended`]).
+pub(crate) struct ConnGuard<'a>(
+    pub(crate) MutexGuard<'a, Conn>,
+    &'a std::sync::atomic::AtomicBool,
+);
+
+/// Whether `e` says the session is over: the server ended it (SQLSTATE
+/// class 57P: an administrator, a shutdown, a failover; it then closes the
+/// socket, but the client notices only when it next reads, so without this
+/// the next call fails too), or the connection is closed or broken.
+fn session_ended(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("57P"))
+        || e.is_closed()
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+}
+
+impl ConnGuard<'_> {
+    fn noted<T>(
+        &self,
+        r: std::result::Result<T, postgres::Error>,
+    ) -> std::result::Result<T, postgres::Error> {
+        if let Err(e) = &r {
+            if session_ended(e) {
+                self.1.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        r
+    }
+
+    pub(crate) fn query<T: ?Sized + postgres::ToStatement>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> std::result::Result<Vec<postgres::Row>, postgres::Error> {
+        let r = self.0.client.query(query, params);
+        self.noted(r)
+    }
+
+    pub(crate) fn query_one<T: ?Sized + postgres::ToStatement>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> std::result::Result<postgres::Row, postgres::Error> {
+        let r = self.0.client.query_one(query, params);
+        self.noted(r)
+    }
+
+    pub(crate) fn query_opt<T: ?Sized + postgres::ToStatement>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> std::result::Result<Option<postgres::Row>, postgres::Error> {
+        let r = self.0.client.query_opt(query, params);
+        self.noted(r)
+    }
+
+    pub(crate) fn execute<T: ?Sized + postgres::ToStatement>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> std::result::Result<u64, postgres::Error> {
+        let r = self.0.client.execute(query, params);
+        self.noted(r)
+    }
+
+    pub(crate) fn batch_execute(
+        &mut self,
+        query: &str,
+    ) -> std::result::Result<(), postgres::Error> {
+        let r = self.0.client.batch_execute(query);
+        self.noted(r)
+    }
+
+    /// Begins a transaction (the statements in it are not watched: a
+    /// session that ends in the middle of one is noticed at the next call).
+    pub(crate) fn transaction(
+        &mut self,
+    ) -> std::result::Result<postgres::Transaction<'_>, postgres::Error> {
+        let ended = self.1;
+        match self.0.client.transaction() {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                if session_ended(&e) {
+                    ended.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
+    }
+}
 
 impl std::ops::Deref for ConnGuard<'_> {
     type Target = Client;
@@ -90,12 +181,15 @@ impl std::ops::DerefMut for ConnGuard<'_> {
 /// A connection to the shared store. A connection that PostgreSQL closed
 /// (a restart, a failover, an administrator) is opened again at the next
 /// use, at most every [`RECONNECT_EVERY`]; the call that found it closed
-/// fails.
+/// fails, and the next one works.
 pub struct PgStore {
     conn: Mutex<Conn>,
     /// Set by [`Self::commit_without_flush`], and set again on a new
     /// connection.
     relaxed: std::sync::atomic::AtomicBool,
+    /// A call found the session over ([`session_ended`]): the next call
+    /// opens a new connection.
+    ended: std::sync::atomic::AtomicBool,
     config: postgres::Config,
     /// TLS for every connection, when the connection string asks for it.
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
@@ -141,6 +235,7 @@ impl PgStore {
                 last_reconnect: None,
             }),
             relaxed: std::sync::atomic::AtomicBool::new(false),
+            ended: std::sync::atomic::AtomicBool::new(false),
             config,
             tls,
             target,
@@ -198,10 +293,10 @@ impl PgStore {
     /// The connection, opened again first when PostgreSQL closed it.
     pub(crate) fn client(&self) -> ConnGuard<'_> {
         let mut g = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if g.client.is_closed() {
+        if g.client.is_closed() || self.ended.load(std::sync::atomic::Ordering::Relaxed) {
             self.reconnect(&mut g);
         }
-        ConnGuard(g)
+        ConnGuard(g, &self.ended)
     }
 
     fn reconnect(&self, conn: &mut Conn) {
@@ -222,6 +317,8 @@ impl PgStore {
             Ok(c) => {
                 conn.client = c;
                 conn.put = None;
+                self.ended
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!("shared store {}: connected again", self.target);
             }
             Err(e) => tracing::warn!("shared store {}: connecting again failed: {e}", self.target),
@@ -525,5 +622,35 @@ mod tests {
             "host=/tmp/s user=me"
         );
         assert!(is_postgres_url("postgres://h/db") && !is_postgres_url("./.anectx"));
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+
+    /// A session the server ends (here the store's own, as an
+    /// administrator's `pg_terminate_backend`, a shutdown or a failover
+    /// would) fails the call that finds it; the next call works, on a new
+    /// connection. Before, the client noticed the closed socket only when
+    /// that next call failed too.
+    #[test]
+    fn the_call_after_the_server_ended_the_session_works() {
+        let Some(pg) = anectx_testing::pg::PgServer::start() else {
+            return;
+        };
+        let store = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+        for round in 0..3 {
+            let e = store
+                .client()
+                .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
+                .unwrap_err();
+            assert!(session_ended(&e), "round {round}: {e}");
+            if let Err(e) = store.head() {
+                panic!("round {round}: the call after the session ended failed: {e}");
+            }
+            // New connections are opened at most every RECONNECT_EVERY.
+            std::thread::sleep(RECONNECT_EVERY + std::time::Duration::from_millis(100));
+        }
     }
 }
