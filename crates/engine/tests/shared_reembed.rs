@@ -152,6 +152,14 @@ fn a_shared_store_is_re_embedded_once_for_the_fleet() {
     assert_ne!(mode(&b, "harbour master"), RetrievalMode::Bm25);
     // Adopting again is a no-op.
     assert!(!adopt_shared_embedder(dir_b.path(), new_dyn.as_ref(), &shared).unwrap());
+    // A cache is not re-embedded on its own: its vectors are the fleet's.
+    let other: Arc<dyn TextEmbedder> = Arc::new(HashEmbedder::new(16, "other"));
+    let err = Engine::open_to_reembed(dir_b.path(), other)
+        .unwrap()
+        .reembed(&NoProgress)
+        .unwrap_err();
+    assert!(err.to_string().contains("cache of a shared store"), "{err}");
+    assert_eq!(b.store().db.embedder().unwrap(), Some(new.info().clone()));
 
     // The vectors are what a local index run with the new embedder gives.
     let c = Engine::open(dir_c.path(), Some(new_dyn)).unwrap();
