@@ -124,8 +124,16 @@ fn an_earlier_built_in_embedders_store_is_re_embedded_by_the_printed_command() {
         assert!(st["reembedding"]["to"].is_string(), "{failpoint}: {st}");
     }
 
-    // The same command finishes it.
-    let out = sh(work, &hint, None);
+    // `status` says how to resume; that command, as printed, finishes it.
+    let out = sh(work, "anectx status --store kb", None);
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    let resume = backticked(&shown);
+    assert_eq!(
+        resume, "anectx reembed --store kb --model default",
+        "{shown}"
+    );
+    let out = sh(work, &resume, None);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
@@ -174,4 +182,48 @@ fn reembed_refuses_what_it_cannot_do() {
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("needs an embedder"), "{err}");
+}
+
+/// `reembed --model DIR` prints a `next:` hint with that model, which runs
+/// as printed.
+#[test]
+fn reembed_with_a_model_prints_a_next_hint_with_it() {
+    let Some(minilm) = anectx_testing::minilm_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path();
+    common::empty_config(work);
+    std::fs::write(
+        work.join("a.md"),
+        "# Quokkas\n\nQuokkas sleep in the shade on Rottnest Island.\n",
+    )
+    .unwrap();
+    let out = sh(work, "anectx index a.md --store kb", None);
+    assert!(out.status.success(), "{}", text(&out));
+    let line = format!("anectx reembed --store kb --model {}", minilm.display());
+    let out = sh(work, &line, None);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let next = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("next: "))
+        .unwrap_or_else(|| panic!("no next: in {stdout}"));
+    assert!(next.contains("--model"), "{next}");
+    let out = sh(work, next, None);
+    assert!(out.status.success(), "{next}: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Quokkas"),
+        "{}",
+        text(&out)
+    );
+    let out = sh(work, "anectx status --store kb --json", None);
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        st["embedder"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("all-minilm-l6-v2"),
+        "{st}"
+    );
 }

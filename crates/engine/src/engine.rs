@@ -1500,7 +1500,8 @@ fn hash_str(s: &str) -> u64 {
 fn reembedding_note(to: &str, done: u64, total: u64) -> String {
     format!(
         "the store is being re-embedded with {to} ({done} of {total} chunks done): BM25 only \
-         until `anectx reembed` (or `anectx index`) finishes it"
+         until it finishes (run the same anectx reembed command again, or anectx index; \
+         anectx status shows the exact command for the built-in embedder)"
     )
 }
 

@@ -244,7 +244,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         if let Some(r) = &sh.reembedding {
             println!(
                 "re-embedding the fleet with {}: {} of {} chunks staged; the fleet serves {} \
-                 until the swap (the same `anectx reembed` command resumes it)",
+                 until the swap (the same anectx reembed command resumes it)",
                 r.to,
                 r.staged,
                 r.chunks,
@@ -279,11 +279,11 @@ pub fn run(args: StatusArgs) -> Result<()> {
     if let Some(r) = &st.reembedding {
         let resume = if r.builtin {
             format!(
-                "`anectx reembed --store {}` resumes it",
+                "`anectx reembed --store {} --model default` resumes it",
                 store_args.typed()?
             )
         } else {
-            "the same `anectx reembed` command, with the same --model, resumes it".into()
+            "the same anectx reembed command, with the same --model, resumes it".into()
         };
         println!(
             "re-embedding {} of {} chunks done with {} since {}: BM25 only until it finishes \
