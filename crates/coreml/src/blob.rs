@@ -114,7 +114,7 @@ impl<'a> BlobReader<'a> {
         if offset.saturating_add(BLOB_ALIGNMENT as u64) > len {
             return Err(BlobProblem::OffsetPastEnd { offset, len });
         }
-        if offset % BLOB_ALIGNMENT as u64 != 0 {
+        if !offset.is_multiple_of(BLOB_ALIGNMENT as u64) {
             return Err(BlobProblem::Misaligned(offset));
         }
         let at = offset as usize;

@@ -217,7 +217,7 @@ impl Dataset {
         for g in te {
             let n = side.len();
             let i = *side.entry(query_key(&g.query)).or_insert(n);
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 val.push(g);
             } else {
                 gate.push(g);

@@ -104,7 +104,7 @@ impl KConv {
     }
 
     pub fn load(vb: VarBuilder, c_in: usize, c_out: usize, k: usize) -> Result<Self> {
-        if k == 0 || k % 2 == 0 {
+        if k == 0 || k.is_multiple_of(2) {
             return Err(crate::ModelError::Unsupported(format!(
                 "kernel size {k}: only odd kernel sizes keep 'same' padding symmetric"
             )));
