@@ -688,7 +688,7 @@ impl Engine {
                 self.store.dir().display()
             )));
         }
-        let _guard = self.store.write_guard();
+        let _guard = self.store.write_guard()?;
         let marker = self.store.db.reembedding()?;
         let stored = self.store.db.embedder()?;
         let mut report = ReembedReport {
@@ -819,7 +819,7 @@ impl Engine {
         shared: &anectx_store_pg::PgStore,
         progress: &dyn Progress,
     ) -> Result<anectx_store_pg::SyncReport> {
-        let _guard = self.store.write_guard();
+        let _guard = self.store.write_guard()?;
         if let Some(s) = shared.embedder()? {
             match self.embedder.as_deref() {
                 Some(e) if e.accepts(&s) => {}
@@ -842,6 +842,12 @@ impl Engine {
                     })
                 }
             }
+        }
+        // Another process on this machine (an `anectx context` beside an
+        // `anectx serve`) may have synced this cache since: read its vectors
+        // first, when they are this engine's embedder's.
+        if self.vectors_are_this_embedders()? {
+            self.store.refresh_vectors()?;
         }
         let mut shown = 0u64;
         let report = shared.sync_into(&self.store, &mut |done, total| {
@@ -879,11 +885,27 @@ impl Engine {
         Ok(report)
     }
 
-    /// Picks up changes another process committed (postings and vectors).
-    pub fn reload(&self) -> Result<()> {
-        self.store.lexical.reload()?;
-        self.store.reload_vectors()?;
-        Ok(())
+    /// Picks up what another process indexed into this engine's store
+    /// since (an `anectx index` beside a running `anectx serve`, which calls
+    /// this at every poll): the postings, and the vectors when the store's
+    /// embedder is still this engine's (after another process re-embedded
+    /// the store with another model, this engine keeps answering from the
+    /// vectors it has, as its query vectors are the old model's). Skipped
+    /// while a writer runs, here or elsewhere (see
+    /// [`Store::refresh_from_disk`]). True when the vectors were read again.
+    pub fn refresh_from_disk(&self) -> Result<bool> {
+        let vectors = self.vectors_are_this_embedders()?;
+        Ok(self.store.refresh_from_disk(vectors)?)
+    }
+
+    /// Whether the store's vectors come from this engine's embedder, with
+    /// no re-embedding under way.
+    fn vectors_are_this_embedders(&self) -> Result<bool> {
+        let Some(e) = self.embedder.as_deref() else {
+            return Ok(false);
+        };
+        Ok(self.store.db.reembedding()?.is_none()
+            && self.store.db.embedder()?.is_some_and(|s| e.accepts(&s)))
     }
 
     /// Embeds queries with the engine's embedder.

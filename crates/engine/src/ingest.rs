@@ -741,7 +741,7 @@ pub fn index_paths(
     opts: &IndexOptions,
     progress: &dyn Progress,
 ) -> Result<IndexReport> {
-    let _guard = store.write_guard();
+    let _guard = store.write_guard()?;
     let t0 = Instant::now();
     check_embedder(store, embedder)?;
     let mut report = IndexReport::default();
@@ -877,7 +877,7 @@ pub fn index_changes(
     opts: &IndexOptions,
     progress: &dyn Progress,
 ) -> Result<IndexReport> {
-    let _guard = store.write_guard();
+    let _guard = store.write_guard()?;
     let t0 = Instant::now();
     check_embedder(store, embedder)?;
     let mut report = IndexReport::default();
@@ -973,7 +973,7 @@ pub fn index_texts(
     opts: &IndexOptions,
     progress: &dyn Progress,
 ) -> Result<IndexReport> {
-    let _guard = store.write_guard();
+    let _guard = store.write_guard()?;
     let t0 = Instant::now();
     check_embedder(store, embedder)?;
     let mut report = IndexReport::default();
@@ -1061,6 +1061,10 @@ pub(crate) fn finish_pending(
             }
         }
         Some(e) => {
+            // The vectors on disk are this embedder's (checked before): read
+            // what another process wrote since this one last read them, so
+            // the rewrite below keeps them.
+            store.refresh_vectors()?;
             let deletes = store.db.pending_deletes(false)?;
             if !deletes.is_empty() {
                 let mut v = store.vectors_mut();

@@ -55,9 +55,12 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 const DB_FILE: &str = "anectx.sqlite";
 const LEXICAL_DIR: &str = "lexical";
 const VECTORS_FILE: &str = "vectors.f16";
+/// Locked (`flock`) by the process writing the store, for the whole run.
+const LOCK_FILE: &str = "anectx.lock";
 /// Everything the store keeps in its directory.
-const OWN_FILES: [&str; 8] = [
+const OWN_FILES: [&str; 9] = [
     DB_FILE,
+    LOCK_FILE,
     "anectx.sqlite-wal",
     "anectx.sqlite-shm",
     LEXICAL_DIR,
@@ -73,8 +76,26 @@ pub struct Store {
     pub db: Db,
     pub lexical: LexicalIndex,
     vectors: RwLock<FlatVectors>,
-    /// Serialises writers inside this process (tantivy's own lock covers processes).
+    /// Serialises writers inside this process.
     write_lock: Mutex<()>,
+    /// Serialises writing processes: [`Store::write_guard`] holds an
+    /// exclusive lock on it (tantivy's own lock covers only the postings,
+    /// and an indexing run releases it before it embeds).
+    lock_file: std::fs::File,
+}
+
+/// The store's writer lock, in this process and across processes (see
+/// [`Store::write_guard`]); released when dropped.
+pub struct WriteGuard<'a> {
+    _in_process: std::sync::MutexGuard<'a, ()>,
+    file: &'a std::fs::File,
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it too; the store keeps it open.
+        let _ = self.file.unlock();
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -97,25 +118,58 @@ impl Store {
         let lexical = LexicalIndex::open(&dir.join(LEXICAL_DIR))?;
         // tantivy's files are created with the process umask.
         private::tighten(&dir.join(LEXICAL_DIR))?;
-        if let Some(mut r) = db.reembedding()? {
-            if r.reset_pending {
-                // A crash between recording the re-embedding and removing
-                // the old vectors: no chunk counts as embedded, so the old
-                // file holds nothing live; finish removing it.
-                remove_vector_files(dir)?;
-                r.reset_pending = false;
-                db.set_reembedding(Some(&r))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = private::private_file_options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(&lock_path, e))?;
+        let mut skip_vectors = false;
+        if db.reembedding()?.is_some_and(|r| r.reset_pending) {
+            // A crash between recording the re-embedding and removing the
+            // old vectors: no chunk counts as embedded, so the old file
+            // holds nothing live; finish removing it. Only when no other
+            // process writes: one that does is that re-embedding, past this
+            // point or about to be (it removes the file itself, then
+            // appends the new vectors, which must not be removed here).
+            match lock_file.try_lock() {
+                Ok(()) => {
+                    let r = db.reembedding();
+                    let finished = match r {
+                        Ok(Some(mut r)) if r.reset_pending => {
+                            remove_vector_files(dir).and_then(|()| {
+                                r.reset_pending = false;
+                                db.set_reembedding(Some(&r))
+                            })
+                        }
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    let _ = lock_file.unlock();
+                    finished?;
+                }
+                Err(std::fs::TryLockError::WouldBlock) => skip_vectors = true,
+                Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
             }
         }
-        let live = db.embedded_chunk_ids()?;
         let dim = db.embedder()?.map(|e| e.dim);
-        let vectors = FlatVectors::load(&dir.join(VECTORS_FILE), dim, &live)?;
+        let vectors = if skip_vectors {
+            // Nothing is embedded yet (the reset is pending), and the file
+            // may still be the old embedder's.
+            FlatVectors::unread(&dir.join(VECTORS_FILE), dim)
+        } else {
+            let live = db.embedded_chunk_ids()?;
+            FlatVectors::load(&dir.join(VECTORS_FILE), dim, &live)?
+        };
         Ok(Self {
             dir: dir.to_path_buf(),
             db,
             lexical,
             vectors: RwLock::new(vectors),
             write_lock: Mutex::new(()),
+            lock_file,
         })
     }
 
@@ -153,9 +207,75 @@ impl Store {
         Ok(())
     }
 
-    /// Takes the in-process writer lock (one indexing run at a time).
-    pub fn write_guard(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    /// Takes the store's writer lock: one writer at a time in this process
+    /// and across processes (an `anectx serve --watch` and an
+    /// `anectx index` on one store take turns; a second writer waits, with
+    /// a warning, until the first is done). A writer that writes vectors
+    /// calls [`Store::refresh_vectors`] next, once it knows the vectors on
+    /// disk are its embedder's: another process may have written them since
+    /// this one read them, and a rewrite from stale memory would drop them.
+    pub fn write_guard(&self) -> Result<WriteGuard<'_>> {
+        let in_process = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let lock_path = self.dir.join(LOCK_FILE);
+        match self.lock_file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                tracing::warn!(
+                    "another anectx process holds the store in {} (an indexing run, or a server \
+                     reading one in); waiting for it to finish",
+                    self.dir.display()
+                );
+                self.lock_file
+                    .lock()
+                    .map_err(|e| StoreError::io(&lock_path, e))?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        }
+        Ok(WriteGuard {
+            _in_process: in_process,
+            file: &self.lock_file,
+        })
+    }
+
+    /// Picks up what another process indexed since this one last read the
+    /// store (an `anectx index` beside a running `anectx serve`): tantivy's
+    /// latest commit, and with `vectors` the vector file when it changed
+    /// (the caller knows whether they are its embedder's). Only between
+    /// writers' runs: while a writer holds the store, here or in another
+    /// process, nothing is read (a run in progress has appended vectors it
+    /// has not yet recorded as embedded; its end is picked up by the next
+    /// call). True when the vector file was read again. Cheap when nothing
+    /// changed: a lock, tantivy's `meta.json`, one `stat`.
+    pub fn refresh_from_disk(&self, vectors: bool) -> Result<bool> {
+        let Ok(_in_process) = self.write_lock.try_lock() else {
+            return Ok(false);
+        };
+        let lock_path = self.dir.join(LOCK_FILE);
+        match self.lock_file.try_lock_shared() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        }
+        let read = self.lexical.reload().and_then(|()| {
+            if vectors {
+                self.refresh_vectors()
+            } else {
+                Ok(false)
+            }
+        });
+        let _ = self.lock_file.unlock();
+        read
+    }
+
+    /// Reads the vector file again when another process wrote it since this
+    /// one last read or wrote it (true when it did). Cheap otherwise: one
+    /// `stat`. The caller holds the write guard, or knows no writer runs.
+    pub fn refresh_vectors(&self) -> Result<bool> {
+        if !self.vectors().changed_on_disk()? {
+            return Ok(false);
+        }
+        self.reload_vectors()?;
+        Ok(true)
     }
 
     /// Sets the vector dimension (first embedding run) and records the embedder.
@@ -354,6 +474,87 @@ mod tests {
         assert_eq!(store.pending().unwrap().unembedded_chunks, 0);
         assert_eq!(store.vectors().len(), 3);
         assert_eq!(VectorIndex::dim(&*store.vectors()), 4);
+    }
+
+    /// The same crash-recovery step, while another process is the
+    /// re-embedding itself (it holds the writer lock, has recorded the
+    /// re-embedding and is about to remove the old file, then to append the
+    /// new vectors): opening the store leaves the file to that process, and
+    /// reads no vector of the old embedder. Before the lock, opening
+    /// removed the file, and with it any new vectors already appended.
+    #[test]
+    fn opening_leaves_a_pending_reset_to_the_process_that_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = store_with_vectors(dir.path());
+        let guard = writer.write_guard().unwrap();
+        let r = Reembedding {
+            from: writer.db.embedder().unwrap(),
+            to: info(4, "new"),
+            started_ms: 1,
+            reset_pending: true,
+        };
+        writer.db.start_reembedding(&r).unwrap();
+
+        let reader = Store::open(dir.path()).unwrap();
+        assert!(dir.path().join(VECTORS_FILE).exists());
+        assert!(reader.db.reembedding().unwrap().unwrap().reset_pending);
+        assert_eq!(reader.vectors().len(), 0);
+        drop(guard);
+        drop(reader);
+        // With the writer gone, the next open finishes the step.
+        let again = Store::open(dir.path()).unwrap();
+        assert!(!again.db.reembedding().unwrap().unwrap().reset_pending);
+        assert!(!dir.path().join(VECTORS_FILE).exists());
+    }
+
+    /// Two stores on one directory stand for two processes: the second
+    /// writer waits while the first holds the lock, then reads what the
+    /// first wrote before it writes itself.
+    #[test]
+    fn writers_take_turns_across_processes_and_the_next_one_reads_what_the_last_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = store_with_vectors(dir.path());
+        let second = Store::open(dir.path()).unwrap();
+        assert_eq!(second.vectors().len(), 3);
+        let held = first.write_guard().unwrap();
+        let waited = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                let _g = second.write_guard().unwrap();
+                let waited = waited.load(std::sync::atomic::Ordering::SeqCst);
+                assert!(second.refresh_vectors().unwrap());
+                waited
+            });
+            // The first writer appends a vector while it holds the lock.
+            let chunk = NewChunk {
+                text: "chunk b".into(),
+                heading: None,
+                byte_start: 0,
+                byte_end: 7,
+                line_start: 1,
+                line_end: 1,
+                tokens: 2,
+                page: None,
+            };
+            let ids = first
+                .db
+                .transaction(|tx| Db::replace_document(tx, "b.txt", "h", 10, "text", &[chunk]))
+                .unwrap();
+            first.vectors_mut().append(&ids, &[0.25; 8]).unwrap();
+            first.db.mark_embedded(&ids).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            waited.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(held);
+            assert!(
+                t.join().unwrap(),
+                "the second writer took the lock while the first held it"
+            );
+        });
+        // Taking the lock read the first writer's new vector.
+        assert_eq!(second.vectors().len(), 4);
+        let embedded = second.db.embedded_chunk_ids().unwrap();
+        assert_eq!(embedded.len(), 4);
+        assert!(embedded.iter().all(|id| second.vectors().contains(*id)));
     }
 
     #[test]

@@ -168,6 +168,43 @@ pub struct FlatVectors {
     /// q·x does, so scans and walks keep the exact order's shape, and the
     /// final scores are exact.
     centre: Vec<f32>,
+    /// The file as this value last read or wrote it (`None`: no file). A
+    /// writer compares it with the file before it writes (see
+    /// [`FlatVectors::changed_on_disk`]): another process may have written
+    /// since, and a rewrite from stale memory would drop its vectors.
+    disk: Option<FileStamp>,
+}
+
+/// What identifies a version of the vector file: appends change its length,
+/// a rewrite (a rename) its inode, and either its modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            inode,
+        }
+    }
+
+    /// The file at `path` now (`None`: there is none).
+    fn at(path: &Path) -> Result<Option<Self>> {
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(Self::of(&m))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::io(path, e)),
+        }
+    }
 }
 
 fn vec_err(path: &Path, message: impl Into<String>) -> StoreError {
@@ -225,15 +262,22 @@ impl FlatVectors {
         let mut bytes = Vec::new();
         match std::fs::File::open(path) {
             Ok(mut f) => {
+                // The stamp is taken before reading: a write that lands
+                // meanwhile leaves it older than what was read, so the next
+                // check reads the file again (never the other way round).
+                let meta = f.metadata().map_err(|e| StoreError::io(path, e))?;
+                me.disk = Some(FileStamp::of(&meta));
                 f.read_to_end(&mut bytes)
                     .map_err(|e| StoreError::io(path, e))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(me),
             Err(e) => return Err(StoreError::io(path, e)),
         }
+        // A short header or a torn last record is a write in progress in
+        // another process, or one a crash cut short: read what is whole and
+        // leave the file alone (a reader must not cut another process's
+        // write; the next writer trims a crash's leftovers, see `append`).
         if bytes.len() < HEADER {
-            // A crash while writing the header: nothing was recorded yet.
-            std::fs::remove_file(path).map_err(|e| StoreError::io(path, e))?;
             return Ok(me);
         }
         if &bytes[..8] != MAGIC {
@@ -252,18 +296,6 @@ impl FlatVectors {
         let rec = 8 + 2 * me.dim;
         let body = &bytes[HEADER..];
         let whole = body.len() / rec * rec;
-        if whole != body.len() {
-            tracing::warn!(
-                path = %path.display(),
-                "cutting a torn record off the vector file (interrupted run)"
-            );
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(|e| StoreError::io(path, e))?;
-            f.set_len((HEADER + whole) as u64)
-                .map_err(|e| StoreError::io(path, e))?;
-        }
         let mut row = vec![f16::ZERO; me.dim];
         for r in body[..whole].chunks_exact(rec) {
             let id = u64::from_le_bytes(r[..8].try_into().map_err(|_| vec_err(path, "short id"))?);
@@ -299,6 +331,13 @@ impl FlatVectors {
         Ok(me)
     }
 
+    /// The vectors at `path` without reading them (none in memory): the
+    /// first check of [`FlatVectors::changed_on_disk`] finds the file
+    /// changed, so a writer reads it before it writes.
+    pub fn unread(path: &Path, dim: Option<usize>) -> Self {
+        Self::empty(path.to_path_buf(), dim.unwrap_or(0))
+    }
+
     fn empty(path: PathBuf, dim: usize) -> Self {
         Self {
             path,
@@ -316,7 +355,18 @@ impl FlatVectors {
             graph_dirty: false,
             graph_loaded: false,
             centre: Vec::new(),
+            disk: None,
         }
+    }
+
+    /// Whether the file differs from what this value last read or wrote:
+    /// another process wrote it since. A writer that takes the store's lock
+    /// reads it again when it does (see `Store::write_guard`).
+    pub fn changed_on_disk(&self) -> Result<bool> {
+        if self.path.as_os_str().is_empty() {
+            return Ok(false);
+        }
+        Ok(FileStamp::at(&self.path)? != self.disk)
     }
 
     fn shrink(&mut self) {
@@ -445,22 +495,13 @@ impl FlatVectors {
                 want: self.dim,
             });
         }
-        let mut buf = Vec::with_capacity(ids.len() * (8 + 2 * self.dim) + HEADER);
-        let fresh = !self.path.as_os_str().is_empty()
-            && std::fs::metadata(&self.path)
-                .map(|m| m.len() == 0)
-                .unwrap_or(true);
-        if fresh {
-            buf.extend_from_slice(MAGIC);
-            buf.extend_from_slice(&(self.dim as u32).to_le_bytes());
-            buf.extend_from_slice(&[0u8; 4]);
-        }
+        let mut records = Vec::with_capacity(ids.len() * (8 + 2 * self.dim));
         let mut rounded = vec![f16::ZERO; self.dim];
         for (id, v) in ids.iter().zip(vectors.chunks_exact(self.dim)) {
-            buf.extend_from_slice(&id.to_le_bytes());
+            records.extend_from_slice(&id.to_le_bytes());
             rounded.convert_from_f32_slice(v);
             for h in &rounded {
-                buf.extend_from_slice(&h.to_bits().to_le_bytes());
+                records.extend_from_slice(&h.to_bits().to_le_bytes());
             }
             self.upsert_mem(*id, &rounded);
         }
@@ -470,9 +511,40 @@ impl FlatVectors {
                 .append(true)
                 .open(&self.path)
                 .map_err(|e| StoreError::io(&self.path, e))?;
+            let len = f
+                .metadata()
+                .map_err(|e| StoreError::io(&self.path, e))?
+                .len();
+            // A crash inside an earlier write can leave a short header or a
+            // torn last record: cut it before appending, so every record
+            // stays aligned. Only a writer does this (the caller holds the
+            // store's write lock), never a reader.
+            let rec = (8 + 2 * self.dim) as u64;
+            let whole = if len < HEADER as u64 {
+                0
+            } else {
+                HEADER as u64 + (len - HEADER as u64) / rec * rec
+            };
+            if whole != len {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    "cutting a torn record off the vector file (interrupted run)"
+                );
+                f.set_len(whole)
+                    .map_err(|e| StoreError::io(&self.path, e))?;
+            }
+            let mut buf = Vec::with_capacity(records.len() + HEADER);
+            if whole == 0 {
+                buf.extend_from_slice(MAGIC);
+                buf.extend_from_slice(&(self.dim as u32).to_le_bytes());
+                buf.extend_from_slice(&[0u8; 4]);
+            }
+            buf.extend_from_slice(&records);
             f.write_all(&buf)
                 .map_err(|e| StoreError::io(&self.path, e))?;
             f.sync_data().map_err(|e| StoreError::io(&self.path, e))?;
+            let meta = f.metadata().map_err(|e| StoreError::io(&self.path, e))?;
+            self.disk = Some(FileStamp::of(&meta));
         }
         self.maybe_recentre();
         self.ensure_graph();
@@ -548,7 +620,7 @@ impl FlatVectors {
     }
 
     /// Rewrites the file from memory (compaction), atomically via rename.
-    pub fn rewrite(&self) -> Result<()> {
+    pub fn rewrite(&mut self) -> Result<()> {
         if self.path.as_os_str().is_empty() {
             return Ok(());
         }
@@ -566,7 +638,9 @@ impl FlatVectors {
                 buf.extend_from_slice(&x.to_bits().to_le_bytes());
             }
         }
-        write_atomically(&tmp, &self.path, &buf)
+        write_atomically(&tmp, &self.path, &buf)?;
+        self.disk = FileStamp::at(&self.path)?;
+        Ok(())
     }
 
     /// Builds the graph when graph search runs and there is none.
@@ -1424,18 +1498,42 @@ mod tests {
         f.write_all(&[7u8; 5]).unwrap();
         drop(f);
         let live: HashSet<u64> = [1, 3].into_iter().collect();
-        let v2 = FlatVectors::load(&p, Some(3), &live).unwrap();
+        let mut v2 = FlatVectors::load(&p, Some(3), &live).unwrap();
         assert_eq!(v2.len(), 2);
         assert!(!v2.contains(2));
         assert!((v2.get(3).unwrap()[2] - 1.0).abs() < 1e-3);
+        // Loading reads the whole records and leaves the file alone: the
+        // torn tail may be another process's write in progress.
         assert_eq!(
             std::fs::metadata(&p).unwrap().len() as usize,
-            HEADER + 3 * (8 + 6)
+            HEADER + 3 * (8 + 6) + 5
         );
         // Wrong recorded dimension is refused.
         assert!(FlatVectors::load(&p, Some(4), &live).is_err());
+        // The next append (a writer's) cuts the torn tail first, so the new
+        // record is aligned and read back.
+        v2.append(&[4], &b).unwrap();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().len() as usize,
+            HEADER + 4 * (8 + 6)
+        );
+        let live4: HashSet<u64> = [1, 3, 4].into_iter().collect();
+        let reread = FlatVectors::load(&p, Some(3), &live4).unwrap();
+        assert_eq!(reread.len(), 3);
+        assert!((reread.get(4).unwrap()[1] - 0.8).abs() < 1e-3);
+        // A torn header (a crash while the first record was written) reads
+        // as empty and is replaced by the next append.
+        let q = dir.path().join("w.f16");
+        std::fs::write(&q, &MAGIC[..5]).unwrap();
+        let mut w = FlatVectors::load(&q, Some(3), &HashSet::new()).unwrap();
+        assert_eq!(w.len(), 0);
+        assert_eq!(std::fs::metadata(&q).unwrap().len(), 5);
+        w.append(&[9], &c).unwrap();
+        let nine: HashSet<u64> = [9].into_iter().collect();
+        assert_eq!(FlatVectors::load(&q, Some(3), &nine).unwrap().len(), 1);
         // Remove + rewrite compacts.
         let mut v3 = v2;
+        v3.remove(&[4]);
         v3.remove(&[1]);
         v3.rewrite().unwrap();
         let all: HashSet<u64> = [1, 2, 3].into_iter().collect();
