@@ -307,3 +307,92 @@ fn serve_watch_keeps_the_served_store_up_to_date() {
             .any(|p| p.ends_with("new.md"))
     });
 }
+
+/// The served chunk whose path ends with `file` for `query`, if any.
+fn served_chunk(addr: &str, query: &str, file: &str) -> Option<serde_json::Value> {
+    let body = serde_json::json!({ "query": query }).to_string();
+    let (status, text) = anectx_testing::http(addr, "POST", "/v1/context", None, &body);
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["chunks"].as_array().unwrap().iter().find_map(|c| {
+        c["details"]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(file))
+            .then(|| c.clone())
+    })
+}
+
+/// A user keeps `anectx serve --watch notes` running and indexes another
+/// folder into the same store with `anectx index`. The server answers from
+/// the new documents, densely too, without a restart (before: never, until
+/// it restarted); and when its watcher then removes a file, which rewrites
+/// the vector file, the other folder's vectors survive (before: the rewrite
+/// came from the server's memory, which lacked them).
+#[test]
+fn a_running_server_takes_in_what_another_process_indexed_and_keeps_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let notes = tmp.path().join("notes");
+    let papers = tmp.path().join("papers");
+    let store = tmp.path().join("store");
+    std::fs::create_dir_all(&notes).unwrap();
+    std::fs::create_dir_all(&papers).unwrap();
+    std::fs::write(notes.join("keep.md"), "# Keep\n\nquokkas smile at dawn.\n").unwrap();
+    std::fs::write(notes.join("gone.md"), "# Gone\n\nwombats dig at dusk.\n").unwrap();
+    let (_server, addr) = common::start_server(
+        common::anectx(tmp.path())
+            .args([
+                "serve",
+                "--port",
+                "0",
+                "--debounce-ms",
+                "200",
+                "--relevance-poll-secs",
+                "0.2",
+                "--store",
+            ])
+            .arg(&store)
+            .arg("--watch")
+            .arg(&notes)
+            .stderr(Stdio::inherit()),
+    );
+    wait_for("serve --watch indexes the folder at start", || {
+        served_chunk(&addr, "quokkas smile", "keep.md").is_some()
+    });
+    // Another process indexes another folder into the same store.
+    std::fs::write(
+        papers.join("harbour.md"),
+        "# Harbour\n\nThe zorblax lighthouse keeper logs every spring tide in the harbour.\n",
+    )
+    .unwrap();
+    let out = common::anectx(tmp.path())
+        .arg("index")
+        .arg(&papers)
+        .arg("--store")
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dense = |c: &serde_json::Value| c["details"]["scores"]["dense"].as_f64();
+    wait_for(
+        "the server answers from the other process's document, densely",
+        || {
+            served_chunk(&addr, "zorblax lighthouse keeper", "harbour.md")
+                .is_some_and(|c| dense(&c).is_some())
+        },
+    );
+    // The server's watcher removes a file: the vector file is rewritten.
+    std::fs::remove_file(notes.join("gone.md")).unwrap();
+    wait_for("serve --watch: the deleted file is gone", || {
+        served_chunk(&addr, "wombats dig", "gone.md").is_none()
+    });
+    let c = served_chunk(&addr, "zorblax lighthouse keeper", "harbour.md")
+        .expect("the other process's document is still served");
+    assert!(dense(&c).is_some(), "{c}");
+    // And on disk: every chunk keeps its vector.
+    let s = anectx_store::Store::open(&store).unwrap();
+    assert_eq!(s.check_consistency().unwrap(), Vec::<String>::new());
+}

@@ -82,6 +82,8 @@ struct State {
     /// Stamp of the last version that failed: polls do not retry it.
     failed_stamp: Option<String>,
     last_error: Option<String>,
+    /// The last error picking up the store's changes (logged once).
+    store_error: Option<String>,
 }
 
 /// Loads, validates and swaps relevance models into an [`Engine`].
@@ -206,6 +208,7 @@ impl RelevanceReloader {
     /// blocking thread. Reloads are serialised.
     pub fn reload(&self, force: bool) -> Result<ReloadOutcome, ReloadError> {
         let _serial = self.serial.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_store();
         let serving = self.version();
         let fail = |stamp: Option<String>, message: String| {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -279,6 +282,37 @@ impl RelevanceReloader {
             version,
             stamp,
         })
+    }
+
+    /// Picks up what another process indexed into the engine's store
+    /// ([`Engine::refresh_from_disk`]): at every poll and reload, so a
+    /// running server answers from documents an `anectx index` beside it
+    /// added. Errors are logged once each; the engine keeps what it has.
+    fn refresh_store(&self) {
+        let r = catch_unwind(AssertUnwindSafe(|| self.engine.refresh_from_disk())).unwrap_or_else(
+            |p| {
+                Err(anectx_engine::EngineError::Invalid(format!(
+                    "panicked: {}",
+                    panic_message(p)
+                )))
+            },
+        );
+        let mut st = self.state();
+        match r {
+            Ok(read) => {
+                if read {
+                    tracing::info!("read the store's vectors again: another process wrote to it");
+                }
+                st.store_error = None;
+            }
+            Err(e) => {
+                let m = e.to_string();
+                if st.store_error.as_deref() != Some(m.as_str()) {
+                    tracing::warn!("picking up the store's changes failed: {m}");
+                    st.store_error = Some(m);
+                }
+            }
+        }
     }
 
     /// For `/info`.
