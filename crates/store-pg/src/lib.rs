@@ -147,8 +147,10 @@ impl ConnGuard<'_> {
         self.noted(r)
     }
 
-    /// Begins a transaction (the statements in it are not watched: a
-    /// session that ends in the middle of one is noticed at the next call).
+    /// Begins a transaction. Its statements are not watched, and need not
+    /// be: a session that ends in the middle of one fails that statement,
+    /// and dropping the transaction sends a ROLLBACK that finds the socket
+    /// closed, so the next call reconnects (`session_tests`).
     pub(crate) fn transaction(
         &mut self,
     ) -> std::result::Result<postgres::Transaction<'_>, postgres::Error> {
@@ -650,6 +652,40 @@ mod session_tests {
                 panic!("round {round}: the call after the session ended failed: {e}");
             }
             // New connections are opened at most every RECONNECT_EVERY.
+            std::thread::sleep(RECONNECT_EVERY + std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The same inside a transaction (publishing, the log, the registry,
+    /// a catch-up's snapshot), whose statements the guard does not watch:
+    /// dropping the failed transaction sends its ROLLBACK, which finds the
+    /// socket closed, so the next call opens a new connection too.
+    #[test]
+    fn the_call_after_a_session_ended_inside_a_transaction_works() {
+        let Some(pg) = anectx_testing::pg::PgServer::start() else {
+            return;
+        };
+        let store = PgStore::connect(&pg.conninfo("postgres")).unwrap();
+        for round in 0..3 {
+            {
+                let mut c = store.client();
+                let mut tx = if round == 1 {
+                    c.build_transaction()
+                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                        .read_only(true)
+                        .start()
+                        .unwrap()
+                } else {
+                    c.transaction().unwrap()
+                };
+                let e = tx
+                    .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
+                    .unwrap_err();
+                assert!(session_ended(&e), "round {round}: {e}");
+            }
+            if let Err(e) = store.head() {
+                panic!("round {round}: the call after the session ended failed: {e}");
+            }
             std::thread::sleep(RECONNECT_EVERY + std::time::Duration::from_millis(100));
         }
     }
