@@ -141,6 +141,18 @@ pub struct ChunkScores {
     pub features: Features,
 }
 
+/// What [`Engine::refresh_from_disk`] took in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// The vectors were read again (another process wrote some).
+    pub vectors_read: bool,
+    /// The store's embedder, when another process re-embedded the store
+    /// with a model other than this engine's: this engine keeps answering
+    /// from the vectors it has, and new documents reach it through BM25
+    /// only, until it is started again with that model.
+    pub other_embedder: Option<String>,
+}
+
 /// One packed chunk.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContextChunk {
@@ -892,10 +904,18 @@ impl Engine {
     /// the store with another model, this engine keeps answering from the
     /// vectors it has, as its query vectors are the old model's). Skipped
     /// while a writer runs, here or elsewhere (see
-    /// [`Store::refresh_from_disk`]). True when the vectors were read again.
-    pub fn refresh_from_disk(&self) -> Result<bool> {
+    /// [`Store::refresh_from_disk`]).
+    pub fn refresh_from_disk(&self) -> Result<Refreshed> {
         let vectors = self.vectors_are_this_embedders()?;
-        Ok(self.store.refresh_from_disk(vectors)?)
+        let vectors_read = self.store.refresh_from_disk(vectors)?;
+        let other_embedder = match (self.embedder.as_deref(), self.store.db.embedder()?) {
+            (Some(e), Some(s)) if !e.accepts(&s) => Some(s.description),
+            _ => None,
+        };
+        Ok(Refreshed {
+            vectors_read,
+            other_embedder,
+        })
     }
 
     /// Whether the store's vectors come from this engine's embedder, with

@@ -33,7 +33,7 @@ pub use chunk::ChunkConfig;
 pub use embed::{ModelEmbedder, ModelIdentity, TextEmbedder};
 pub use engine::{
     ChunkScores, ContextChunk, ContextOptions, ContextResult, Engine, PoolCandidate, ReembedReport,
-    RetrievalMode, Timings, LAST_INDEX_META, MAX_QUERY_CHARS,
+    Refreshed, RetrievalMode, Timings, LAST_INDEX_META, MAX_QUERY_CHARS,
 };
 pub use error::EngineError;
 pub use filter::{CompiledFilter, Filter, FilterError};

@@ -204,3 +204,48 @@ fn a_second_writer_waits_for_the_first_and_loses_nothing() {
     assert_eq!(reopened.db.chunk_count().unwrap(), 5);
     assert_eq!(reopened.check_consistency().unwrap(), Vec::<String>::new());
 }
+
+/// A server keeps running while another process re-embeds its store with
+/// another model (another dimension here). Its query vectors are the old
+/// model's, so it keeps its own vectors, says why once, and still answers
+/// densely. Before the check, it read the new
+/// model's vectors and every dense query failed on the dimension.
+#[test]
+fn a_server_keeps_its_vectors_when_another_process_re_embeds_the_store() {
+    use anectx_engine::{ContextOptions, Engine, RetrievalMode};
+    let store_dir = tempfile::tempdir().unwrap();
+    let docs = tempfile::tempdir().unwrap();
+    common::shore_corpus(docs.path());
+    let a: Arc<dyn TextEmbedder> = Arc::new(HashEmbedder::new(32, "a"));
+    let b: Arc<dyn TextEmbedder> = Arc::new(HashEmbedder::new(16, "b"));
+    let serving = Engine::open(store_dir.path(), Some(a.clone())).unwrap();
+    serving
+        .index(&[docs.path().into()], &IndexOptions::default(), &NoProgress)
+        .unwrap();
+    let opts = ContextOptions::default();
+    let top = |e: &Engine| {
+        let hits = e
+            .rank("lamp wick keeper", None, RetrievalMode::Dense, 3, &opts)
+            .unwrap();
+        e.store().db.chunks_by_ids(&[hits[0].0]).unwrap()[0]
+            .text
+            .clone()
+    };
+    assert!(top(&serving).contains("lamp wick"));
+
+    {
+        let other = Engine::open_to_reembed(store_dir.path(), b.clone()).unwrap();
+        other.reembed(&NoProgress).unwrap();
+    }
+    let r = serving.refresh_from_disk().unwrap();
+    assert!(!r.vectors_read, "{r:?}");
+    assert_eq!(r.other_embedder.as_deref(), Some("hash embedder b"));
+    assert!(top(&serving).contains("lamp wick"));
+    // The re-embedded store serves the new model.
+    let fresh = Engine::open(store_dir.path(), Some(b)).unwrap();
+    assert!(fresh.dense_enabled());
+    let hits = fresh
+        .rank("lamp wick keeper", None, RetrievalMode::Dense, 3, &opts)
+        .unwrap();
+    assert_eq!(hits.len(), 3);
+}

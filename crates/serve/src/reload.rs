@@ -287,7 +287,7 @@ impl RelevanceReloader {
     /// Picks up what another process indexed into the engine's store
     /// ([`Engine::refresh_from_disk`]): at every poll and reload, so a
     /// running server answers from documents an `anectx index` beside it
-    /// added. Errors are logged once each; the engine keeps what it has.
+    /// added. Problems are logged once each; the engine keeps what it has.
     fn refresh_store(&self) {
         let r = catch_unwind(AssertUnwindSafe(|| self.engine.refresh_from_disk())).unwrap_or_else(
             |p| {
@@ -297,22 +297,29 @@ impl RelevanceReloader {
                 )))
             },
         );
-        let mut st = self.state();
-        match r {
-            Ok(read) => {
-                if read {
+        let problem = match r {
+            Ok(r) => {
+                if r.vectors_read {
                     tracing::info!("read the store's vectors again: another process wrote to it");
                 }
-                st.store_error = None;
+                r.other_embedder.map(|other| {
+                    format!(
+                        "the store was re-embedded with {other} by another process: this server \
+                         keeps answering from the vectors it loaded, and documents indexed from \
+                         now on reach it through BM25 only, until it is started again with that \
+                         model (--model)"
+                    )
+                })
             }
-            Err(e) => {
-                let m = e.to_string();
-                if st.store_error.as_deref() != Some(m.as_str()) {
-                    tracing::warn!("picking up the store's changes failed: {m}");
-                    st.store_error = Some(m);
-                }
+            Err(e) => Some(format!("picking up the store's changes failed: {e}")),
+        };
+        let mut st = self.state();
+        if let Some(m) = problem.as_deref() {
+            if st.store_error.as_deref() != Some(m) {
+                tracing::warn!("{m}");
             }
         }
+        st.store_error = problem;
     }
 
     /// For `/info`.
