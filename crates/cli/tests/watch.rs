@@ -364,17 +364,12 @@ fn a_running_server_takes_in_what_another_process_indexed_and_keeps_it() {
         "# Harbour\n\nThe zorblax lighthouse keeper logs every spring tide in the harbour.\n",
     )
     .unwrap();
-    let out = common::anectx(tmp.path())
-        .arg("index")
-        .arg(&papers)
-        .arg("--store")
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::succeed(
+        common::anectx(tmp.path())
+            .arg("index")
+            .arg(&papers)
+            .arg("--store")
+            .arg(&store),
     );
     let dense = |c: &serde_json::Value| c["details"]["scores"]["dense"].as_f64();
     wait_for(

@@ -19,17 +19,18 @@ fn one_chunk_batches() -> IndexOptions {
     }
 }
 
-/// The serving process opened the store before another process indexed new
-/// documents; then its watcher saw a deletion. Removing a vector rewrites the
-/// vector file: from what the serving process has in memory, before this fix,
-/// so the other process's new vectors were dropped while SQLite still counted
-/// their chunks as embedded ("chunk N has no vector").
-#[test]
-fn a_writer_that_opened_the_store_earlier_keeps_what_another_process_wrote_since() {
+struct Setup {
+    store_dir: tempfile::TempDir,
+    /// keep.md and gone.md, indexed.
+    watched: tempfile::TempDir,
+    /// Four documents of one chunk each, not indexed yet.
+    other: tempfile::TempDir,
+}
+
+fn setup() -> Setup {
     let store_dir = tempfile::tempdir().unwrap();
     let watched = tempfile::tempdir().unwrap();
     let other = tempfile::tempdir().unwrap();
-    let e = HashEmbedder::new(32, "w");
     write(
         watched.path(),
         "keep.md",
@@ -40,20 +41,15 @@ fn a_writer_that_opened_the_store_earlier_keeps_what_another_process_wrote_since
         "gone.md",
         "Compost and seedlings for the vegetable garden.\n",
     );
-    {
-        let s = Store::open(store_dir.path()).unwrap();
-        index_paths(
-            &s,
-            Some(&e),
-            &[watched.path().into()],
-            &one_chunk_batches(),
-            &NoProgress,
-        )
-        .unwrap();
-    }
-    // The long-running process.
-    let serving = Store::open(store_dir.path()).unwrap();
-    // Another process indexes other documents.
+    let s = Store::open(store_dir.path()).unwrap();
+    index_paths(
+        &s,
+        Some(&HashEmbedder::new(32, "w")),
+        &[watched.path().into()],
+        &one_chunk_batches(),
+        &NoProgress,
+    )
+    .unwrap();
     for i in 0..4 {
         write(
             other.path(),
@@ -61,6 +57,29 @@ fn a_writer_that_opened_the_store_earlier_keeps_what_another_process_wrote_since
             &format!("Spring tide number {i} follows the full moon over the harbour.\n"),
         );
     }
+    Setup {
+        store_dir,
+        watched,
+        other,
+    }
+}
+
+/// The serving process opened the store before another process indexed new
+/// documents; then its watcher saw a deletion. Removing a vector rewrites the
+/// vector file: from what the serving process has in memory, before this fix,
+/// so the other process's new vectors were dropped while SQLite still counted
+/// their chunks as embedded ("chunk N has no vector").
+#[test]
+fn a_writer_that_opened_the_store_earlier_keeps_what_another_process_wrote_since() {
+    let Setup {
+        store_dir,
+        watched,
+        other,
+    } = setup();
+    let e = HashEmbedder::new(32, "w");
+    // The long-running process.
+    let serving = Store::open(store_dir.path()).unwrap();
+    // Another process indexes other documents.
     {
         let cli = Store::open(store_dir.path()).unwrap();
         let r = index_paths(
@@ -119,38 +138,11 @@ impl TextEmbedder for Paused {
 /// the first to finish, then keeps every vector the first one wrote.
 #[test]
 fn a_second_writer_waits_for_the_first_and_loses_nothing() {
-    let store_dir = tempfile::tempdir().unwrap();
-    let watched = tempfile::tempdir().unwrap();
-    let other = tempfile::tempdir().unwrap();
-    write(
-        watched.path(),
-        "keep.md",
-        "The keeper trimmed the lamp wick every evening.\n",
-    );
-    write(
-        watched.path(),
-        "gone.md",
-        "Compost and seedlings for the vegetable garden.\n",
-    );
-    {
-        let s = Store::open(store_dir.path()).unwrap();
-        let e = HashEmbedder::new(32, "w");
-        index_paths(
-            &s,
-            Some(&e),
-            &[watched.path().into()],
-            &one_chunk_batches(),
-            &NoProgress,
-        )
-        .unwrap();
-    }
-    for i in 0..4 {
-        write(
-            other.path(),
-            &format!("tide-{i}.md"),
-            &format!("Spring tide number {i} follows the full moon over the harbour.\n"),
-        );
-    }
+    let Setup {
+        store_dir,
+        watched,
+        other,
+    } = setup();
     let (reached_tx, reached) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
     let paused = Arc::new(Paused {

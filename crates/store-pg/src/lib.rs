@@ -631,22 +631,16 @@ mod tests {
 mod session_tests {
     use super::*;
 
-    /// A session the server ends (here the store's own, as an
-    /// administrator's `pg_terminate_backend`, a shutdown or a failover
-    /// would) fails the call that finds it; the next call works, on a new
-    /// connection. Before, the client noticed the closed socket only when
-    /// that next call failed too.
-    #[test]
-    fn the_call_after_the_server_ended_the_session_works() {
+    /// Ends the store's own session three times through `end` (which
+    /// returns the error of the statement that ended it), each time
+    /// checking that the next call works.
+    fn the_call_after_works(end: impl Fn(&PgStore, u32) -> postgres::Error) {
         let Some(pg) = anectx_testing::pg::PgServer::start() else {
             return;
         };
         let store = PgStore::connect(&pg.conninfo("postgres")).unwrap();
         for round in 0..3 {
-            let e = store
-                .client()
-                .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
-                .unwrap_err();
+            let e = end(&store, round);
             assert!(session_ended(&e), "round {round}: {e}");
             if let Err(e) = store.head() {
                 panic!("round {round}: the call after the session ended failed: {e}");
@@ -656,37 +650,36 @@ mod session_tests {
         }
     }
 
+    const END_SESSION: &str = "SELECT pg_terminate_backend(pg_backend_pid())";
+
+    /// A session the server ends (here the store's own, as an
+    /// administrator's `pg_terminate_backend`, a shutdown or a failover
+    /// would) fails the call that finds it; the next call works, on a new
+    /// connection. Before, the client noticed the closed socket only when
+    /// that next call failed too.
+    #[test]
+    fn the_call_after_the_server_ended_the_session_works() {
+        the_call_after_works(|store, _| store.client().batch_execute(END_SESSION).unwrap_err());
+    }
+
     /// The same inside a transaction (publishing, the log, the registry,
     /// a catch-up's snapshot), whose statements the guard does not watch:
     /// dropping the failed transaction sends its ROLLBACK, which finds the
     /// socket closed, so the next call opens a new connection too.
     #[test]
     fn the_call_after_a_session_ended_inside_a_transaction_works() {
-        let Some(pg) = anectx_testing::pg::PgServer::start() else {
-            return;
-        };
-        let store = PgStore::connect(&pg.conninfo("postgres")).unwrap();
-        for round in 0..3 {
-            {
-                let mut c = store.client();
-                let mut tx = if round == 1 {
-                    c.build_transaction()
-                        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                        .read_only(true)
-                        .start()
-                        .unwrap()
-                } else {
-                    c.transaction().unwrap()
-                };
-                let e = tx
-                    .batch_execute("SELECT pg_terminate_backend(pg_backend_pid())")
-                    .unwrap_err();
-                assert!(session_ended(&e), "round {round}: {e}");
-            }
-            if let Err(e) = store.head() {
-                panic!("round {round}: the call after the session ended failed: {e}");
-            }
-            std::thread::sleep(RECONNECT_EVERY + std::time::Duration::from_millis(100));
-        }
+        the_call_after_works(|store, round| {
+            let mut c = store.client();
+            let mut tx = if round == 1 {
+                c.build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .unwrap()
+            } else {
+                c.transaction().unwrap()
+            };
+            tx.batch_execute(END_SESSION).unwrap_err()
+        });
     }
 }

@@ -401,21 +401,23 @@ mod tests {
         }
     }
 
+    fn chunk(text: &str) -> NewChunk {
+        NewChunk {
+            text: text.into(),
+            heading: None,
+            byte_start: 0,
+            byte_end: 7,
+            line_start: 1,
+            line_end: 1,
+            tokens: 2,
+            page: None,
+        }
+    }
+
     fn store_with_vectors(dir: &Path) -> Store {
         let store = Store::open(dir).unwrap();
         store.set_embedder(&info(8, "old")).unwrap();
-        let chunks: Vec<NewChunk> = (0..3)
-            .map(|i| NewChunk {
-                text: format!("chunk {i}"),
-                heading: None,
-                byte_start: 0,
-                byte_end: 7,
-                line_start: 1,
-                line_end: 1,
-                tokens: 2,
-                page: None,
-            })
-            .collect();
+        let chunks: Vec<NewChunk> = (0..3).map(|i| chunk(&format!("chunk {i}"))).collect();
         let ids = store
             .db
             .transaction(|tx| Db::replace_document(tx, "a.txt", "h", 10, "text", &chunks))
@@ -526,19 +528,11 @@ mod tests {
                 waited
             });
             // The first writer appends a vector while it holds the lock.
-            let chunk = NewChunk {
-                text: "chunk b".into(),
-                heading: None,
-                byte_start: 0,
-                byte_end: 7,
-                line_start: 1,
-                line_end: 1,
-                tokens: 2,
-                page: None,
-            };
             let ids = first
                 .db
-                .transaction(|tx| Db::replace_document(tx, "b.txt", "h", 10, "text", &[chunk]))
+                .transaction(|tx| {
+                    Db::replace_document(tx, "b.txt", "h", 10, "text", &[chunk("chunk b")])
+                })
                 .unwrap();
             first.vectors_mut().append(&ids, &[0.25; 8]).unwrap();
             first.db.mark_embedded(&ids).unwrap();

@@ -27,6 +27,19 @@ pub fn anectx(dir: &Path) -> Command {
     c
 }
 
+/// Runs `cmd` to the end and returns its output; fails the test with its
+/// stderr when it did not succeed.
+pub fn succeed(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A server process, killed when dropped (also when a test fails first).
 pub struct Server(pub Child);
 
