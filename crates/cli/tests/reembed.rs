@@ -124,6 +124,22 @@ fn an_earlier_built_in_embedders_store_is_re_embedded_by_the_printed_command() {
         assert!(st["reembedding"]["to"].is_string(), "{failpoint}: {st}");
     }
 
+    // While a process holds the store's writer lock (here this test, as
+    // the re-embedding itself would), `status` says the re-embedding is
+    // running and prints no command to resume it.
+    {
+        let holder = anectx_engine::Store::open(&work.join("kb")).unwrap();
+        let _writing = holder.write_guard().unwrap();
+        let out = sh(work, "anectx status --store kb", None);
+        assert!(out.status.success(), "{}", text(&out));
+        let shown = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(shown.contains("running now in another process"), "{shown}");
+        assert!(!shown.contains("`anectx "), "{shown}");
+        let out = sh(work, "anectx status --store kb --json", None);
+        let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(st["writer_running"], true, "{st}");
+    }
+
     // `status` says how to resume; that command, as printed, finishes it.
     let out = sh(work, "anectx status --store kb", None);
     assert!(out.status.success(), "{}", text(&out));
@@ -146,6 +162,7 @@ fn an_earlier_built_in_embedders_store_is_re_embedded_by_the_printed_command() {
     let out = sh(work, "anectx status --store kb --json", None);
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(st.get("reembedding").is_none(), "{st}");
+    assert_eq!(st["writer_running"], false, "{st}");
     assert_eq!(st["embedder"]["builtin"], true, "{st}");
     let store = anectx_engine::Store::open(&work.join("kb")).unwrap();
     assert_eq!(store.check_consistency().unwrap(), Vec::<String>::new());

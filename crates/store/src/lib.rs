@@ -183,6 +183,27 @@ impl Store {
         dir.join(DB_FILE).is_file()
     }
 
+    /// Whether a process holds the store's writer lock now (an indexing
+    /// run, a watcher batch, a re-embedding; see [`Store::write_guard`]),
+    /// without opening the store. A server that only reads it does not
+    /// count.
+    pub fn writer_running(dir: &Path) -> Result<bool> {
+        let path = dir.join(LOCK_FILE);
+        let f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::io(&path, e)),
+        };
+        match f.try_lock_shared() {
+            Ok(()) => {
+                let _ = f.unlock();
+                Ok(false)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

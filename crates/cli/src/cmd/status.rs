@@ -50,6 +50,9 @@ struct Status {
     /// retrieval is BM25-only.
     #[serde(skip_serializing_if = "Option::is_none")]
     reembedding: Option<Reembedding>,
+    /// Another process is writing the store now (an indexing run, a
+    /// watcher batch or a re-embedding); a second writer waits for it.
+    writer_running: bool,
     registry: PathBuf,
     /// The serving relevance-model version (`null`: the built-in fusion).
     relevance_model: Option<String>,
@@ -161,6 +164,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
         embedder: None,
         backend: "candle (CPU)".into(),
         reembedding: None,
+        writer_running: false,
         registry: registry_dir.clone(),
         relevance_model: None,
         relevance_versions: 0,
@@ -194,6 +198,7 @@ pub fn run(args: StatusArgs) -> Result<()> {
                 started_ms: r.started_ms,
             });
         }
+        st.writer_running = Store::writer_running(&dir)?;
         st.last_index_ms = db
             .meta(anectx_engine::LAST_INDEX_META)?
             .and_then(|v| v.parse().ok());
@@ -269,6 +274,12 @@ pub fn run(args: StatusArgs) -> Result<()> {
     let when = |ms: Option<u64>| ms.map_or_else(|| "never".to_string(), utc);
     println!("store        {}", dir.display());
     println!("documents    {} ({} chunks)", st.documents, st.chunks);
+    if st.writer_running && st.reembedding.is_none() {
+        println!(
+            "writing      another anectx process is writing to this store now (an indexing run, \
+             a watcher batch or a re-embedding); another writer waits for it"
+        );
+    }
     match &st.embedder {
         Some(e) => println!(
             "embedder     {} [{}], {} dimensions, on {}",
@@ -277,7 +288,9 @@ pub fn run(args: StatusArgs) -> Result<()> {
         None => println!("embedder     none (BM25 only)"),
     }
     if let Some(r) = &st.reembedding {
-        let resume = if r.builtin {
+        let resume = if st.writer_running {
+            "running now in another process".to_string()
+        } else if r.builtin {
             format!(
                 "`anectx reembed --store {} --model default` resumes it",
                 store_args.typed()?
