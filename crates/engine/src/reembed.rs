@@ -112,6 +112,9 @@ pub fn adopt_shared_embedder(
     if store.db.meta(anectx_store_pg::STORE_ID_KEY)? != Some(shared.store_id()?) {
         return Ok(false);
     }
+    // Another process on this machine may be syncing this cache: the
+    // vectors are removed only between writers' runs.
+    let _guard = store.write_guard()?;
     match store.db.embedder()? {
         Some(have) if have.fingerprint != s.fingerprint || have.dim != s.dim => {
             store.begin_reembedding(&s)?;

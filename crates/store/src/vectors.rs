@@ -360,8 +360,8 @@ impl FlatVectors {
     }
 
     /// Whether the file differs from what this value last read or wrote:
-    /// another process wrote it since. A writer that takes the store's lock
-    /// reads it again when it does (see `Store::write_guard`).
+    /// another process wrote it since. A writer holding the store's lock
+    /// reads it again before it writes vectors (`Store::refresh_vectors`).
     pub fn changed_on_disk(&self) -> Result<bool> {
         if self.path.as_os_str().is_empty() {
             return Ok(false);
