@@ -73,6 +73,10 @@ pub struct ReloadStatus {
     pub reloads_failed: u64,
     pub last_error: Option<String>,
     pub poll_secs: f64,
+    /// What keeps the server from taking in its store's changes (`null`:
+    /// nothing): another process re-embedded the store with another
+    /// model, or reading the store failed.
+    pub store_problem: Option<String>,
 }
 
 #[derive(Default)]
@@ -332,6 +336,7 @@ impl RelevanceReloader {
             reloads_failed: self.failed.load(Ordering::Relaxed),
             last_error: st.last_error.clone(),
             poll_secs: self.poll.as_secs_f64(),
+            store_problem: st.store_error.clone(),
         }
     }
 }
@@ -431,6 +436,68 @@ mod tests {
         assert_eq!(st.reloads_ok, 0);
         assert_eq!(r.status().reloads_ok, 1);
         assert_eq!(r.status().stamp.as_deref(), Some("v2"));
+    }
+
+    /// Every text gets the same unit vector of `dim` dimensions.
+    struct Flat(anectx_store::EmbedderInfo);
+    impl anectx_engine::TextEmbedder for Flat {
+        fn info(&self) -> &anectx_store::EmbedderInfo {
+            &self.0
+        }
+        fn embed(&self, texts: &[&str]) -> anectx_engine::Result<Vec<f32>> {
+            let d = self.0.dim;
+            Ok((0..texts.len() * d)
+                .map(|i| if i % d == 0 { 1.0 } else { 0.0 })
+                .collect())
+        }
+    }
+    fn flat(dim: usize) -> Arc<dyn anectx_engine::TextEmbedder> {
+        Arc::new(Flat(anectx_store::EmbedderInfo {
+            fingerprint: format!("flat-{dim}"),
+            description: format!("flat {dim}"),
+            dim,
+        }))
+    }
+
+    struct Fixed;
+    impl RelevanceSource for Fixed {
+        fn stamp(&self) -> Result<String, SourceError> {
+            Ok("v1".into())
+        }
+        fn load(&self) -> Result<Arc<dyn RelevanceModel>, SourceError> {
+            Ok(Arc::new(FusionRelevance::default()))
+        }
+    }
+
+    /// A server whose store another process re-embedded with another model
+    /// says so in `/info` (the status), as well as in its log.
+    #[test]
+    fn status_names_a_store_another_process_re_embedded() {
+        let dir = tempfile::tempdir().unwrap();
+        let docs = tempfile::tempdir().unwrap();
+        std::fs::write(docs.path().join("a.md"), "# A\n\nlighthouse keepers\n").unwrap();
+        let store = dir.path().join("store");
+        let engine = Arc::new(Engine::open(&store, Some(flat(4))).unwrap());
+        engine
+            .index(
+                &[docs.path().into()],
+                &anectx_engine::IndexOptions::default(),
+                &anectx_engine::NoProgress,
+            )
+            .unwrap();
+        let r = RelevanceReloader::new(
+            engine,
+            Arc::new(Fixed),
+            Duration::ZERO,
+            Arc::new(Metrics::new()),
+        );
+        r.reload(false).unwrap();
+        assert_eq!(r.status().store_problem, None);
+        let other = Engine::open_to_reembed(&store, flat(2)).unwrap();
+        other.reembed(&anectx_engine::NoProgress).unwrap();
+        r.reload(false).unwrap();
+        let problem = r.status().store_problem.unwrap_or_default();
+        assert!(problem.contains("re-embedded with flat 2"), "{problem}");
     }
 
     #[test]
