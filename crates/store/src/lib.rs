@@ -134,24 +134,12 @@ impl Store {
             // process writes: one that does is that re-embedding, past this
             // point or about to be (it removes the file itself, then
             // appends the new vectors, which must not be removed here).
-            match lock_file.try_lock() {
-                Ok(()) => {
-                    let r = db.reembedding();
-                    let finished = match r {
-                        Ok(Some(mut r)) if r.reset_pending => {
-                            remove_vector_files(dir).and_then(|()| {
-                                r.reset_pending = false;
-                                db.set_reembedding(Some(&r))
-                            })
-                        }
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(e),
-                    };
-                    let _ = lock_file.unlock();
-                    finished?;
-                }
-                Err(std::fs::TryLockError::WouldBlock) => skip_vectors = true,
-                Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+            if try_lock(&lock_file, &lock_path, Lock::Exclusive)? {
+                let finished = finish_reset(&db, dir);
+                let _ = lock_file.unlock();
+                finished?;
+            } else {
+                skip_vectors = true;
             }
         }
         let dim = db.embedder()?.map(|e| e.dim);
@@ -194,14 +182,11 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
             Err(e) => return Err(StoreError::io(&path, e)),
         };
-        match f.try_lock_shared() {
-            Ok(()) => {
-                let _ = f.unlock();
-                Ok(false)
-            }
-            Err(std::fs::TryLockError::WouldBlock) => Ok(true),
-            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(&path, e)),
+        let free = try_lock(&f, &path, Lock::Shared)?;
+        if free {
+            let _ = f.unlock();
         }
+        Ok(!free)
     }
 
     pub fn dir(&self) -> &Path {
@@ -238,19 +223,15 @@ impl Store {
     pub fn write_guard(&self) -> Result<WriteGuard<'_>> {
         let in_process = self.write_lock.lock().unwrap_or_else(|p| p.into_inner());
         let lock_path = self.dir.join(LOCK_FILE);
-        match self.lock_file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                tracing::warn!(
-                    "another anectx process holds the store in {} (an indexing run, or a server \
-                     reading one in); waiting for it to finish",
-                    self.dir.display()
-                );
-                self.lock_file
-                    .lock()
-                    .map_err(|e| StoreError::io(&lock_path, e))?;
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        if !try_lock(&self.lock_file, &lock_path, Lock::Exclusive)? {
+            tracing::warn!(
+                "another anectx process holds the store in {} (an indexing run, or a server \
+                 reading one in); waiting for it to finish",
+                self.dir.display()
+            );
+            self.lock_file
+                .lock()
+                .map_err(|e| StoreError::io(&lock_path, e))?;
         }
         Ok(WriteGuard {
             _in_process: in_process,
@@ -272,10 +253,8 @@ impl Store {
             return Ok(false);
         };
         let lock_path = self.dir.join(LOCK_FILE);
-        match self.lock_file.try_lock_shared() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
-            Err(std::fs::TryLockError::Error(e)) => return Err(StoreError::io(&lock_path, e)),
+        if !try_lock(&self.lock_file, &lock_path, Lock::Shared)? {
+            return Ok(false);
         }
         let read = self.lexical.reload().and_then(|()| {
             if vectors {
@@ -385,6 +364,39 @@ impl Store {
         }
         Ok(problems)
     }
+}
+
+#[derive(Clone, Copy)]
+enum Lock {
+    Shared,
+    Exclusive,
+}
+
+/// Takes `file`'s OS lock without waiting: false when another process
+/// holds it in a conflicting mode.
+fn try_lock(file: &std::fs::File, path: &Path, how: Lock) -> Result<bool> {
+    let r = match how {
+        Lock::Shared => file.try_lock_shared(),
+        Lock::Exclusive => file.try_lock(),
+    };
+    match r {
+        Ok(()) => Ok(true),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(path, e)),
+    }
+}
+
+/// Finishes a re-embedding's removal of the old vectors when the record
+/// says it is pending (the caller holds the writer lock).
+fn finish_reset(db: &Db, dir: &Path) -> Result<()> {
+    if let Some(mut r) = db.reembedding()? {
+        if r.reset_pending {
+            remove_vector_files(dir)?;
+            r.reset_pending = false;
+            db.set_reembedding(Some(&r))?;
+        }
+    }
+    Ok(())
 }
 
 /// Removes the vector file, its graph and their temporary files (missing
