@@ -95,12 +95,7 @@ impl ConnGuard<'_> {
         &self,
         r: std::result::Result<T, postgres::Error>,
     ) -> std::result::Result<T, postgres::Error> {
-        if let Err(e) = &r {
-            if session_ended(e) {
-                self.1.store(true, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        r
+        note_ended(self.1, r)
     }
 
     pub(crate) fn query<T: ?Sized + postgres::ToStatement>(
@@ -155,16 +150,21 @@ impl ConnGuard<'_> {
         &mut self,
     ) -> std::result::Result<postgres::Transaction<'_>, postgres::Error> {
         let ended = self.1;
-        match self.0.client.transaction() {
-            Ok(t) => Ok(t),
-            Err(e) => {
-                if session_ended(&e) {
-                    ended.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                Err(e)
-            }
+        note_ended(ended, self.0.client.transaction())
+    }
+}
+
+/// Sets `ended` when `r` failed because the session is over.
+fn note_ended<T>(
+    ended: &std::sync::atomic::AtomicBool,
+    r: std::result::Result<T, postgres::Error>,
+) -> std::result::Result<T, postgres::Error> {
+    if let Err(e) = &r {
+        if session_ended(e) {
+            ended.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
+    r
 }
 
 impl std::ops::Deref for ConnGuard<'_> {
