@@ -858,7 +858,7 @@ impl Engine {
         // Another process on this machine (an `anectx context` beside an
         // `anectx serve`) may have synced this cache since: read its vectors
         // first, when they are this engine's embedder's.
-        if self.vectors_are_this_embedders()? {
+        if self.stored_embedder()?.0 {
             self.store.refresh_vectors()?;
         }
         let mut shown = 0u64;
@@ -906,9 +906,9 @@ impl Engine {
     /// while a writer runs, here or elsewhere (see
     /// [`Store::refresh_from_disk`]).
     pub fn refresh_from_disk(&self) -> Result<Refreshed> {
-        let vectors = self.vectors_are_this_embedders()?;
-        let vectors_read = self.store.refresh_from_disk(vectors)?;
-        let other_embedder = match (self.embedder.as_deref(), self.store.db.embedder()?) {
+        let (ours, stored) = self.stored_embedder()?;
+        let vectors_read = self.store.refresh_from_disk(ours)?;
+        let other_embedder = match (self.embedder.as_ref(), stored) {
             (Some(e), Some(s)) if !e.accepts(&s) => Some(s.description),
             _ => None,
         };
@@ -918,14 +918,15 @@ impl Engine {
         })
     }
 
-    /// Whether the store's vectors come from this engine's embedder, with
-    /// no re-embedding under way.
-    fn vectors_are_this_embedders(&self) -> Result<bool> {
-        let Some(e) = self.embedder.as_deref() else {
-            return Ok(false);
+    /// The store's embedder, and whether the store's vectors come from this
+    /// engine's embedder with no re-embedding under way.
+    fn stored_embedder(&self) -> Result<(bool, Option<anectx_store::EmbedderInfo>)> {
+        let stored = self.store.db.embedder()?;
+        let ours = match (self.embedder.as_deref(), &stored) {
+            (Some(e), Some(s)) => e.accepts(s) && self.store.db.reembedding()?.is_none(),
+            _ => false,
         };
-        Ok(self.store.db.reembedding()?.is_none()
-            && self.store.db.embedder()?.is_some_and(|s| e.accepts(&s)))
+        Ok((ours, stored))
     }
 
     /// Embeds queries with the engine's embedder.

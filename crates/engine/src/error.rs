@@ -17,7 +17,7 @@ pub enum EngineError {
         "the store in {store} holds vectors from embedder {stored} ({stored_dim} dims), \
          but the configured embedder is {requested} ({requested_dim} dims); anectx never mixes \
          models in one store: use the original model, re-embed the store with this one \
-         (`anectx reembed` with the same --store and --model), or index into another --store"
+         (anectx reembed, with the same --store and this --model), or index into another --store"
     )]
     EmbedderMismatch {
         store: PathBuf,
@@ -29,8 +29,8 @@ pub enum EngineError {
     #[error(
         "the shared store {store} holds vectors from embedder {stored}, but this replica runs \
          {requested}: every replica uses the shared store's embedder; run this one with it \
-         (--model), or re-embed the shared store for the whole fleet (`anectx reembed` with \
-         the same --store and --model)"
+         (--model), or re-embed the shared store for the whole fleet (anectx reembed, with \
+         the same --store and that --model)"
     )]
     FleetEmbedder {
         store: String,
