@@ -952,35 +952,51 @@ fn replica_sh(cache: &Path, line: &str) -> Output {
         .unwrap()
 }
 
-/// Two documents (one about a lighthouse keeper) indexed with MiniLM and
-/// published through a first replica: (documents folder, its cache).
-fn published_with_minilm(url: &str, minilm: &str) -> (tempfile::TempDir, tempfile::TempDir) {
+/// A shared store holding two documents (one about a lighthouse keeper),
+/// indexed with MiniLM and published through a first replica.
+struct MinilmFleet {
+    _pg: PgServer,
+    url: String,
+    minilm: String,
+    _docs: tempfile::TempDir,
+    /// The first replica's working folder (and cache).
+    a: tempfile::TempDir,
+}
+
+fn published_with_minilm() -> Option<MinilmFleet> {
+    let minilm = anectx_testing::minilm_dir()?;
+    let pg = PgServer::start()?;
+    let url = pg.url("postgres");
+    let minilm = minilm.to_str().unwrap().to_string();
     let docs = two_documents();
     let a = tempfile::tempdir().unwrap();
     let root = docs.path().to_str().unwrap();
     ok_json(&replica(
         a.path(),
-        &["index", root, "--store", url, "--model", minilm, "--json"],
+        &["index", root, "--store", &url, "--model", &minilm, "--json"],
     ));
-    (docs, a)
+    Some(MinilmFleet {
+        _pg: pg,
+        url,
+        minilm,
+        _docs: docs,
+        a,
+    })
 }
 
 #[test]
 fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedder() {
-    let Some(minilm) = anectx_testing::minilm_dir() else {
+    let Some(fleet) = published_with_minilm() else {
         return;
     };
-    let Some(pg) = PgServer::start() else { return };
-    let url = pg.url("postgres");
-    let minilm = minilm.to_str().unwrap();
-    let (_docs, a) = published_with_minilm(&url, minilm);
+    let (url, minilm, a) = (fleet.url.as_str(), fleet.minilm.as_str(), &fleet.a);
     let b = tempfile::tempdir().unwrap();
     let q = |model: &'static str| -> Vec<String> {
         let mut v: Vec<String> = [
             "context",
             "who trimmed the lamp wick",
             "--store",
-            &url,
+            url,
             "--json",
         ]
         .map(String::from)
@@ -1013,7 +1029,7 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let st = ok_json(&replica(a.path(), &["status", "--store", &url, "--json"]));
+        let st = ok_json(&replica(a.path(), &["status", "--store", url, "--json"]));
         let r = &st["shared"]["reembedding"];
         assert!(r["to"].as_str().unwrap().contains("built-in"), "{st}");
         assert_eq!(r["chunks"], 2, "{st}");
@@ -1035,7 +1051,7 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
         let ans = ok_json(&run(b.path(), &with_minilm));
         assert_eq!(ans["mode"], "full", "{failpoint}: {ans}");
     }
-    let out = replica(a.path(), &["reembed", "--store", &url]);
+    let out = replica(a.path(), &["reembed", "--store", url]);
     assert!(
         out.status.success(),
         "{}",
@@ -1088,19 +1104,16 @@ fn a_shared_store_is_re_embedded_once_and_each_replica_follows_on_the_new_embedd
 
 #[test]
 fn a_serving_replica_on_the_old_embedder_keeps_serving_after_the_fleet_is_re_embedded() {
-    let Some(minilm) = anectx_testing::minilm_dir() else {
+    let Some(fleet) = published_with_minilm() else {
         return;
     };
-    let Some(pg) = PgServer::start() else { return };
-    let url = pg.url("postgres");
-    let minilm = minilm.to_str().unwrap();
-    let (_docs, a) = published_with_minilm(&url, minilm);
+    let (url, minilm, a) = (fleet.url.as_str(), fleet.minilm.as_str(), &fleet.a);
     let b = tempfile::tempdir().unwrap();
     let log = b.path().join("serve.log");
     let (server, addr) = common::start_server(
         common::anectx(b.path())
             .env("XDG_CACHE_HOME", b.path())
-            .args(["serve", "--store", &url, "--port", "0", "--model", minilm])
+            .args(["serve", "--store", url, "--port", "0", "--model", minilm])
             .args(["--shared-poll-secs", "0.2"])
             .stderr(std::fs::File::create(&log).unwrap()),
     );
@@ -1112,7 +1125,7 @@ fn a_serving_replica_on_the_old_embedder_keeps_serving_after_the_fleet_is_re_emb
     };
     ask();
 
-    let out = replica(a.path(), &["reembed", "--store", &url]);
+    let out = replica(a.path(), &["reembed", "--store", url]);
     assert!(
         out.status.success(),
         "{}",

@@ -200,12 +200,25 @@ pub fn spawn_follower(
                     listener = pg.listener().ok();
                 }
             }
-            let synced = engine.sync_shared(&pg, &NoProgress);
-            match (&synced, failing.take()) {
-                (Ok(_), Some(_)) => tracing::info!("shared store: catching up works again"),
-                (Err(e), was) => {
+            match engine.sync_shared(&pg, &NoProgress) {
+                Ok(r) => {
+                    if failing.take().is_some() {
+                        tracing::info!("shared store: catching up works again");
+                    }
+                    if r.changes > 0 {
+                        tracing::info!(
+                            "shared store: caught up to change {} ({} documents written, {} \
+                             removed; {} logged candidates placed on chunks that arrived)",
+                            r.to,
+                            r.documents_written,
+                            r.documents_deleted,
+                            r.candidates_placed
+                        );
+                    }
+                }
+                Err(e) => {
                     let now = e.to_string();
-                    if was.as_deref() != Some(now.as_str()) {
+                    if failing.as_deref() != Some(now.as_str()) {
                         tracing::warn!(
                             "shared store: catching up failed: {now} (this replica keeps \
                              serving its cache; logged again when this changes)"
@@ -213,18 +226,6 @@ pub fn spawn_follower(
                     }
                     failing = Some(now);
                 }
-                _ => {}
-            }
-            match synced {
-                Ok(r) if r.changes > 0 => tracing::info!(
-                    "shared store: caught up to change {} ({} documents written, {} removed; \
-                     {} logged candidates placed on chunks that arrived)",
-                    r.to,
-                    r.documents_written,
-                    r.documents_deleted,
-                    r.candidates_placed
-                ),
-                _ => {}
             }
             let db = &engine.store().db;
             if let Err(e) = pg.push_log(db).and_then(|_| pg.push_feedback(db)) {
