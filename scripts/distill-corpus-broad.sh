@@ -48,8 +48,9 @@ if ! ls "$WORK"/wheels/scipy-*.whl >/dev/null 2>&1; then
     $PIP download -q --no-deps --only-binary=:all: --python-version 3.11 -d "$WORK/wheels" \
         scipy==1.14.1 sympy==1.13.3 networkx==3.4.2 statsmodels==0.14.4
 fi
+cargo fetch --locked -q
 python3 - "$OUT" "$TOTAL" "$WORK" <<'PY'
-import ast, glob, gzip, hashlib, html, json, os, random, re, sys, zipfile
+import ast, glob, gzip, hashlib, html, json, os, random, re, sys, tarfile, zipfile
 out, total, work = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 x = os.path.join(work, "x")
 rng = random.Random(20261207)
@@ -230,18 +231,20 @@ sources["law-policy"].append("debian:debian-policy 4.6.2.0")
 # code-comments: `//` comment blocks (not doc comments) in the locked crates.
 lock = open("Cargo.lock", encoding="utf-8").read()
 pkgs = re.findall(r'\[\[package\]\]\nname = "([^"]+)"\nversion = "([^"]+)"\nsource = "registry', lock)
-reg = sorted(glob.glob(os.path.expanduser("~/.cargo/registry/src/*")))
+# Read from the downloaded .crate archives (`cargo fetch --locked` above
+# fetches every locked crate, whatever the platform), not from the unpacked
+# sources, which hold only the crates some build has needed here.
+reg = sorted(glob.glob(os.path.join(os.environ.get("CARGO_HOME", os.path.expanduser("~/.cargo")), "registry/cache/*")))
 ncrates = 0
 for name, ver in sorted(pkgs):
-    d = next((os.path.join(r, f"{name}-{ver}") for r in reg if os.path.isdir(os.path.join(r, f"{name}-{ver}"))), None)
+    d = next((os.path.join(r, f"{name}-{ver}.crate") for r in reg if os.path.isfile(os.path.join(r, f"{name}-{ver}.crate"))), None)
     if not d:
         continue
     ncrates += 1
-    for f in sorted(glob.glob(d + "/src/**/*.rs", recursive=True)):
-        try:
-            src = open(f, encoding="utf-8", errors="replace").read()
-        except OSError:
-            continue
+    with tarfile.open(d, "r:gz") as t:
+        members = sorted((m for m in t.getmembers() if m.isfile() and m.name.endswith(".rs") and m.name.split("/")[1:2] == ["src"]), key=lambda m: m.name)
+        files = [t.extractfile(m).read().decode("utf-8", errors="replace") for m in members]
+    for src in files:
         blocks, cur = [], []
         for l in src.split("\n"):
             s = l.strip()
