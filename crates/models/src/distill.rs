@@ -90,8 +90,9 @@ pub struct DistillOptions {
     pub seed: u64,
     pub resume: bool,
     /// Start from this model directory's weights (a ConvEmbedder with the same
-    /// configuration, e.g. an earlier distillation) instead of the PCA/SIF
-    /// initialisation. Ignored when `resume` finds a checkpoint.
+    /// configuration, e.g. an earlier distillation, or with fewer blocks: the
+    /// student's extra blocks then start as the identity) instead of the
+    /// PCA/SIF initialisation. Ignored when `resume` finds a checkpoint.
     pub init: Option<PathBuf>,
     /// μ, the weight of the (pseudo-query, passage) term; 0 turns it off.
     pub pair_weight: f64,
@@ -586,28 +587,36 @@ fn init_student(
     )];
     let mut rng = Rng::new(seed);
     for (i, &k) in config.kernel_sizes.iter().enumerate() {
-        let std = (1.0 / (e * k) as f32).sqrt();
-        out.push((
-            format!("blocks.{i}.conv.weight"),
-            crate::weights::randn(&[e, e, 1, k], std, &mut rng)?,
-        ));
-        out.push((
-            format!("blocks.{i}.conv.bias"),
-            Tensor::zeros(e, DType::F32, &dev)?,
-        ));
-        // Zero gain and shift: the block starts as the identity.
-        out.push((
-            format!("blocks.{i}.norm.weight"),
-            Tensor::zeros(e, DType::F32, &dev)?,
-        ));
-        out.push((
-            format!("blocks.{i}.norm.bias"),
-            Tensor::zeros(e, DType::F32, &dev)?,
-        ));
+        identity_block(i, e, k, &mut rng, &mut out)?;
     }
     out.push(("proj.weight".into(), Tensor::from_vec(proj, (d, e), &dev)?));
     out.push(("proj.bias".into(), Tensor::zeros(d, DType::F32, &dev)?));
     Ok(out)
+}
+
+/// Block `i` (width `e`, kernel `k`) as the identity: a random convolution
+/// behind a LayerNorm of zero gain and shift, so the residual passes its input
+/// through unchanged until training moves the gain.
+fn identity_block(
+    i: usize,
+    e: usize,
+    k: usize,
+    rng: &mut Rng,
+    out: &mut Vec<(String, Tensor)>,
+) -> Result<()> {
+    let dev = Device::Cpu;
+    let std = (1.0 / (e * k) as f32).sqrt();
+    out.push((
+        format!("blocks.{i}.conv.weight"),
+        crate::weights::randn(&[e, e, 1, k], std, rng)?,
+    ));
+    for part in ["conv.bias", "norm.weight", "norm.bias"] {
+        out.push((
+            format!("blocks.{i}.{part}"),
+            Tensor::zeros(e, DType::F32, &dev)?,
+        ));
+    }
+    Ok(())
 }
 
 fn shuffle(v: &mut [usize], seed: u64) {
@@ -627,16 +636,26 @@ fn lr_at(o: &DistillOptions, step: usize) -> f64 {
     o.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
 }
 
-/// Weights of an existing model directory to start from, as f32; its
-/// configuration must equal the student's.
-fn load_init(dir: &Path, config: &ConvEmbedderConfig) -> Result<Vec<(String, Tensor)>> {
+/// Weights of an existing model directory to start from, as f32. Its
+/// configuration must equal the student's, or be the student's with fewer
+/// blocks: the student then grows, its extra blocks (after the model's own)
+/// starting as the identity, so that at step 0 it embeds exactly as the
+/// model does and training only adds what the new blocks learn.
+fn load_init(dir: &Path, config: &ConvEmbedderConfig, seed: u64) -> Result<Vec<(String, Tensor)>> {
     let cfg_path = dir.join("config.json");
     let raw = std::fs::read(&cfg_path).map_err(io_err(&cfg_path))?;
     let theirs: ConvEmbedderConfig = serde_json::from_slice(&raw)
         .map_err(|e| ModelError::Input(format!("{}: {e}", cfg_path.display())))?;
-    if &theirs != config {
+    let have = theirs.kernel_sizes.len();
+    let grows = have < config.kernel_sizes.len()
+        && ConvEmbedderConfig {
+            widths: config.widths[..have].to_vec(),
+            kernel_sizes: config.kernel_sizes[..have].to_vec(),
+            ..config.clone()
+        } == theirs;
+    if &theirs != config && !grows {
         return Err(ModelError::Input(format!(
-            "--init {}: its configuration differs from the student's (embed_dim {} vs {}, kernels {:?} vs {:?})",
+            "--init {}: its configuration differs from the student's (embed_dim {} vs {}, kernels {:?} vs {:?}); a student may differ only by blocks added after the model's own",
             dir.display(),
             theirs.embed_dim,
             config.embed_dim,
@@ -649,6 +668,10 @@ fn load_init(dir: &Path, config: &ConvEmbedderConfig) -> Result<Vec<(String, Ten
     let mut out = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
         out.push((name, t.to_dtype(DType::F32)?));
+    }
+    let mut rng = Rng::new(seed);
+    for (i, &k) in config.kernel_sizes.iter().enumerate().skip(have) {
+        identity_block(i, config.embed_dim, k, &mut rng, &mut out)?;
     }
     Ok(out)
 }
@@ -1101,7 +1124,7 @@ pub fn distill(o: &DistillOptions, progress: &mut dyn FnMut(Progress)) -> Result
             );
         }
         let init = match &o.init {
-            Some(dir) => load_init(dir, &config)?,
+            Some(dir) => load_init(dir, &config, o.seed)?,
             None => init_student(&config, &token_vecs, dim, &counts, o.sif_a, o.seed)?,
         };
         for (name, t) in &init {

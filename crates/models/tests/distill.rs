@@ -194,7 +194,42 @@ fn distill_reduces_the_loss_and_resumes_from_the_checkpoint() {
         i.heldout_cosine_init,
         r.heldout_cosine_saved
     );
-    // A model of another configuration is refused, clearly.
+    // A student with more blocks grows from it: the blocks after the
+    // model's own start as the identity, so step 0 embeds exactly as the
+    // model does; then the new blocks train.
+    let mut o = options(root.path(), 10);
+    o.out = root.path().join("out-grown");
+    o.kernel_sizes = vec![3, 3, 5];
+    o.init = Some(out.clone());
+    let g = distill(&o, &mut |_| {}).unwrap();
+    assert!(
+        (g.heldout_cosine_init - i.heldout_cosine_init).abs() < 1e-6,
+        "grown student's step-0 cosine {} vs the model's {}",
+        g.heldout_cosine_init,
+        i.heldout_cosine_init
+    );
+    let grown = candle_core::safetensors::load(
+        root.path().join("out-grown/model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let gain = grown["blocks.2.norm.weight"]
+        .to_dtype(candle_core::DType::F32)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(gain > 0.0, "the added block did not train");
+    // Fewer blocks than the model's, or another width, are refused, clearly.
+    let mut o = options(root.path(), 10);
+    o.out = root.path().join("out-fewer");
+    o.kernel_sizes = vec![3];
+    o.init = Some(out.clone());
+    let e = distill(&o, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("--init") && e.contains("configuration"), "{e}");
     let mut o = options(root.path(), 10);
     o.out = root.path().join("out-bad");
     o.embed_dim = 12;

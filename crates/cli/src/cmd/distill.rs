@@ -66,7 +66,9 @@ pub struct DistillArgs {
     resume: bool,
     /// Start from an existing model directory with the same configuration
     /// (e.g. `crates/models/assets/default-embedder` or an earlier
-    /// distillation) instead of the PCA/SIF initialisation.
+    /// distillation) instead of the PCA/SIF initialisation. With more
+    /// --kernels than the model has blocks, the student grows: its extra
+    /// blocks come after the model's and start as the identity.
     #[arg(long, value_name = "DIR")]
     init: Option<PathBuf>,
     /// Weight μ of the (pseudo-query, passage) term, 0 = off. Each corpus
