@@ -6,7 +6,9 @@
 //! CPU, then an interleaved ratio pass (A, B, C, D, A, B, C, D, …) so the
 //! printed ratios share the same machine conditions.
 //! Needs the fixture (scripts/fixtures.sh); ANECTX_BENCH_ROUNDS sets the
-//! number of interleaved rounds (default 5).
+//! number of interleaved rounds (default 5). ANECTX_BENCH_CANDIDATE=DIR adds
+//! a model directory (e.g. a distillation's output) to the interleaved pass,
+//! with its ratio to the reference.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -75,6 +77,14 @@ fn main() {
     else {
         panic!("the default embedder is a ConvEmbedder")
     };
+    let candidate = std::env::var_os("ANECTX_BENCH_CANDIDATE").map(|d| {
+        let (m, _) = load_embedder(std::path::Path::new(&d), WeightDtype::F32)
+            .unwrap_or_else(|e| panic!("ANECTX_BENCH_CANDIDATE {}: {e}", d.to_string_lossy()));
+        let Embedder::Conv(m) = m else {
+            panic!("ANECTX_BENCH_CANDIDATE must be a ConvEmbedder directory")
+        };
+        m
+    });
     let x = inputs(&tok);
 
     let run_ane = || ane.forward_pooled(&x.ids, &x.type_ids, &x.mask).unwrap();
@@ -105,13 +115,23 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if bench_mode { 5 } else { 1 });
+    let run_candidate = || {
+        candidate
+            .as_ref()
+            .map(|m| m.forward(&x.ids, &x.mask).unwrap())
+    };
     let mut t = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+    let mut tc = Vec::new();
     for _ in 0..rounds {
         let runs: [&dyn Fn() -> Tensor; 4] = [&run_ane, &run_ref, &run_conv, &run_default];
         for (i, f) in runs.iter().enumerate() {
             let s = Instant::now();
             black_box(f());
             t[i].push(s.elapsed().as_secs_f64());
+        }
+        let s = Instant::now();
+        if black_box(run_candidate()).is_some() {
+            tc.push(s.elapsed().as_secs_f64());
         }
     }
     let med = |v: &mut Vec<f64>| {
@@ -131,4 +151,11 @@ fn main() {
     println!("  ratio ConvEmbedder / AneBert   {:.2}x", a / cv);
     println!("  ratio default / AneBert        {:.2}x", a / d);
     println!("  ratio default / reference      {:.2}x", r / d);
+    if !tc.is_empty() {
+        let c = med(&mut tc);
+        println!("  candidate            {:>8.1} sequences/s", sps(c));
+        println!("  ratio candidate / reference    {:.2}x", r / c);
+        println!("  ratio candidate / AneBert      {:.2}x", a / c);
+        println!("  ratio candidate / default      {:.2}x", d / c);
+    }
 }
